@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <sys/eventfd.h>
+
+#define POLKIT_AGENT_I_KNOW_API_IS_SUBJECT_TO_CHANGE 1
+#include <polkit/polkit.h>
+
+#include "authz.h"
+#include "errors.h"
+
+typedef enum { REQ_QUERY_UID, REQ_POLKIT, REQ_DONE } RequestState;
+
+typedef struct Request {
+        Authz *authz;
+        sd_bus_message *msg; /* the parked call; also the key in Authz.requests */
+        char *sender;
+        char *action;
+        char **details; /* key, value, …, NULL */
+        bool interactive;
+
+        RequestState state;
+        bool in_thread;  /* the polkit thread holds a pointer to us */
+        bool abandoned;  /* the caller went away: free when the thread lets go */
+        uint64_t done_usec;
+
+        bool authorized;
+        bool challenge;
+        char *error_message;
+
+        sd_bus_slot *uid_slot;
+        sd_bus_slot *vanish_slot;
+        GCancellable *cancellable;
+} Request;
+
+struct Authz {
+        sd_event *event;
+        GHashTable *requests;  /* sd_bus_message* → Request* */
+        GHashTable *per_sender; /* sender → count */
+        sd_event_source *purge_timer;
+
+        /* The polkit thread and its mailbox back to the event loop. */
+        GThread *thread;
+        GMainContext *context;
+        GMainLoop *loop;
+        PolkitAuthority *authority;
+        GMutex lock;
+        GQueue done; /* Request*, guarded by lock */
+        int eventfd;
+        sd_event_source *eventfd_source;
+};
+
+static void request_free(Request *r)
+{
+        if (!r)
+                return;
+        sd_bus_slot_unref(r->uid_slot);
+        sd_bus_slot_unref(r->vanish_slot);
+        sd_bus_message_unref(r->msg);
+        if (r->cancellable)
+                g_object_unref(r->cancellable);
+        free(r->sender);
+        free(r->action);
+        g_strfreev(r->details);
+        free(r->error_message);
+        free(r);
+}
+
+static void sender_count_adjust(Authz *a, const char *sender, int delta)
+{
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(a->per_sender, sender));
+
+        n = (unsigned) ((int) n + delta);
+        if (n == 0)
+                g_hash_table_remove(a->per_sender, sender);
+        else
+                g_hash_table_replace(a->per_sender, g_strdup(sender), GUINT_TO_POINTER(n));
+}
+
+/* Take @r out of the registry; free it now unless the polkit thread still points at it. */
+static void request_release(Request *r)
+{
+        Authz *a = r->authz;
+
+        if (g_hash_table_steal(a->requests, r->msg))
+                sender_count_adjust(a, r->sender, -1);
+        r->uid_slot = sd_bus_slot_unref(r->uid_slot);
+        r->vanish_slot = sd_bus_slot_unref(r->vanish_slot);
+        if (r->in_thread) {
+                r->abandoned = true;
+                g_cancellable_cancel(r->cancellable);
+                return;
+        }
+        request_free(r);
+}
+
+static void request_finish(Request *r, bool authorized, bool challenge, const char *error_message)
+{
+        sd_bus *bus = sd_bus_message_get_bus(r->msg);
+        int k;
+
+        r->state = REQ_DONE;
+        r->authorized = authorized;
+        r->challenge = challenge;
+        r->done_usec = now_usec(CLOCK_MONOTONIC);
+        if (error_message)
+                r->error_message = strdup(error_message);
+        r->uid_slot = sd_bus_slot_unref(r->uid_slot);
+        r->vanish_slot = sd_bus_slot_unref(r->vanish_slot);
+
+        /* Hand the call back to sd-bus: its handler runs again and finds our answer. */
+        k = sd_bus_enqueue_for_read(bus, r->msg);
+        if (k < 0) {
+                log_error_errno(k, "Failed to requeue method call after authorization");
+                request_release(r);
+        }
+}
+
+/* ---- the polkit thread ---- */
+
+static void on_polkit_result(GObject *source, GAsyncResult *res, gpointer userdata)
+{
+        Request *r = userdata;
+        Authz *a = r->authz;
+        g_autoptr(GError) err = NULL;
+        PolkitAuthorizationResult *result;
+
+        result = polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source), res, &err);
+        if (result) {
+                r->authorized = polkit_authorization_result_get_is_authorized(result);
+                r->challenge = polkit_authorization_result_get_is_challenge(result);
+                g_object_unref(result);
+        } else
+                r->error_message = strdup(err ? err->message : "polkit failed");
+
+        g_mutex_lock(&a->lock);
+        g_queue_push_tail(&a->done, r);
+        g_mutex_unlock(&a->lock);
+        (void) eventfd_write(a->eventfd, 1);
+}
+
+static gboolean polkit_start_check(gpointer userdata)
+{
+        Request *r = userdata;
+        Authz *a = r->authz;
+        g_autoptr(PolkitSubject) subject = NULL;
+        g_autoptr(PolkitDetails) details = NULL;
+        PolkitCheckAuthorizationFlags flags = POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE;
+
+        if (!a->authority) {
+                r->error_message = strdup("polkit is not available");
+                g_mutex_lock(&a->lock);
+                g_queue_push_tail(&a->done, r);
+                g_mutex_unlock(&a->lock);
+                (void) eventfd_write(a->eventfd, 1);
+                return G_SOURCE_REMOVE;
+        }
+
+        subject = polkit_system_bus_name_new(r->sender);
+        details = polkit_details_new();
+        for (char **d = r->details; d && d[0] && d[1]; d += 2)
+                polkit_details_insert(details, d[0], d[1]);
+        if (r->interactive)
+                flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
+
+        polkit_authority_check_authorization(a->authority, subject, r->action, details, flags, r->cancellable,
+                                             on_polkit_result, r);
+        return G_SOURCE_REMOVE;
+}
+
+static gpointer polkit_thread(gpointer userdata)
+{
+        Authz *a = userdata;
+        g_autoptr(GError) err = NULL;
+
+        g_main_context_push_thread_default(a->context);
+        a->authority = polkit_authority_get_sync(NULL, &err);
+        if (!a->authority)
+                log_error("Cannot reach polkit: %s", err ? err->message : "unknown error");
+
+        g_main_loop_run(a->loop);
+
+        if (a->authority)
+                g_object_unref(a->authority);
+        g_main_context_pop_thread_default(a->context);
+        return NULL;
+}
+
+static int authz_start_thread(Authz *a)
+{
+        if (a->thread)
+                return 0;
+
+        a->context = g_main_context_new();
+        a->loop = g_main_loop_new(a->context, FALSE);
+        a->thread = g_thread_try_new("polkit", polkit_thread, a, NULL);
+        if (!a->thread)
+                return -ENOMEM;
+        /* No waiting for the thread to reach polkit: checks handed to its context queue up until
+         * its loop runs, which is after it has the authority. */
+        return 0;
+}
+
+/* ---- back on the event loop ---- */
+
+static int on_eventfd(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Authz *a = userdata;
+        eventfd_t v;
+        Request *r;
+
+        (void) eventfd_read(fd, &v);
+        for (;;) {
+                g_mutex_lock(&a->lock);
+                r = g_queue_pop_head(&a->done);
+                g_mutex_unlock(&a->lock);
+                if (!r)
+                        break;
+
+                r->in_thread = false;
+                if (r->abandoned) {
+                        request_free(r);
+                        continue;
+                }
+                request_finish(r, r->authorized, r->challenge, NULL);
+        }
+        return 0;
+}
+
+static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        Request *r = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t uid;
+        int k;
+
+        r->uid_slot = sd_bus_slot_unref(r->uid_slot);
+        if (e) {
+                request_finish(r, false, false, e->message);
+                return 0;
+        }
+        k = sd_bus_message_read(reply, "u", &uid);
+        if (k < 0) {
+                request_finish(r, false, false, "cannot read the caller's uid");
+                return 0;
+        }
+        if (uid == 0) {
+                request_finish(r, true, false, NULL);
+                return 0;
+        }
+
+        k = authz_start_thread(r->authz);
+        if (k < 0) {
+                request_finish(r, false, false, "cannot start the polkit thread");
+                return 0;
+        }
+        r->state = REQ_POLKIT;
+        r->in_thread = true;
+        r->cancellable = g_cancellable_new();
+        g_main_context_invoke(r->authz->context, polkit_start_check, r);
+        return 0;
+}
+
+static int on_caller_vanished(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+        Request *r = userdata;
+        const char *name, *old_owner, *new_owner;
+
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 || !isempty(new_owner))
+                return 0;
+        log_debug("Caller %s left while its %s check was pending; dropping the call.", r->sender, r->action);
+        request_release(r);
+        return 0;
+}
+
+static int on_purge_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Authz *a = userdata;
+        GHashTableIter it;
+        gpointer value;
+        GSList *stale = NULL;
+
+        /* A redelivered call whose handler failed before asking again leaves its answer behind. */
+        g_hash_table_iter_init(&it, a->requests);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                Request *r = value;
+                if (r->state == REQ_DONE && usec > r->done_usec + 10 * USEC_PER_SEC)
+                        stale = g_slist_prepend(stale, r);
+        }
+        for (GSList *l = stale; l; l = l->next)
+                request_release(l->data);
+        g_slist_free(stale);
+
+        return sd_event_source_set_time(s, usec + 10 * USEC_PER_SEC);
+}
+
+int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
+                 sd_bus_error *error)
+{
+        sd_bus *bus = sd_bus_message_get_bus(msg);
+        const char *sender = sd_bus_message_get_sender(msg);
+        _cleanup_free_ char *match = NULL;
+        Request *r;
+        size_t n = 0;
+        int k;
+
+        r = g_hash_table_lookup(a->requests, msg);
+        if (r) {
+                bool authorized = r->authorized, challenge = r->challenge;
+                _cleanup_free_ char *why = r->error_message ? strdup(r->error_message) : NULL;
+                bool interactive = r->interactive;
+
+                if (r->state != REQ_DONE)
+                        return 0;
+                if (!streq(r->action, action)) { /* cannot happen with one handler per member */
+                        request_release(r);
+                        return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                                "Authorization answer does not match the action");
+                }
+                request_release(r);
+                if (authorized)
+                        return 1;
+                if (why)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                                 "Authorization for %s failed: %s", action, why);
+                if (challenge && !interactive)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                                                 "Interactive authentication required for %s", action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)",
+                                         details && details[0] && details[1] ? details[1] : "do this", action);
+        }
+
+        if (!sender) /* direct connection without a bus: only root can reach us that way */
+                return 1;
+
+        if (g_hash_table_size(a->requests) >= AUTHZ_PENDING_MAX)
+                return sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                        "Too many authorization checks pending; try again later");
+        if (GPOINTER_TO_UINT(g_hash_table_lookup(a->per_sender, sender)) >= AUTHZ_PENDING_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Caller %s has too many authorization checks pending", sender);
+
+        r = calloc(1, sizeof *r);
+        if (!r)
+                return -ENOMEM;
+        r->authz = a;
+        r->msg = sd_bus_message_ref(msg);
+        r->sender = strdup(sender);
+        r->action = strdup(action);
+        for (const char *const *d = details; d && *d; d++)
+                n++;
+        r->details = g_new0(char *, n + 1);
+        for (size_t i = 0; i < n; i++)
+                r->details[i] = g_strdup(details[i]);
+        r->interactive = sd_bus_message_get_allow_interactive_authorization(msg) > 0;
+        if (!r->sender || !r->action) {
+                request_free(r);
+                return -ENOMEM;
+        }
+        g_hash_table_insert(a->requests, msg, r);
+        sender_count_adjust(a, sender, +1);
+
+        /* Watch the caller: if it leaves while a person sits at a prompt, the call is dropped. */
+        if (asprintf(&match,
+                     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                     "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
+                     sender) < 0)
+                match = NULL;
+        if (match)
+                (void) sd_bus_add_match_async(bus, &r->vanish_slot, match, on_caller_vanished, NULL, r);
+
+        k = sd_bus_call_method_async(bus, &r->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, r, "s",
+                                     sender);
+        if (k < 0) {
+                request_release(r);
+                return sd_bus_error_set_errnof(error, k, "Cannot ask the bus who the caller is: %m");
+        }
+        return 0;
+}
+
+unsigned authz_n_pending(Authz *a)
+{
+        return a ? g_hash_table_size(a->requests) : 0;
+}
+
+int authz_new(sd_event *event, Authz **ret)
+{
+        Authz *a;
+        int k;
+
+        a = calloc(1, sizeof *a);
+        if (!a)
+                return -ENOMEM;
+        a->event = sd_event_ref(event);
+        a->requests = g_hash_table_new(g_direct_hash, g_direct_equal);
+        a->per_sender = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_mutex_init(&a->lock);
+        g_queue_init(&a->done);
+
+        a->eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (a->eventfd < 0) {
+                k = -errno;
+                authz_free(a);
+                return k;
+        }
+        k = sd_event_add_io(event, &a->eventfd_source, a->eventfd, EPOLLIN, on_eventfd, a);
+        if (k >= 0)
+                k = sd_event_add_time_relative(event, &a->purge_timer, CLOCK_MONOTONIC, 10 * USEC_PER_SEC,
+                                               USEC_PER_SEC, on_purge_timer, a);
+        if (k >= 0)
+                k = sd_event_source_set_enabled(a->purge_timer, SD_EVENT_ON);
+        if (k < 0) {
+                authz_free(a);
+                return k;
+        }
+        *ret = a;
+        return 0;
+}
+
+static gboolean quit_loop(gpointer userdata)
+{
+        g_main_loop_quit(userdata);
+        return G_SOURCE_REMOVE;
+}
+
+Authz *authz_free(Authz *a)
+{
+        GHashTableIter it;
+        gpointer value;
+
+        if (!a)
+                return NULL;
+
+        if (a->thread) {
+                g_main_context_invoke(a->context, quit_loop, a->loop);
+                g_thread_join(a->thread);
+                g_main_loop_unref(a->loop);
+                g_main_context_unref(a->context);
+        }
+        /* The thread is gone: nothing points at the requests any more. */
+        g_hash_table_iter_init(&it, a->requests);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+                request_free(value);
+        g_hash_table_destroy(a->requests);
+        g_hash_table_destroy(a->per_sender);
+        g_queue_clear(&a->done);
+
+        sd_event_source_disable_unref(a->eventfd_source);
+        sd_event_source_disable_unref(a->purge_timer);
+        safe_close(a->eventfd);
+        sd_event_unref(a->event);
+        g_mutex_clear(&a->lock);
+        free(a);
+        return NULL;
+}

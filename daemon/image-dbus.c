@@ -1,0 +1,499 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+
+#include "authz.h"
+#include "errors.h"
+#include "image.h"
+#include "names.h"
+#include "operation.h"
+#include "pool.h"
+
+int image_bus_path(const char *name, char **ret)
+{
+        return sd_bus_path_encode(STAMP_IMAGE_PREFIX, name, ret);
+}
+
+int bus_check_image_name(const char *name, const char *what, sd_bus_error *error)
+{
+        const char *why = image_name_invalid_reason(name);
+
+        if (!why)
+                return 0;
+        /* Quote with g_strescape so control bytes and non-UTF-8 never reach the bus unescaped. */
+        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
+        return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
+}
+
+static int check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_error *error)
+{
+        Image *img = NULL;
+        int k = manager_get_image(m, name, &img);
+
+        if (k == -ENOENT)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "No image named %s", name);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot read image %s: %m", name);
+        if (ret)
+                *ret = img;
+        return 0;
+}
+
+static int check_image_absent(Manager *m, const char *name, sd_bus_error *error)
+{
+        Image *img = NULL;
+        int k = manager_get_image(m, name, &img);
+
+        if (k == 0)
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS, "An image named %s already exists", name);
+        if (k != -ENOENT)
+                return sd_bus_error_set_errnof(error, k, "Cannot check for image %s: %m", name);
+        if (faccessat(m->store_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS,
+                                         "Something that is not an image is named %s in the store", name);
+        return 0;
+}
+
+static int check_not_busy(Manager *m, const char *name, sd_bus_error *error)
+{
+        const char *why = manager_image_busy_reason(m, name);
+
+        if (why)
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", name, why);
+        return 0;
+}
+
+/* ---- clone ---- */
+
+typedef struct CloneArgs {
+        char *source;
+        char *new_name;
+        bool read_only;
+} CloneArgs;
+
+static void clone_args_free(void *p)
+{
+        CloneArgs *a = p;
+        free(a->source);
+        free(a->new_name);
+        free(a);
+}
+
+static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
+{
+        CloneArgs *a = userdata;
+        return image_clone_now(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->read_only, err, errlen);
+}
+
+static void clone_done(Manager *m, int result, void *userdata)
+{
+        CloneArgs *a = userdata;
+
+        if (result >= 0) {
+                log_info("Cloned %s to %s%s.", a->source, a->new_name, a->read_only ? " (read-only)" : "");
+                (void) manager_send_image_added(m, a->new_name);
+        }
+}
+
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, int read_only,
+                       sd_bus_error *error)
+{
+        const char *details[] = {"verb", "clone", "image", source, "new_name", new_name, NULL};
+        const char *locks[] = {new_name, NULL};
+        CloneArgs *a;
+        int k;
+
+        if ((k = bus_check_image_name(source, "image name", error)) < 0 ||
+            (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
+            (k = check_image_exists(m, source, NULL, error)) < 0 ||
+            (k = check_image_absent(m, new_name, error)) < 0 ||
+            (k = check_not_busy(m, new_name, error)) < 0)
+                return k;
+
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        a = calloc(1, sizeof *a);
+        if (!a || !(a->source = strdup(source)) || !(a->new_name = strdup(new_name))) {
+                if (a)
+                        clone_args_free(a);
+                return -ENOMEM;
+        }
+        a->read_only = read_only;
+        pool_maybe_grow(m);
+        /* The new name is held until the clone is in place, so no second clone races to it. */
+        return operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
+}
+
+/* ---- remove ---- */
+
+static int remove_child(Manager *m, void *userdata, char *err, size_t errlen)
+{
+        return image_remove_now(m->store_fd, m->store_is_btrfs, userdata, err, errlen);
+}
+
+static void remove_done(Manager *m, int result, void *userdata)
+{
+        if (result >= 0) {
+                log_info("Removed image %s.", (char *) userdata);
+                (void) manager_send_image_removed(m, userdata);
+        }
+}
+
+int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bus_error *error)
+{
+        const char *details[] = {"verb", "remove", "image", name, NULL};
+        const char *locks[] = {name, NULL};
+        int k;
+
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
+            (k = check_image_exists(m, name, NULL, error)) < 0 || (k = check_not_busy(m, name, error)) < 0)
+                return k;
+
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        return operation_start(m, msg, locks, remove_child, remove_done, strdup(name), free, error);
+}
+
+/* ---- rename ---- */
+
+typedef struct RenameArgs {
+        char *name;
+        char *new_name;
+} RenameArgs;
+
+static void rename_args_free(void *p)
+{
+        RenameArgs *a = p;
+        free(a->name);
+        free(a->new_name);
+        free(a);
+}
+
+static int rename_child(Manager *m, void *userdata, char *err, size_t errlen)
+{
+        RenameArgs *a = userdata;
+        return image_rename_now(m->store_fd, a->name, a->new_name, err, errlen);
+}
+
+static void rename_done(Manager *m, int result, void *userdata)
+{
+        RenameArgs *a = userdata;
+
+        if (result >= 0) {
+                log_info("Renamed image %s to %s.", a->name, a->new_name);
+                (void) manager_send_image_removed(m, a->name);
+                (void) manager_send_image_added(m, a->new_name);
+        }
+}
+
+int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
+                        sd_bus_error *error)
+{
+        const char *details[] = {"verb", "rename", "image", name, "new_name", new_name, NULL};
+        const char *locks[] = {name, new_name, NULL};
+        RenameArgs *a;
+        int k;
+
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
+            (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
+            (k = check_image_exists(m, name, NULL, error)) < 0 ||
+            (k = check_image_absent(m, new_name, error)) < 0 || (k = check_not_busy(m, name, error)) < 0 ||
+            (k = check_not_busy(m, new_name, error)) < 0)
+                return k;
+
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        a = calloc(1, sizeof *a);
+        if (!a || !(a->name = strdup(name)) || !(a->new_name = strdup(new_name))) {
+                if (a)
+                        rename_args_free(a);
+                return -ENOMEM;
+        }
+        return operation_start(m, msg, locks, rename_child, rename_done, a, rename_args_free, error);
+}
+
+/* ---- read-only ---- */
+
+typedef struct ReadOnlyArgs {
+        char *name;
+        bool read_only;
+} ReadOnlyArgs;
+
+static void read_only_args_free(void *p)
+{
+        ReadOnlyArgs *a = p;
+        free(a->name);
+        free(a);
+}
+
+static int read_only_child(Manager *m, void *userdata, char *err, size_t errlen)
+{
+        ReadOnlyArgs *a = userdata;
+        return image_set_read_only_now(m->store_fd, a->name, a->read_only, err, errlen);
+}
+
+static void read_only_done(Manager *m, int result, void *userdata)
+{
+        ReadOnlyArgs *a = userdata;
+        _cleanup_free_ char *path = NULL;
+
+        if (result >= 0 && image_bus_path(a->name, &path) >= 0)
+                (void) sd_bus_emit_properties_changed(m->bus, path, STAMP_IMAGE_IFACE, "ReadOnly", NULL);
+}
+
+int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only,
+                                sd_bus_error *error)
+{
+        const char *details[] = {"verb", read_only ? "mark-read-only" : "mark-writable", "image", name, NULL};
+        const char *locks[] = {name, NULL};
+        ReadOnlyArgs *a;
+        int k;
+
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
+            (k = check_image_exists(m, name, NULL, error)) < 0 || (k = check_not_busy(m, name, error)) < 0)
+                return k;
+
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        a = calloc(1, sizeof *a);
+        if (!a || !(a->name = strdup(name))) {
+                free(a);
+                return -ENOMEM;
+        }
+        a->read_only = read_only;
+        return operation_start(m, msg, locks, read_only_child, read_only_done, a, read_only_args_free, error);
+}
+
+/* ---- the Image object ---- */
+
+static int image_name_from_path(const char *path, char **ret)
+{
+        _cleanup_free_ char *name = NULL;
+        int k = sd_bus_path_decode(path, STAMP_IMAGE_PREFIX, &name);
+
+        if (k <= 0)
+                return k;
+        if (!image_name_is_valid(name))
+                return 0;
+        *ret = TAKE_PTR(name);
+        return 1;
+}
+
+int image_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                      sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *name = NULL;
+        Image *img = NULL;
+
+        if (image_name_from_path(path, &name) <= 0)
+                return 0;
+        if (manager_get_image(m, name, &img) < 0)
+                return 0;
+        *found = img;
+        return 1;
+}
+
+int image_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        g_autoptr(GPtrArray) images = NULL;
+        char **l;
+        int k;
+
+        k = image_list(m, &images);
+        if (k < 0)
+                return k;
+        l = calloc(images->len + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (guint i = 0; i < images->len; i++) {
+                k = image_bus_path(((Image *) images->pdata[i])->name, &l[i]);
+                if (k < 0) {
+                        strv_freep(&l);
+                        return k;
+                }
+        }
+        *nodes = l;
+        return 0;
+}
+
+static int property_get_type(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        return sd_bus_message_append(reply, "s", image_type_to_string(img->type));
+}
+
+static int property_get_template(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        return sd_bus_message_append(reply, "b", image_is_template(img->manager, img));
+}
+
+static int property_get_origin(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        _cleanup_free_ char *origin = NULL;
+
+        (void) image_find_origin(img->manager, img, NULL, &origin);
+        return sd_bus_message_append(reply, "s", origin ?: "");
+}
+
+/* Append a GVariant of the few types a recipe holds as the contents of a "v". */
+static int append_variant(sd_bus_message *reply, GVariant *v)
+{
+        const char *t = g_variant_get_type_string(v);
+        int k;
+
+        if (streq(t, "s"))
+                return sd_bus_message_append(reply, "v", "s", g_variant_get_string(v, NULL));
+        if (streq(t, "b"))
+                return sd_bus_message_append(reply, "v", "b", (int) g_variant_get_boolean(v));
+        if (streq(t, "t"))
+                return sd_bus_message_append(reply, "v", "t", g_variant_get_uint64(v));
+        if (streq(t, "x"))
+                return sd_bus_message_append(reply, "v", "x", g_variant_get_int64(v));
+        if (streq(t, "u"))
+                return sd_bus_message_append(reply, "v", "u", g_variant_get_uint32(v));
+        if (streq(t, "i"))
+                return sd_bus_message_append(reply, "v", "i", g_variant_get_int32(v));
+        if (streq(t, "d"))
+                return sd_bus_message_append(reply, "v", "d", g_variant_get_double(v));
+        if (streq(t, "as")) {
+                g_autofree const char **strv = g_variant_get_strv(v, NULL);
+                k = sd_bus_message_open_container(reply, 'v', "as");
+                if (k >= 0)
+                        k = sd_bus_message_append_strv(reply, (char **) strv);
+                if (k >= 0)
+                        k = sd_bus_message_close_container(reply);
+                return k;
+        }
+        return sd_bus_message_append(reply, "v", "s", g_variant_print(v, FALSE)); /* never expected */
+}
+
+static int property_get_recipe(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        g_autoptr(GVariant) recipe = image_read_recipe(img->manager, img);
+        GVariantIter it;
+        const char *key;
+        GVariant *value;
+        int k;
+
+        k = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (k < 0)
+                return k;
+        if (recipe) {
+                g_variant_iter_init(&it, recipe);
+                while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                        k = sd_bus_message_open_container(reply, 'e', "sv");
+                        if (k >= 0)
+                                k = sd_bus_message_append(reply, "s", key);
+                        if (k >= 0)
+                                k = append_variant(reply, value);
+                        if (k >= 0)
+                                k = sd_bus_message_close_container(reply);
+                        g_variant_unref(value);
+                        if (k < 0)
+                                return k;
+                }
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_os_release(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        g_autoptr(GPtrArray) kv = NULL;
+        int k;
+
+        k = sd_bus_message_open_container(reply, 'a', "{ss}");
+        if (k < 0)
+                return k;
+        if (image_read_os_release(img->manager, img->name, &kv) >= 0)
+                for (guint i = 0; i + 1 < kv->len; i += 2) {
+                        k = sd_bus_message_append(reply, "{ss}", kv->pdata[i], kv->pdata[i + 1]);
+                        if (k < 0)
+                                return k;
+                }
+        return sd_bus_message_close_container(reply);
+}
+
+static int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        const char *new_name;
+        int read_only, k;
+
+        k = sd_bus_message_read(msg, "sb", &new_name, &read_only);
+        if (k < 0)
+                return k;
+        return image_method_clone(img->manager, msg, img->name, new_name, read_only,
+                                  error);
+}
+
+static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        return image_method_remove(img->manager, msg, img->name, error);
+}
+
+static int method_rename(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        const char *new_name;
+        int k;
+
+        k = sd_bus_message_read(msg, "s", &new_name);
+        if (k < 0)
+                return k;
+        return image_method_rename(img->manager, msg, img->name, new_name, error);
+}
+
+static int method_mark_read_only(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        int read_only, k;
+
+        k = sd_bus_message_read(msg, "b", &read_only);
+        if (k < 0)
+                return k;
+        return image_method_mark_read_only(img->manager, msg, img->name, read_only,
+                                           error);
+}
+
+const sd_bus_vtable image_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Image, name), 0),
+        SD_BUS_PROPERTY("Path", "s", NULL, offsetof(Image, path), 0),
+        SD_BUS_PROPERTY("Type", "s", property_get_type, 0, 0),
+        SD_BUS_PROPERTY("ReadOnly", "b", NULL, offsetof(Image, read_only), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CreationTimestamp", "t", NULL, offsetof(Image, crtime_usec), 0),
+        SD_BUS_PROPERTY("ModificationTimestamp", "t", NULL, offsetof(Image, mtime_usec), 0),
+        SD_BUS_PROPERTY("Usage", "t", NULL, offsetof(Image, usage), 0),
+        SD_BUS_PROPERTY("UsageExclusive", "t", NULL, offsetof(Image, usage_exclusive), 0),
+        SD_BUS_PROPERTY("Template", "b", property_get_template, 0, 0),
+        SD_BUS_PROPERTY("Origin", "s", property_get_origin, 0, 0),
+        SD_BUS_PROPERTY("Recipe", "a{sv}", property_get_recipe, 0, 0),
+        SD_BUS_PROPERTY("OSRelease", "a{ss}", property_get_os_release, 0, 0),
+        SD_BUS_METHOD_WITH_ARGS("Clone", SD_BUS_ARGS("s", new_name, "b", read_only), SD_BUS_NO_RESULT,
+                                method_clone, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Remove", "", "", method_remove, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Rename", SD_BUS_ARGS("s", new_name), SD_BUS_NO_RESULT, method_rename,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MarkReadOnly", SD_BUS_ARGS("b", read_only), SD_BUS_NO_RESULT,
+                                method_mark_read_only, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};

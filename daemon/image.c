@@ -1,0 +1,526 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+
+#include <btrfsutil.h>
+
+#include "btrfs-util.h"
+#include "image.h"
+#include "names.h"
+
+const char *image_type_to_string(ImageType t)
+{
+        return t == IMAGE_SUBVOLUME ? "subvolume" : "directory";
+}
+
+Image *image_free(Image *i)
+{
+        if (!i)
+                return NULL;
+        free(i->name);
+        free(i->path);
+        free(i);
+        return NULL;
+}
+
+static void image_free_void(gpointer p)
+{
+        image_free(p);
+}
+
+static int image_open(Manager *m, const char *name)
+{
+        int fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+static int image_load_fd(Manager *m, const char *name, int fd, Image **ret)
+{
+        _cleanup_image_ Image *img = NULL;
+        struct statx stx;
+
+        img = calloc(1, sizeof *img);
+        if (!img)
+                return -ENOMEM;
+        img->manager = m;
+        img->name = strdup(name);
+        if (!img->name || asprintf(&img->path, "%s/%s", m->store, name) < 0)
+                return -ENOMEM;
+        img->usage = img->usage_exclusive = UINT64_MAX;
+
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME | STATX_MTIME | STATX_INO, &stx) < 0)
+                return -errno;
+        img->mtime_usec = (uint64_t) stx.stx_mtime.tv_sec * USEC_PER_SEC + stx.stx_mtime.tv_nsec / 1000;
+        if (stx.stx_mask & STATX_BTIME)
+                img->crtime_usec = (uint64_t) stx.stx_btime.tv_sec * USEC_PER_SEC + stx.stx_btime.tv_nsec / 1000;
+
+        if (m->store_is_btrfs && fd_is_subvolume(fd) > 0) {
+                struct btrfs_util_subvolume_info info;
+                bool ro = false;
+
+                img->type = IMAGE_SUBVOLUME;
+                if (btrfs_util_subvolume_info_fd(fd, 0, &info) == BTRFS_UTIL_OK) {
+                        img->subvol_id = info.id;
+                        img->has_uuid = true;
+                        memcpy(img->uuid, info.uuid, 16);
+                        memcpy(img->parent_uuid, info.parent_uuid, 16);
+                        img->crtime_usec = (uint64_t) info.otime.tv_sec * USEC_PER_SEC + info.otime.tv_nsec / 1000;
+                }
+                if (btrfs_util_get_subvolume_read_only_fd(fd, &ro) == BTRFS_UTIL_OK)
+                        img->read_only = ro;
+                if (m->quota_enabled && img->subvol_id != 0)
+                        (void) btrfs_qgroup_usage(fd, img->subvol_id, &img->usage, &img->usage_exclusive);
+        } else {
+                unsigned attr = 0;
+
+                img->type = IMAGE_DIRECTORY;
+                /* Like machined: a directory image is read-only while it carries the immutable flag. */
+                if (ioctl(fd, FS_IOC_GETFLAGS, &attr) >= 0)
+                        img->read_only = (attr & FS_IMMUTABLE_FL) != 0;
+        }
+
+        *ret = TAKE_PTR(img);
+        return 0;
+}
+
+int image_load(Manager *m, const char *name, Image **ret)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (!image_name_is_valid(name))
+                return -EINVAL;
+        fd = image_open(m, name);
+        if (fd == -ENOTDIR || fd == -ELOOP)
+                return -ENOENT; /* a file or link in the store is not an image */
+        if (fd < 0)
+                return fd;
+        return image_load_fd(m, name, fd, ret);
+}
+
+static gint image_compare(gconstpointer a, gconstpointer b)
+{
+        const Image *x = *(Image *const *) a, *y = *(Image *const *) b;
+        return strcmp(x->name, y->name);
+}
+
+int image_list(Manager *m, GPtrArray **ret)
+{
+        g_autoptr(GPtrArray) images = g_ptr_array_new_with_free_func(image_free_void);
+        _cleanup_close_ int dfd = -1;
+        DIR *d;
+        struct dirent *de;
+
+        dfd = openat(m->store_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        d = fdopendir(dfd);
+        if (!d)
+                return -errno;
+        dfd = -1; /* owned by d now */
+
+        while ((de = readdir(d))) {
+                _cleanup_close_ int fd = -1;
+                Image *img = NULL;
+
+                if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+                        continue;
+                if (!image_name_is_valid(de->d_name))
+                        continue; /* hidden temporaries and foreign names */
+                fd = image_open(m, de->d_name);
+                if (fd < 0)
+                        continue;
+                if (image_load_fd(m, de->d_name, fd, &img) >= 0)
+                        g_ptr_array_add(images, img);
+        }
+        closedir(d);
+
+        g_ptr_array_sort(images, image_compare);
+        *ret = g_steal_pointer(&images);
+        return 0;
+}
+
+int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
+{
+        g_autoptr(GPtrArray) owned = NULL;
+        static const uint8_t zero[16];
+
+        *ret = NULL;
+        if (!img->has_uuid || memcmp(img->parent_uuid, zero, 16) == 0)
+                return 0;
+        if (!all) {
+                int k = image_list(m, &owned);
+                if (k < 0)
+                        return k;
+                all = owned;
+        }
+        for (guint i = 0; i < all->len; i++) {
+                const Image *o = all->pdata[i];
+                if (o->has_uuid && memcmp(o->uuid, img->parent_uuid, 16) == 0) {
+                        *ret = strdup(o->name);
+                        return *ret ? 1 : -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+GVariant *image_read_recipe(Manager *m, const Image *img)
+{
+        _cleanup_close_ int fd = image_open(m, img->name);
+        char buf[8192];
+        ssize_t n;
+        GVariant *v;
+
+        if (fd < 0)
+                return NULL;
+        n = fgetxattr(fd, RECIPE_XATTR, buf, sizeof buf - 1);
+        if (n <= 0)
+                return NULL;
+        buf[n] = '\0';
+        v = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
+        return v ? g_variant_ref_sink(v) : NULL;
+}
+
+bool image_is_template(Manager *m, const Image *img)
+{
+        g_autoptr(GVariant) recipe = image_read_recipe(m, img);
+        g_autoptr(GVariant) uuid = NULL;
+        char hex[33];
+
+        if (!recipe || !img->read_only)
+                return false;
+        if (!img->has_uuid)
+                return true;
+        /* A snapshot inherits the xattr of its source: only the subvolume the recipe was written for
+         * is the template itself. */
+        uuid = g_variant_lookup_value(recipe, "uuid", G_VARIANT_TYPE_STRING);
+        if (!uuid)
+                return false;
+        for (int i = 0; i < 16; i++)
+                snprintf(hex + 2 * i, 3, "%02x", img->uuid[i]);
+        return streq(g_variant_get_string(uuid, NULL), hex);
+}
+
+static int open_in_root(int root_fd, const char *path)
+{
+        struct open_how how = {
+                .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        return fd < 0 ? -errno : (int) fd;
+}
+
+int image_read_os_release(Manager *m, const char *name, GPtrArray **ret)
+{
+        g_autoptr(GPtrArray) kv = g_ptr_array_new_with_free_func(g_free);
+        _cleanup_close_ int root = image_open(m, name);
+        _cleanup_close_ int fd = -1;
+        _cleanup_fclose_ FILE *f = NULL;
+        char line[4096];
+        struct stat st;
+
+        if (root < 0)
+                return root;
+        /* Links inside the image resolve inside it (usr/lib/os-release usually is one). */
+        fd = open_in_root(root, "etc/os-release");
+        if (fd < 0)
+                fd = open_in_root(root, "usr/lib/os-release");
+        if (fd < 0) {
+                *ret = g_steal_pointer(&kv);
+                return 0;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024) {
+                *ret = g_steal_pointer(&kv);
+                return 0;
+        }
+        f = fdopen(fd, "r");
+        if (!f)
+                return -errno;
+        fd = -1;
+        while (fgets(line, sizeof line, f)) {
+                char *eq, *value;
+
+                g_strstrip(line);
+                if (line[0] == '\0' || line[0] == '#')
+                        continue;
+                eq = strchr(line, '=');
+                if (!eq || eq == line)
+                        continue;
+                *eq = '\0';
+                value = g_shell_unquote(eq + 1, NULL);
+                if (!value || !g_utf8_validate(line, -1, NULL) || !g_utf8_validate(value, -1, NULL)) {
+                        g_free(value);
+                        continue;
+                }
+                g_ptr_array_add(kv, g_strdup(line));
+                g_ptr_array_add(kv, value);
+        }
+        *ret = g_steal_pointer(&kv);
+        return 0;
+}
+
+char *store_temp_name(const char *name)
+{
+        char hex[17];
+        char *s;
+
+        random_hex(hex, 16);
+        if (asprintf(&s, STORE_TEMP_PREFIX "%s-%s", name, hex) < 0)
+                return NULL;
+        return s;
+}
+
+/* Run a command inside the store, with paths relative to it. Only from a child process. */
+static int run_in_store(int store_fd, char *const argv[])
+{
+        pid_t pid = safe_fork(false);
+        int status;
+
+        if (pid < 0)
+                return (int) pid;
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (fchdir(store_fd) < 0)
+                        _exit(126);
+                if (null >= 0) {
+                        (void) dup2(null, STDIN_FILENO);
+                        (void) dup2(null, STDOUT_FILENO);
+                }
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+int store_remove_tree(int store_fd, const char *name)
+{
+        _cleanup_close_ int fd = openat(store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        enum btrfs_util_error e;
+        unsigned attr = 0;
+
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                if (errno == ENOTDIR || errno == ELOOP)
+                        return unlinkat(store_fd, name, 0) < 0 ? -errno : 0;
+                return -errno;
+        }
+        if (fd_is_subvolume(fd) > 0) {
+                /* A read-only subvolume's nested subvolumes cannot be unlinked: make it writable first. */
+                (void) btrfs_util_set_subvolume_read_only_fd(fd, false);
+                fd = safe_close(fd);
+                e = btrfs_util_delete_subvolume_fd(store_fd, name, BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
+                if (e == BTRFS_UTIL_OK)
+                        return 0;
+                /* Fall through to rm for what the ioctl refused (e.g. without the privileges). */
+        } else if (ioctl(fd, FS_IOC_GETFLAGS, &attr) >= 0 && (attr & FS_IMMUTABLE_FL)) {
+                attr &= ~FS_IMMUTABLE_FL;
+                (void) ioctl(fd, FS_IOC_SETFLAGS, &attr);
+        }
+        {
+                char *argv[] = {(char *) "rm", (char *) "-rf", (char *) "--one-file-system", (char *) "--",
+                                (char *) name, NULL};
+                int k = run_in_store(store_fd, argv);
+                if (k != 0)
+                        return k < 0 ? k : -EIO;
+        }
+        return 0;
+}
+
+void store_remove_temporaries(int store_fd, bool is_btrfs)
+{
+        _cleanup_close_ int dfd = openat(store_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(free);
+        struct dirent *de;
+        DIR *d;
+
+        if (dfd < 0)
+                return;
+        d = fdopendir(dfd);
+        if (!d)
+                return;
+        dfd = -1;
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, STORE_TEMP_PREFIX, strlen(STORE_TEMP_PREFIX)) == 0)
+                        g_ptr_array_add(names, strdup(de->d_name));
+        closedir(d);
+
+        for (guint i = 0; i < names->len; i++) {
+                const char *n = names->pdata[i];
+                int k = store_remove_tree(store_fd, n);
+                if (k < 0)
+                        log_warning_errno(k, "Cannot remove stale temporary %s", n);
+                else
+                        log_info("Removed stale temporary %s left by an interrupted operation.", n);
+        }
+}
+
+static int fail(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
+static int fail(char *err, size_t errlen, int error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+        return -abs(error);
+}
+
+static int rename_noreplace(int store_fd, const char *from, const char *to)
+{
+        if (renameat2(store_fd, from, store_fd, to, RENAME_NOREPLACE) < 0)
+                return -errno;
+        return 0;
+}
+
+static int copy_tree(int store_fd, bool is_btrfs, const char *source, const char *tmp)
+{
+        _cleanup_free_ char *src_dot = NULL, *tmp_dot = NULL;
+        int k;
+
+        /* Into a subvolume where we can, so the copy can be snapshotted cheaply later. */
+        if (is_btrfs && btrfs_util_create_subvolume_fd(store_fd, tmp, 0, NULL, NULL) == BTRFS_UTIL_OK) {
+                if (asprintf(&src_dot, "%s/.", source) < 0 || asprintf(&tmp_dot, "%s/", tmp) < 0)
+                        return -ENOMEM;
+                char *argv[] = {(char *) "cp", (char *) "-a", (char *) "--reflink=auto", (char *) "--",
+                                src_dot, tmp_dot, NULL};
+                k = run_in_store(store_fd, argv);
+        } else {
+                char *argv[] = {(char *) "cp", (char *) "-a", (char *) "--reflink=auto", (char *) "-T",
+                                (char *) "--", (char *) source, (char *) tmp, NULL};
+                k = run_in_store(store_fd, argv);
+        }
+        if (k != 0)
+                return k < 0 ? k : -EIO;
+        return 0;
+}
+
+
+int image_set_read_only_fd(int fd, bool read_only)
+{
+        unsigned attr = 0;
+
+        if (fd_is_subvolume(fd) > 0) {
+                enum btrfs_util_error e = btrfs_util_set_subvolume_read_only_fd(fd, read_only);
+                return e == BTRFS_UTIL_OK ? 0 : -(errno ? errno : EIO);
+        }
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attr) < 0)
+                return -errno;
+        if (read_only)
+                attr |= FS_IMMUTABLE_FL;
+        else
+                attr &= ~FS_IMMUTABLE_FL;
+        if (ioctl(fd, FS_IOC_SETFLAGS, &attr) < 0)
+                return -errno;
+        return 0;
+}
+
+int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
+                    char *err, size_t errlen)
+{
+        _cleanup_close_ int src = -1, dst = -1;
+        _cleanup_free_ char *tmp = store_temp_name(new_name);
+        int k;
+
+        if (!tmp)
+                return fail(err, errlen, ENOMEM, "Out of memory");
+        src = openat(store_fd, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (src < 0)
+                return fail(err, errlen, errno == ENOTDIR || errno == ELOOP ? ENOENT : errno,
+                            "Cannot open image %s: %s", source, strerror(errno));
+
+        if (is_btrfs && fd_is_subvolume(src) > 0) {
+                int flags = BTRFS_UTIL_CREATE_SNAPSHOT_RECURSIVE;
+                enum btrfs_util_error e;
+
+                if (read_only)
+                        flags = BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY; /* a read-only one cannot be recursive */
+                e = btrfs_util_create_snapshot_fd2(src, store_fd, tmp, flags, NULL, NULL);
+                if (e != BTRFS_UTIL_OK) {
+                        k = errno ? errno : EIO;
+                        (void) store_remove_tree(store_fd, tmp);
+                        return fail(err, errlen, k, "Cannot snapshot image %s: %s", source,
+                                    btrfs_util_strerror(e));
+                }
+        } else {
+                k = copy_tree(store_fd, is_btrfs, source, tmp);
+                if (k < 0) {
+                        (void) store_remove_tree(store_fd, tmp);
+                        return fail(err, errlen, k == -EIO ? ENOSPC : -k,
+                                    "Copying image %s failed (out of space?)", source);
+                }
+                if (read_only) {
+                        dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        k = dst < 0 ? -errno : image_set_read_only_fd(dst, true);
+                        if (k < 0) {
+                                (void) store_remove_tree(store_fd, tmp);
+                                return fail(err, errlen, -k, "Cannot mark the copy read-only: %s", strerror(-k));
+                        }
+                }
+        }
+
+        k = rename_noreplace(store_fd, tmp, new_name);
+        if (k < 0) {
+                (void) store_remove_tree(store_fd, tmp);
+                if (k == -EEXIST)
+                        return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);
+                return fail(err, errlen, -k, "Cannot put the clone in place as %s: %s", new_name, strerror(-k));
+        }
+        return 0;
+}
+
+int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, size_t errlen)
+{
+        _cleanup_free_ char *tmp = store_temp_name(name);
+        int k;
+
+        if (!tmp)
+                return fail(err, errlen, ENOMEM, "Out of memory");
+        /* First out of sight, atomically; then the slow part. A crash in between leaves a temporary
+         * that the next start removes. */
+        k = rename_noreplace(store_fd, name, tmp);
+        if (k < 0)
+                return fail(err, errlen, -k, "Cannot remove image %s: %s", name, strerror(-k));
+        k = store_remove_tree(store_fd, tmp);
+        if (k < 0)
+                log_warning_errno(k, "Removed image %s, but its data at %s remains until the next start", name,
+                                  tmp);
+        return 0;
+}
+
+int image_rename_now(int store_fd, const char *name, const char *new_name, char *err, size_t errlen)
+{
+        int k = rename_noreplace(store_fd, name, new_name);
+
+        if (k == -EEXIST)
+                return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);
+        if (k == -ENOENT)
+                return fail(err, errlen, ENOENT, "No image named %s", name);
+        if (k < 0)
+                return fail(err, errlen, -k, "Cannot rename %s to %s: %s", name, new_name, strerror(-k));
+        return 0;
+}
+
+int image_set_read_only_now(int store_fd, const char *name, bool read_only, char *err, size_t errlen)
+{
+        _cleanup_close_ int fd = openat(store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int k;
+
+        if (fd < 0)
+                return fail(err, errlen, ENOENT, "No image named %s", name);
+        k = image_set_read_only_fd(fd, read_only);
+        if (k < 0)
+                return fail(err, errlen, -k, "Cannot mark %s %s: %s", name, read_only ? "read-only" : "writable",
+                            strerror(-k));
+        return 0;
+}

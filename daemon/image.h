@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+
+#include "manager.h"
+
+typedef enum { IMAGE_SUBVOLUME, IMAGE_DIRECTORY } ImageType;
+
+/* A snapshot of what one image of the store is like; loaded on demand, never cached. */
+typedef struct Image {
+        Manager *manager;
+        char *name;
+        char *path;
+        ImageType type;
+        bool read_only;
+        uint64_t crtime_usec;
+        uint64_t mtime_usec;
+        uint64_t usage;           /* UINT64_MAX: unknown */
+        uint64_t usage_exclusive; /* UINT64_MAX: unknown */
+        uint64_t subvol_id;
+        bool has_uuid;
+        uint8_t uuid[16];
+        uint8_t parent_uuid[16];
+} Image;
+
+/* Prefix of hidden temporaries in the store; removed when the daemon starts. */
+#define STORE_TEMP_PREFIX ".#stamp-"
+/* xattr on an image's root holding its recipe (GVariant text of an a{sv}); see template.c. */
+#define RECIPE_XATTR "user.stamp.recipe"
+
+const char *image_type_to_string(ImageType t);
+
+Image *image_free(Image *i);
+static inline void image_freep(Image **i)
+{
+        image_free(*i);
+}
+#define _cleanup_image_ _cleanup_(image_freep)
+
+/* Load the image @name (a valid name) of the store. -ENOENT if there is none. */
+int image_load(Manager *m, const char *name, Image **ret);
+/* Every image of the store, sorted by name (GPtrArray of Image*, freeing them). */
+int image_list(Manager *m, GPtrArray **ret);
+/* The name of the image this one was cloned from (btrfs parent UUID), or NULL. */
+int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret);
+/* The recipe of a template, NULL if the image has none. */
+GVariant *image_read_recipe(Manager *m, const Image *img);
+bool image_is_template(Manager *m, const Image *img);
+/* os-release of the image as key/value pairs (a GPtrArray of char*, alternating), never following links
+ * out of the image. */
+int image_read_os_release(Manager *m, const char *name, GPtrArray **ret);
+
+/* A fresh hidden name for something being made in the store from @name. */
+char *store_temp_name(const char *name);
+/* Remove what a crash left behind: every hidden temporary of the store. Blocking; run at start. */
+void store_remove_temporaries(int store_fd, bool is_btrfs);
+
+/* The blocking acts on disk. They run in a child process (operation.c), never on the event loop.
+ * Each returns 0 or a negative errno, with a sentence for the caller in @err. */
+int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
+                    char *err, size_t errlen);
+int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, size_t errlen);
+int image_rename_now(int store_fd, const char *name, const char *new_name, char *err, size_t errlen);
+int image_set_read_only_now(int store_fd, const char *name, bool read_only, char *err, size_t errlen);
+/* Mark the image at @fd read-only or writable: the btrfs flag, or the immutable flag of a directory. */
+int image_set_read_only_fd(int fd, bool read_only);
+/* Remove a tree at @name below @store_fd, whatever it is (subvolume or directory). */
+int store_remove_tree(int store_fd, const char *name);

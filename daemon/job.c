@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "errors.h"
+#include "image.h"
+#include "job.h"
+
+#define JOB_MSG_MAX 4096
+#define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
+
+struct JobChild {
+        int fd;
+        Manager *manager;
+        const char *temp_name;
+};
+
+static const char *const job_type_table[_JOB_TYPE_MAX] = {
+        [JOB_CREATE_TEMPLATE] = "create-template",
+        [JOB_EXPORT_TAR] = "export-tar",
+        [JOB_IMPORT_TAR] = "import-tar",
+        [JOB_PULL_TAR] = "pull-tar",
+};
+
+const char *job_type_to_string(JobType t)
+{
+        return t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
+}
+
+const char *job_state_to_string(JobState s)
+{
+        switch (s) {
+        case JOB_RUNNING:
+                return "running";
+        case JOB_CANCELING:
+                return "canceling";
+        case JOB_DONE:
+                return "done";
+        case JOB_FAILED:
+                return "failed";
+        case JOB_CANCELED:
+                return "canceled";
+        }
+        return "unknown";
+}
+
+static const char *job_action(JobType t)
+{
+        switch (t) {
+        case JOB_CREATE_TEMPLATE:
+                return STAMP_ACTION_CREATE_TEMPLATE;
+        case JOB_EXPORT_TAR:
+                return STAMP_ACTION_EXPORT;
+        case JOB_IMPORT_TAR:
+                return STAMP_ACTION_IMPORT;
+        default:
+                return STAMP_ACTION_PULL;
+        }
+}
+
+Job *job_find(Manager *m, uint32_t id)
+{
+        return g_hash_table_lookup(m->jobs, GUINT_TO_POINTER(id));
+}
+
+Job *job_free(Job *j)
+{
+        if (!j)
+                return NULL;
+        if (j->manager && g_hash_table_lookup(j->manager->jobs, GUINT_TO_POINTER(j->id)) == j)
+                g_hash_table_remove(j->manager->jobs, GUINT_TO_POINTER(j->id));
+        if (j->lock_held)
+                manager_image_unlock(j->manager, j->image);
+        if (j->pid > 0 && j->child_source) {
+                /* Daemon shutting down with the job running: its namespace goes with it. */
+                (void) kill(-j->pid, SIGKILL);
+                (void) kill(j->pid, SIGKILL);
+                (void) waitpid(j->pid, NULL, 0);
+        }
+        sd_event_source_disable_unref(j->comm_source);
+        sd_event_source_disable_unref(j->child_source);
+        sd_event_source_disable_unref(j->progress_timer);
+        sd_event_source_disable_unref(j->kill_timer);
+        safe_close(j->comm_fd);
+        if (j->free_userdata)
+                j->free_userdata(j->userdata);
+        free(j->image);
+        free(j->object_path);
+        free(j->owner);
+        free(j->temp_name);
+        free(j->error_message);
+        free(j);
+        return NULL;
+}
+
+void jobs_free_all(Manager *m)
+{
+        GList *all = g_hash_table_get_values(m->jobs);
+
+        for (GList *l = all; l; l = l->next)
+                job_free(l->data);
+        g_list_free(all);
+}
+
+static unsigned jobs_of_owner(Manager *m, const char *owner)
+{
+        GHashTableIter it;
+        gpointer v;
+        unsigned n = 0;
+
+        g_hash_table_iter_init(&it, m->jobs);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                if (streq_ptr(((Job *) v)->owner, owner))
+                        n++;
+        return n;
+}
+
+int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,
+            sd_bus_error *error)
+{
+        _cleanup_(job_freep) Job *j = NULL;
+        const char *sender = sd_bus_message_get_sender(msg);
+
+        if (g_hash_table_size(m->jobs) >= JOBS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many jobs running (at most %d); try again when one has ended",
+                                         JOBS_MAX);
+        if (jobs_of_owner(m, sender) >= JOBS_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "This caller has too many jobs running (at most %d)", JOBS_PER_CALLER_MAX);
+
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        j->comm_fd = -1;
+        j->type = type;
+        j->action = job_action(type);
+        j->progress = -1;
+        j->state = JOB_RUNNING;
+        j->image = strdup(image);
+        j->owner = strdup(sender ?: "");
+        if (!j->image || !j->owner)
+                return -ENOMEM;
+
+        if (lock) {
+                if (manager_image_lock(m, image, job_type_to_string(type)) < 0)
+                        return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", image,
+                                                 manager_image_busy_reason(m, image) ?: "in use");
+                j->lock_held = true;
+        }
+        j->manager = m;
+        j->id = m->next_job_id++;
+        if (m->next_job_id == 0)
+                m->next_job_id = 1;
+        if (asprintf(&j->object_path, STAMP_JOB_PREFIX "/%" PRIu32, j->id) < 0)
+                return -ENOMEM;
+
+        *ret = TAKE_PTR(j);
+        return 0;
+}
+
+/* ---- the child side ---- */
+
+static void child_send(JobChild *c, char kind, int num, const char *text)
+{
+        char buf[JOB_MSG_MAX];
+        int n = snprintf(buf, sizeof buf, "%c%d %s", kind, num, text);
+
+        if (n < 0)
+                return;
+        if (n >= (int) sizeof buf)
+                n = sizeof buf - 1;
+        (void) send(c->fd, buf, (size_t) n, MSG_NOSIGNAL);
+}
+
+void job_child_progress(JobChild *c, double progress)
+{
+        char text[32];
+
+        snprintf(text, sizeof text, "%.6f", progress);
+        child_send(c, 'P', 0, text);
+}
+
+void job_child_log(JobChild *c, int priority, const char *fmt, ...)
+{
+        char text[JOB_MSG_MAX];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        child_send(c, 'L', priority, text);
+}
+
+int job_child_fail(JobChild *c, int error, const char *fmt, ...)
+{
+        char text[JOB_MSG_MAX];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        child_send(c, 'E', abs(error), text);
+        return -abs(error);
+}
+
+int job_child_store_fd(JobChild *c)
+{
+        return c->manager->store_fd;
+}
+
+const char *job_child_temp_name(JobChild *c)
+{
+        return c->temp_name;
+}
+
+Manager *job_child_manager(JobChild *c)
+{
+        return c->manager;
+}
+
+_noreturn_ static void job_child_main(Job *j, int fd)
+{
+        JobChild c = {.fd = fd, .manager = j->manager, .temp_name = j->temp_name};
+        pid_t pid;
+        int status;
+
+        /* A namespace of our own for mounts the work makes (debootstrap mounts /proc in its target),
+         * and for processes: the work is PID 1 there, so all it spawned dies with it. */
+        if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) {
+                job_child_log(&c, LOG_LEVEL_WARNING, "Running without private namespaces: %s", strerror(errno));
+                _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+        (void) mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+
+        pid = fork();
+        if (pid < 0) {
+                job_child_fail(&c, errno, "Cannot start the job's process: %s", strerror(errno));
+                _exit(EXIT_FAILURE);
+        }
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        _exit(EXIT_FAILURE);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILURE);
+}
+
+/* ---- the parent side ---- */
+
+static void job_handle_message(Job *j, const char *buf)
+{
+        char kind = buf[0];
+        char *end;
+        long num = strtol(buf + 1, &end, 10);
+        const char *text = *end == ' ' ? end + 1 : end;
+
+        switch (kind) {
+        case 'P': {
+                double p = strtod(text, NULL);
+                if (!(p >= -1.0 && p <= 1.0)) /* also refuses NaN */
+                        break;
+                if (p != j->progress) {
+                        j->progress = p;
+                        job_emit_progress(j);
+                }
+                break;
+        }
+        case 'L':
+                (void) job_send_log(j, (int) num, text);
+                break;
+        case 'E':
+                j->error = num > 0 ? (int) num : EIO;
+                free(j->error_message);
+                j->error_message = strdup(text);
+                break;
+        default:
+                break;
+        }
+}
+
+static void job_drain(Job *j)
+{
+        char buf[JOB_MSG_MAX + 1];
+
+        for (;;) {
+                ssize_t n = recv(j->comm_fd, buf, JOB_MSG_MAX, MSG_DONTWAIT);
+                if (n <= 0)
+                        break;
+                buf[n] = '\0';
+                job_handle_message(j, buf);
+        }
+}
+
+static int on_comm(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Job *j = userdata;
+
+        job_drain(j);
+        if (revents & (EPOLLHUP | EPOLLERR))
+                j->comm_source = sd_event_source_disable_unref(j->comm_source);
+        return 0;
+}
+
+static void job_finalize(Job *j)
+{
+        Manager *m = j->manager;
+        const char *result = j->state == JOB_DONE ? "done" : j->state == JOB_CANCELED ? "canceled" : "failed";
+
+        if (j->state == JOB_FAILED)
+                log_warning("Job %" PRIu32 " (%s %s) failed: %s", j->id, job_type_to_string(j->type), j->image,
+                            j->error_message ?: "unknown error");
+        else
+                log_info("Job %" PRIu32 " (%s %s) %s.", j->id, job_type_to_string(j->type), j->image, result);
+
+        if (j->state == JOB_DONE && j->makes_image)
+                (void) manager_send_image_added(m, j->image);
+        (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobRemoved", "uos", j->id,
+                                  j->object_path, result);
+        (void) sd_bus_emit_object_removed(m->bus, j->object_path);
+        manager_note_activity(m);
+        job_free(j);
+}
+
+static int on_cleanup_done(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Job *j = userdata;
+
+        j->child_source = sd_event_source_disable_unref(j->child_source);
+        j->pid = 0;
+        job_finalize(j);
+        return 0;
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Job *j = userdata;
+        pid_t pid;
+
+        j->child_source = sd_event_source_disable_unref(j->child_source);
+        j->kill_timer = sd_event_source_disable_unref(j->kill_timer);
+        j->pid = 0;
+        job_drain(j);
+
+        if (si->si_code == CLD_EXITED && si->si_status == 0)
+                j->state = JOB_DONE; /* finished before a late cancel could stop it: it is done */
+        else if (j->state == JOB_CANCELING)
+                j->state = JOB_CANCELED;
+        else {
+                j->state = JOB_FAILED;
+                if (!j->error_message) {
+                        j->error = EIO;
+                        if (asprintf(&j->error_message,
+                                     si->si_code == CLD_EXITED ? "The job's process failed (exit status %d)"
+                                                               : "The job's process was killed by signal %d",
+                                     si->si_status) < 0)
+                                j->error_message = NULL;
+                }
+        }
+        if (j->state == JOB_FAILED && j->error_message)
+                (void) job_send_log(j, LOG_LEVEL_ERR, j->error_message);
+
+        if (j->state == JOB_DONE || !j->temp_name) {
+                job_finalize(j);
+                return 0;
+        }
+
+        /* Remove what the work left half-made, off the loop; then report. */
+        pid = safe_fork(true);
+        if (pid == 0)
+                _exit(store_remove_tree(j->manager->store_fd, j->temp_name) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        if (pid < 0 || sd_event_add_child(j->manager->event, &j->child_source, pid, WEXITED, on_cleanup_done, j) < 0) {
+                if (pid > 0)
+                        (void) waitpid(pid, NULL, 0);
+                job_finalize(j);
+                return 0;
+        }
+        j->pid = pid;
+        return 0;
+}
+
+int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*free_userdata)(void *))
+{
+        Manager *m = j->manager;
+        int sv[2];
+        int k;
+
+        j->run = run;
+        j->userdata = userdata;
+        j->free_userdata = free_userdata;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+
+        j->pid = safe_fork(true);
+        if (j->pid < 0) {
+                k = (int) j->pid;
+                j->pid = 0;
+                safe_close(sv[0]);
+                safe_close(sv[1]);
+                return k;
+        }
+        if (j->pid == 0) {
+                safe_close(sv[0]);
+                job_child_main(j, sv[1]);
+        }
+        safe_close(sv[1]);
+        j->comm_fd = sv[0];
+
+        /* The child has its copy of what userdata holds (fds from the caller): let go of ours. */
+        if (j->free_userdata)
+                j->free_userdata(j->userdata);
+        j->userdata = NULL;
+        j->free_userdata = NULL;
+
+        k = sd_event_add_io(m->event, &j->comm_source, j->comm_fd, EPOLLIN, on_comm, j);
+        if (k >= 0)
+                k = sd_event_add_child(m->event, &j->child_source, j->pid, WEXITED, on_child_exit, j);
+        if (k < 0)
+                return k; /* job_free() kills the child */
+
+        g_hash_table_insert(m->jobs, GUINT_TO_POINTER(j->id), j);
+        log_info("Job %" PRIu32 ": %s %s started for %s.", j->id, job_type_to_string(j->type), j->image, j->owner);
+        (void) sd_bus_emit_object_added(m->bus, j->object_path);
+        (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobNew", "uo", j->id,
+                                  j->object_path);
+        return sd_bus_reply_method_return(msg, "uo", j->id, j->object_path);
+}
+
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Job *j = userdata;
+
+        if (j->pid > 0)
+                (void) kill(-j->pid, SIGKILL);
+        return 0;
+}
+
+int job_cancel(Job *j)
+{
+        if (j->state != JOB_RUNNING)
+                return 0;
+        j->state = JOB_CANCELING;
+        (void) sd_bus_emit_properties_changed(j->manager->bus, j->object_path, STAMP_JOB_IFACE, "State", NULL);
+        if (j->pid > 0) {
+                /* The work is PID 1 of its namespace: SIGTERM from here reaches it; if it does not end
+                 * soon, SIGKILL to the whole group. */
+                (void) kill(-j->pid, SIGTERM);
+                (void) sd_event_add_time_relative(j->manager->event, &j->kill_timer, CLOCK_MONOTONIC,
+                                                  3 * USEC_PER_SEC, 0, on_kill_timer, j);
+        }
+        return 1;
+}

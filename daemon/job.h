@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "manager.h"
+
+/* A long operation (template, export, import, pull): a bus object with progress, log and cancel,
+ * whose work runs in a child process. The method that starts it answers at once with the job.
+ *
+ * The work runs as PID 1 of a new PID namespace with a private mount namespace: when the job ends,
+ * is cancelled, or the daemon dies, the kernel takes every process the work started and every mount
+ * it made along with it; only a hidden temporary in the store can remain, which the next start
+ * removes. */
+
+typedef enum { JOB_CREATE_TEMPLATE, JOB_EXPORT_TAR, JOB_IMPORT_TAR, JOB_PULL_TAR, _JOB_TYPE_MAX } JobType;
+typedef enum { JOB_RUNNING, JOB_CANCELING, JOB_DONE, JOB_FAILED, JOB_CANCELED } JobState;
+
+typedef struct JobChild JobChild;
+
+/* Runs in the child. Returns 0 on success, or a negative errno after job_child_fail() said why. */
+typedef int (*JobRunFn)(JobChild *c, void *userdata);
+
+struct Job {
+        Manager *manager;
+        uint32_t id;
+        JobType type;
+        char *image;        /* the image the job reads or makes */
+        char *object_path;
+        char *owner;        /* unique bus name of the caller who started it */
+        const char *action; /* polkit action of the method that started it; CancelJob checks it too */
+        bool makes_image;   /* ImageAdded on success */
+        bool lock_held;
+
+        double progress; /* 0..1, -1 unknown */
+        uint64_t progress_emitted_usec;
+        bool progress_dirty;
+        sd_event_source *progress_timer;
+
+        JobState state;
+        pid_t pid;
+        int comm_fd;
+        sd_event_source *comm_source;
+        sd_event_source *child_source;
+        sd_event_source *kill_timer;
+
+        char *temp_name;    /* removed from the store if the job does not succeed */
+        int error;          /* errno of the failure */
+        char *error_message;
+
+        JobRunFn run;
+        void *userdata;
+        void (*free_userdata)(void *);
+};
+typedef struct Job Job;
+
+const char *job_type_to_string(JobType t);
+const char *job_state_to_string(JobState s);
+
+/* Check the caps, lock @image (if @lock), and make the job object (not started yet). */
+int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,
+            sd_bus_error *error);
+/* Start the work: @run(child, @userdata) runs in the child; @userdata is freed in the parent once the
+ * child has it (close fds only the child needs there). Sends JobNew and replies (u, o) to @msg. */
+int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*free_userdata)(void *));
+/* Drop a job that never started. */
+Job *job_free(Job *j);
+static inline void job_freep(Job **j)
+{
+        job_free(*j);
+}
+int job_cancel(Job *j);
+Job *job_find(Manager *m, uint32_t id);
+void jobs_free_all(Manager *m);
+
+/* In the child. */
+void job_child_progress(JobChild *c, double progress);
+void job_child_log(JobChild *c, int priority, const char *fmt, ...) _printf_(3, 4);
+/* Record why the job fails (the message callers see); returns -@error. */
+int job_child_fail(JobChild *c, int error, const char *fmt, ...) _printf_(3, 4);
+int job_child_store_fd(JobChild *c);
+const char *job_child_temp_name(JobChild *c);
+Manager *job_child_manager(JobChild *c);
+
+/* Bus face (job-dbus.c). */
+int method_cancel_job_object(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error);
+extern const sd_bus_vtable job_vtable[];
+int job_send_log(Job *j, int priority, const char *text);
+void job_emit_progress(Job *j);

@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "authz.h"
+#include "errors.h"
+#include "image.h"
+#include "job.h"
+#include "manager-methods.h"
+#include "pool.h"
+
+static int property_get_pool_path(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        return sd_bus_message_append(reply, "s", m->store);
+}
+
+static int property_get_pool_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        uint64_t usage = UINT64_MAX, limit = UINT64_MAX;
+
+        (void) pool_get_usage(m, &usage, &limit);
+        return sd_bus_message_append(reply, "t", streq(property, "PoolUsage") ? usage : limit);
+}
+
+static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_bus_message_ sd_bus_message *reply = NULL;
+        g_autoptr(GPtrArray) images = NULL;
+        int k;
+
+        k = image_list(m, &images);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot list the image store: %m");
+
+        k = sd_bus_message_new_method_return(msg, &reply);
+        if (k >= 0)
+                k = sd_bus_message_open_container(reply, 'a', "(ssbttto)");
+        for (guint i = 0; k >= 0 && i < images->len; i++) {
+                const Image *img = images->pdata[i];
+                _cleanup_free_ char *path = NULL;
+
+                k = image_bus_path(img->name, &path);
+                if (k >= 0)
+                        k = sd_bus_message_append(reply, "(ssbttto)", img->name, image_type_to_string(img->type),
+                                                  (int) img->read_only, img->crtime_usec, img->mtime_usec,
+                                                  img->usage, path);
+        }
+        if (k >= 0)
+                k = sd_bus_message_close_container(reply);
+        if (k < 0)
+                return k;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *path = NULL;
+        const char *name;
+        Image *img;
+        int k;
+
+        k = sd_bus_message_read(msg, "s", &name);
+        if (k < 0)
+                return k;
+        if ((k = bus_check_image_name(name, "image name", error)) < 0)
+                return k;
+        k = manager_get_image(m, name, &img);
+        if (k == -ENOENT)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "No image named %s", name);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot read image %s: %m", name);
+        k = image_bus_path(name, &path);
+        if (k < 0)
+                return k;
+        return sd_bus_reply_method_return(msg, "o", path);
+}
+
+static int method_clone_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *source, *new_name;
+        int read_only, k;
+
+        k = sd_bus_message_read(msg, "ssb", &source, &new_name, &read_only);
+        if (k < 0)
+                return k;
+        return image_method_clone(userdata, msg, source, new_name, read_only, error);
+}
+
+static int method_remove_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *name;
+        int k;
+
+        k = sd_bus_message_read(msg, "s", &name);
+        if (k < 0)
+                return k;
+        return image_method_remove(userdata, msg, name, error);
+}
+
+static int method_rename_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *name, *new_name;
+        int k;
+
+        k = sd_bus_message_read(msg, "ss", &name, &new_name);
+        if (k < 0)
+                return k;
+        return image_method_rename(userdata, msg, name, new_name, error);
+}
+
+static int method_mark_image_read_only(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *name;
+        int read_only, k;
+
+        k = sd_bus_message_read(msg, "sb", &name, &read_only);
+        if (k < 0)
+                return k;
+        return image_method_mark_read_only(userdata, msg, name, read_only, error);
+}
+
+static gint compare_ids(gconstpointer a, gconstpointer b)
+{
+        guint x = GPOINTER_TO_UINT(a), y = GPOINTER_TO_UINT(b);
+        return x < y ? -1 : x > y;
+}
+
+static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_bus_message_ sd_bus_message *reply = NULL;
+        g_autoptr(GList) ids = g_hash_table_get_keys(m->jobs);
+        int k;
+
+        ids = g_list_sort(ids, compare_ids);
+        k = sd_bus_message_new_method_return(msg, &reply);
+        if (k >= 0)
+                k = sd_bus_message_open_container(reply, 'a', "(ussdo)");
+        for (GList *l = ids; k >= 0 && l; l = l->next) {
+                Job *j = job_find(m, GPOINTER_TO_UINT(l->data));
+                k = sd_bus_message_append(reply, "(ussdo)", j->id, job_type_to_string(j->type), j->image,
+                                          j->progress, j->object_path);
+        }
+        if (k >= 0)
+                k = sd_bus_message_close_container(reply);
+        if (k < 0)
+                return k;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_cancel_job(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        uint32_t id;
+        Job *j;
+        int k;
+
+        k = sd_bus_message_read(msg, "u", &id);
+        if (k < 0)
+                return k;
+        j = job_find(m, id);
+        if (!j)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_JOB, "No job with id %" PRIu32, id);
+        return method_cancel_job_object(m, j, msg, error);
+}
+
+const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("PoolPath", "s", property_get_pool_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("PoolUsage", "t", property_get_pool_usage, 0, 0),
+        SD_BUS_PROPERTY("PoolLimit", "t", property_get_pool_usage, 0, 0),
+        SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssbttto)", images),
+                                method_list_images, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image), method_get_image,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateTemplate", SD_BUS_ARGS("s", name, "s", suite, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_create_template,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CloneImage", SD_BUS_ARGS("s", source, "s", new_name, "b", read_only),
+                                SD_BUS_NO_RESULT, method_clone_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveImage", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_remove_image,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RenameImage", SD_BUS_ARGS("s", name, "s", new_name), SD_BUS_NO_RESULT,
+                                method_rename_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MarkImageReadOnly", SD_BUS_ARGS("s", name, "b", read_only), SD_BUS_NO_RESULT,
+                                method_mark_image_read_only, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", image, "a{sv}", options),
+                                SD_BUS_RESULT("o", machine), method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListMachines", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssuo)", machines),
+                                method_list_machines, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StopMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_stop_machine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillMachine", SD_BUS_ARGS("s", name, "i", signal), SD_BUS_NO_RESULT,
+                                method_kill_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ExportTar", SD_BUS_ARGS("s", name, "h", fd, "s", format),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_export_tar, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ImportTar", SD_BUS_ARGS("h", fd, "s", name, "b", read_only),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_import_tar, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("PullTar", SD_BUS_ARGS("s", url, "s", name, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_pull_tar, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ussdo)", jobs), method_list_jobs,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("u", job_id), SD_BUS_NO_RESULT, method_cancel_job,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("JobNew", SD_BUS_ARGS("u", id, "o", job), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("JobRemoved", SD_BUS_ARGS("u", id, "o", job, "s", result), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("MachineNew", SD_BUS_ARGS("s", name, "o", machine), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("MachineRemoved", SD_BUS_ARGS("s", name, "o", machine, "i", exit_status), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ImageAdded", SD_BUS_ARGS("s", name, "o", image), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ImageRemoved", SD_BUS_ARGS("s", name, "o", image), 0),
+        SD_BUS_VTABLE_END,
+};

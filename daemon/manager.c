@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "authz.h"
+#include "btrfs-util.h"
+#include "errors.h"
+#include "image.h"
+#include "job.h"
+#include "manager.h"
+#include "pool.h"
+
+static void image_free_void(gpointer p)
+{
+        image_free(p);
+}
+
+int manager_new(Manager **ret)
+{
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int k;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->store_fd = -1;
+        m->next_job_id = 1;
+        m->idle_timeout_usec = 30 * USEC_PER_SEC;
+        m->busy_images = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->operations_per_caller = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->jobs = g_hash_table_new(g_direct_hash, g_direct_equal);
+        m->machines = g_hash_table_new(g_str_hash, g_str_equal);
+        m->image_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, image_free_void);
+
+        k = sd_event_default(&m->event);
+        if (k < 0)
+                return k;
+        k = authz_new(m->event, &m->authz);
+        if (k < 0)
+                return k;
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m)
+{
+        if (!m)
+                return NULL;
+
+        jobs_free_all(m);
+        m->authz = authz_free(m->authz);
+        sd_bus_slot_unref(m->filter_slot);
+        sd_event_source_disable_unref(m->idle_timer);
+        sd_event_source_disable_unref(m->pool_timer);
+        sd_event_source_disable_unref(m->image_cache_flush);
+        g_hash_table_destroy(m->image_cache);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        safe_close(m->store_fd);
+        g_hash_table_destroy(m->busy_images);
+        g_hash_table_destroy(m->operations_per_caller);
+        g_hash_table_destroy(m->jobs);
+        g_hash_table_destroy(m->machines);
+        free(m->store);
+        free(m->pool_raw);
+        free(m);
+        return NULL;
+}
+
+int manager_open_store(Manager *m)
+{
+        int k;
+
+        m->store_fd = safe_close(m->store_fd);
+        m->store_fd = open(m->store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (m->store_fd < 0)
+                return log_error_errno(errno, "Cannot open image store %s", m->store);
+
+        k = fd_is_btrfs(m->store_fd);
+        if (k < 0)
+                return log_error_errno(k, "Cannot tell the file system of %s", m->store);
+        m->store_is_btrfs = k > 0;
+        m->quota_enabled = m->store_is_btrfs && btrfs_quota_is_enabled(m->store_fd) > 0;
+        log_info("Image store %s: %s%s.", m->store, m->store_is_btrfs ? "btrfs" : "not btrfs (clones are copies)",
+                 m->quota_enabled ? ", quota groups on" : "");
+
+        store_remove_temporaries(m->store_fd, m->store_is_btrfs);
+        return 0;
+}
+
+bool manager_is_idle(Manager *m)
+{
+        return g_hash_table_size(m->jobs) == 0 && g_hash_table_size(m->machines) == 0 && m->n_operations == 0 &&
+               authz_n_pending(m->authz) == 0;
+}
+
+void manager_note_activity(Manager *m)
+{
+        m->last_activity_usec = now_usec(CLOCK_MONOTONIC);
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Manager *m = userdata;
+
+        if (manager_is_idle(m) && usec >= m->last_activity_usec + m->idle_timeout_usec) {
+                log_info("Idle for %" PRIu64 " s, exiting.", m->idle_timeout_usec / USEC_PER_SEC);
+                /* Give up the name first, so a call racing with our exit activates a new instance. */
+                (void) sd_bus_release_name(m->bus, STAMP_BUS_NAME);
+                return sd_event_exit(m->event, 0);
+        }
+        return sd_event_source_set_time(s, MAX(usec, m->last_activity_usec) + m->idle_timeout_usec);
+}
+
+static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        manager_note_activity(userdata);
+        return 0;
+}
+
+static int on_image_cache_flush(sd_event_source *s, void *userdata)
+{
+        Manager *m = userdata;
+
+        g_hash_table_remove_all(m->image_cache);
+        m->image_cache_flush = sd_event_source_disable_unref(m->image_cache_flush);
+        return 0;
+}
+
+int manager_get_image(Manager *m, const char *name, Image **ret)
+{
+        Image *img = g_hash_table_lookup(m->image_cache, name);
+        int k;
+
+        if (img) {
+                *ret = img;
+                return 0;
+        }
+        k = image_load(m, name, &img);
+        if (k < 0)
+                return k;
+        if (!m->image_cache_flush) {
+                k = sd_event_add_defer(m->event, &m->image_cache_flush, on_image_cache_flush, m);
+                if (k < 0) {
+                        image_free(img);
+                        return k;
+                }
+        }
+        g_hash_table_insert(m->image_cache, g_strdup(name), img);
+        *ret = img;
+        return 0;
+}
+
+int manager_image_lock(Manager *m, const char *name, const char *reason)
+{
+        if (g_hash_table_contains(m->busy_images, name))
+                return -EBUSY;
+        g_hash_table_insert(m->busy_images, g_strdup(name), (gpointer) reason);
+        return 0;
+}
+
+void manager_image_unlock(Manager *m, const char *name)
+{
+        g_hash_table_remove(m->busy_images, name);
+}
+
+const char *manager_image_busy_reason(Manager *m, const char *name)
+{
+        return g_hash_table_lookup(m->busy_images, name);
+}
+
+int manager_operation_acquire(Manager *m, const char *sender)
+{
+        unsigned n;
+
+        if (!sender)
+                sender = "";
+        n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, sender));
+        if (m->n_operations >= OPERATIONS_MAX || n >= OPERATIONS_PER_CALLER_MAX)
+                return -EUSERS;
+        g_hash_table_replace(m->operations_per_caller, g_strdup(sender), GUINT_TO_POINTER(n + 1));
+        m->n_operations++;
+        return 0;
+}
+
+void manager_operation_release(Manager *m, const char *sender)
+{
+        unsigned n;
+
+        if (!sender)
+                sender = "";
+        n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, sender));
+        if (n <= 1)
+                g_hash_table_remove(m->operations_per_caller, sender);
+        else
+                g_hash_table_replace(m->operations_per_caller, g_strdup(sender), GUINT_TO_POINTER(n - 1));
+        if (m->n_operations > 0)
+                m->n_operations--;
+}
+
+static int send_image_signal(Manager *m, const char *member, const char *name)
+{
+        _cleanup_free_ char *path = NULL;
+        int k;
+
+        k = image_bus_path(name, &path);
+        if (k < 0)
+                return k;
+        return sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, member, "so", name, path);
+}
+
+int manager_send_image_added(Manager *m, const char *name)
+{
+        int k = send_image_signal(m, "ImageAdded", name);
+        if (k >= 0) {
+                _cleanup_free_ char *path = NULL;
+                if (image_bus_path(name, &path) >= 0)
+                        (void) sd_bus_emit_object_added(m->bus, path);
+        }
+        return k;
+}
+
+int manager_send_image_removed(Manager *m, const char *name)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (image_bus_path(name, &path) >= 0)
+                (void) sd_bus_emit_object_removed(m->bus, path);
+        return send_image_signal(m, "ImageRemoved", name);
+}
+
+static int on_pool_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Manager *m = userdata;
+
+        pool_maybe_grow(m);
+        return sd_event_source_set_time(s, usec + POOL_CHECK_INTERVAL_USEC);
+}
+
+int manager_connect_bus(Manager *m)
+{
+        int k;
+
+        k = sd_bus_default_system(&m->bus);
+        if (k < 0)
+                return log_error_errno(k, "Cannot connect to the system bus");
+
+        (void) sd_bus_error_add_map(stamp_error_map);
+
+        k = sd_bus_add_object_vtable(m->bus, NULL, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, manager_vtable, m);
+        if (k >= 0)
+                k = sd_bus_add_fallback_vtable(m->bus, NULL, STAMP_IMAGE_PREFIX, STAMP_IMAGE_IFACE, image_vtable,
+                                               image_object_find, m);
+        if (k >= 0)
+                k = sd_bus_add_node_enumerator(m->bus, NULL, STAMP_IMAGE_PREFIX, image_node_enumerator, m);
+        if (k >= 0)
+                k = sd_bus_add_object_manager(m->bus, NULL, STAMP_MANAGER_PATH);
+        if (k >= 0)
+                k = manager_add_job_objects(m);
+        if (k < 0)
+                return log_error_errno(k, "Cannot register bus objects");
+
+        k = sd_bus_add_filter(m->bus, &m->filter_slot, on_bus_message, m);
+        if (k < 0)
+                return log_error_errno(k, "Cannot add bus filter");
+
+        k = sd_bus_request_name(m->bus, STAMP_BUS_NAME, 0);
+        if (k < 0)
+                return log_error_errno(k, "Cannot own %s on the system bus", STAMP_BUS_NAME);
+
+        k = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (k < 0)
+                return log_error_errno(k, "Cannot attach the bus to the event loop");
+        return 0;
+}
+
+int manager_run(Manager *m)
+{
+        int k;
+
+        k = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        if (k >= 0)
+                k = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        if (k < 0)
+                return log_error_errno(k, "Cannot watch signals");
+
+        manager_note_activity(m);
+        if (m->idle_timeout_usec > 0) {
+                k = sd_event_add_time_relative(m->event, &m->idle_timer, CLOCK_MONOTONIC, m->idle_timeout_usec,
+                                               USEC_PER_SEC / 10, on_idle_timer, m);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(m->idle_timer, SD_EVENT_ON);
+                if (k < 0)
+                        return log_error_errno(k, "Cannot set up the idle timer");
+        }
+        if (m->pool_raw) {
+                k = sd_event_add_time_relative(m->event, &m->pool_timer, CLOCK_MONOTONIC, POOL_CHECK_INTERVAL_USEC,
+                                               USEC_PER_SEC, on_pool_timer, m);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(m->pool_timer, SD_EVENT_ON);
+                if (k < 0)
+                        return log_error_errno(k, "Cannot set up the pool timer");
+        }
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Serving.");
+        log_info("Serving %s.", STAMP_BUS_NAME);
+        k = sd_event_loop(m->event);
+        (void) sd_notify(false, "STOPPING=1");
+        return k;
+}

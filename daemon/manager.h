@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+
+#include "util.h"
+
+typedef struct Authz Authz;
+typedef struct Job Job;
+typedef struct Machine Machine;
+
+/* Limits on what callers can make the daemon hold. */
+#define JOBS_MAX 16
+#define JOBS_PER_CALLER_MAX 4
+#define MACHINES_MAX 64
+#define MACHINES_PER_CALLER_MAX 16
+#define OPERATIONS_MAX 64
+#define OPERATIONS_PER_CALLER_MAX 16
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+
+        char *store;     /* absolute path of the image store */
+        int store_fd;    /* O_DIRECTORY fd of the store; every image operation is relative to it */
+        bool store_is_btrfs;
+        bool quota_enabled;
+        bool no_pool;
+        char *pool_raw;  /* "<store>.raw" when the pool is one we made/mounted, else NULL */
+
+        Authz *authz;
+
+        /* Image names held by an operation, a job or a machine (name → reason string, static). */
+        GHashTable *busy_images;
+
+        GHashTable *jobs;     /* uint32 id → Job* */
+        uint32_t next_job_id;
+        GHashTable *machines; /* name → Machine* */
+        unsigned n_operations;
+        GHashTable *operations_per_caller; /* sender → count (GUINT_TO_POINTER) */
+
+        uint64_t idle_timeout_usec; /* 0: never exit */
+        sd_event_source *idle_timer;
+        sd_event_source *pool_timer;
+        sd_bus_slot *filter_slot;
+
+        /* Images loaded for the bus call being dispatched (name → Image*), dropped right after it. */
+        GHashTable *image_cache;
+        sd_event_source *image_cache_flush;
+        uint64_t last_activity_usec;
+} Manager;
+
+int manager_new(Manager **ret);
+Manager *manager_free(Manager *m);
+static inline void manager_freep(Manager **m)
+{
+        manager_free(*m);
+}
+
+/* Open the store (after the pool is set up), remove stale temporaries. */
+int manager_open_store(Manager *m);
+int manager_connect_bus(Manager *m);
+int manager_run(Manager *m);
+
+/* Whether nothing keeps the daemon alive: no job, machine, operation or pending authorization. */
+bool manager_is_idle(Manager *m);
+void manager_note_activity(Manager *m);
+
+/* Busy images: lock a name for the duration of an operation. -EBUSY if already held. */
+int manager_image_lock(Manager *m, const char *name, const char *reason);
+void manager_image_unlock(Manager *m, const char *name);
+const char *manager_image_busy_reason(Manager *m, const char *name);
+
+/* Per-caller accounting of operations; -EUSERS (→ LimitsExceeded) when a cap is hit. */
+int manager_operation_acquire(Manager *m, const char *sender);
+void manager_operation_release(Manager *m, const char *sender);
+
+/* Signals. */
+int manager_send_image_added(Manager *m, const char *name);
+int manager_send_image_removed(Manager *m, const char *name);
+
+/* An image, loaded at most once per dispatched call. -ENOENT if there is none. Valid until the loop
+ * runs again; do not keep the pointer. */
+struct Image;
+int manager_get_image(Manager *m, const char *name, struct Image **ret);
+
+/* Vtables and object plumbing, defined in the *-dbus.c files. */
+extern const sd_bus_vtable manager_vtable[];
+extern const sd_bus_vtable image_vtable[];
+int image_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                      sd_bus_error *error);
+int image_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error);
+int image_bus_path(const char *name, char **ret);
+
+int manager_add_job_objects(Manager *m);
+
+/* The image verbs, shared by the Manager's methods and the Image object's. */
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, int read_only,
+                       sd_bus_error *error);
+int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bus_error *error);
+int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
+                        sd_bus_error *error);
+int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only,
+                                sd_bus_error *error);
+/* InvalidName with the reason, for an argument called @what. */
+int bus_check_image_name(const char *name, const char *what, sd_bus_error *error);

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include "errors.h"
+#include "operation.h"
+
+typedef struct OperationResult {
+        int result;
+        char message[1024];
+} OperationResult;
+
+struct Operation {
+        Manager *manager;
+        sd_bus_message *msg;
+        char *sender;
+        char **locks;
+        pid_t pid;
+        int result_fd;
+        sd_event_source *child_source;
+        OperationDoneFn done;
+        void *userdata;
+        void (*free_userdata)(void *);
+};
+
+static void operation_free(Operation *o)
+{
+        if (!o)
+                return;
+        for (char **l = o->locks; l && *l; l++)
+                manager_image_unlock(o->manager, *l);
+        g_strfreev(o->locks);
+        if (o->sender)
+                manager_operation_release(o->manager, o->sender);
+        free(o->sender);
+        sd_event_source_disable_unref(o->child_source);
+        safe_close(o->result_fd);
+        sd_bus_message_unref(o->msg);
+        if (o->free_userdata)
+                o->free_userdata(o->userdata);
+        free(o);
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Operation *o = userdata;
+        OperationResult r = {.result = -EIO};
+        ssize_t n;
+
+        n = read(o->result_fd, &r, sizeof r);
+        if (n != (ssize_t) sizeof r) {
+                r.result = -EIO;
+                snprintf(r.message, sizeof r.message, "The operation's worker process ended without a result (%s %d)",
+                         si->si_code == CLD_EXITED ? "exit status" : "signal", si->si_status);
+        }
+        r.message[sizeof r.message - 1] = '\0';
+
+        if (r.result < 0) {
+                _cleanup_bus_error_ sd_bus_error e = SD_BUS_ERROR_NULL;
+                stamp_error_set_errnof(&e, -r.result, "%s", r.message[0] ? r.message : strerror(-r.result));
+                (void) sd_bus_reply_method_error(o->msg, &e);
+        } else
+                (void) sd_bus_reply_method_return(o->msg, NULL);
+
+        if (o->done)
+                o->done(o->manager, r.result, o->userdata);
+        manager_note_activity(o->manager);
+        operation_free(o);
+        return 0;
+}
+
+int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationChildFn child,
+                    OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error)
+{
+        Operation *o;
+        int pipefd[2];
+        size_t n_locks = 0;
+        int k;
+
+        o = calloc(1, sizeof *o);
+        if (!o) {
+                if (free_userdata)
+                        free_userdata(userdata);
+                return -ENOMEM;
+        }
+        o->manager = m;
+        o->result_fd = -1;
+        o->userdata = userdata;
+        o->free_userdata = free_userdata;
+        o->done = done;
+        o->msg = sd_bus_message_ref(msg);
+
+        k = manager_operation_acquire(m, sd_bus_message_get_sender(msg));
+        if (k < 0) {
+                operation_free(o);
+                return sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                        "Too many operations in progress; try again when some have ended");
+        }
+        o->sender = strdup(sd_bus_message_get_sender(msg) ?: "");
+
+        for (const char *const *l = locks; l && *l; l++)
+                n_locks++;
+        o->locks = g_new0(char *, n_locks + 1);
+        for (size_t i = 0; i < n_locks; i++) {
+                k = manager_image_lock(m, locks[i], "an operation");
+                if (k < 0) {
+                        const char *why = manager_image_busy_reason(m, locks[i]);
+                        operation_free(o);
+                        return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", locks[i],
+                                                 why ?: "in use");
+                }
+                o->locks[i] = g_strdup(locks[i]);
+        }
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0) {
+                k = -errno;
+                operation_free(o);
+                return k;
+        }
+        o->result_fd = pipefd[0];
+
+        o->pid = safe_fork(true);
+        if (o->pid < 0) {
+                k = (int) o->pid;
+                safe_close(pipefd[1]);
+                operation_free(o);
+                return k;
+        }
+        if (o->pid == 0) {
+                OperationResult r = {};
+                safe_close(pipefd[0]);
+                r.result = child(m, userdata, r.message, sizeof r.message);
+                (void) loop_write(pipefd[1], &r, sizeof r);
+                _exit(EXIT_SUCCESS);
+        }
+        safe_close(pipefd[1]);
+
+        k = sd_event_add_child(m->event, &o->child_source, o->pid, WEXITED, on_child_exit, o);
+        if (k < 0) {
+                (void) kill(o->pid, SIGKILL);
+                (void) waitpid(o->pid, NULL, 0);
+                operation_free(o);
+                return k;
+        }
+        return 1;
+}

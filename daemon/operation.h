@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "manager.h"
+
+/* A short act on disk (clone, remove, rename, read-only) done for one method call in a child
+ * process, so the event loop never waits on the disk; the reply is sent when the child ends. */
+
+typedef struct Operation Operation;
+
+/* Runs in the child. Returns 0 or a negative errno, with a sentence for the caller in @err. */
+typedef int (*OperationChildFn)(Manager *m, void *userdata, char *err, size_t errlen);
+/* Runs on the event loop after the child ended and the reply was sent; result as the child said. */
+typedef void (*OperationDoneFn)(Manager *m, int result, void *userdata);
+
+/* Start an operation answering @msg. The image names in @locks (NULL-terminated, may be NULL) are
+ * held busy until it ends; -EBUSY if one is already held (nothing started then). @userdata is freed
+ * with @free_userdata when the operation ends. */
+int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationChildFn child,
+                    OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error);

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "util.h"
+
+int log_max_level = LOG_LEVEL_INFO;
+
+int log_level_from_string(const char *s)
+{
+        static const char *const names[] = {
+                [LOG_LEVEL_ERR] = "err",       [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
+                [LOG_LEVEL_INFO] = "info",     [LOG_LEVEL_DEBUG] = "debug",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (names[i] && streq(names[i], s))
+                        return (int) i;
+        return -EINVAL;
+}
+
+static void log_internal(int level, int error, const char *fmt, va_list ap)
+{
+        char buf[2048];
+
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        /* "<N>" prefixes are understood by the journal when stderr is connected to it. */
+        if (error != 0)
+                fprintf(stderr, "<%d>%s: %s\n", level, buf, strerror(abs(error)));
+        else
+                fprintf(stderr, "<%d>%s\n", level, buf);
+}
+
+void log_full(int level, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (level > log_max_level)
+                return;
+        va_start(ap, fmt);
+        log_internal(level, 0, fmt, ap);
+        va_end(ap);
+}
+
+int log_full_errno(int level, int error, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (level <= log_max_level) {
+                va_start(ap, fmt);
+                log_internal(level, error, fmt, ap);
+                va_end(ap);
+        }
+        return -abs(error);
+}
+
+uint64_t timespec_to_usec(const struct timespec *ts)
+{
+        return (uint64_t) ts->tv_sec * USEC_PER_SEC + (uint64_t) ts->tv_nsec / NSEC_PER_USEC;
+}
+
+uint64_t now_usec(clockid_t clock)
+{
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return timespec_to_usec(&ts);
+}
+
+int loop_write(int fd, const void *buf, size_t n)
+{
+        const uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t k = write(fd, p, n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+void random_hex(char *buf, size_t n_hex)
+{
+        static const char hex[] = "0123456789abcdef";
+        uint8_t raw[32];
+        size_t n = (n_hex + 1) / 2;
+
+        if (n > sizeof raw)
+                n = sizeof raw;
+        if (getrandom(raw, n, 0) != (ssize_t) n)
+                for (size_t i = 0; i < n; i++) /* never expected; uniqueness is all we need */
+                        raw[i] = (uint8_t) (rand() ^ (int) getpid());
+        for (size_t i = 0; i < n_hex && i / 2 < n; i++)
+                buf[i] = hex[(raw[i / 2] >> ((i % 2) ? 0 : 4)) & 0xf];
+        buf[n_hex] = '\0';
+}
+
+pid_t safe_fork(bool new_pgrp)
+{
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        sigset_t all;
+
+        if (pid < 0)
+                return -errno;
+        if (pid > 0)
+                return pid;
+
+        /* Child: default dispositions and an empty mask, so exec'd tools behave normally. */
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) signal(sig, SIG_DFL);
+        sigemptyset(&all);
+        (void) sigprocmask(SIG_SETMASK, &all, NULL);
+
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(EXIT_FAILURE);
+        if (new_pgrp)
+                (void) setpgid(0, 0);
+        return 0;
+}
+
+int run_command(char *const argv[])
+{
+        int status;
+        pid_t pid = safe_fork(false);
+
+        if (pid < 0)
+                return (int) pid;
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (null >= 0)
+                        (void) dup2(null, STDIN_FILENO);
+                (void) dup2(STDERR_FILENO, STDOUT_FILENO);
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}

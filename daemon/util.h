@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _noreturn_ __attribute__((noreturn))
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define USEC_PER_SEC UINT64_C(1000000)
+#define USEC_PER_MSEC UINT64_C(1000)
+#define NSEC_PER_USEC UINT64_C(1000)
+
+/* Hand a pointer or fd over to a new owner: the cleanup of the old one sees NULL/-1. */
+#define TAKE_PTR(p)                                                                                       \
+        ({                                                                                                \
+                __typeof__(p) _p = (p);                                                                   \
+                (p) = NULL;                                                                               \
+                _p;                                                                                       \
+        })
+#define TAKE_FD(fd)                                                                                       \
+        ({                                                                                                \
+                int _fd = (fd);                                                                           \
+                (fd) = -1;                                                                                \
+                _fd;                                                                                      \
+        })
+
+static inline void freep(void *p)
+{
+        free(*(void **) p);
+}
+#define _cleanup_free_ _cleanup_(freep)
+
+static inline int safe_close(int fd)
+{
+        if (fd >= 0) {
+                int saved = errno;
+                close(fd);
+                errno = saved;
+        }
+        return -1;
+}
+static inline void closep(int *fd)
+{
+        safe_close(*fd);
+}
+#define _cleanup_close_ _cleanup_(closep)
+
+static inline void fclosep(FILE **f)
+{
+        if (*f)
+                fclose(*f);
+}
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+static inline void strv_freep(char ***p)
+{
+        if (*p) {
+                for (char **i = *p; *i; i++)
+                        free(*i);
+                free(*p);
+        }
+}
+#define _cleanup_strv_free_ _cleanup_(strv_freep)
+
+static inline void sd_bus_message_unrefp_(sd_bus_message **m)
+{
+        sd_bus_message_unref(*m);
+}
+#define _cleanup_bus_message_ _cleanup_(sd_bus_message_unrefp_)
+static inline void sd_bus_error_freep_(sd_bus_error *e)
+{
+        sd_bus_error_free(e);
+}
+#define _cleanup_bus_error_ _cleanup_(sd_bus_error_freep_)
+static inline void sd_bus_slot_unrefp_(sd_bus_slot **s)
+{
+        sd_bus_slot_unref(*s);
+}
+#define _cleanup_bus_slot_ _cleanup_(sd_bus_slot_unrefp_)
+static inline void sd_event_source_unrefp_(sd_event_source **s)
+{
+        sd_event_source_unref(*s);
+}
+#define _cleanup_event_source_ _cleanup_(sd_event_source_unrefp_)
+
+static inline bool streq_ptr(const char *a, const char *b)
+{
+        if (!a || !b)
+                return a == b;
+        return strcmp(a, b) == 0;
+}
+#define streq(a, b) (strcmp((a), (b)) == 0)
+
+static inline bool isempty(const char *s)
+{
+        return !s || s[0] == '\0';
+}
+
+/* Logging: to stderr (the journal picks it up under systemd), with a level prefix. */
+enum { LOG_LEVEL_ERR = 3, LOG_LEVEL_WARNING = 4, LOG_LEVEL_NOTICE = 5, LOG_LEVEL_INFO = 6, LOG_LEVEL_DEBUG = 7 };
+extern int log_max_level;
+int log_level_from_string(const char *s);
+void log_full(int level, const char *fmt, ...) _printf_(2, 3);
+int log_full_errno(int level, int error, const char *fmt, ...) _printf_(3, 4);
+#define log_debug(...) log_full(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_info(...) log_full(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_notice(...) log_full(LOG_LEVEL_NOTICE, __VA_ARGS__)
+#define log_warning(...) log_full(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_error(...) log_full(LOG_LEVEL_ERR, __VA_ARGS__)
+#define log_error_errno(e, ...) log_full_errno(LOG_LEVEL_ERR, e, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_full_errno(LOG_LEVEL_WARNING, e, __VA_ARGS__)
+#define log_debug_errno(e, ...) log_full_errno(LOG_LEVEL_DEBUG, e, __VA_ARGS__)
+
+uint64_t now_usec(clockid_t clock);
+uint64_t timespec_to_usec(const struct timespec *ts);
+
+/* Write all of @buf; retries on EINTR and short writes. */
+int loop_write(int fd, const void *buf, size_t n);
+
+/* A random hex token for temporary names. */
+void random_hex(char *buf, size_t n_hex);
+
+/* Fork a child that has default signal handling and an empty signal mask, dies with its parent
+ * (PR_SET_PDEATHSIG=SIGKILL) and, if @new_pgrp, leads its own process group. Returns 0 in the child,
+ * the pid in the parent, negative errno on failure. */
+pid_t safe_fork(bool new_pgrp);
+
+/* Run argv (argv[0] a path or a name on PATH), wait for it; stdout/stderr go to the daemon's stderr.
+ * Blocks: only for start-up work or inside a child process. Returns exit status or negative errno. */
+int run_command(char *const argv[]);
