@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* start, shell, stop, kill, machines */
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stampctl.h"
+#include "table.h"
+
+struct machine_wait {
+        sd_bus *bus;
+        sd_event *event;
+        char *path;
+        bool removed;
+        int exit_status;
+        bool stop_sent;
+        bool vanished;
+        bool detached;
+        sd_bus_slot *stop_slot;
+};
+
+static void machine_wait_done(struct machine_wait *w)
+{
+        sd_bus_slot_unref(w->stop_slot);
+        free(w->path);
+}
+
+static int on_machine_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+        struct machine_wait *w = userdata;
+        const char *name, *path;
+        int32_t status;
+
+        if (sd_bus_message_read(m, "soi", &name, &path, &status) < 0)
+                return 0;
+        if (!w->path || strcmp(path, w->path) != 0)
+                return 0;
+        w->removed = true;
+        w->exit_status = status;
+        sd_event_exit(w->event, 0);
+        return 0;
+}
+
+static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+        struct machine_wait *w = userdata;
+        const char *name, *old_owner, *new_owner;
+
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0)
+                return 0;
+        if (w->path && *old_owner && !*new_owner) {
+                w->vanished = true;
+                sd_event_exit(w->event, 0);
+        }
+        return 0;
+}
+
+static int on_stop_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+        struct machine_wait *w = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(m);
+
+        w->stop_slot = sd_bus_slot_unref(w->stop_slot);
+        if (e && !sd_bus_error_has_name(e, STAMP_ERROR_NO_SUCH_MACHINE)) {
+                fprintf(stderr, "stampctl: could not stop the machine: %s\n",
+                        e->message ? e->message : e->name);
+                w->stop_sent = false;
+        }
+        return 0;
+}
+
+static int send_stop(struct machine_wait *w)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(w->bus, &m, STAMP_BUS_NAME, w->path, STAMP_MACHINE_IFACE, "Stop");
+        if (r < 0)
+                return r;
+        if (arg_ask_password) {
+                (void)sd_bus_message_set_allow_interactive_authorization(m, true);
+                (void)polkit_agent_open();
+        }
+        return sd_bus_call_async(w->bus, &w->stop_slot, m, on_stop_reply, w, UINT64_MAX);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct machine_wait *w = userdata;
+
+        if (si->ssi_signo != SIGINT || w->stop_sent) {
+                /* Terminated, hung up, or a second Ctrl-C: stop waiting. */
+                if (!w->stop_sent && si->ssi_signo != SIGINT)
+                        (void)send_stop(w);
+                (void)sd_bus_flush(w->bus);
+                w->detached = true;
+                sd_event_exit(w->event, 0);
+                return 0;
+        }
+        log_info("Stopping the machine... (Ctrl-C again to stop waiting)");
+        w->stop_sent = true;
+        if (send_stop(w) < 0)
+                w->stop_sent = false;
+        return 0;
+}
+
+/* Shell-like exit code for the machine's status. */
+static int exit_code_from_status(int status)
+{
+        if (status >= 0 && status <= 255)
+                return status;
+        if (status < 0 && status > -128)
+                return 128 - status; /* killed by signal -status */
+        return 255;
+}
+
+/* StartMachine with our stdio (or the terminal for shell), then wait for its end. */
+static int start_machine(sd_bus *bus, const char *image, char **command, bool shell)
+{
+        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *s1 = NULL, *s2 = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_(closep) int tty = -1;
+        _cleanup_(machine_wait_done) struct machine_wait w = {.bus = bus};
+        int in = STDIN_FILENO, out = STDOUT_FILENO, err = STDERR_FILENO;
+        const char *path;
+        int r;
+
+        r = bus_check_fd_passing(bus);
+        if (r != EXIT_OK)
+                return r;
+
+        if (shell) {
+                tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+                if (tty < 0)
+                        return log_error(EXIT_USAGE,
+                                         "shell needs a terminal; use 'start NAME -- CMD' without one.");
+                in = out = err = tty;
+        }
+
+        r = sd_bus_message_new_method_call(bus, &m, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
+                                           "StartMachine");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", image);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && arg_machine_name)
+                r = sd_bus_message_append(m, "{sv}", "name", "s", arg_machine_name);
+        if (r >= 0 && arg_boot)
+                r = sd_bus_message_append(m, "{sv}", "boot", "b", 1);
+        if (r >= 0 && command && command[0]) {
+                r = sd_bus_message_open_container(m, 'e', "sv");
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", "command");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'v', "as");
+                if (r >= 0)
+                        r = sd_bus_message_append_strv(m, command);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        }
+        if (r >= 0 && arg_ephemeral)
+                r = sd_bus_message_append(m, "{sv}", "ephemeral", "b", 1);
+        if (r >= 0 && arg_read_only)
+                r = sd_bus_message_append(m, "{sv}", "read_only", "b", 1);
+        if (r >= 0 && arg_private_users)
+                r = sd_bus_message_append(m, "{sv}", "private_users", "b", 1);
+        if (r >= 0 && arg_private_network)
+                r = sd_bus_message_append(m, "{sv}", "private_network", "b", 1);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr",
+                                          "h", err);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
+
+        /* Subscribe before the call: a short command may end before the reply is read. */
+        if (arg_block) {
+                r = sd_bus_match_signal(bus, &s1, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
+                                        "MachineRemoved", on_machine_removed, &w);
+                if (r >= 0)
+                        r = match_daemon_vanished(bus, &s2, on_name_owner_changed, &w);
+                if (r < 0)
+                        return log_error(EXIT_FAILURE_GENERIC, "Failed to subscribe to machine signals: %s",
+                                         strerror(-r));
+        }
+
+        r = bus_call_mutating(bus, m, &error, &reply);
+        /* The machine may want the terminal now; the agent must not compete for it. */
+        polkit_agent_close();
+        if (r < 0)
+                return log_bus_error(&error, r, "Failed to start the machine");
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the reply: %s", strerror(-r));
+        log_debug("Machine started: %s", path);
+
+        if (!arg_block)
+                return EXIT_OK;
+
+        w.path = strdup(path);
+        if (!w.path)
+                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+
+        r = event_new_with_signals(&event, on_signal, &w);
+        if (r >= 0)
+                r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to set up the event loop: %s", strerror(-r));
+        w.event = event;
+
+        r = sd_event_loop(event);
+        (void)sd_bus_detach_event(bus);
+
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to wait for the machine: %s", strerror(-r));
+        if (w.detached)
+                return log_error(EXIT_FAILURE_GENERIC, "Stopped waiting for the machine%s.",
+                                 w.stop_sent ? "; it is being stopped" : "");
+        if (w.vanished)
+                return log_error(EXIT_UNAVAILABLE, "stampd exited while the machine ran.");
+        log_debug("Machine exited with status %d.", w.exit_status);
+        return exit_code_from_status(w.exit_status);
+}
+
+int verb_start(sd_bus *bus, int argc, char **argv)
+{
+        return start_machine(bus, argv[1], argc > 2 ? argv + 2 : NULL, false);
+}
+
+int verb_shell(sd_bus *bus, int argc, char **argv)
+{
+        return start_machine(bus, argv[1], NULL, true);
+}
+
+static int call_machines(sd_bus *bus, int argc, char **argv, const char *member, bool with_signal)
+{
+        int ret = EXIT_OK;
+
+        for (int i = 1; i < argc; i++) {
+                _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                int r;
+
+                r = sd_bus_message_new_method_call(bus, &m, STAMP_BUS_NAME, STAMP_MANAGER_PATH,
+                                                   STAMP_MANAGER_IFACE, member);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", argv[i]);
+                if (r >= 0 && with_signal)
+                        r = sd_bus_message_append(m, "i", (int32_t)arg_signal);
+                if (r < 0)
+                        return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s",
+                                         strerror(-r));
+                r = bus_call_mutating(bus, m, &error, NULL);
+                if (r < 0) {
+                        r = log_bus_error(&error, r,
+                                          with_signal ? "Failed to kill the machine"
+                                                      : "Failed to stop the machine");
+                        if (ret == EXIT_OK)
+                                ret = r;
+                }
+        }
+        return ret;
+}
+
+int verb_stop(sd_bus *bus, int argc, char **argv)
+{
+        return call_machines(bus, argc, argv, "StopMachine", false);
+}
+
+int verb_kill(sd_bus *bus, int argc, char **argv)
+{
+        return call_machines(bus, argc, argv, "KillMachine", true);
+}
+
+int verb_machines(sd_bus *bus, int argc, char **argv)
+{
+        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(scols_unref_tablep) struct libscols_table *t = NULL;
+        const char *name, *image, *state, *path;
+        uint32_t leader;
+        int r;
+
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListMachines",
+                               &error, &reply, NULL);
+        if (r < 0)
+                return log_bus_error(&error, r, "Failed to list machines");
+
+        t = table_new("machines");
+        if (!t)
+                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+        table_add_column(t, "NAME", 0, SCOLS_JSON_STRING);
+        table_add_column(t, "IMAGE", 0, SCOLS_JSON_STRING);
+        table_add_column(t, "STATE", 0, SCOLS_JSON_STRING);
+        table_add_column(t, "LEADER", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
+
+        r = sd_bus_message_enter_container(reply, 'a', "(sssuo)");
+        while (r >= 0 &&
+               (r = sd_bus_message_read(reply, "(sssuo)", &name, &image, &state, &leader, &path)) > 0) {
+                struct libscols_line *line = scols_table_new_line(t, NULL);
+                if (!line)
+                        return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+                table_set(line, 0, "%s", name);
+                table_set(line, 1, "%s", image);
+                table_set(line, 2, "%s", state);
+                if (leader > 0)
+                        table_set(line, 3, "%" PRIu32, leader);
+                else
+                        table_set(line, 3, table_style.json ? NULL : "-");
+        }
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of machines: %s",
+                                 strerror(-r));
+
+        r = table_print(t, "machine", "machines");
+        if (r < 0)
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to print the table: %s", strerror(-r));
+        return EXIT_OK;
+}
