@@ -180,6 +180,9 @@ static gpointer polkit_thread(gpointer userdata)
 
         if (a->authority)
                 g_object_unref(a->authority);
+        /* GDBus frees parts of the proxy from idle callbacks on this context: let them run. */
+        while (g_main_context_iteration(a->context, FALSE))
+                ;
         g_main_context_pop_thread_default(a->context);
         return NULL;
 }

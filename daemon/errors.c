@@ -41,9 +41,6 @@ const char *stamp_error_name_from_errno(int error)
         case ENOSPC:
         case EDQUOT:
                 return STAMP_ERROR_NO_SPACE;
-        case EPERM:
-        case EACCES:
-                return SD_BUS_ERROR_ACCESS_DENIED;
         case ENOMEM:
                 return SD_BUS_ERROR_NO_MEMORY;
         case EINVAL:

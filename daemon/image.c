@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -425,6 +426,25 @@ int image_set_read_only_fd(int fd, bool read_only)
         return 0;
 }
 
+/* Set or clear the immutable flag of a directory image (not a subvolume). Returns 1 if the flag was set
+ * before, 0 if not, negative errno on failure. */
+static int directory_set_immutable_at(int store_fd, const char *name, bool immutable)
+{
+        _cleanup_close_ int fd = openat(store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        unsigned attr = 0, new_attr;
+
+        if (fd < 0)
+                return -errno;
+        if (fd_is_subvolume(fd) > 0)
+                return 0;
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attr) < 0)
+                return -errno;
+        new_attr = immutable ? (attr | FS_IMMUTABLE_FL) : (attr & ~FS_IMMUTABLE_FL);
+        if (new_attr != attr && ioctl(fd, FS_IOC_SETFLAGS, &new_attr) < 0)
+                return -errno;
+        return (attr & FS_IMMUTABLE_FL) ? 1 : 0;
+}
+
 int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
                     char *err, size_t errlen)
 {
@@ -455,18 +475,26 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
         } else {
                 k = copy_tree(store_fd, is_btrfs, source, tmp);
                 if (k < 0) {
+                        struct statvfs sv;
+                        /* cp only says it failed; a store with (almost) nothing left says why. */
+                        bool full = fstatvfs(store_fd, &sv) >= 0 &&
+                                    (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20);
                         (void) store_remove_tree(store_fd, tmp);
-                        return fail(err, errlen, k == -EIO ? ENOSPC : -k,
-                                    "Copying image %s failed (out of space?)", source);
+                        if (full)
+                                return fail(err, errlen, ENOSPC, "No space left in the store to copy image %s",
+                                            source);
+                        return fail(err, errlen, k == -EIO ? EIO : -k, "Copying image %s failed", source);
                 }
-                if (read_only) {
-                        dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        k = dst < 0 ? -errno : image_set_read_only_fd(dst, true);
-                        if (k < 0) {
-                                (void) store_remove_tree(store_fd, tmp);
-                                return fail(err, errlen, -k, "Cannot mark the copy read-only: %s", strerror(-k));
-                        }
+                dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (dst < 0) {
+                        k = -errno;
+                        (void) store_remove_tree(store_fd, tmp);
+                        return fail(err, errlen, -k, "Cannot open the copy of %s: %s", source, strerror(-k));
                 }
+                /* cp -a carried the source's immutable flag over, and an immutable directory cannot be
+                 * renamed: lift it now and set what was asked for once the copy is in place. */
+                if (fd_is_subvolume(dst) <= 0)
+                        (void) image_set_read_only_fd(dst, false);
         }
 
         k = rename_noreplace(store_fd, tmp, new_name);
@@ -475,6 +503,14 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
                 if (k == -EEXIST)
                         return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);
                 return fail(err, errlen, -k, "Cannot put the clone in place as %s: %s", new_name, strerror(-k));
+        }
+        if (dst >= 0 && read_only) {
+                k = image_set_read_only_fd(dst, true);
+                if (k < 0) {
+                        (void) store_remove_tree(store_fd, new_name);
+                        return fail(err, errlen, -k, "Cannot mark the copy %s read-only: %s", new_name,
+                                    strerror(-k));
+                }
         }
         return 0;
 }
@@ -486,6 +522,7 @@ int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, s
 
         if (!tmp)
                 return fail(err, errlen, ENOMEM, "Out of memory");
+        (void) directory_set_immutable_at(store_fd, name, false);
         /* First out of sight, atomically; then the slow part. A crash in between leaves a temporary
          * that the next start removes. */
         k = rename_noreplace(store_fd, name, tmp);
@@ -500,7 +537,13 @@ int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, s
 
 int image_rename_now(int store_fd, const char *name, const char *new_name, char *err, size_t errlen)
 {
+        /* A read-only directory image carries the immutable flag, which forbids the rename: lift it
+         * around the rename, as machined does, and put it back on whichever name the image has. */
+        bool was_immutable = directory_set_immutable_at(store_fd, name, false) > 0;
         int k = rename_noreplace(store_fd, name, new_name);
+
+        if (was_immutable)
+                (void) directory_set_immutable_at(store_fd, k < 0 ? name : new_name, true);
 
         if (k == -EEXIST)
                 return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);

@@ -12,12 +12,12 @@ static void help(void)
         printf("Usage: stampd [OPTIONS]\n\n"
                "The stamp machine image service (io.stamp.Stamp1 on the system bus).\n\n"
                "  --store DIR          Image store (default: %s)\n"
-               "  --idle-timeout SEC   Exit after SEC seconds with nothing to do; 0: never (default: 30)\n"
+               "  --idle-timeout SEC   Exit after SEC seconds with nothing to do; 0: never (default: %d)\n"
                "  --no-pool            Never make a loopback btrfs pool; clones are copies then\n"
                "  --log-level LEVEL    err, warning, notice, info or debug (default: info)\n"
                "  -h --help            Show this help\n"
                "     --version         Show the version\n",
-               DEFAULT_STORE);
+               DEFAULT_STORE, DEFAULT_IDLE_TIMEOUT_SEC);
 }
 
 static int parse_args(int argc, char *argv[], Manager *m)

@@ -1,0 +1,284 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Authorization: every mutating call goes through polkit for the calling
+peer, refusals change nothing, root passes, details reach the rules, and a
+slow polkit answer (a person at a password prompt) stalls no one else."""
+
+import os
+
+import stamptest
+from stamptest import (ACCESS_DENIED, ADMIN_PASSWORD, INTERACTIVE_REQUIRED, USER, USER2,
+                       image_path, make_image, rule_for, store_state, subvolume_read_only)
+
+# Each mutating call, as (label, call(caller, **kw)), all aimed at image "base".
+MUTATIONS = [
+    ('CloneImage', lambda c, **kw: c.manager('CloneImage', 'base', 'web', False, **kw)),
+    ('RemoveImage', lambda c, **kw: c.manager('RemoveImage', 'base', **kw)),
+    ('RenameImage', lambda c, **kw: c.manager('RenameImage', 'base', 'renamed', **kw)),
+    ('MarkImageReadOnly', lambda c, **kw: c.manager('MarkImageReadOnly', 'base', True, **kw)),
+    ('Image.Clone', lambda c, **kw: c.image('base', 'Clone', 'web', False, **kw)),
+    ('Image.Remove', lambda c, **kw: c.image('base', 'Remove', **kw)),
+    ('Image.Rename', lambda c, **kw: c.image('base', 'Rename', 'renamed', **kw)),
+    ('Image.MarkReadOnly', lambda c, **kw: c.image('base', 'MarkReadOnly', True, **kw)),
+]
+
+# polkit answers "challenge" for AUTH_ADMIN whether or not the caller allows
+# interaction (with no agent around, nobody can be asked). Following the
+# D-Bus specification, the daemon turns a challenge into
+# InteractiveAuthorizationRequired only when the caller did NOT set
+# ALLOW_INTERACTIVE_AUTHORIZATION (retrying with it could succeed); a caller
+# that did allow interaction and still was not authorized gets AccessDenied.
+EXPECTED_REFUSAL = {
+    # (polkit result for the caller, interactive flag) -> error
+    ('AUTH_ADMIN', False): INTERACTIVE_REQUIRED,
+    ('AUTH_ADMIN', True): ACCESS_DENIED,
+    ('NO', False): ACCESS_DENIED,
+    ('NO', True): ACCESS_DENIED,
+}
+
+
+class AuthzTestCase(stamptest.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.daemon = self.start_daemon()
+        self.store = self.daemon.store
+        self.base = make_image(self.store, 'base')
+
+    def path(self, name):
+        return os.path.join(self.store, name)
+
+
+class ReadOnlyCallsTest(AuthzTestCase):
+    """Reading needs no authorization, and no rule is set here."""
+
+    def test_user_can_read(self):
+        self.assertIn('base', self.user.list_images())
+        self.assertEqual(self.user.manager('GetImage', 'base'), image_path('base'))
+        self.assertEqual(self.user.image_props('base')['Name'], 'base')
+        self.assertIn('PoolPath', self.user.get_all(stamptest.MANAGER_PATH,
+                                                    stamptest.MANAGER_IFACE))
+        xml = self.user.call(stamptest.MANAGER_PATH, 'org.freedesktop.DBus.Introspectable',
+                             'Introspect', sig='()')
+        self.assertIn(stamptest.MANAGER_IFACE, xml)
+        objects = self.user.call(stamptest.MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager',
+                                 'GetManagedObjects', sig='()')
+        self.assertIn(image_path('base'), objects)
+
+
+class RefusalTest(AuthzTestCase):
+    """An unauthorized user is refused, with the right error, and nothing on
+    disk changes: not the images, not their flags, not even the store dir."""
+
+    def check_refused(self, result):
+        if result is not None:
+            self.set_rules(rule_for(USER, 'manage-images', result))
+        for interactive in (False, True):
+            expected = EXPECTED_REFUSAL[(result or 'AUTH_ADMIN', interactive)]
+            for label, call in MUTATIONS:
+                with self.subTest(call=label, interactive=interactive):
+                    before = store_state(self.store)
+                    e = self.assertDBusError(expected, call, self.user, interactive=interactive)
+                    self.assertTrue(e.message)
+                    self.assertUnchanged(self.store, before, label)
+
+    def test_no_rule_uses_policy_default(self):
+        self.check_refused(None)  # the shipped default is auth_admin
+
+    def test_rule_says_auth_admin(self):
+        self.check_refused('AUTH_ADMIN')
+
+    def test_rule_says_no(self):
+        self.check_refused('NO')
+
+    def test_rule_for_someone_else(self):
+        self.allow(USER2)
+        before = store_state(self.store)
+        self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'CloneImage', 'base', 'web',
+                             False)
+        self.assertUnchanged(self.store, before)
+
+    def test_other_actions_do_not_count(self):
+        self.set_rules(''.join(rule_for(USER, a, 'YES') for a in (
+            'create-template', 'start-machine', 'manage-machines', 'export', 'import', 'pull')))
+        before = store_state(self.store)
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'CloneImage', 'base', 'web', False,
+                             interactive=True)
+        self.assertUnchanged(self.store, before)
+
+
+class AllowedTest(AuthzTestCase):
+
+    def test_authorized_user_clones(self):
+        self.allow(USER)
+        self.user.manager('CloneImage', 'base', 'web', False)
+        self.assertSnapshotOf(self.path('web'), self.base)
+        self.assertFalse(subvolume_read_only(self.path('web')))
+        self.assertEqual(self.user.image_props('web')['Origin'], 'base')
+
+    def test_authorized_user_manages(self):
+        self.allow(USER)
+        self.user.image('base', 'Clone', 'web', False)
+        self.user.manager('MarkImageReadOnly', 'web', True)
+        self.assertTrue(subvolume_read_only(self.path('web')))
+        self.user.image('web', 'MarkReadOnly', False)
+        self.assertFalse(subvolume_read_only(self.path('web')))
+        self.user.manager('RenameImage', 'web', 'site')
+        self.user.image('site', 'Rename', 'site2')
+        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'site2'])
+        self.user.image('site2', 'Remove')
+        self.user.manager('RemoveImage', 'base')
+        self.assertEqual(os.listdir(self.store), [])
+
+    def test_root_is_not_asked(self):
+        # a rule that refuses everyone, root included, must not matter for root
+        self.set_rules('''polkit.addRule(function(action, subject) {
+    if (action.id.indexOf("io.stamp.Stamp1.") == 0)
+        return polkit.Result.NO;
+});
+''')
+        self.root.manager('CloneImage', 'base', 'web', False)
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+    def test_shipped_group_example(self):
+        with open(os.path.join(stamptest.SRCDIR, 'polkit', '50-stamp-group.rules.example')) as f:
+            self.set_rules(f.read())
+        self.user2.manager('CloneImage', 'base', 'web', False)  # USER2 is in group "stamp"
+        self.assertSnapshotOf(self.path('web'), self.base)
+        before = store_state(self.store)
+        self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'CloneImage', 'base', 'web2',
+                             False)
+        self.assertUnchanged(self.store, before)
+
+
+def details_rule(verb, image, new_name=None):
+    """YES for USER only when the call's polkit details are exactly these."""
+    cond = 'action.lookup("verb") == "%s" && action.lookup("image") == "%s"' % (verb, image)
+    if new_name is None:
+        cond += ' && action.lookup("new_name") === undefined'
+    else:
+        cond += ' && action.lookup("new_name") == "%s"' % new_name
+    return '''polkit.addRule(function(action, subject) {
+    if (action.id == "io.stamp.Stamp1.manage-images" && subject.user == "%s")
+        return (%s) ? polkit.Result.YES : polkit.Result.NO;
+});
+''' % (USER, cond)
+
+
+class DetailsTest(AuthzTestCase):
+    """Rules can decide on what is done to which image."""
+
+    def test_clone_details(self):
+        make_image(self.store, 'other')
+        self.set_rules(details_rule('clone', 'base', 'web'))
+        for src, dst in (('base', 'web2'), ('other', 'web')):
+            before = store_state(self.store)
+            self.assertDBusError(ACCESS_DENIED, self.user.manager, 'CloneImage', src, dst, False)
+            self.assertUnchanged(self.store, before)
+        self.user.manager('CloneImage', 'base', 'web', False)
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+    def test_image_object_clone_details(self):
+        self.set_rules(details_rule('clone', 'base', 'web'))
+        self.user.image('base', 'Clone', 'web', True)
+        self.assertTrue(subvolume_read_only(self.path('web')))
+
+    def test_rename_details(self):
+        self.set_rules(details_rule('rename', 'base', 'renamed'))
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'RenameImage', 'base', 'other')
+        self.user.manager('RenameImage', 'base', 'renamed')
+        self.assertTrue(os.path.isdir(self.path('renamed')))
+
+    def test_remove_details(self):
+        make_image(self.store, 'victim')
+        self.set_rules(details_rule('remove', 'victim'))
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'RemoveImage', 'base')
+        self.user.image('victim', 'Remove')
+        self.assertFalse(os.path.lexists(self.path('victim')))
+        self.assertTrue(os.path.isdir(self.base))
+
+    def test_read_only_details(self):
+        self.set_rules(details_rule('mark-read-only', 'base'))
+        self.user.manager('MarkImageReadOnly', 'base', True)
+        self.assertTrue(subvolume_read_only(self.base))
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'MarkImageReadOnly', 'base', False)
+        self.set_rules(details_rule('mark-writable', 'base'))
+        self.user.manager('MarkImageReadOnly', 'base', False)
+        self.assertFalse(subvolume_read_only(self.base))
+
+
+class PromptTest(AuthzTestCase):
+    """A person at a polkit password prompt (pkttyagent in a terminal)."""
+
+    def setUp(self):
+        super().setUp()
+        self.set_rules(rule_for(USER, 'manage-images', 'AUTH_ADMIN')
+                       + rule_for(USER2, 'manage-images', 'YES'))
+
+    def test_right_password(self):
+        pane, result = self.call_in_terminal(USER, 'CloneImage', 'base', 'web', False)
+        pane.wait_for_password_prompt()
+        pane.type_line(ADMIN_PASSWORD)
+        self.assertEqual(pane.wait_exit(), 0)
+        self.assertIsNone(result())
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+    def test_wrong_password(self):
+        before = store_state(self.store)
+        pane, result = self.call_in_terminal(USER, 'CloneImage', 'base', 'web', False)
+        pane.wait_for_password_prompt()
+        pane.type_line('wrong-password')
+        self.assertEqual(pane.wait_exit(), 0)
+        self.assertDBusError(ACCESS_DENIED, result)
+        self.assertUnchanged(self.store, before)
+
+    def test_waiting_prompt_stalls_no_one(self):
+        pane, result = self.call_in_terminal(USER, 'CloneImage', 'base', 'web', False)
+        pane.wait_for_password_prompt()
+        # USER's call is now parked in the daemon, waiting for polkit, which
+        # waits for a person. Everyone else is served meanwhile:
+        self.assertIn('base', self.root.list_images())
+        self.assertEqual(self.user2.image_props('base')['Name'], 'base')
+        self.user2.manager('CloneImage', 'base', 'other', False)  # a second polkit check
+        self.assertSnapshotOf(self.path('other'), self.base)
+        self.root.manager('MarkImageReadOnly', 'other', True)
+        self.assertFalse(os.path.lexists(self.path('web')))
+        self.assertFalse(pane.exited())
+        # ...and the parked call resumes when the person answers.
+        pane.type_line(ADMIN_PASSWORD)
+        self.assertEqual(pane.wait_exit(), 0)
+        self.assertIsNone(result())
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+    def test_caller_leaving_at_prompt(self):
+        pane, _ = self.call_in_terminal(USER, 'CloneImage', 'base', 'web', False)
+        pane.wait_for_password_prompt()
+        pane.kill()
+        stamptest.wait_for(lambda: not any(
+            p for p in os.listdir('/proc') if p.isdigit() and _is_callas(p)),
+            'the caller to be gone')
+        self.assertIn('base', self.root.list_images())
+        self.user2.manager('CloneImage', 'base', 'other', False)
+        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'other'])
+        self.assertNotIn('web', stamptest.out(['btrfs', 'subvolume', 'list', self.store]))
+
+    def test_sigterm_with_a_parked_call(self):
+        pane, result = self.call_in_terminal(USER, 'CloneImage', 'base', 'web', False)
+        pane.wait_for_password_prompt()
+        self.stop_daemon(self.daemon)  # exits 0
+        self.assertEqual(pane.wait_exit(), 0)
+        with self.assertRaises(stamptest.DBusError):
+            result()
+        self.assertFalse(os.path.lexists(self.path('web')))
+
+
+def _is_callas(pid):
+    try:
+        with open('/proc/%s/cmdline' % pid, 'rb') as f:
+            return stamptest.CALLAS.encode() in f.read()
+    except OSError:
+        return False
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The harness itself: bus, polkitd with the project's actions, test users,
+rules that take effect, btrfs over loop, and polkit prompts through tmux.
+None of this needs stampd, so a failure here points at the machine or the
+harness, not at the daemon."""
+
+import os
+import pwd
+
+import stamptest
+from stamptest import ADMIN, ADMIN_PASSWORD, USER, USER2, run
+
+
+ACTIONS = ['create-template', 'manage-images', 'start-machine', 'manage-machines', 'export',
+           'import', 'pull']
+
+
+def pkcheck_cmd(action, interactive=False):
+    # exec keeps the pid, so the subject is pkcheck itself
+    return ['sh', '-c', 'exec pkcheck --action-id %s%s --process $$%s' % (
+        stamptest.ACTION_PREFIX, action, ' --allow-user-interaction' if interactive else '')]
+
+
+class HarnessTest(stamptest.TestCase):
+
+    def test_private_bus_is_ours(self):
+        self.assertTrue(os.environ['DBUS_SYSTEM_BUS_ADDRESS'].startswith(
+            'unix:path=/run/dbus/system_bus_socket'))
+        self.assertTrue(os.path.samefile('/run/dbus/system_bus_socket',
+                                         os.path.join(self.env.T, 'run/dbus/system_bus_socket')))
+        self.assertIsNotNone(self.env.name_owner_pid(stamptest.POLKIT_NAME))
+
+    def test_pkaction_sees_project_actions_only(self):
+        listed = set(run(['pkaction']).stdout.split())
+        self.assertEqual(listed, {stamptest.ACTION_PREFIX + a for a in ACTIONS})
+        for action in ACTIONS:
+            p = run(['pkaction', '--verbose', '--action-id', stamptest.ACTION_PREFIX + action])
+            self.assertIn('implicit any:      auth_admin', p.stdout)
+
+    def test_users_exist_in_namespace_only(self):
+        for name in (USER, USER2, ADMIN):
+            uid = pwd.getpwnam(name).pw_uid
+            self.assertEqual(uid, self.env.users[name])
+            p = run(self.env.as_user(name, ['id', '-u']))
+            self.assertEqual(int(p.stdout), uid)
+        groups = run(self.env.as_user(USER2, ['id', '-nG'])).stdout.split()
+        self.assertIn(stamptest.STAMP_GROUP, groups)
+        for name in ('passwd', 'shadow', 'group', 'gshadow'):
+            self.assertTrue(os.path.samefile('/etc/' + name,
+                                             os.path.join(self.env.T, 'etc', name)))
+
+    def test_rules_take_effect(self):
+        check = self.env.as_user(USER, pkcheck_cmd('manage-images'))
+        self.assertNotEqual(run(check, check=False).returncode, 0)
+        self.allow(USER)
+        self.assertEqual(run(check, check=False).returncode, 0)
+        self.set_rules('')
+        self.assertNotEqual(run(check, check=False).returncode, 0)
+        self.allow(USER2)
+        self.assertNotEqual(run(check, check=False).returncode, 0)
+
+    def test_btrfs_over_loop(self):
+        store = stamptest.make_btrfs_store(os.path.join(self.dir, 'fs'), '256M')
+        self.assertEqual(stamptest.fs_type(store), 'btrfs')
+        path = stamptest.make_image(store, 'base')
+        self.assertTrue(stamptest.is_subvolume(path))
+        self.assertFalse(stamptest.quotas_enabled(store))
+        source, fstype = stamptest.mount_source(store)
+        self.assertEqual(fstype, 'btrfs')
+        self.assertEqual(stamptest.loop_backing_file(source), store + '.btrfs')
+
+    def _prompted_pkcheck(self, password):
+        self.set_rules(stamptest.rule_for(USER, 'manage-images', 'AUTH_ADMIN'))
+        pane = self.run_in_terminal(USER, pkcheck_cmd('manage-images', interactive=True),
+                                    agent=True)
+        pane.wait_for_password_prompt()
+        pane.type_line(password)
+        return pane.wait_exit()
+
+    def test_prompt_right_password(self):
+        self.assertEqual(self._prompted_pkcheck(ADMIN_PASSWORD), 0)
+
+    def test_prompt_wrong_password(self):
+        self.assertNotEqual(self._prompted_pkcheck('not-the-password'), 0)
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""stampctl end to end against the real daemon: list, show, clone, remove,
+rename, read-only, --json, exit codes, one-line errors, and a polkit
+password prompt typed into a real terminal."""
+
+import json
+import os
+
+import stamptest
+from stamptest import (ADMIN_PASSWORD, STAMPCTL, UINT64_MAX, USER, make_image, rule_for, run,
+                       store_state, subvolume_read_only)
+
+# Exit codes documented in `stampctl --help`.
+EXIT_USAGE, EXIT_NOT_SUPPORTED, EXIT_NO_SUCH, EXIT_EXISTS = 2, 3, 4, 5
+EXIT_UNAVAILABLE, EXIT_DENIED = 69, 77
+
+
+class StampctlTestCase(stamptest.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.daemon = self.start_daemon()
+        self.store = self.daemon.store
+        self.base = make_image(self.store, 'base')
+
+    def path(self, name):
+        return os.path.join(self.store, name)
+
+    def ctl(self, *args, user=None, expect=0):
+        """Run stampctl (as root, or as user); check its exit status."""
+        cmd = [STAMPCTL] + list(args)
+        if user:
+            cmd = self.env.as_user(user, cmd)
+        p = run(cmd, check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, expect, 'stampctl %s: %s%s' % (
+            ' '.join(args), p.stdout, p.stderr))
+        if expect != 0:
+            self.assertOneLineError(p.stderr)
+        return p
+
+    def assertOneLineError(self, stderr):
+        lines = stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, 'not a one-line error: %r' % stderr)
+        self.assertTrue(lines[0].startswith('stampctl: '), lines[0])
+
+
+class ListShowTest(StampctlTestCase):
+
+    def test_list_table(self):
+        self.ctl('clone', 'base', 'web')
+        lines = self.ctl('list').stdout.splitlines()
+        self.assertEqual(lines[0].split(),
+                         ['NAME', 'TYPE', 'RO', 'USAGE', 'CREATED', 'MODIFIED', 'ORIGIN'])
+        rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip()}
+        self.assertEqual(rows['base'][1:3], ['subvolume', 'no'])
+        self.assertEqual(rows['web'][-1], 'base')
+        self.assertIn('2 images listed.', lines)
+
+    def test_list_no_legend(self):
+        lines = self.ctl('--no-legend', 'list').stdout.splitlines()
+        self.assertEqual([line.split()[0] for line in lines], ['base'])
+
+    def test_list_json(self):
+        make_image(self.store, 'frozen', read_only=True)
+        self.ctl('clone', 'base', 'web')
+        images = {i['name']: i for i in json.loads(self.ctl('--json', 'list').stdout)['images']}
+        listed = self.root.list_images()
+        self.assertEqual(sorted(images), ['base', 'frozen', 'web'])
+        for name, image in images.items():
+            with self.subTest(image=name):
+                kind, ro, crtime, mtime, _, _ = listed[name]
+                self.assertEqual(image['type'], kind)
+                self.assertIs(image['ro'], ro)
+                self.assertEqual((image['created'], image['modified']), (crtime, mtime))
+        self.assertIs(images['frozen']['ro'], True)
+        self.assertIs(images['base']['ro'], False)
+        self.assertEqual(images['web']['origin'], 'base')
+
+    def test_show_image(self):
+        self.ctl('clone', 'base', 'web')
+        text = self.ctl('show', 'web').stdout
+        fields = dict(line.strip().split(': ', 1) for line in text.splitlines()
+                      if ': ' in line)
+        self.assertEqual(fields['Name'], 'web')
+        self.assertEqual(fields['Path'], self.path('web'))
+        self.assertEqual(fields['Type'], 'subvolume')
+        self.assertEqual(fields['Read-only'], 'no')
+        self.assertEqual(fields['Origin'], 'base')
+        self.assertIn('ID=stamptest', text)
+
+    def test_show_json_matches_properties(self):
+        shown = json.loads(self.ctl('--json', 'show', 'base').stdout)
+        props = self.root.image_props('base')
+        for key in ('Name', 'Path', 'Type', 'ReadOnly', 'CreationTimestamp', 'Origin',
+                    'OSRelease', 'Template'):
+            self.assertEqual(shown[key], props[key], key)
+
+    def test_show_pool(self):
+        shown = json.loads(self.ctl('--json', 'show').stdout)
+        self.assertEqual(shown['PoolPath'],
+                         self.root.get_property(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE,
+                                                'PoolPath'))
+        self.assertGreater(shown['PoolLimit'], 0)
+
+    def test_show_missing(self):
+        p = self.ctl('show', 'ghost', expect=EXIT_NO_SUCH)
+        self.assertIn('ghost', p.stderr)
+
+
+class ChangeTest(StampctlTestCase):
+
+    def test_clone(self):
+        self.ctl('clone', 'base', 'web')
+        self.assertSnapshotOf(self.path('web'), self.base)
+        self.assertFalse(subvolume_read_only(self.path('web')))
+
+    def test_clone_read_only(self):
+        self.ctl('clone', 'base', 'frozen', '--read-only')
+        self.assertTrue(subvolume_read_only(self.path('frozen')))
+
+    def test_rename_read_only_remove(self):
+        self.ctl('clone', 'base', 'web')
+        self.ctl('rename', 'web', 'site')
+        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'site'])
+        self.ctl('read-only', 'site')
+        self.assertTrue(subvolume_read_only(self.path('site')))
+        self.ctl('read-only', 'site', 'no')
+        self.assertFalse(subvolume_read_only(self.path('site')))
+        self.ctl('read-only', 'site', 'yes')
+        self.assertTrue(subvolume_read_only(self.path('site')))
+        self.ctl('clone', 'base', 'other')
+        self.ctl('remove', 'site', 'other')
+        self.assertEqual(os.listdir(self.store), ['base'])
+
+    def test_errors_and_exit_codes(self):
+        self.ctl('clone', 'base', 'web')
+        before = store_state(self.store)
+        self.assertIn('web', self.ctl('clone', 'base', 'web', expect=EXIT_EXISTS).stderr)
+        self.assertIn('ghost', self.ctl('clone', 'ghost', 'x', expect=EXIT_NO_SUCH).stderr)
+        self.assertIn('a/b', self.ctl('clone', 'base', 'a/b', expect=EXIT_USAGE).stderr)
+        self.ctl('rename', 'base', 'web', expect=EXIT_EXISTS)
+        self.ctl('remove', 'ghost', expect=EXIT_NO_SUCH)
+        self.ctl('read-only', 'ghost', expect=EXIT_NO_SUCH)
+        self.ctl('read-only', 'base', 'maybe', expect=EXIT_USAGE)
+        self.ctl('no-such-verb', expect=EXIT_USAGE)
+        self.ctl('clone', 'base', expect=EXIT_USAGE)
+        self.assertUnchanged(self.store, before)
+
+    def test_help_and_version(self):
+        self.assertIn('clone SRC DST', self.ctl('--help').stdout)
+        self.assertTrue(self.ctl('--version').stdout.strip())
+
+    def test_later_verbs_not_supported(self):  # delete when machines land
+        self.ctl('kill', 'base', expect=EXIT_NOT_SUPPORTED)
+
+    def test_daemon_not_running(self):
+        self.stop_daemon(self.daemon)
+        p = self.ctl('list', expect=EXIT_UNAVAILABLE)
+        self.assertTrue(p.stderr.strip())
+
+    def test_usage_unknown_shown_as_such(self):
+        store = stamptest.make_btrfs_store(os.path.join(self.dir, 'userfs'))
+        self.stop_daemon(self.daemon)
+        self.start_daemon(store=store)
+        make_image(store, 'base')
+        image = json.loads(self.ctl('--json', 'list').stdout)['images'][0]
+        self.assertIsNone(image['usage'])
+        self.assertEqual(self.root.list_images()['base'][4], UINT64_MAX)
+
+
+class UserTest(StampctlTestCase):
+
+    def test_user_lists(self):
+        self.assertIn('base', self.ctl('list', user=USER).stdout)
+
+    def test_user_refused(self):
+        before = store_state(self.store)
+        self.ctl('clone', 'base', 'web', user=USER, expect=EXIT_DENIED)
+        self.ctl('--no-ask-password', 'clone', 'base', 'web', user=USER, expect=EXIT_DENIED)
+        self.ctl('remove', 'base', user=USER, expect=EXIT_DENIED)
+        self.assertUnchanged(self.store, before)
+
+    def test_authorized_user(self):
+        self.allow(USER)
+        self.ctl('clone', 'base', 'web', user=USER)
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+
+class PasswordPromptTest(StampctlTestCase):
+    """A user in a terminal: stampctl starts its own text agent and polkit
+    asks for the administrator's password there."""
+
+    def setUp(self):
+        super().setUp()
+        self.set_rules(rule_for(USER, 'manage-images', 'AUTH_ADMIN'))
+
+    def test_right_password_clones(self):
+        pane = self.run_in_terminal(USER, [STAMPCTL, 'clone', 'base', 'web'])
+        pane.wait_for_password_prompt()
+        pane.type_line(ADMIN_PASSWORD)
+        self.assertEqual(pane.wait_exit(), 0, pane.capture())
+        self.assertSnapshotOf(self.path('web'), self.base)
+
+    def test_wrong_password_refuses(self):
+        before = store_state(self.store)
+        pane = self.run_in_terminal(USER, [STAMPCTL, 'clone', 'base', 'web'])
+        pane.wait_for_password_prompt()
+        pane.type_line('not-the-password')
+        self.assertEqual(pane.wait_exit(), EXIT_DENIED, pane.capture())
+        self.assertUnchanged(self.store, before)
+
+    def test_no_ask_password_in_terminal(self):
+        before = store_state(self.store)
+        pane = self.run_in_terminal(USER, [STAMPCTL, '--no-ask-password', 'clone', 'base', 'web'])
+        self.assertEqual(pane.wait_exit(), EXIT_DENIED, pane.capture())
+        self.assertNotIn('Password', pane.capture())
+        self.assertUnchanged(self.store, before)
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())

@@ -1,0 +1,31 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Install every Debian 12 package stamp builds, runs and tests with.
+# Non-interactive and idempotent: run it again any time (as root).
+set -euo pipefail
+
+packages=(
+    # build
+    meson ninja-build pkg-config gcc clang
+    libsystemd-dev libpolkit-gobject-1-dev libpolkit-agent-1-dev libglib2.0-dev
+    libbtrfsutil-dev libarchive-dev libcurl4-openssl-dev libsmartcols-dev libcrypt-dev
+    scdoc
+    # run: the bus, polkit, btrfs, loop devices, templates, containers
+    dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
+    util-linux mount e2fsprogs
+    # archives
+    libarchive-tools xz-utils zstd bzip2
+    # tests: Gio from Python, gdbus, terminals, passwords, file metadata, fixtures
+    python3 python3-gi gir1.2-glib-2.0 libglib2.0-bin tmux openssl acl attr busybox-static
+    # install: the completion directory from its pkg-config file
+    bash-completion
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: must run as root (apt-get install)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -q -y --no-install-recommends "${packages[@]}"
