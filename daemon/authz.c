@@ -295,6 +295,24 @@ static int on_purge_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return sd_event_source_set_time(s, usec + 10 * USEC_PER_SEC);
 }
 
+static const char *detail(const char *const *details, const char *key)
+{
+        for (const char *const *d = details; d && d[0] && d[1]; d += 2)
+                if (streq(d[0], key))
+                        return d[1];
+        return NULL;
+}
+
+/* "clone image base as web", for messages: what was refused, naming the image. */
+static void describe(const char *const *details, char *buf, size_t size)
+{
+        const char *verb = detail(details, "verb"), *image = detail(details, "image"),
+                   *new_name = detail(details, "new_name");
+
+        snprintf(buf, size, "%s%s%s%s%s", verb ?: "do this", image ? " image " : "", image ?: "",
+                 new_name ? " as " : "", new_name ?: "");
+}
+
 int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
                  sd_bus_error *error)
 {
@@ -310,6 +328,7 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
                 bool authorized = r->authorized, challenge = r->challenge;
                 _cleanup_free_ char *why = r->error_message ? strdup(r->error_message) : NULL;
                 bool interactive = r->interactive;
+                char what[512];
 
                 if (r->state != REQ_DONE)
                         return 0;
@@ -321,14 +340,17 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
                 request_release(r);
                 if (authorized)
                         return 1;
+                describe(details, what, sizeof what);
                 if (why)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                                 "Authorization for %s failed: %s", action, why);
+                                                 "Cannot check authorization to %s (%s): %s", what, action, why);
                 if (challenge && !interactive)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                                 "Interactive authentication required for %s", action);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)",
-                                         details && details[0] && details[1] ? details[1] : "do this", action);
+                                                 "Authentication is required to %s (%s); call with interactive "
+                                                 "authorization allowed",
+                                                 what, action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)", what,
+                                         action);
         }
 
         if (!sender) /* direct connection without a bus: only root can reach us that way */

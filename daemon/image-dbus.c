@@ -24,7 +24,7 @@ int bus_check_image_name(const char *name, const char *what, sd_bus_error *error
         return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
 }
 
-static int check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_error *error)
+int bus_check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_error *error)
 {
         Image *img = NULL;
         int k = manager_get_image(m, name, &img);
@@ -38,7 +38,7 @@ static int check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_
         return 0;
 }
 
-static int check_image_absent(Manager *m, const char *name, sd_bus_error *error)
+int bus_check_image_absent(Manager *m, const char *name, sd_bus_error *error)
 {
         Image *img = NULL;
         int k = manager_get_image(m, name, &img);
@@ -53,7 +53,7 @@ static int check_image_absent(Manager *m, const char *name, sd_bus_error *error)
         return 0;
 }
 
-static int check_not_busy(Manager *m, const char *name, sd_bus_error *error)
+int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
 {
         const char *why = manager_image_busy_reason(m, name);
 
@@ -104,9 +104,9 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
 
         if ((k = bus_check_image_name(source, "image name", error)) < 0 ||
             (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
-            (k = check_image_exists(m, source, NULL, error)) < 0 ||
-            (k = check_image_absent(m, new_name, error)) < 0 ||
-            (k = check_not_busy(m, new_name, error)) < 0)
+            (k = bus_check_image_exists(m, source, NULL, error)) < 0 ||
+            (k = bus_check_image_absent(m, new_name, error)) < 0 ||
+            (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
         k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
@@ -147,7 +147,7 @@ int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bu
         int k;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = check_image_exists(m, name, NULL, error)) < 0 || (k = check_not_busy(m, name, error)) < 0)
+            (k = bus_check_image_exists(m, name, NULL, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0)
                 return k;
 
         k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
@@ -199,9 +199,9 @@ int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
             (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
-            (k = check_image_exists(m, name, NULL, error)) < 0 ||
-            (k = check_image_absent(m, new_name, error)) < 0 || (k = check_not_busy(m, name, error)) < 0 ||
-            (k = check_not_busy(m, new_name, error)) < 0)
+            (k = bus_check_image_exists(m, name, NULL, error)) < 0 ||
+            (k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0 ||
+            (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
         k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
@@ -255,7 +255,7 @@ int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *nam
         int k;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = check_image_exists(m, name, NULL, error)) < 0 || (k = check_not_busy(m, name, error)) < 0)
+            (k = bus_check_image_exists(m, name, NULL, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0)
                 return k;
 
         k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
@@ -330,6 +330,13 @@ static int property_get_type(sd_bus *bus, const char *path, const char *interfac
 {
         Image *img = userdata;
         return sd_bus_message_append(reply, "s", image_type_to_string(img->type));
+}
+
+static int property_get_read_only(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata; /* sd-bus's own getter for "b" reads an int; ours is a bool */
+        return sd_bus_message_append(reply, "b", (int) img->read_only);
 }
 
 static int property_get_template(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -479,7 +486,7 @@ const sd_bus_vtable image_vtable[] = {
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Image, name), 0),
         SD_BUS_PROPERTY("Path", "s", NULL, offsetof(Image, path), 0),
         SD_BUS_PROPERTY("Type", "s", property_get_type, 0, 0),
-        SD_BUS_PROPERTY("ReadOnly", "b", NULL, offsetof(Image, read_only), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ReadOnly", "b", property_get_read_only, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CreationTimestamp", "t", NULL, offsetof(Image, crtime_usec), 0),
         SD_BUS_PROPERTY("ModificationTimestamp", "t", NULL, offsetof(Image, mtime_usec), 0),
         SD_BUS_PROPERTY("Usage", "t", NULL, offsetof(Image, usage), 0),

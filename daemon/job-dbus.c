@@ -126,6 +126,33 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_append(reply, "s", job_state_to_string(j->state));
 }
 
+static int property_get_result(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        return sd_bus_message_append(reply, "s", job_result_to_string(j->state));
+}
+
+static int property_get_error_name(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        const char *name = "";
+
+        if (j->state == JOB_FAILED)
+                name = stamp_error_name_from_errno(j->error) ?: SD_BUS_ERROR_FAILED;
+        return sd_bus_message_append(reply, "s", name);
+}
+
+static int property_get_error_message(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        g_autofree char *valid = g_utf8_make_valid(j->state == JOB_FAILED && j->error_message ? j->error_message : "",
+                                                   -1);
+        return sd_bus_message_append(reply, "s", valid);
+}
+
 const sd_bus_vtable job_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "u", NULL, offsetof(Job, id), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -133,6 +160,9 @@ const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("Image", "s", NULL, offsetof(Job, image), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Progress", "d", NULL, offsetof(Job, progress), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Result", "s", property_get_result, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ErrorName", "s", property_get_error_name, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ErrorMessage", "s", property_get_error_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Cancel", "", "", method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("LogMessage", SD_BUS_ARGS("u", priority, "s", text), 0),
         SD_BUS_VTABLE_END,

@@ -32,6 +32,20 @@ const char *job_type_to_string(JobType t)
         return t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
 }
 
+const char *job_result_to_string(JobState s)
+{
+        switch (s) {
+        case JOB_DONE:
+                return "done";
+        case JOB_FAILED:
+                return "failed";
+        case JOB_CANCELED:
+                return "canceled";
+        default:
+                return "";
+        }
+}
+
 const char *job_state_to_string(JobState s)
 {
         switch (s) {
@@ -227,6 +241,7 @@ Manager *job_child_manager(JobChild *c)
 _noreturn_ static void job_child_main(Job *j, int fd)
 {
         JobChild c = {.fd = fd, .manager = j->manager, .temp_name = j->temp_name};
+        sigset_t ss;
         pid_t pid;
         int status;
 
@@ -238,18 +253,35 @@ _noreturn_ static void job_child_main(Job *j, int fd)
         }
         (void) mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
 
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGCHLD);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
         pid = fork();
         if (pid < 0) {
                 job_child_fail(&c, errno, "Cannot start the job's process: %s", strerror(errno));
                 _exit(EXIT_FAILURE);
         }
         if (pid == 0) {
+                (void) sigprocmask(SIG_UNBLOCK, &ss, NULL);
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         }
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
+        /* On cancel, the whole namespace goes (SIGKILL to its PID 1), and this process, the one the
+         * daemon waits for, ends only once the last process in there has: nothing writes into the
+         * temporary any more when the daemon removes it. */
+        for (;;) {
+                siginfo_t si;
+                if (sigwaitinfo(&ss, &si) < 0) {
+                        if (errno == EINTR)
+                                continue;
                         _exit(EXIT_FAILURE);
+                }
+                if (si.si_signo == SIGTERM)
+                        (void) kill(pid, SIGKILL);
+                if (waitpid(pid, &status, WNOHANG) == pid)
+                        break;
+        }
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILURE);
 }
 
@@ -312,7 +344,7 @@ static int on_comm(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 static void job_finalize(Job *j)
 {
         Manager *m = j->manager;
-        const char *result = j->state == JOB_DONE ? "done" : j->state == JOB_CANCELED ? "canceled" : "failed";
+        const char *result = job_result_to_string(j->state);
 
         if (j->state == JOB_FAILED)
                 log_warning("Job %" PRIu32 " (%s %s) failed: %s", j->id, job_type_to_string(j->type), j->image,
@@ -320,6 +352,13 @@ static void job_finalize(Job *j)
         else
                 log_info("Job %" PRIu32 " (%s %s) %s.", j->id, job_type_to_string(j->type), j->image, result);
 
+        /* The last value held back by the rate limit, before the object goes. */
+        if (j->progress_dirty)
+                (void) sd_bus_emit_properties_changed(m->bus, j->object_path, STAMP_JOB_IFACE, "Progress", NULL);
+        /* How it ended, with the named error of a failure, for callers that watch the job object:
+         * JobRemoved carries only the result word. */
+        (void) sd_bus_emit_properties_changed(m->bus, j->object_path, STAMP_JOB_IFACE, "State", "Result",
+                                              "ErrorName", "ErrorMessage", NULL);
         if (j->state == JOB_DONE && j->makes_image)
                 (void) manager_send_image_added(m, j->image);
         (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobRemoved", "uos", j->id,

@@ -54,6 +54,8 @@ typedef struct Job Job;
 
 const char *job_type_to_string(JobType t);
 const char *job_state_to_string(JobState s);
+/* "done", "failed", "canceled"; "" while the job runs. */
+const char *job_result_to_string(JobState s);
 
 /* Check the caps, lock @image (if @lock), and make the job object (not started yet). */
 int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,

@@ -4,7 +4,7 @@
 #include "manager.h"
 
 /* Manager methods implemented by each capability in its own file (template.c, tar-*.c, pull.c,
- * machine-dbus.c); those not built yet live in unsupported.c and answer NotSupported. */
+ * machine-dbus.c). */
 int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_machines(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -5,11 +5,13 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "config.h"
 #include "authz.h"
 #include "btrfs-util.h"
 #include "errors.h"
 #include "image.h"
 #include "job.h"
+#include "machine.h"
 #include "manager.h"
 #include "pool.h"
 
@@ -28,7 +30,7 @@ int manager_new(Manager **ret)
                 return -ENOMEM;
         m->store_fd = -1;
         m->next_job_id = 1;
-        m->idle_timeout_usec = 30 * USEC_PER_SEC;
+        m->idle_timeout_usec = (uint64_t) DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
         m->busy_images = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->operations_per_caller = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->jobs = g_hash_table_new(g_direct_hash, g_direct_equal);
@@ -52,6 +54,7 @@ Manager *manager_free(Manager *m)
                 return NULL;
 
         jobs_free_all(m);
+        machines_free_all(m);
         m->authz = authz_free(m->authz);
         sd_bus_slot_unref(m->filter_slot);
         sd_event_source_disable_unref(m->idle_timer);
@@ -261,6 +264,8 @@ int manager_connect_bus(Manager *m)
                 k = sd_bus_add_object_manager(m->bus, NULL, STAMP_MANAGER_PATH);
         if (k >= 0)
                 k = manager_add_job_objects(m);
+        if (k >= 0)
+                k = manager_add_machine_objects(m);
         if (k < 0)
                 return log_error_errno(k, "Cannot register bus objects");
 

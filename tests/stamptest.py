@@ -1181,6 +1181,12 @@ class TapResult(unittest.TestResult):
 
     def addError(self, test, err):
         super().addError(test, err)
+        if not hasattr(self, '_errors') or isinstance(test, unittest.suite._ErrorHolder):
+            # setUpClass/tearDownClass failed: no startTest/stopTest around it.
+            self.n += 1
+            print('not ok %d - %s' % (self.n, test.id()), flush=True)
+            diag(''.join(traceback.format_exception(*err)))
+            return
         self._fail(test, err)
 
     def addSubTest(self, test, subtest, err):

@@ -151,9 +151,6 @@ class ChangeTest(StampctlTestCase):
         self.assertIn('clone SRC DST', self.ctl('--help').stdout)
         self.assertTrue(self.ctl('--version').stdout.strip())
 
-    def test_later_verbs_not_supported(self):  # delete when machines land
-        self.ctl('kill', 'base', expect=EXIT_NOT_SUPPORTED)
-
     def test_daemon_not_running(self):
         self.stop_daemon(self.daemon)
         p = self.ctl('list', expect=EXIT_UNAVAILABLE)

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include "job.h"
+
+/* The tar work of ExportTar, ImportTar and PullTar, done with libarchive inside a job's child. */
+
+typedef enum {
+        EXPORT_ZSTD,
+        EXPORT_XZ,
+        EXPORT_GZIP,
+        EXPORT_BZIP2,
+        EXPORT_UNCOMPRESSED,
+        _EXPORT_FORMAT_MAX,
+        _EXPORT_FORMAT_INVALID = -1,
+} ExportFormat;
+
+/* "" is the default, zstd. */
+ExportFormat export_format_from_string(const char *s);
+const char *export_format_to_string(ExportFormat f);
+
+static inline void archive_read_freep(struct archive **a)
+{
+        if (*a)
+                archive_read_free(*a);
+}
+static inline void archive_write_freep(struct archive **a)
+{
+        if (*a)
+                archive_write_free(*a);
+}
+static inline void archive_entry_freep(struct archive_entry **e)
+{
+        if (*e)
+                archive_entry_free(*e);
+}
+
+/* Why an entry named @path (as stored in the archive) would land outside the image: an absolute path
+ * or a ".." component; NULL if it stays inside. Also used for the targets of hard links. */
+const char *archive_path_unsafe_reason(const char *path);
+/* Why a symlink at @path pointing to @target leads out of the image: a relative target that climbs
+ * above the image's root; NULL if it does not. Absolute targets are fine: they resolve in the image's
+ * root when the container runs, and nothing here follows them. */
+const char *archive_symlink_unsafe_reason(const char *path, const char *target);
+
+/* Write the tree at @tree_fd as a tar stream in @format to @out_fd, reporting progress against
+ * @total_bytes (0: unknown). Returns 0 or a negative errno, with a sentence for the caller in @err:
+ * -EPIPE when the reader went away. Changes the working directory. */
+int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, uint64_t total_bytes, char *err,
+                       size_t errlen);
+
+/* Bytes of file data below @tree_fd (holes not counted), for progress; 0 if it cannot tell. */
+uint64_t tree_count_bytes(int tree_fd);
+
+typedef struct ExtractResult {
+        bool input_ended; /* the input reached its end (a writer on the other side is done) */
+        uint64_t entries;
+} ExtractResult;
+
+/* Read a tar stream (any compression libarchive knows) from @in_fd and extract it into the working
+ * directory, which is the root of the new image. @in_size (0: unknown) drives progress. Refuses with
+ * -EBADMSG what would land outside the image, what is not a tar archive and an archive that ends
+ * early. Returns 0 or a negative errno, with a sentence for the caller in @err. */
+int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResult *result, char *err,
+                           size_t errlen);
+
+/* If the tree at @root_fd is a single directory holding an OS tree (the layout of many root
+ * tarballs), move that directory's contents up and drop it. Returns 1 if it did, 0 if not. */
+int tree_flatten_single_dir(int root_fd);
+
+/* ---- shared by the methods (on the event loop) ---- */
+
+/* InvalidArgs unless @fd is a file, pipe or socket open for reading (or for writing, if @for_writing):
+ * never a directory, an O_PATH descriptor or one open the wrong way. */
+int bus_check_archive_fd(int fd, bool for_writing, sd_bus_error *error);
+/* ImageExists or ImageBusy unless @name is free to be made by an import. */
+int bus_check_import_target(Manager *m, const char *name, sd_bus_error *error);
+
+/* ---- shared by the import jobs (in the child) ---- */
+
+/* Called once the stream is extracted, or has failed with @result (then @err says why). Returns 0 to
+ * go on (on failure: @err is the job's error), > 0 when the job fails for a reason someone else has
+ * already reported, or a negative errno after job_child_fail(). */
+typedef int (*ImportFinishFn)(JobChild *c, int result, const ExtractResult *extract, void *userdata);
+
+/* Make the job's hidden temporary in the store, extract @in_fd into it, bring a one-directory layout
+ * to the top, mark it read-only if asked, and rename it to @name. On failure the temporary stays for
+ * the job's parent to remove. */
+int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const char *name, bool read_only,
+                             ImportFinishFn finish, void *userdata);

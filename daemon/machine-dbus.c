@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "authz.h"
+#include "errors.h"
+#include "image.h"
+#include "machine.h"
+#include "manager-methods.h"
+#include "names.h"
+#include "options.h"
+
+/* nspawn takes the machine name as the container's hostname: an image name that is also a host name. */
+static const char *machine_name_invalid_reason(const char *name)
+{
+        const char *why = image_name_invalid_reason(name);
+        size_t label = 0;
+
+        if (why)
+                return why;
+        for (const char *p = name; *p; p++) {
+                if (*p == '_')
+                        return "contains '_', which a host name cannot";
+                if (*p != '.') {
+                        if (++label > 63)
+                                return "has a part between dots longer than 63 characters";
+                        continue;
+                }
+                if (label == 0)
+                        return "has an empty part between dots";
+                label = 0;
+        }
+        if (label == 0)
+                return "ends with '.'";
+        return NULL;
+}
+
+static int bus_check_machine_name(const char *name, const char *what, sd_bus_error *error)
+{
+        const char *why = machine_name_invalid_reason(name);
+
+        if (!why)
+                return 0;
+        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
+        return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
+}
+
+static int bus_find_machine(Manager *m, const char *name, Machine **ret, sd_bus_error *error)
+{
+        Machine *mc;
+        int k;
+
+        if ((k = bus_check_machine_name(name, "machine name", error)) < 0)
+                return k;
+        mc = machine_find(m, name);
+        if (!mc || mc->state == MACHINE_EXITED)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "No machine named %s is running", name);
+        *ret = mc;
+        return 0;
+}
+
+/* ---- StartMachine ---- */
+
+typedef struct StartOptions {
+        char *name;
+        int boot;
+        char **command;
+        int ephemeral;
+        int read_only;
+        int private_users;
+        int private_network;
+        int stdio_fd[3];
+} StartOptions;
+
+static const OptionSpec start_option_table[] = {
+        {"name", OPTION_STRING, offsetof(StartOptions, name)},
+        {"boot", OPTION_BOOL, offsetof(StartOptions, boot)},
+        {"command", OPTION_STRV, offsetof(StartOptions, command)},
+        {"ephemeral", OPTION_BOOL, offsetof(StartOptions, ephemeral)},
+        {"read_only", OPTION_BOOL, offsetof(StartOptions, read_only)},
+        {"private_users", OPTION_BOOL, offsetof(StartOptions, private_users)},
+        {"private_network", OPTION_BOOL, offsetof(StartOptions, private_network)},
+        {"stdin", OPTION_FD, offsetof(StartOptions, stdio_fd[0])},
+        {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
+        {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
+        {},
+};
+
+static void start_options_done(StartOptions *o)
+{
+        options_free(start_option_table, o);
+}
+
+/* The caller's stdio fds: something that can be read (stdin) or written (stdout, stderr). */
+static int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *error)
+{
+        struct stat st;
+        int flags, mode;
+
+        if (fd < 0)
+                return 0;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fstat(fd, &st) < 0)
+                return sd_bus_error_set_errnof(error, errno, "Cannot inspect the file descriptor of option \"%s\": %m",
+                                               key);
+        if (flags & O_PATH)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The file descriptor of option \"%s\" is an O_PATH one, which cannot be %s",
+                                         key, input ? "read" : "written");
+        if (S_ISDIR(st.st_mode))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The file descriptor of option \"%s\" is a directory", key);
+        mode = flags & O_ACCMODE;
+        if (input ? mode == O_WRONLY : mode == O_RDONLY)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The file descriptor of option \"%s\" is not open for %s", key,
+                                         input ? "reading" : "writing");
+        return 0;
+}
+
+static int check_command(char **command, bool boot, sd_bus_error *error)
+{
+        if (!command || !command[0])
+                return 0;
+        if (boot)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Options \"boot\" and \"command\" exclude each other: a booted machine "
+                                         "runs its init");
+        if (isempty(command[0]))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"command\" starts with an empty program name");
+        return 0;
+}
+
+/* Whether @image may be started as asked, given who holds it now. */
+static int check_image_free(Manager *m, const char *image, bool writable, sd_bus_error *error)
+{
+        const char *why = manager_image_busy_reason(m, image);
+        Machine *holder;
+
+        if (!why)
+                return 0;
+        holder = machine_holding_image(m, image);
+        if (!writable && holder && holder->read_only)
+                return 0; /* read-only runs share the image */
+        return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", image, why);
+}
+
+int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_(start_options_done) StartOptions o = {.stdio_fd = {-1, -1, -1}};
+        _cleanup_(machine_freep) Machine *mc = NULL;
+        const char *sender = sd_bus_message_get_sender(msg);
+        const char *image, *name, *path;
+        bool boot, ephemeral, read_only;
+        Image *img;
+        int k;
+
+        k = sd_bus_message_read(msg, "s", &image);
+        if (k < 0)
+                return k;
+        k = bus_read_options(msg, start_option_table, &o, error);
+        if (k < 0)
+                return k;
+        name = o.name ?: image;
+        boot = o.boot > 0;
+        ephemeral = o.ephemeral > 0;
+        read_only = o.read_only > 0;
+
+        if ((k = bus_check_image_name(image, "image name", error)) < 0)
+                return k;
+        if (!o.name && machine_name_invalid_reason(image))
+                return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME,
+                                         "Image name %s cannot be a machine name (it %s); give one with option "
+                                         "\"name\"",
+                                         image, machine_name_invalid_reason(image));
+        if ((k = bus_check_machine_name(name, "machine name", error)) < 0 ||
+            (k = check_command(o.command, boot, error)) < 0 ||
+            (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
+            (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
+            (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0)
+                return k;
+
+        if ((k = bus_check_image_exists(m, image, &img, error)) < 0)
+                return k;
+        if (img->read_only && !ephemeral && !read_only)
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_READ_ONLY,
+                                         "Image %s is read-only; it can only be started ephemeral or read-only",
+                                         image);
+        if (machine_find(m, name))
+                return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
+        if (!ephemeral && (k = check_image_free(m, image, !read_only, error)) < 0)
+                return k;
+
+        if (g_hash_table_size(m->machines) >= MACHINES_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many machines running (at most %d); try again when one has ended",
+                                         MACHINES_MAX);
+        if (machines_of_owner(m, sender ?: "") >= MACHINES_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "This caller has too many machines running (at most %d)",
+                                         MACHINES_PER_CALLER_MAX);
+
+        {
+                const char *details[] = {"verb", "start", "image", image, "machine", name,
+                                         "boot", boot ? "yes" : "no", "ephemeral", ephemeral ? "yes" : "no", NULL};
+                k = authz_verify(m->authz, msg, STAMP_ACTION_START_MACHINE, details, error);
+                if (k <= 0)
+                        return k < 0 ? k : 1;
+        }
+
+        k = machine_new(m, name, image, sender, &mc);
+        if (k < 0)
+                return k;
+        mc->command = TAKE_PTR(o.command);
+        mc->boot = boot;
+        mc->ephemeral = ephemeral;
+        mc->read_only = read_only;
+        mc->private_users = o.private_users > 0;
+        mc->private_network = o.private_network > 0;
+        for (int i = 0; i < 3; i++)
+                mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
+
+        k = machine_start(mc);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot start machine %s: %m", name);
+        path = TAKE_PTR(mc)->object_path; /* the manager owns it now */
+        return sd_bus_reply_method_return(msg, "o", path);
+}
+
+/* ---- ListMachines, StopMachine, KillMachine ---- */
+
+int method_list_machines(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_bus_message_ sd_bus_message *reply = NULL;
+        g_autoptr(GList) names = g_hash_table_get_keys(m->machines);
+        int k;
+
+        names = g_list_sort(names, (GCompareFunc) strcmp);
+        k = sd_bus_message_new_method_return(msg, &reply);
+        if (k >= 0)
+                k = sd_bus_message_open_container(reply, 'a', "(sssuo)");
+        for (GList *l = names; k >= 0 && l; l = l->next) {
+                Machine *mc = machine_find(m, l->data);
+                k = sd_bus_message_append(reply, "(sssuo)", mc->name, mc->image, machine_state_to_string(mc->state),
+                                          mc->leader, mc->object_path);
+        }
+        if (k >= 0)
+                k = sd_bus_message_close_container(reply);
+        if (k < 0)
+                return k;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int machine_method_stop(Manager *m, sd_bus_message *msg, Machine *mc, sd_bus_error *error)
+{
+        const char *details[] = {"verb", "stop", "machine", mc->name, "image", mc->image, NULL};
+        int k;
+
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+        k = machine_stop(mc);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot stop machine %s: %m", mc->name);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int signo, sd_bus_error *error)
+{
+        char number[16];
+        const char *details[] = {"verb", "kill", "machine", mc->name, "image", mc->image, "signal", number, NULL};
+        int k;
+
+        snprintf(number, sizeof number, "%d", signo);
+        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+        k = machine_kill(mc, signo);
+        if (k == -ESRCH)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended",
+                                         mc->name);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot send signal %d to machine %s: %m", signo, mc->name);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int check_signal(int signo, sd_bus_error *error)
+{
+        if (signo >= 1 && signo < _NSIG)
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal number %d: not between 1 and %d",
+                                 signo, _NSIG - 1);
+}
+
+int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        const char *name;
+        Machine *mc;
+        int k;
+
+        k = sd_bus_message_read(msg, "s", &name);
+        if (k < 0)
+                return k;
+        if ((k = bus_find_machine(m, name, &mc, error)) < 0)
+                return k;
+        return machine_method_stop(m, msg, mc, error);
+}
+
+int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        const char *name;
+        int32_t signo;
+        Machine *mc;
+        int k;
+
+        k = sd_bus_message_read(msg, "si", &name, &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0 || (k = bus_find_machine(m, name, &mc, error)) < 0)
+                return k;
+        return machine_method_kill(m, msg, mc, signo, error);
+}
+
+/* ---- the Machine object ---- */
+
+static int machine_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                               sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *name = NULL;
+        Machine *mc;
+
+        if (sd_bus_path_decode(path, STAMP_MACHINE_PREFIX, &name) <= 0 || isempty(name))
+                return 0;
+        mc = machine_find(m, name);
+        if (!mc)
+                return 0;
+        *found = mc;
+        return 1;
+}
+
+static int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                                   sd_bus_error *error)
+{
+        Manager *m = userdata;
+        GHashTableIter it;
+        gpointer v;
+        char **l;
+        size_t i = 0;
+
+        l = calloc(g_hash_table_size(m->machines) + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        g_hash_table_iter_init(&it, m->machines);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                if (!(l[i++] = strdup(((Machine *) v)->object_path))) {
+                        strv_freep(&l);
+                        return -ENOMEM;
+                }
+        *nodes = l;
+        return 0;
+}
+
+static int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+
+        if (mc->state == MACHINE_EXITED)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        return machine_method_stop(mc->manager, msg, mc, error);
+}
+
+static int method_kill(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        int32_t signo;
+        int k;
+
+        k = sd_bus_message_read(msg, "i", &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0)
+                return k;
+        if (mc->state == MACHINE_EXITED)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        return machine_method_kill(mc->manager, msg, mc, signo, error);
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        return sd_bus_message_append(reply, "s", machine_state_to_string(mc->state));
+}
+
+static int property_get_flag(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        return sd_bus_message_append(reply, "b", (int) (streq(property, "Boot") ? mc->boot : mc->ephemeral));
+}
+
+static const sd_bus_vtable machine_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Machine, name), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Image", "s", NULL, offsetof(Machine, image), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Leader", "u", NULL, offsetof(Machine, leader), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ExitStatus", "i", NULL, offsetof(Machine, exit_status), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Boot", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Ephemeral", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Timestamp", "t", NULL, offsetof(Machine, timestamp_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int manager_add_machine_objects(Manager *m)
+{
+        int k = sd_bus_add_fallback_vtable(m->bus, NULL, STAMP_MACHINE_PREFIX, STAMP_MACHINE_IFACE, machine_vtable,
+                                           machine_object_find, m);
+        if (k < 0)
+                return k;
+        return sd_bus_add_node_enumerator(m->bus, NULL, STAMP_MACHINE_PREFIX, machine_node_enumerator, m);
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "manager.h"
+
+/* A machine: systemd-nspawn running an image, supervised by the daemon.
+ *
+ * Without systemd as PID 1, nspawn runs as PID 1 of a PID namespace of its own, under a small
+ * supervising child of the daemon: when the daemon dies, that child dies (PDEATHSIG), nspawn with it,
+ * and the kernel takes the container along. Where systemd is PID 1 the supervising child first moves
+ * itself into a transient scope bound to the daemon's unit and becomes nspawn, which then registers
+ * with machined. Either way an ephemeral snapshot is the only thing that can outlive a crash, and the
+ * next start removes it as a stale temporary. */
+
+typedef enum {
+        MACHINE_STARTING,
+        MACHINE_RUNNING,
+        MACHINE_STOPPING,
+        MACHINE_EXITED,
+        _MACHINE_STATE_MAX,
+} MachineState;
+
+/* How long Stop() waits for a poweroff before it kills. */
+#define MACHINE_STOP_TIMEOUT_USEC (10 * USEC_PER_SEC)
+
+struct Machine {
+        Manager *manager;
+        char *name;
+        char *image;
+        char *object_path;
+        char *owner; /* unique bus name of the caller who started it */
+
+        char **command; /* NULL: nspawn's default shell */
+        bool boot;
+        bool ephemeral;
+        bool read_only;
+        bool private_users;
+        bool private_network;
+        int stdio_fd[3]; /* the caller's fds, until the child has them */
+
+        char *lock_reason; /* what ImageBusy says while this machine holds its image */
+        bool lock_held;
+
+        MachineState state;
+        uint64_t timestamp_usec; /* CLOCK_REALTIME of the start */
+        /* nspawn's exit status: the payload's, 0 after a poweroff; 128+N if killed by signal N; -1 until
+         * the machine ended. */
+        int exit_status;
+        pid_t pid;          /* the supervising child */
+        pid_t nspawn_pid;
+        int nspawn_pidfd;   /* where nspawn is not the supervising child itself */
+        uint32_t leader;    /* the container's PID 1, 0 until known */
+        int leader_pidfd;
+        pid_t leader_inner; /* the leader as nspawn names it, in nspawn's PID namespace */
+        bool killed;        /* SIGKILL sent after the stop timeout */
+        char *temp_name;    /* the ephemeral snapshot in the store */
+
+        int notify_fd; /* nspawn's NOTIFY_SOCKET */
+        sd_event_source *notify_source;
+        sd_event_source *child_source;
+        sd_event_source *stop_retry;
+        sd_event_source *kill_timer;
+        pid_t cleanup_pid;
+        sd_event_source *cleanup_source;
+};
+
+const char *machine_state_to_string(MachineState s);
+
+/* A machine object not started yet; takes over nothing. */
+int machine_new(Manager *m, const char *name, const char *image, const char *owner, Machine **ret);
+/* Fork the supervising child. On success the machine is listed in the manager and owned by it; it
+ * frees itself after MachineRemoved. */
+int machine_start(Machine *mc);
+/* Drop a machine; if it still runs, kill it (the daemon is going away). */
+Machine *machine_free(Machine *mc);
+static inline void machine_freep(Machine **mc)
+{
+        machine_free(*mc);
+}
+void machines_free_all(Manager *m);
+
+Machine *machine_find(Manager *m, const char *name);
+unsigned machines_of_owner(Manager *m, const char *owner);
+/* The machine that holds @image busy, if a machine does. */
+Machine *machine_holding_image(Manager *m, const char *image);
+
+/* Poweroff (SIGRTMIN+4 to the container's init: a booted system shuts down, nspawn's stub init sends
+ * the payload SIGTERM); SIGKILL after a timeout. */
+int machine_stop(Machine *mc);
+int machine_kill(Machine *mc, int signo);
+
+int machine_bus_path(const char *name, char **ret);

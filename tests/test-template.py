@@ -1,0 +1,381 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""CreateTemplate, offline: real debootstrap from a package tarball passed by
+fd, into the daemon's own pool; progress, log, cancel, a killed daemon, bad
+input, concurrency, caps and authorization. The online build is in
+test-template-online.py (slow suite). See templatetest.py for the tarball."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import stamptest
+from stamptest import (ACCESS_DENIED, INTERACTIVE_REQUIRED, STAMP_ERROR, USER, GLib, make_image,
+                       rule_for, run, store_state, subvolume_read_only, subvolume_show)
+from templatetest import (BOOTABLE, INVALID_ARGS, JOB_PREFIX, LIMITS_EXCEEDED, LOG_ERR, LOG_INFO,
+                          SUITE, TemplateTestCase, descendants, host_arch, package_tarball,
+                          processes_mentioning)
+
+INVALID_NAME = STAMP_ERROR + 'InvalidName'
+IMAGE_EXISTS = STAMP_ERROR + 'ImageExists'
+IMAGE_BUSY = STAMP_ERROR + 'ImageBusy'
+BAD_NAMES = ['../x', 'a/b', '.x', '-x', '', 'a' * 65, 'ü', '.', '..', 'a b', 'x\ny']
+# openssl passwd -6 -salt stampsalt secret
+PASSWORD_HASH = ('$6$stampsalt$/./4UV3iV/GnFowdoBkUWU9izC6C.1Bezic0KkZqiYUOGd7R0l6wP4oM5rkXk8XJ3'
+                 '.qxtBXvltkAijLjG1rJM0')
+
+
+def installed_packages(tree):
+    p = run(['chroot', tree, 'dpkg-query', '-W', '-f', '${Package} ${db:Status-Abbrev}\n'])
+    return {line.split()[0] for line in p.stdout.splitlines() if line.split()[1:2] == ['ii']}
+
+
+class OfflineTemplateTest(TemplateTestCase):
+
+    def test_template_from_package_tarball(self):
+        t0 = time.time()
+        job_id, job = self.create_offline('deb12', include=['dbus'],
+                                          root_password_hashed=PASSWORD_HASH)
+        self.assertEqual(job, JOB_PREFIX + str(job_id))
+        props = self.root.get_all(job, 'io.stamp.Stamp1.Job')
+        self.assertEqual((props['Id'], props['Type'], props['Image']),
+                         (job_id, 'create-template', 'deb12'))
+        self.assertIn(job_id, [row[0] for row in self.root.manager('ListJobs')])
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job))
+        t1 = time.time()
+
+        # progress: a real fraction, only forward, ending at 1
+        progress = self.jobs.progress[job]
+        self.assertEqual(progress, sorted(progress), 'progress went backwards')
+        self.assertEqual(progress[-1], 1.0)
+        self.assertGreater(len({p for p in progress if 0 < p < 1}), 10, progress)
+        # the log: debootstrap's own messages, and what the tools said
+        info = self.jobs.log_text(job, LOG_INFO)
+        for phrase in ('I: Extracting', 'I: Unpacking', 'I: Configuring',
+                       'I: Base system installed successfully.', 'Template deb12 is ready.'):
+            self.assertIn(phrase, info)
+        self.assertIn('Setting up', self.jobs.log_text(job), 'dpkg output is not in the log')
+        self.assertIn('deb12', self.jobs.images_added)
+
+        # on disk: a read-only subvolume under its name, nothing else
+        tree = self.path('deb12')
+        self.assertTrue(stamptest.is_subvolume(tree))
+        self.assertTrue(subvolume_read_only(tree))
+        self.assertEqual(self.temporaries(), [])
+        uuid = subvolume_show(tree)['UUID'].replace('-', '')
+
+        img = self.root.image_props('deb12')
+        self.assertTrue(img['ReadOnly'])
+        self.assertTrue(img['Template'])
+        self.assertEqual(img['Type'], 'subvolume')
+        self.assertEqual(img['Origin'], '')
+        recipe = img['Recipe']
+        created = recipe.pop('created')
+        self.assertLessEqual(t0 * 1e6, created)
+        self.assertLessEqual(created, t1 * 1e6)
+        self.assertEqual(recipe, {'suite': SUITE, 'variant': 'minbase', 'arch': host_arch(),
+                                  'include': ['dbus'], 'mirror': 'http://deb.debian.org/debian',
+                                  'bootable': True, 'offline': True, 'uuid': uuid})
+        osr = img['OSRelease']
+        self.assertEqual((osr['ID'], osr['VERSION_CODENAME']), ('debian', SUITE))
+
+        # a real Debian tree with what was asked for, made generic
+        self.assertTrue(set(BOOTABLE) <= installed_packages(tree))
+        with open(os.path.join(tree, 'etc/shadow')) as f:
+            root_entry = [line for line in f if line.startswith('root:')][0]
+        self.assertEqual(root_entry.split(':')[1], PASSWORD_HASH)
+        self.assertEqual(os.path.getsize(os.path.join(tree, 'etc/machine-id')), 0)
+        self.assertFalse(os.path.lexists(os.path.join(tree, 'etc/hostname')))
+        self.assertEqual([n for n in os.listdir(os.path.join(tree, 'var/cache/apt/archives'))
+                          if n.endswith('.deb')], [])
+        self.assertEqual([n for n in os.listdir(tree) if n.startswith('.')], [])
+        self.assertFalse(os.path.exists(os.path.join(tree, 'debootstrap')))
+
+        # a clone is writable, knows its origin, and is no template
+        self.root.manager('CloneImage', 'deb12', 'work', False)
+        clone = self.root.image_props('work')
+        self.assertEqual((clone['ReadOnly'], clone['Template'], clone['Origin']),
+                         (False, False, 'deb12'))
+        with open(os.path.join(self.path('work'), 'root/hello'), 'w') as f:
+            f.write('hi\n')
+        p = run(['systemd-nspawn', '--register=no', '--keep-unit', '-q', '-D', self.path('work'),
+                 '--', '/bin/sh', '-c', 'cat /root/hello; . /etc/os-release; echo $ID'],
+                check=False)
+        self.assertEqual(p.stdout.split(), ['hi', 'debian'], p.stderr)
+
+    def test_two_templates_at_once_one_from_a_pipe(self):
+        tarball = package_tarball()
+        a, _ = self.create_offline('one')
+        r, w = os.pipe()
+        try:
+            b, _ = self.create('two', fd=r, bootable=False, variant='buildd')
+        finally:
+            os.close(r)
+
+        def feed():
+            with open(tarball, 'rb') as src, os.fdopen(w, 'wb') as dst:
+                while chunk := src.read(1 << 16):
+                    dst.write(chunk)
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        self.addCleanup(feeder.join)
+        self.assertEqual(sorted(row[2] for row in self.root.manager('ListJobs')), ['one', 'two'])
+        self.assertEqual(self.jobs.wait(a), 'done')
+        self.assertEqual(self.jobs.wait(b), 'done')
+        one, two = self.root.image_props('one'), self.root.image_props('two')
+        self.assertTrue(one['Template'] and two['Template'])
+        self.assertNotEqual(one['Recipe']['uuid'], two['Recipe']['uuid'])
+        self.assertEqual((two['Recipe']['variant'], two['Recipe']['bootable']), ('buildd', False))
+        self.assertEqual(self.temporaries(), [])
+
+
+class PlainStoreTest(TemplateTestCase):
+    """Where the store is no btrfs, a template is a directory, immutable."""
+
+    store_kind = 'plain'
+
+    def test_template_in_a_directory_store(self):
+        job_id, job = self.create_offline('plain')
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+        tree = self.path('plain')
+        self.assertFalse(stamptest.is_subvolume(tree))
+        self.assertTrue(stamptest.has_immutable_flag(tree))
+        self.assertEqual(self.temporaries(), [])
+        img = self.root.image_props('plain')
+        self.assertEqual((img['Type'], img['ReadOnly'], img['Template']), ('directory', True, True))
+        self.assertNotIn('uuid', img['Recipe'])
+        self.assertEqual(img['Recipe']['suite'], SUITE)
+        self.assertEqual(img['OSRelease']['ID'], 'debian')
+        self.assertIn('dpkg', installed_packages(tree))
+        # and it goes away again like any image
+        self.root.manager('RemoveImage', 'plain')
+        self.assertFalse(os.path.lexists(tree))
+
+
+class CancelTest(TemplateTestCase):
+
+    def test_cancel_while_debootstrap_runs(self):
+        job_id, job = self.create_offline('gone')
+        # dpkg at work inside the tree, with /proc mounted there
+        self.jobs.wait_log(job, lambda p, t: t.startswith('I: Unpacking'), 'dpkg to unpack')
+        temp = self.temporaries()
+        self.assertEqual(len(temp), 1)
+        self.assertTrue(any('dpkg' in c or 'debootstrap' in c for _, c in descendants(self.daemon.pid)))
+        self.root.manager('CancelJob', job_id)
+        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertNothingLeft('gone')
+        self.assertNotIn('gone', self.jobs.images_added)
+
+    def test_cancel_through_job_object_while_reading_tarball(self):
+        job_id, job, _ = self.create_stalled('stalled')
+        stamptest.wait_for(lambda: self.temporaries(), 'the temporary to appear')
+        self.root.call(job, 'io.stamp.Stamp1.Job', 'Cancel')
+        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertNothingLeft('stalled')
+        self.assertEqual(self.root.manager('ListJobs'), [])
+
+
+class DaemonKilledTest(TemplateTestCase):
+
+    def test_kill_9_mid_run_leaves_nothing_after_restart(self):
+        job_id, job = self.create_offline('crash')
+        self.jobs.wait_log(job, lambda p, t: t.startswith('I: Configuring'), 'dpkg to configure')
+        os.kill(self.daemon.pid, signal.SIGKILL)
+        self.daemon.proc.wait()
+        # the job's processes die with the daemon
+        stamptest.wait_for(lambda: not processes_mentioning(self.store),
+                           'the job to die with the daemon', 10)
+        self.assertEqual(len(self.temporaries()), 1, 'the temporary should still be there')
+        self.daemon = self.start_daemon(store=self.store)
+        self.assertNothingLeft('crash')
+
+
+class FailureTest(TemplateTestCase):
+
+    def garbage_fd(self, data):
+        path = os.path.join(self.dir, 'garbage')
+        with open(path, 'wb') as f:
+            f.write(data)
+        return self.keep_fd(os.open(path, os.O_RDONLY))
+
+    def test_garbage_tarball_fails_with_debootstrap_reason(self):
+        job_id, job = self.create('junk', fd=self.garbage_fd(os.urandom(1 << 20)))
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        errors = self.jobs.log_text(job, LOG_ERR)
+        self.assertIn('not one made by debootstrap --make-tarball', errors)
+        self.assertIn('does not look like a tar archive', errors)
+        self.assertNothingLeft('junk')
+
+    def test_gzip_that_is_no_debootstrap_tarball_fails(self):
+        src = os.path.join(self.dir, 'src')
+        os.makedirs(os.path.join(src, 'etc'))
+        with open(os.path.join(src, 'etc', 'motd'), 'w') as f:
+            f.write('not a package archive\n')
+        data = subprocess.run(['tar', '-C', src, '-cz', '.'], check=True, capture_output=True).stdout
+        job_id, job = self.create('junk', fd=self.garbage_fd(data))
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        errors = self.jobs.log_text(job, LOG_ERR)
+        self.assertIn('not one made by debootstrap --make-tarball', errors)
+        self.assertIn('debootstrap/required', errors)
+        self.assertNothingLeft('junk')
+
+    def test_empty_tarball(self):
+        job_id, job = self.create('junk', fd=self.garbage_fd(b''))
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        self.assertIn('empty', self.jobs.log_text(job, LOG_ERR))
+        self.assertNothingLeft('junk')
+
+    def test_package_not_in_tarball(self):
+        job_id, job = self.create_offline('short', include=['nano'])
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        self.assertIn('nano', self.jobs.log_text(job, LOG_ERR))
+        self.assertNothingLeft('short')
+
+
+class BadInputTest(TemplateTestCase):
+    """Refused before anything starts: no job, the store unchanged."""
+
+    def refused(self, error, *args, fd=None, **options):
+        before = store_state(self.store)
+        e = self.assertDBusError(error, self.create, *args, fd=fd, **options)
+        self.jobs.spin()
+        self.assertEqual(self.jobs.new, [])
+        self.assertUnchanged(self.store, before)
+        return e
+
+    def test_wrong_kinds_of_fd(self):
+        sock_a, sock_b = socket.socketpair()
+        self.addCleanup(sock_a.close)
+        self.addCleanup(sock_b.close)
+        cases = {
+            'directory': os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY),
+            'write-only file': os.open(os.path.join(self.dir, 'w'), os.O_WRONLY | os.O_CREAT),
+            'O_PATH file': os.open(package_tarball(), os.O_PATH),
+            'socket': os.dup(sock_a.fileno()),
+            'pipe write end': os.pipe()[1],
+            'character device': os.open('/dev/zero', os.O_RDONLY),
+        }
+        for what, fd in cases.items():
+            self.keep_fd(fd)
+            with self.subTest(what):
+                e = self.refused(INVALID_ARGS, 'x', fd=fd)
+                self.assertIn('package_tarball', e.message)
+
+    def test_unknown_option_and_wrong_type(self):
+        e = self.refused(INVALID_ARGS, 'x', bogus='1')
+        self.assertIn('bogus', e.message)
+        for key, value in (('variant', GLib.Variant('i', 1)), ('bootable', GLib.Variant('s', 'yes')),
+                           ('include', GLib.Variant('s', 'vim')),
+                           ('package_tarball', GLib.Variant('s', '/etc/shadow'))):
+            with self.subTest(key):
+                e = self.refused(INVALID_ARGS, 'x', **{key: value})
+                self.assertIn('"%s"' % key, e.message)
+
+    def test_bad_values(self):
+        for key, value in (('variant', 'maxbase'), ('arch', 'AMD64'), ('arch', '../x'),
+                           ('include', ['vim,curl']), ('include', ['-oops']),
+                           ('mirror', 'file:///etc'), ('mirror', 'copy:///srv/mirror'),
+                           ('mirror', 'http://x y/')):
+            with self.subTest(key=key, value=value):
+                e = self.refused(INVALID_ARGS, 'x', **{key: value})
+                shown = value[0] if isinstance(value, list) else value
+                self.assertIn(shown, e.message)
+
+    def test_bad_password_hashes(self):
+        for value in ('secret', '$6$salt$has:colon', '$6$salt$line\nbreak', '$nosuchmethod$x$y', ''):
+            with self.subTest(value=value):
+                e = self.refused(INVALID_ARGS, 'x', root_password_hashed=value)
+                self.assertIn('root_password_hashed', e.message)
+                if value:
+                    self.assertNotIn(value, e.message)
+
+    def test_bad_suites(self):
+        self.refused(INVALID_ARGS, 'x', '')
+        for suite in ('../etc', 'bookworm/../x', '-x', 'nosuchsuite'):
+            with self.subTest(suite):
+                e = self.refused(INVALID_ARGS, 'x', suite)
+                self.assertIn(suite, e.message)
+
+    def test_bad_names(self):
+        for name in BAD_NAMES:
+            with self.subTest(name=name):
+                self.refused(INVALID_NAME, name)
+
+    def test_name_taken(self):
+        make_image(self.store, 'taken')
+        e = self.refused(IMAGE_EXISTS, 'taken')
+        self.assertIn('taken', e.message)
+        with open(self.path('afile'), 'w') as f:
+            f.write('x')
+        self.refused(IMAGE_EXISTS, 'afile')
+
+    def test_name_being_made(self):
+        self.create_stalled('busy')
+        e = self.assertDBusError(IMAGE_BUSY, self.create, 'busy')
+        self.assertIn('busy', e.message)
+        self.assertEqual(len(self.root.manager('ListJobs')), 1)
+
+
+class CapTest(TemplateTestCase):
+
+    def test_per_caller_job_cap(self):
+        ids = [self.create_stalled('t%d' % i)[0] for i in range(4)]
+        stamptest.wait_for(lambda: len(self.temporaries()) == 4, 'the jobs to make their temporaries')
+        before = store_state(self.store)
+        e = self.assertDBusError(LIMITS_EXCEEDED, self.create_stalled, 't4')
+        self.assertIn('4', e.message)
+        self.assertUnchanged(self.store, before)
+        # another caller is not held back by the first one's jobs
+        other = stamptest.RootCaller(stamptest.Gio.DBusConnection.new_for_address_sync(
+            self.env.address, stamptest.Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT
+            | stamptest.Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None))
+        self.addCleanup(other.conn.close_sync, None)
+        r, w = os.pipe()
+        self.keep_fd(w)
+        try:
+            other_id, _ = self.create('t5', fd=r, caller=other)
+        finally:
+            os.close(r)
+        ids.append(other_id)
+        self.assertEqual(len(self.root.manager('ListJobs')), 5)
+        for job_id in ids:
+            self.root.manager('CancelJob', job_id)
+        for job_id in ids:
+            self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertEqual(self.temporaries(), [])
+        self.assertEqual(self.root.list_images(), {})
+
+
+class AuthorizationTest(TemplateTestCase):
+
+    def test_unauthorized_user_refused(self):
+        before = store_state(self.store)
+        for rules, error in (('', INTERACTIVE_REQUIRED),
+                             (rule_for(USER, 'create-template', 'NO'), ACCESS_DENIED),
+                             (rule_for(USER, 'manage-images', 'YES'), INTERACTIVE_REQUIRED)):
+            with self.subTest(rules=rules):
+                self.set_rules(rules)
+                self.assertDBusError(error, self.user.manager, 'CreateTemplate', 'mine', SUITE, {})
+        self.jobs.spin()
+        self.assertEqual(self.jobs.new, [])
+        self.assertUnchanged(self.store, before)
+
+    def test_authorized_user_gets_a_job(self):
+        # An unreachable mirror: the job starts, fails, and says why.
+        self.allow(USER, 'create-template')
+        options = {'mirror': GLib.Variant('s', 'http://127.0.0.1:9/debian'),
+                   'bootable': GLib.Variant('b', False)}
+        job_id, job = self.user.manager('CreateTemplate', 'mine', SUITE, options)
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        self.assertIn('127.0.0.1:9', self.jobs.log_text(job, LOG_ERR))
+        self.assertNothingLeft('mine')
+        # its cache lives where the daemon was told
+        self.assertTrue(os.path.isdir(os.path.join(self.cache_dir, 'debootstrap',
+                                                   '%s-%s' % (SUITE, host_arch()))))
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())
