@@ -17,6 +17,8 @@ packages=(
     libarchive-tools xz-utils zstd bzip2
     # tests: Gio from Python, gdbus, terminals, passwords, file metadata, fixtures
     python3 python3-gi gir1.2-glib-2.0 libglib2.0-bin tmux openssl acl attr busybox-static
+    # tests: stampctl -H against an sshd of the test's own; installed files
+    openssh-server openssh-client libxml2-utils man-db
     # install: the completion directory from its pkg-config file
     bash-completion
 )
