@@ -52,17 +52,6 @@ const char *export_format_to_string(ExportFormat f)
         return f >= 0 && f < _EXPORT_FORMAT_MAX ? export_format_table[f] : NULL;
 }
 
-static int fail(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
-static int fail(char *err, size_t errlen, int error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        return -abs(error);
-}
-
 /* An entry's name as it may appear in a message: escaped, and cut if very long. */
 static char *shown(const char *s)
 {
@@ -245,10 +234,10 @@ static int set_filter(struct archive *w, ExportFormat format, char *err, size_t 
                 r = archive_write_add_filter_none(w);
                 break;
         default:
-                return fail(err, errlen, EPROTONOSUPPORT, "Unknown export format");
+                return errbuf_set(err, errlen, EPROTONOSUPPORT, "Unknown export format");
         }
         if (r != ARCHIVE_OK)
-                return fail(err, errlen, EPROTONOSUPPORT, "Cannot compress with %s: %s",
+                return errbuf_set(err, errlen, EPROTONOSUPPORT, "Cannot compress with %s: %s",
                             export_format_to_string(format), archive_error_string(w) ?: "not built in");
         return 0;
 }
@@ -258,10 +247,10 @@ static int export_write_failure(struct archive *w, const Sink *sink, char *err, 
         int e = sink->error ?: archive_errno(w);
 
         if (e == EPIPE || e == ECONNRESET)
-                return fail(err, errlen, EPIPE, "The reader closed the stream");
+                return errbuf_set(err, errlen, EPIPE, "The reader closed the stream");
         if (e == ENOSPC || e == EDQUOT)
-                return fail(err, errlen, ENOSPC, "No space left where the archive is written");
-        return fail(err, errlen, e > 0 ? e : EIO, "Cannot write the archive: %s",
+                return errbuf_set(err, errlen, ENOSPC, "No space left where the archive is written");
+        return errbuf_set(err, errlen, e > 0 ? e : EIO, "Cannot write the archive: %s",
                     archive_error_string(w) ?: "unknown error");
 }
 
@@ -282,7 +271,7 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
                 if (r != ARCHIVE_OK) {
                         g_autofree char *p = shown(path);
                         int e = archive_errno(disk);
-                        return fail(err, errlen, e > 0 ? e : EIO, "Cannot read %s of the image: %s", p,
+                        return errbuf_set(err, errlen, e > 0 ? e : EIO, "Cannot read %s of the image: %s", p,
                                     archive_error_string(disk) ?: "unknown error");
                 }
                 /* The writer keeps holes as holes, but wants to be handed them as zeros. */
@@ -316,7 +305,7 @@ static int export_entry(struct archive *disk, struct archive *w, struct archive_
                 if (r == ARCHIVE_FATAL)
                         return export_write_failure(w, sink, err, errlen);
                 g_autofree char *p = shown(archive_entry_pathname(e));
-                return fail(err, errlen, EIO, "Cannot archive %s: %s", p, archive_error_string(w));
+                return errbuf_set(err, errlen, EIO, "Cannot archive %s: %s", p, archive_error_string(w));
         }
         /* Only the entry the disk reader is on has its data at hand; a hard link carries none. */
         if (current && archive_entry_size(e) > 0) {
@@ -349,13 +338,13 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
         int r, k;
 
         if (!disk || !w || !resolver)
-                return fail(err, errlen, ENOMEM, "Out of memory");
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
 
         /* Full pax keeps mtimes to the nanosecond; atime and ctime are left out below. Names go
          * out as the bytes they are, whatever their encoding. */
         if (archive_write_set_format_pax(w) != ARCHIVE_OK ||
             archive_write_set_format_option(w, "pax", "hdrcharset", "BINARY") != ARCHIVE_OK)
-                return fail(err, errlen, EIO, "Cannot set up the tar writer: %s", archive_error_string(w));
+                return errbuf_set(err, errlen, EIO, "Cannot set up the tar writer: %s", archive_error_string(w));
         k = set_filter(w, format, err, errlen);
         if (k < 0)
                 return k;
@@ -366,12 +355,12 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
         archive_entry_linkresolver_set_strategy(resolver, archive_format(w));
 
         if (fchdir(tree_fd) < 0)
-                return fail(err, errlen, errno, "Cannot enter the image: %s", strerror(errno));
+                return errbuf_set(err, errlen, errno, "Cannot enter the image: %s", strerror(errno));
         /* Physical: symlinks are archived as links, never followed. */
         archive_read_disk_set_symlink_physical(disk);
         archive_read_disk_set_behavior(disk, ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
         if (archive_read_disk_open(disk, ".") != ARCHIVE_OK)
-                return fail(err, errlen, archive_errno(disk) > 0 ? archive_errno(disk) : EIO,
+                return errbuf_set(err, errlen, archive_errno(disk) > 0 ? archive_errno(disk) : EIO,
                             "Cannot read the image: %s", archive_error_string(disk));
 
         for (;;) {
@@ -381,13 +370,13 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
                 archive_entry_free(e);
                 e = archive_entry_new();
                 if (!e)
-                        return fail(err, errlen, ENOMEM, "Out of memory");
+                        return errbuf_set(err, errlen, ENOMEM, "Out of memory");
                 r = archive_read_next_header2(disk, e);
                 if (r == ARCHIVE_EOF)
                         break;
                 if (r == ARCHIVE_FATAL) {
                         int ae = archive_errno(disk);
-                        return fail(err, errlen, ae > 0 ? ae : EIO, "Cannot read the image: %s",
+                        return errbuf_set(err, errlen, ae > 0 ? ae : EIO, "Cannot read the image: %s",
                                     archive_error_string(disk));
                 }
                 if (r != ARCHIVE_OK) {
@@ -499,10 +488,10 @@ static la_ssize_t source_read(struct archive *a, void *userdata, const void **re
 static int import_read_failure(struct archive *a, const Source *src, char *err, size_t errlen)
 {
         if (src->error)
-                return fail(err, errlen, src->error, "Cannot read the archive: %s", strerror(src->error));
+                return errbuf_set(err, errlen, src->error, "Cannot read the archive: %s", strerror(src->error));
         if (archive_errno(a) == ENOMEM)
-                return fail(err, errlen, ENOMEM, "Out of memory");
-        return fail(err, errlen, EBADMSG, "The archive is damaged or not a tar archive: %s",
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        return errbuf_set(err, errlen, EBADMSG, "The archive is damaged or not a tar archive: %s",
                     archive_error_string(a) ?: "unreadable");
 }
 
@@ -514,14 +503,14 @@ static int import_write_failure(struct archive *w, struct archive_entry *e, char
         switch (ae) {
         case ENOSPC:
         case EDQUOT:
-                return fail(err, errlen, ENOSPC, "No space left for the image while writing %s", p);
+                return errbuf_set(err, errlen, ENOSPC, "No space left for the image while writing %s", p);
         case EIO:
         case EROFS:
         case ENOMEM:
-                return fail(err, errlen, ae, "Cannot write %s: %s", p, archive_error_string(w));
+                return errbuf_set(err, errlen, ae, "Cannot write %s: %s", p, archive_error_string(w));
         default:
                 /* libarchive's own refusals (a path through a symlink, a link to nowhere) land here. */
-                return fail(err, errlen, EBADMSG, "Refusing the archive at entry %s: %s", p,
+                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive at entry %s: %s", p,
                             archive_error_string(w) ?: "cannot be extracted");
         }
 }
@@ -533,17 +522,17 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
         const char *why;
 
         if (!path)
-                return fail(err, errlen, EBADMSG, "Refusing the archive: an entry has a name that cannot be read");
+                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: an entry has a name that cannot be read");
         why = archive_path_unsafe_reason(path);
         if (why) {
                 g_autofree char *p = shown(path);
-                return fail(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" %s", p, why);
+                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" %s", p, why);
         }
         if (hardlink) {
                 why = archive_path_unsafe_reason(hardlink);
                 if (why) {
                         g_autofree char *p = shown(path), *t = shown(hardlink);
-                        return fail(err, errlen, EBADMSG,
+                        return errbuf_set(err, errlen, EBADMSG,
                                     "Refusing the archive: entry \"%s\" is a hard link to \"%s\", which %s", p, t,
                                     why);
                 }
@@ -554,7 +543,7 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
                 why = archive_symlink_unsafe_reason(path, archive_entry_symlink(e));
                 if (why) {
                         g_autofree char *p = shown(path), *t = shown(archive_entry_symlink(e));
-                        return fail(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" (-> \"%s\") %s", p,
+                        return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" (-> \"%s\") %s", p,
                                     t, why);
                 }
                 return 0;
@@ -566,7 +555,7 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
                 return 0;
         default: {
                 g_autofree char *p = shown(path);
-                return fail(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" has an unsupported file type",
+                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" has an unsupported file type",
                             p);
         }
         }
@@ -604,7 +593,7 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
 
         *result = (ExtractResult) {};
         if (!a || !w || !buf)
-                return fail(err, errlen, ENOMEM, "Out of memory");
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
 
         /* UTF-8 names in pax headers then come out as the same bytes. (In a chroot the locale cannot
          * be loaded any more: callers that confine themselves set it first.) */
@@ -637,9 +626,9 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
                         /* libarchive takes a stream that stops between two entries for a whole archive;
                          * a complete one ends with a zero block, which it consumes. */
                         if (result->entries == 0)
-                                return fail(err, errlen, EBADMSG, "The archive is empty or not a tar archive");
+                                return errbuf_set(err, errlen, EBADMSG, "The archive is empty or not a tar archive");
                         if (archive_filter_bytes(a, 0) - before < 512)
-                                return fail(err, errlen, EBADMSG,
+                                return errbuf_set(err, errlen, EBADMSG,
                                             "The archive ends early: it stops after %" PRIu64
                                             " entries, without an end-of-archive marker",
                                             result->entries);
@@ -685,7 +674,7 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
         r = archive_write_close(w);
         if (r < ARCHIVE_WARN) {
                 int ae = archive_errno(w);
-                return fail(err, errlen, ae == ENOSPC || ae == EDQUOT ? ENOSPC : ae > 0 ? ae : EIO,
+                return errbuf_set(err, errlen, ae == ENOSPC || ae == EDQUOT ? ENOSPC : ae > 0 ? ae : EIO,
                             "Cannot finish the image: %s", archive_error_string(w));
         }
         if (root_times[1].tv_nsec != UTIME_OMIT && utimensat(AT_FDCWD, ".", root_times, 0) < 0)
@@ -698,7 +687,7 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
                 _cleanup_close_ int root = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (root < 0 || syncfs(root) < 0) {
                         int e = errno;
-                        return fail(err, errlen, e == ENOSPC || e == EDQUOT ? ENOSPC : e,
+                        return errbuf_set(err, errlen, e == ENOSPC || e == EDQUOT ? ENOSPC : e,
                                     "Cannot write the image to disk: %s", strerror(e));
                 }
         }

@@ -366,17 +366,6 @@ void store_remove_temporaries(int store_fd, bool is_btrfs)
         }
 }
 
-static int fail(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
-static int fail(char *err, size_t errlen, int error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        return -abs(error);
-}
-
 static int rename_noreplace(int store_fd, const char *from, const char *to)
 {
         if (renameat2(store_fd, from, store_fd, to, RENAME_NOREPLACE) < 0)
@@ -453,10 +442,10 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
         int k;
 
         if (!tmp)
-                return fail(err, errlen, ENOMEM, "Out of memory");
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         src = openat(store_fd, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (src < 0)
-                return fail(err, errlen, errno == ENOTDIR || errno == ELOOP ? ENOENT : errno,
+                return errbuf_set(err, errlen, errno == ENOTDIR || errno == ELOOP ? ENOENT : errno,
                             "Cannot open image %s: %s", source, strerror(errno));
 
         if (is_btrfs && fd_is_subvolume(src) > 0) {
@@ -469,7 +458,7 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
                 if (e != BTRFS_UTIL_OK) {
                         k = errno ? errno : EIO;
                         (void) store_remove_tree(store_fd, tmp);
-                        return fail(err, errlen, k, "Cannot snapshot image %s: %s", source,
+                        return errbuf_set(err, errlen, k, "Cannot snapshot image %s: %s", source,
                                     btrfs_util_strerror(e));
                 }
         } else {
@@ -481,15 +470,15 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
                                     (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20);
                         (void) store_remove_tree(store_fd, tmp);
                         if (full)
-                                return fail(err, errlen, ENOSPC, "No space left in the store to copy image %s",
+                                return errbuf_set(err, errlen, ENOSPC, "No space left in the store to copy image %s",
                                             source);
-                        return fail(err, errlen, k == -EIO ? EIO : -k, "Copying image %s failed", source);
+                        return errbuf_set(err, errlen, k == -EIO ? EIO : -k, "Copying image %s failed", source);
                 }
                 dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (dst < 0) {
                         k = -errno;
                         (void) store_remove_tree(store_fd, tmp);
-                        return fail(err, errlen, -k, "Cannot open the copy of %s: %s", source, strerror(-k));
+                        return errbuf_set(err, errlen, -k, "Cannot open the copy of %s: %s", source, strerror(-k));
                 }
                 /* cp -a carried the source's immutable flag over, and an immutable directory cannot be
                  * renamed: lift it now and set what was asked for once the copy is in place. */
@@ -501,14 +490,14 @@ int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char 
         if (k < 0) {
                 (void) store_remove_tree(store_fd, tmp);
                 if (k == -EEXIST)
-                        return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);
-                return fail(err, errlen, -k, "Cannot put the clone in place as %s: %s", new_name, strerror(-k));
+                        return errbuf_set(err, errlen, EEXIST, "An image named %s already exists", new_name);
+                return errbuf_set(err, errlen, -k, "Cannot put the clone in place as %s: %s", new_name, strerror(-k));
         }
         if (dst >= 0 && read_only) {
                 k = image_set_read_only_fd(dst, true);
                 if (k < 0) {
                         (void) store_remove_tree(store_fd, new_name);
-                        return fail(err, errlen, -k, "Cannot mark the copy %s read-only: %s", new_name,
+                        return errbuf_set(err, errlen, -k, "Cannot mark the copy %s read-only: %s", new_name,
                                     strerror(-k));
                 }
         }
@@ -521,13 +510,13 @@ int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, s
         int k;
 
         if (!tmp)
-                return fail(err, errlen, ENOMEM, "Out of memory");
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         (void) directory_set_immutable_at(store_fd, name, false);
         /* First out of sight, atomically; then the slow part. A crash in between leaves a temporary
          * that the next start removes. */
         k = rename_noreplace(store_fd, name, tmp);
         if (k < 0)
-                return fail(err, errlen, -k, "Cannot remove image %s: %s", name, strerror(-k));
+                return errbuf_set(err, errlen, -k, "Cannot remove image %s: %s", name, strerror(-k));
         k = store_remove_tree(store_fd, tmp);
         if (k < 0)
                 log_warning_errno(k, "Removed image %s, but its data at %s remains until the next start", name,
@@ -546,11 +535,11 @@ int image_rename_now(int store_fd, const char *name, const char *new_name, char 
                 (void) directory_set_immutable_at(store_fd, k < 0 ? name : new_name, true);
 
         if (k == -EEXIST)
-                return fail(err, errlen, EEXIST, "An image named %s already exists", new_name);
+                return errbuf_set(err, errlen, EEXIST, "An image named %s already exists", new_name);
         if (k == -ENOENT)
-                return fail(err, errlen, ENOENT, "No image named %s", name);
+                return errbuf_set(err, errlen, ENOENT, "No image named %s", name);
         if (k < 0)
-                return fail(err, errlen, -k, "Cannot rename %s to %s: %s", name, new_name, strerror(-k));
+                return errbuf_set(err, errlen, -k, "Cannot rename %s to %s: %s", name, new_name, strerror(-k));
         return 0;
 }
 
@@ -560,10 +549,10 @@ int image_set_read_only_now(int store_fd, const char *name, bool read_only, char
         int k;
 
         if (fd < 0)
-                return fail(err, errlen, ENOENT, "No image named %s", name);
+                return errbuf_set(err, errlen, ENOENT, "No image named %s", name);
         k = image_set_read_only_fd(fd, read_only);
         if (k < 0)
-                return fail(err, errlen, -k, "Cannot mark %s %s: %s", name, read_only ? "read-only" : "writable",
+                return errbuf_set(err, errlen, -k, "Cannot mark %s %s: %s", name, read_only ? "read-only" : "writable",
                             strerror(-k));
         return 0;
 }

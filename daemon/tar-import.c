@@ -15,21 +15,8 @@
 
 int bus_check_import_target(Manager *m, const char *name, sd_bus_error *error)
 {
-        const char *why = manager_image_busy_reason(m, name);
-        Image *img = NULL;
-        int k;
-
-        if (why)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", name, why);
-        k = manager_get_image(m, name, &img);
-        if (k == 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS, "An image named %s already exists", name);
-        if (k != -ENOENT)
-                return sd_bus_error_set_errnof(error, k, "Cannot check for image %s: %m", name);
-        if (faccessat(m->store_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS,
-                                         "Something that is not an image is named %s in the store", name);
-        return 0;
+        int k = bus_check_image_not_busy(m, name, error);
+        return k < 0 ? k : bus_check_image_absent(m, name, error);
 }
 
 static int make_temporary(JobChild *c, int store_fd, const char *temp)

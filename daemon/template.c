@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -268,21 +269,6 @@ static int check_options(const char *suite, TemplateOptions *o, sd_bus_error *er
         return 0;
 }
 
-static int check_name_free(Manager *m, const char *name, sd_bus_error *error)
-{
-        Image *img = NULL;
-        int k = manager_get_image(m, name, &img);
-
-        if (k == 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS, "An image named %s already exists", name);
-        if (k != -ENOENT)
-                return sd_bus_error_set_errnof(error, k, "Cannot check for image %s: %m", name);
-        if (faccessat(m->store_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_EXISTS,
-                                         "Something that is not an image is named %s in the store", name);
-        return 0;
-}
-
 /* ---- the job, in the child ---- */
 
 /* debootstrap's phases, in the order it goes through them, as named on its progress lines. */
@@ -346,6 +332,7 @@ typedef struct Build {
         char *args[MESSAGE_ARGS_MAX];
         size_t n_args;
         char *last_error;
+        bool out_of_space; /* some tool said ENOSPC: debootstrap's own last word is then misleading */
         char *tail[3]; /* last lines of the tools' own output, for a failure without an E: message */
 
         LineBuffer info, output;
@@ -493,6 +480,8 @@ static void handle_output_line(Build *b, const char *line)
         /* The tools debootstrap runs (dpkg, tar, the maintainer scripts) talk a lot: a level below its own
          * messages, so a client can choose. */
         job_child_log(b->c, LOG_LEVEL_DEBUG, "%s", line);
+        if (strstr(line, "No space left on device") || strstr(line, "Disk quota exceeded"))
+                b->out_of_space = true;
         free(b->tail[0]);
         memmove(b->tail, b->tail + 1, sizeof b->tail - sizeof b->tail[0]);
         b->tail[ELEMENTSOF(b->tail) - 1] = strdup(line);
@@ -942,8 +931,17 @@ static int run_debootstrap(Build *b, char **argv)
         /* What --make-tarball makes always has debootstrap's package lists in it. */
         if (b->offline && faccessat(b->tree_fd, "debootstrap/required", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
                 what = "The package tarball is not one made by debootstrap --make-tarball: ";
+        {
+                struct statvfs sv;
+                if (b->out_of_space ||
+                    (fstatvfs(b->tree_fd, &sv) >= 0 && (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20)))
+                        return job_child_fail(b->c, ENOSPC, "The image store is full: debootstrap failed: %s",
+                                              b->last_error ?: b->tail[2] ?: "no space left on device");
+        }
+        /* BadArchive only where the caller's tarball is at fault; a failed download is not. */
         if (b->last_error)
-                return job_child_fail(b->c, EBADMSG, "%sdebootstrap failed: %s", what, b->last_error);
+                return job_child_fail(b->c, b->offline ? EBADMSG : EIO, "%sdebootstrap failed: %s", what,
+                                      b->last_error);
         if (!WIFEXITED(status))
                 return job_child_fail(b->c, EIO, "debootstrap was killed by signal %d", WTERMSIG(status));
         return job_child_fail(b->c, *what ? EBADMSG : EIO, "%sdebootstrap failed with exit status %d: %s%s%s%s%s",
@@ -1263,7 +1261,7 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         a->options_read = true;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 || (k = check_options(suite, &a->o, error)) < 0 ||
-            (k = check_name_free(m, name, error)) < 0)
+            (k = bus_check_image_absent(m, name, error)) < 0)
                 return k;
 
         /* The caps and the lock on the name, before polkit is asked; the job is made again when the

@@ -87,6 +87,16 @@ int loop_write(int fd, const void *buf, size_t n)
         return 0;
 }
 
+int errbuf_set(char *err, size_t errlen, int error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+        return -abs(error);
+}
+
 void random_hex(char *buf, size_t n_hex)
 {
         static const char hex[] = "0123456789abcdef";

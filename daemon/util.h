@@ -131,6 +131,10 @@ uint64_t timespec_to_usec(const struct timespec *ts);
 /* Write all of @buf; retries on EINTR and short writes. */
 int loop_write(int fd, const void *buf, size_t n);
 
+/* Put a sentence for the caller into @err (as the acts run in child processes report) and return
+ * -@error. */
+int errbuf_set(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
+
 /* A random hex token for temporary names. */
 void random_hex(char *buf, size_t n_hex);
 
