@@ -20,8 +20,9 @@ say "Installing build and run-time dependencies"
 tools/install-deps.sh
 
 say "Building and installing stamp into /usr"
+wipe=; [ -d build-release ] && wipe=--wipe
 meson setup build-release --prefix=/usr --sysconfdir=/etc --localstatedir=/var \
-        --buildtype=release --wipe >/dev/null
+        --buildtype=release $wipe >/dev/null
 meson compile -C build-release
 meson install -C build-release --quiet
 
