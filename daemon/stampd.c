@@ -108,6 +108,10 @@ int main(int argc, char *argv[])
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         setvbuf(stderr, NULL, _IOLBF, 0);
+        /* D-Bus's activation helper starts us with an empty environment; the tools we run (mkfs.btrfs,
+         * mount, debootstrap, systemd-nspawn) live in sbin. The same PATH systemd gives services. */
+        if (!getenv("PATH"))
+                (void) setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
 
         k = manager_new(&m);
         if (k < 0) {
