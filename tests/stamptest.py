@@ -531,11 +531,12 @@ def store_state(store):
 class Daemon:
     """One stampd process on a given store."""
 
-    def __init__(self, env, store, args=(), log_path=None):
+    def __init__(self, env, store, args=(), log_path=None, environ=None):
         self.env = env
         self.store = store
         self.args = list(args)
         self.log_path = log_path
+        self.environ = environ  # None: this process's environment
         self.proc = None
 
     @property
@@ -548,7 +549,7 @@ class Daemon:
             log.write('\n==== %s\n' % shlex.join(cmd))
             log.flush()
             self.proc = subprocess.Popen(wrap_pdeathsig(cmd), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
+                                         stdout=log, stderr=log, env=self.environ)
         wait_for(self._on_bus_or_dead, 'stampd (pid %d) to own %s' % (self.pid, BUS_NAME))
         if self.proc.poll() is not None:
             raise AssertionError('stampd exited with status %s before owning %s; log:\n%s' % (
@@ -1021,7 +1022,7 @@ class TestCase(unittest.TestCase):
             self.assertNotEqual(fs_type(store), 'btrfs', 'the temp dir must not be on btrfs')
         return store
 
-    def start_daemon(self, store=None, kind='pool', args=()):
+    def start_daemon(self, store=None, kind='pool', args=(), environ=None):
         if store is None:
             store = self.make_store(kind)
             if kind == 'plain':
@@ -1029,7 +1030,7 @@ class TestCase(unittest.TestCase):
         log = os.path.join(self.dir, 'stampd.log')
         self.attach_log(log)
         self.attach_log(ENV.log_path('polkitd'))
-        daemon = Daemon(ENV, store, args, log)
+        daemon = Daemon(ENV, store, args, log, environ)
         self.daemons.append(daemon)
         self.addCleanup(self._stop_daemon, daemon)
         return daemon.start()

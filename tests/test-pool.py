@@ -39,6 +39,12 @@ class SelfMadePoolTest(stamptest.TestCase):
         self.assertLessEqual(props['PoolLimit'], size)
         self.assertLessEqual(props['PoolUsage'], props['PoolLimit'])
 
+    def test_pool_made_with_an_empty_environment(self):
+        # D-Bus's activation helper starts stampd with no environment at all, so no PATH: the
+        # tools in sbin (mkfs.btrfs) must still be found, or the store silently stays plain.
+        daemon = self.start_daemon(environ={})
+        self.check_pool(daemon.store)
+
     def test_missing_store_is_created(self):
         store = os.path.join(self.dir, 'a', 'b', 'machines')
         daemon = self.start_daemon(store=store)
