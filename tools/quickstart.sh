@@ -44,6 +44,15 @@ else
         fi
 fi
 
+# A stampd from an earlier install would go on serving with its old code: let the next call
+# activate the one just installed.
+if [ -d /run/systemd/system ]; then
+        systemctl stop stampd.service 2>/dev/null || true
+elif pid=$(pgrep -x stampd); then
+        kill -TERM $pid
+        while kill -0 $pid 2>/dev/null; do sleep 0.1; done
+fi
+
 say "stampd answers (activated by this first call)"
 stampctl status
 
