@@ -48,7 +48,7 @@ fi
 # activate the one just installed.
 if [ -d /run/systemd/system ]; then
         systemctl stop stampd.service 2>/dev/null || true
-elif pid=$(pgrep -x stampd); then
+elif pid=$(pgrep -f "^/usr/libexec/stampd( |$)"); then
         kill -TERM $pid
         while kill -0 $pid 2>/dev/null; do sleep 0.1; done
 fi
