@@ -48,7 +48,7 @@ static int bus_check_machine_name(const char *name, const char *what, sd_bus_err
 
 static int bus_find_machine(Manager *m, const char *name, Machine **ret, sd_bus_error *error)
 {
-        Machine *mc;
+        Machine *mc = NULL;
         int k;
 
         if ((k = bus_check_machine_name(name, "machine name", error)) < 0)
@@ -300,7 +300,7 @@ int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
 {
         Manager *m = userdata;
         const char *name;
-        Machine *mc;
+        Machine *mc = NULL;
         int k;
 
         k = sd_bus_message_read(msg, "s", &name);
@@ -316,7 +316,7 @@ int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
         Manager *m = userdata;
         const char *name;
         int32_t signo;
-        Machine *mc;
+        Machine *mc = NULL;
         int k;
 
         k = sd_bus_message_read(msg, "si", &name, &signo);
@@ -334,7 +334,7 @@ static int machine_object_find(sd_bus *bus, const char *path, const char *interf
 {
         Manager *m = userdata;
         _cleanup_free_ char *name = NULL;
-        Machine *mc;
+        Machine *mc = NULL;
 
         if (sd_bus_path_decode(path, STAMP_MACHINE_PREFIX, &name) <= 0 || isempty(name))
                 return 0;
