@@ -251,6 +251,7 @@ int manager_connect_bus(Manager *m)
         k = sd_bus_default_system(&m->bus);
         if (k < 0)
                 return log_error_errno(k, "Cannot connect to the system bus");
+        safe_fork_close_in_child(sd_bus_get_fd(m->bus));
 
         (void) sd_bus_error_add_map(stamp_error_map);
 

@@ -113,6 +113,13 @@ void random_hex(char *buf, size_t n_hex)
         buf[n_hex] = '\0';
 }
 
+static int close_in_child = -1;
+
+void safe_fork_close_in_child(int fd)
+{
+        close_in_child = fd;
+}
+
 pid_t safe_fork(bool new_pgrp)
 {
         pid_t parent = getpid();
@@ -123,6 +130,9 @@ pid_t safe_fork(bool new_pgrp)
                 return -errno;
         if (pid > 0)
                 return pid;
+
+        if (close_in_child >= 0)
+                (void) close(close_in_child);
 
         /* Child: default dispositions and an empty mask, so exec'd tools behave normally. */
         for (int sig = 1; sig < _NSIG; sig++)

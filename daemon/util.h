@@ -142,6 +142,9 @@ void random_hex(char *buf, size_t n_hex);
  * (PR_SET_PDEATHSIG=SIGKILL) and, if @new_pgrp, leads its own process group. Returns 0 in the child,
  * the pid in the parent, negative errno on failure. */
 pid_t safe_fork(bool new_pgrp);
+/* An fd every child of safe_fork() closes at once: the daemon's bus connection, which a child that
+ * outlives a killed daemon would otherwise keep alive, name and all. */
+void safe_fork_close_in_child(int fd);
 
 /* Run argv (argv[0] a path or a name on PATH), wait for it; stdout/stderr go to the daemon's stderr.
  * Blocks: only for start-up work or inside a child process. Returns exit status or negative errno. */
