@@ -100,6 +100,16 @@ class MatrixTest(stamptest.TestCase):
         finally:
             os.close(r)
         self.addCleanup(self._cancel, job_id)
+        # The call answers at once; the job makes its hidden temporary a moment later. Snapshots of
+        # the store taken before that would differ from later ones for no fault of a refused call.
+        prefix = '.#stamp-stalled-%d-' % self.n_stalled
+        stamptest.spin_until(lambda: any(n.startswith(prefix) for n in os.listdir(self.store)),
+                             'the stalled import to make its temporary')
+        # settled: its temporary made (by stamp-transfer, a moment after the reply), so that what
+        # the matrix compares does not change under it
+        prefix = '.#stamp-stalled-%d-' % self.n_stalled
+        stamptest.wait_for(lambda: any(n.startswith(prefix) for n in os.listdir(self.store)),
+                           'the stalled import to make its temporary')
         return job_id, path
 
     def _cancel(self, job_id):
