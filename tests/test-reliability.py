@@ -16,7 +16,7 @@ images that were there are intact.
 
 Environment: STAMP_CRASH_TRIALS (default 10), STAMP_CRASH_SEED (default:
 random, printed), STAMP_RELIABILITY_SLOW=1 (set by test-reliability-slow.py:
-a tree 4x bigger, and the CreateTemplate trials).
+the CreateTemplate trials), STAMP_CRASH_BIG=1 (a tree twice as big).
 
 Each kind of work is a CrashOperation: a new kind (a job type that lands
 later) is one more subclass in OPERATIONS; one whose method still answers
@@ -37,7 +37,7 @@ from reliabilitytest import (NO_SPACE, JobWatch, ThrottledServer, fd_list, make_
 
 SLOW = os.environ.get('STAMP_RELIABILITY_SLOW') == '1'
 TRIALS = int(os.environ.get('STAMP_CRASH_TRIALS', '10'))
-FILES = 16000 if SLOW else 8000         # x 32 KiB: ~2 s resp. ~1 s to copy here
+FILES = 16000 if os.environ.get('STAMP_CRASH_BIG') == '1' else 8000  # x 32 KiB: ~2 s resp. ~1 s to copy here
 TEMPLATE_WINDOW = float(os.environ.get('STAMP_CRASH_TEMPLATE_WINDOW', '45'))
 
 
