@@ -29,29 +29,6 @@
          ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                      \
          ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
 
-static const char *const export_format_table[_EXPORT_FORMAT_MAX] = {
-        [EXPORT_ZSTD] = "zstd",   [EXPORT_XZ] = "xz",
-        [EXPORT_GZIP] = "gzip",   [EXPORT_BZIP2] = "bzip2",
-        [EXPORT_UNCOMPRESSED] = "uncompressed",
-};
-
-ExportFormat export_format_from_string(const char *s)
-{
-        if (!s)
-                return _EXPORT_FORMAT_INVALID;
-        if (s[0] == '\0')
-                return EXPORT_ZSTD;
-        for (int i = 0; i < _EXPORT_FORMAT_MAX; i++)
-                if (streq(export_format_table[i], s))
-                        return (ExportFormat) i;
-        return _EXPORT_FORMAT_INVALID;
-}
-
-const char *export_format_to_string(ExportFormat f)
-{
-        return f >= 0 && f < _EXPORT_FORMAT_MAX ? export_format_table[f] : NULL;
-}
-
 /* An entry's name as it may appear in a message: escaped, and cut if very long. */
 static char *shown(const char *s)
 {
@@ -789,45 +766,4 @@ int tree_flatten_single_dir(int root_fd)
             futimens(root_fd, (const struct timespec[2]) {st.st_atim, st.st_mtim}) < 0)
                 return -errno;
         return 1;
-}
-
-/* ---- checks for the methods ---- */
-
-static const char *file_type_name(mode_t mode)
-{
-        switch (mode & S_IFMT) {
-        case S_IFDIR:
-                return "a directory";
-        case S_IFCHR:
-                return "a character device";
-        case S_IFBLK:
-                return "a block device";
-        case S_IFLNK:
-                return "a symlink";
-        default:
-                return "an unknown kind of file";
-        }
-}
-
-int bus_check_archive_fd(int fd, bool for_writing, sd_bus_error *error)
-{
-        struct stat st;
-        int flags = fcntl(fd, F_GETFL);
-
-        if (flags < 0 || fstat(fd, &st) < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot use the file descriptor %d: %m", fd);
-        if (flags & O_PATH)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "The file descriptor is an O_PATH descriptor, which can be neither read nor written");
-        if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "The file descriptor refers to %s, not to a file or a pipe",
-                                         file_type_name(st.st_mode));
-        if (for_writing && (flags & O_ACCMODE) == O_RDONLY)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "The file descriptor is open read-only; the archive must be written to it");
-        if (!for_writing && (flags & O_ACCMODE) == O_WRONLY)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "The file descriptor is open write-only; the archive must be read from it");
-        return 0;
 }

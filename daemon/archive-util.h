@@ -4,23 +4,10 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include "job.h"
+#include "job-child.h"
+#include "tar-util.h"
 
-/* The tar work of ExportTar, ImportTar and PullTar, done with libarchive inside a job's child. */
-
-typedef enum {
-        EXPORT_ZSTD,
-        EXPORT_XZ,
-        EXPORT_GZIP,
-        EXPORT_BZIP2,
-        EXPORT_UNCOMPRESSED,
-        _EXPORT_FORMAT_MAX,
-        _EXPORT_FORMAT_INVALID = -1,
-} ExportFormat;
-
-/* "" is the default, zstd. */
-ExportFormat export_format_from_string(const char *s);
-const char *export_format_to_string(ExportFormat f);
+/* The tar work of ExportTar, ImportTar and PullTar, done with libarchive in stamp-transfer. */
 
 static inline void archive_read_freep(struct archive **a)
 {
@@ -70,24 +57,3 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
 /* If the tree at @root_fd is a single directory holding an OS tree (the layout of many root
  * tarballs), move that directory's contents up and drop it. Returns 1 if it did, 0 if not. */
 int tree_flatten_single_dir(int root_fd);
-
-/* ---- shared by the methods (on the event loop) ---- */
-
-/* InvalidArgs unless @fd is a file, pipe or socket open for reading (or for writing, if @for_writing):
- * never a directory, an O_PATH descriptor or one open the wrong way. */
-int bus_check_archive_fd(int fd, bool for_writing, sd_bus_error *error);
-/* ImageExists or ImageBusy unless @name is free to be made by an import. */
-int bus_check_import_target(Manager *m, const char *name, sd_bus_error *error);
-
-/* ---- shared by the import jobs (in the child) ---- */
-
-/* Called once the stream is extracted, or has failed with @result (then @err says why). Returns 0 to
- * go on (on failure: @err is the job's error), > 0 when the job fails for a reason someone else has
- * already reported, or a negative errno after job_child_fail(). */
-typedef int (*ImportFinishFn)(JobChild *c, int result, const ExtractResult *extract, void *userdata);
-
-/* Make the job's hidden temporary in the store, extract @in_fd into it, bring a one-directory layout
- * to the top, mark it read-only if asked, and rename it to @name. On failure the temporary stays for
- * the job's parent to remove. */
-int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const char *name, bool read_only,
-                             ImportFinishFn finish, void *userdata);

@@ -7,18 +7,12 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "config.h"
 #include "errors.h"
 #include "image.h"
 #include "job.h"
 
-#define JOB_MSG_MAX 4096
 #define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
-
-struct JobChild {
-        int fd;
-        Manager *manager;
-        const char *temp_name;
-};
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_CREATE_TEMPLATE] = "create-template",
@@ -180,67 +174,15 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
 
 /* ---- the child side ---- */
 
-static void child_send(JobChild *c, char kind, int num, const char *text)
-{
-        char buf[JOB_MSG_MAX];
-        int n = snprintf(buf, sizeof buf, "%c%d %s", kind, num, text);
-
-        if (n < 0)
-                return;
-        if (n >= (int) sizeof buf)
-                n = sizeof buf - 1;
-        (void) send(c->fd, buf, (size_t) n, MSG_NOSIGNAL);
-}
-
-void job_child_progress(JobChild *c, double progress)
-{
-        char text[32];
-
-        snprintf(text, sizeof text, "%.6f", progress);
-        child_send(c, 'P', 0, text);
-}
-
-void job_child_log(JobChild *c, int priority, const char *fmt, ...)
-{
-        char text[JOB_MSG_MAX];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof text, fmt, ap);
-        va_end(ap);
-        child_send(c, 'L', priority, text);
-}
-
-int job_child_fail(JobChild *c, int error, const char *fmt, ...)
-{
-        char text[JOB_MSG_MAX];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof text, fmt, ap);
-        va_end(ap);
-        child_send(c, 'E', abs(error), text);
-        return -abs(error);
-}
-
-int job_child_store_fd(JobChild *c)
-{
-        return c->manager->store_fd;
-}
-
-const char *job_child_temp_name(JobChild *c)
-{
-        return c->temp_name;
-}
-
-Manager *job_child_manager(JobChild *c)
-{
-        return c->manager;
-}
-
 _noreturn_ static void job_child_main(Job *j, int fd)
 {
-        JobChild c = {.fd = fd, .manager = j->manager, .temp_name = j->temp_name};
+        JobChild c = {
+                .fd = fd,
+                .store_fd = j->manager->store_fd,
+                .store_is_btrfs = j->manager->store_is_btrfs,
+                .store = j->manager->store,
+                .temp_name = j->temp_name,
+        };
         sigset_t ss;
         pid_t pid;
         int status;
@@ -471,6 +413,112 @@ int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*
         (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobNew", "uo", j->id,
                                   j->object_path);
         return sd_bus_reply_method_return(msg, "uo", j->id, j->object_path);
+}
+
+/* ---- work done by stamp-transfer ---- */
+
+/* Its socket to the daemon, the store, and the job's own fds. */
+#define EXEC_FDS_MAX 8
+
+typedef struct ExecArgs {
+        char *path;
+        char **argv;
+        int *fds;
+        size_t n_fds;
+} ExecArgs;
+
+static void exec_args_free(void *p)
+{
+        ExecArgs *a = p;
+
+        if (!a)
+                return;
+        for (size_t i = 0; i < a->n_fds; i++)
+                safe_close(a->fds[i]);
+        free(a->fds);
+        g_strfreev(a->argv);
+        free(a->path);
+        free(a);
+}
+
+static void exec_args_freep(ExecArgs **a)
+{
+        exec_args_free(*a);
+}
+
+/* Next to the running stampd if it is there (the build tree, an installation below a destdir),
+ * else where it was installed. */
+static char *transfer_path(void)
+{
+        g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+
+        if (exe) {
+                g_autofree char *dir = g_path_get_dirname(exe);
+                g_autofree char *p = g_build_filename(dir, "stamp-transfer", NULL);
+                if (access(p, X_OK) == 0)
+                        return strdup(p);
+        }
+        return strdup(LIBEXECDIR "/stamp-transfer");
+}
+
+static int exec_run(JobChild *c, void *userdata)
+{
+        ExecArgs *a = userdata;
+        size_t n = 2 + a->n_fds;
+        int src[EXEC_FDS_MAX];
+
+        src[0] = c->fd;
+        src[1] = c->store_fd;
+        for (size_t i = 0; i < a->n_fds; i++)
+                src[2 + i] = a->fds[i];
+        /* Out of the way of the numbers they get first, then into place: dup2() leaves the copies
+         * open across exec. */
+        for (size_t i = 0; i < n; i++) {
+                src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, (int) (3 + n));
+                if (src[i] < 0)
+                        return job_child_fail(c, errno, "Cannot pass a file descriptor to %s: %s", a->path,
+                                              strerror(errno));
+        }
+        for (size_t i = 0; i < n; i++)
+                if (dup2(src[i], (int) (3 + i)) < 0)
+                        return job_child_fail(c, errno, "Cannot pass a file descriptor to %s: %s", a->path,
+                                              strerror(errno));
+        c->fd = src[0]; /* its old number may name another fd now */
+
+        execv(a->path, a->argv);
+        return job_child_fail(c, errno, "Cannot run %s: %s", a->path, strerror(errno));
+}
+
+int job_start_exec(Job *j, sd_bus_message *msg, const char *const *argv, const int *fds, size_t n_fds)
+{
+        _cleanup_(exec_args_freep) ExecArgs *a = calloc(1, sizeof *a);
+        GPtrArray *args;
+
+        if (!a)
+                return -ENOMEM;
+        if (2 + n_fds > EXEC_FDS_MAX)
+                return -E2BIG;
+        args = g_ptr_array_new();
+        for (const char *const *p = argv; *p; p++)
+                g_ptr_array_add(args, g_strdup(*p));
+        g_ptr_array_add(args, g_strdup("--store-btrfs"));
+        g_ptr_array_add(args, g_strdup(yes_no(j->manager->store_is_btrfs)));
+        if (j->temp_name) {
+                g_ptr_array_add(args, g_strdup("--temp"));
+                g_ptr_array_add(args, g_strdup(j->temp_name));
+        }
+        g_ptr_array_add(args, NULL);
+        a->argv = (char **) g_ptr_array_free(args, false);
+        a->path = transfer_path();
+        a->fds = calloc(n_fds ?: 1, sizeof *a->fds);
+        if (!a->path || !a->fds)
+                return -ENOMEM;
+        for (; a->n_fds < n_fds; a->n_fds++) {
+                a->fds[a->n_fds] = fcntl(fds[a->n_fds], F_DUPFD_CLOEXEC, 3);
+                if (a->fds[a->n_fds] < 0)
+                        return -errno;
+        }
+        return job_start(j, msg, exec_run, TAKE_PTR(a), exec_args_free);
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include "job-child.h"
 #include "manager.h"
 
 /* A long operation (template, export, import, pull): a bus object with progress, log and cancel,
@@ -13,8 +14,6 @@
 
 typedef enum { JOB_CREATE_TEMPLATE, JOB_EXPORT_TAR, JOB_IMPORT_TAR, JOB_PULL_TAR, _JOB_TYPE_MAX } JobType;
 typedef enum { JOB_RUNNING, JOB_CANCELING, JOB_DONE, JOB_FAILED, JOB_CANCELED } JobState;
-
-typedef struct JobChild JobChild;
 
 /* Runs in the child. Returns 0 on success, or a negative errno after job_child_fail() said why. */
 typedef int (*JobRunFn)(JobChild *c, void *userdata);
@@ -63,6 +62,12 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
 /* Start the work: @run(child, @userdata) runs in the child; @userdata is freed in the parent once the
  * child has it (close fds only the child needs there). Sends JobNew and replies (u, o) to @msg. */
 int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*free_userdata)(void *));
+/* Start the work as the helper stamp-transfer (a separate executable, so that the daemon links
+ * neither libarchive nor libcurl), as PID 1 of the job's namespace like any job's work. It runs with
+ * @argv (argv[0] included) and "--store-btrfs yes|no" and, if the job has one, "--temp NAME" added;
+ * its socket to the daemon on fd 3, the store on fd 4, and @fds (duplicated here; the caller keeps
+ * its own) on 5, 6, ... */
+int job_start_exec(Job *j, sd_bus_message *msg, const char *const *argv, const int *fds, size_t n_fds);
 /* Drop a job that never started. */
 Job *job_free(Job *j);
 static inline void job_freep(Job **j)
@@ -72,15 +77,6 @@ static inline void job_freep(Job **j)
 int job_cancel(Job *j);
 Job *job_find(Manager *m, uint32_t id);
 void jobs_free_all(Manager *m);
-
-/* In the child. */
-void job_child_progress(JobChild *c, double progress);
-void job_child_log(JobChild *c, int priority, const char *fmt, ...) _printf_(3, 4);
-/* Record why the job fails (the message callers see); returns -@error. */
-int job_child_fail(JobChild *c, int error, const char *fmt, ...) _printf_(3, 4);
-int job_child_store_fd(JobChild *c);
-const char *job_child_temp_name(JobChild *c);
-Manager *job_child_manager(JobChild *c);
 
 /* Bus face (job-dbus.c). */
 int method_cancel_job_object(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error);

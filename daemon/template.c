@@ -1130,9 +1130,8 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
 static int template_run(JobChild *c, void *userdata)
 {
         const TemplateArgs *a = userdata;
-        Manager *m = job_child_manager(c);
-        int store_fd = job_child_store_fd(c);
-        const char *temp = job_child_temp_name(c);
+        int store_fd = c->store_fd;
+        const char *temp = c->temp_name;
         _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1};
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
@@ -1168,7 +1167,7 @@ static int template_run(JobChild *c, void *userdata)
         job_child_log(c, LOG_LEVEL_INFO, "Building template %s: Debian %s, %s, %s, from %s.", a->name, a->suite,
                       variant, arch, b.offline ? "a package tarball" : mirror);
 
-        if (m->store_is_btrfs &&
+        if (c->store_is_btrfs &&
             btrfs_util_create_subvolume_fd(store_fd, temp, 0, NULL, NULL) == BTRFS_UTIL_OK)
                 subvolume = true;
         else if (mkdirat(store_fd, temp, 0755) < 0)
@@ -1184,7 +1183,7 @@ static int template_run(JobChild *c, void *userdata)
                         snprintf(uuid + 2 * i, 3, "%02x", info.uuid[i]);
         }
         b.tree_fd = tree_fd;
-        target = g_strdup_printf("%s/%s", m->store, temp);
+        target = g_strdup_printf("%s/%s", c->store, temp);
 
         g_ptr_array_add(argv, g_strdup("debootstrap"));
         /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on

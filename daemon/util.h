@@ -105,6 +105,11 @@ static inline bool streq_ptr(const char *a, const char *b)
 }
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
+static inline const char *yes_no(bool b)
+{
+        return b ? "yes" : "no";
+}
+
 static inline bool isempty(const char *s)
 {
         return !s || s[0] == '\0';

@@ -64,6 +64,12 @@ class InstallTest(stamptest.TestCase):
         self.assertIn(self.tree.store, run([p, '--help']).stdout,
                       'stampd --help does not name the configured default store')
 
+    def test_stamp_transfer_beside_stampd(self):
+        """The tar jobs run in stamp-transfer, which stampd looks for next
+        to itself (and in libexecdir)."""
+        p = self.installed(os.path.join(self.tree.libexecdir, 'stamp-transfer'))
+        self.assertExecutable(p)
+
     def test_stampctl_in_bindir(self):
         p = self.installed(self.tree.stampctl)
         self.assertExecutable(p)

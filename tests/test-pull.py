@@ -250,6 +250,15 @@ class GoodPullTest(PullTestCase):
                             'progress between 0 and 1')
         self.assertGreaterEqual(progress, 0.3)
         self.assertNotIn('streamed', self.root.list_images())
+        # URLs may carry tokens: no process may show one on its command line, which anyone can read.
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b'stamp-transfer' in cmdline:
+                self.assertNotIn(b'/slow/img.tar', cmdline, 'the URL is on the command line of %s' % pid)
 
         route.release.set()
         result, log = self.jobs.wait(job)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Export formats (common/names.c, daemon/archive-util.c) and the path checks of archive import. */
+/* Export formats (common/names.c, daemon/tar-util.c) and the path checks of archive import. */
 #include <glib.h>
 
 #include "archive-util.h"

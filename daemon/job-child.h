@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "util.h"
+
+/* The child side of a job: what its work may use, and how it reports back to the daemon. The same
+ * in the daemon's own job children (template) and in stamp-transfer, which builds it from its
+ * arguments. Messages go over a SOCK_SEQPACKET socket, one per packet: 'P' progress, 'L' a log line
+ * with its priority, 'E' the error the job fails with. */
+
+#define JOB_MSG_MAX 4096
+
+typedef struct JobChild {
+        int fd;                /* the socket to the daemon */
+        int store_fd;          /* O_DIRECTORY fd of the image store */
+        bool store_is_btrfs;
+        const char *store;     /* path of the store; NULL in stamp-transfer */
+        const char *temp_name; /* the job's hidden temporary in the store, or NULL */
+} JobChild;
+
+void job_child_progress(JobChild *c, double progress);
+void job_child_log(JobChild *c, int priority, const char *fmt, ...) _printf_(3, 4);
+/* Record why the job fails (the message callers see); returns -@error. */
+int job_child_fail(JobChild *c, int error, const char *fmt, ...) _printf_(3, 4);
