@@ -46,18 +46,19 @@ static int bus_check_machine_name(const char *name, const char *what, sd_bus_err
         return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
 }
 
-static int bus_find_machine(Manager *m, const char *name, Machine **ret, sd_bus_error *error)
+/* The running machine @name, or NULL with @error set (InvalidName, NoSuchMachine). */
+static Machine *bus_find_machine(Manager *m, const char *name, sd_bus_error *error)
 {
-        Machine *mc = NULL;
-        int k;
+        Machine *mc;
 
-        if ((k = bus_check_machine_name(name, "machine name", error)) < 0)
-                return k;
+        if (bus_check_machine_name(name, "machine name", error) < 0)
+                return NULL;
         mc = machine_find(m, name);
-        if (!mc || mc->state == MACHINE_EXITED)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "No machine named %s is running", name);
-        *ret = mc;
-        return 0;
+        if (!mc || mc->state == MACHINE_EXITED) {
+                sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "No machine named %s is running", name);
+                return NULL;
+        }
+        return mc;
 }
 
 /* ---- StartMachine ---- */
@@ -306,8 +307,9 @@ int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
         k = sd_bus_message_read(msg, "s", &name);
         if (k < 0)
                 return k;
-        if ((k = bus_find_machine(m, name, &mc, error)) < 0)
-                return k;
+        mc = bus_find_machine(m, name, error);
+        if (!mc)
+                return -ENXIO; /* @error says which */
         return machine_method_stop(m, msg, mc, error);
 }
 
@@ -322,8 +324,11 @@ int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
         k = sd_bus_message_read(msg, "si", &name, &signo);
         if (k < 0)
                 return k;
-        if ((k = check_signal(signo, error)) < 0 || (k = bus_find_machine(m, name, &mc, error)) < 0)
+        if ((k = check_signal(signo, error)) < 0)
                 return k;
+        mc = bus_find_machine(m, name, error);
+        if (!mc)
+                return -ENXIO; /* @error says which */
         return machine_method_kill(m, msg, mc, signo, error);
 }
 
