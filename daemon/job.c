@@ -207,6 +207,10 @@ _noreturn_ static void job_child_main(Job *j, int fd)
         if (pid == 0) {
                 (void) sigprocmask(SIG_UNBLOCK, &ss, NULL);
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                /* A /proc of this namespace's own: with the host's, /proc/self and /proc/1 would be
+                 * other processes than ours (LeakSanitizer, for one, reads /proc/self/task). */
+                if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                        job_child_log(&c, LOG_LEVEL_DEBUG, "Cannot mount /proc for the job: %s", strerror(errno));
                 _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         }
         /* On cancel, the whole namespace goes (SIGKILL to its PID 1), and this process, the one the

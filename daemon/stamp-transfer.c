@@ -157,5 +157,12 @@ int main(int argc, char *argv[])
                         k = transfer_pull(&c, &a);
         } else
                 k = job_child_fail(&c, EINVAL, "stamp-transfer: unknown verb");
+
+        /* Import and pull chroot into the new image: no /proc is reachable from there, and exit
+         * handlers that need it (LeakSanitizer's, in a sanitizer build) would fail; skip them. */
+        if (streq(verb, "import") || streq(verb, "pull")) {
+                fflush(NULL);
+                _exit(k < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
         return k < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
