@@ -35,6 +35,9 @@ struct Authz {
         sd_event *event;
         GHashTable *requests;  /* sd_bus_message* → Request* */
         GHashTable *per_sender; /* sender → count */
+        /* Unique bus name → uid + 1 (GUINT_TO_POINTER). A unique name is never reused on a bus and a
+         * connection keeps its credentials, so an answer stays true; the table is bounded. */
+        GHashTable *uids;
         sd_event_source *purge_timer;
 
         /* The polkit thread and its mailbox back to the event loop. */
@@ -228,6 +231,28 @@ static int on_eventfd(sd_event_source *s, int fd, uint32_t revents, void *userda
         return 0;
 }
 
+/* The caller is not root: ask polkit, in its thread. */
+static void request_ask_polkit(Request *r)
+{
+        if (authz_start_thread(r->authz) < 0) {
+                request_finish(r, false, false, "cannot start the polkit thread");
+                return;
+        }
+        r->state = REQ_POLKIT;
+        r->in_thread = true;
+        r->cancellable = g_cancellable_new();
+        g_main_context_invoke(r->authz->context, polkit_start_check, r);
+}
+
+static void uid_remember(Authz *a, const char *sender, uint32_t uid)
+{
+        if (uid == UINT32_MAX)
+                return;
+        if (g_hash_table_size(a->uids) >= AUTHZ_UID_CACHE_MAX)
+                g_hash_table_remove_all(a->uids);
+        g_hash_table_replace(a->uids, g_strdup(sender), GUINT_TO_POINTER(uid + 1));
+}
+
 static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
 {
         Request *r = userdata;
@@ -245,20 +270,12 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 request_finish(r, false, false, "cannot read the caller's uid");
                 return 0;
         }
+        uid_remember(r->authz, r->sender, uid);
         if (uid == 0) {
                 request_finish(r, true, false, NULL);
                 return 0;
         }
-
-        k = authz_start_thread(r->authz);
-        if (k < 0) {
-                request_finish(r, false, false, "cannot start the polkit thread");
-                return 0;
-        }
-        r->state = REQ_POLKIT;
-        r->in_thread = true;
-        r->cancellable = g_cancellable_new();
-        g_main_context_invoke(r->authz->context, polkit_start_check, r);
+        request_ask_polkit(r);
         return 0;
 }
 
@@ -319,6 +336,7 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
         sd_bus *bus = sd_bus_message_get_bus(msg);
         const char *sender = sd_bus_message_get_sender(msg);
         _cleanup_free_ char *match = NULL;
+        unsigned cached_uid;
         Request *r;
         size_t n = 0;
         int k;
@@ -355,6 +373,9 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
 
         if (!sender) /* direct connection without a bus: only root can reach us that way */
                 return 1;
+        cached_uid = GPOINTER_TO_UINT(g_hash_table_lookup(a->uids, sender));
+        if (cached_uid == 1) /* root */
+                return 1;
 
         if (g_hash_table_size(a->requests) >= AUTHZ_PENDING_MAX)
                 return sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
@@ -383,15 +404,22 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
         g_hash_table_insert(a->requests, msg, r);
         sender_count_adjust(a, sender, +1);
 
-        /* Watch the caller: if it leaves while a person sits at a prompt, the call is dropped. */
-        if (asprintf(&match,
-                     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                     "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
-                     sender) < 0)
-                match = NULL;
-        if (match)
-                (void) sd_bus_add_match_async(bus, &r->vanish_slot, match, on_caller_vanished, NULL, r);
+        /* Watch the caller: if it leaves while a person sits at a prompt, the call is dropped. Only a
+         * call that allows a prompt can wait that long; the others are answered in moments. */
+        if (r->interactive) {
+                if (asprintf(&match,
+                             "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                             "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
+                             sender) < 0)
+                        match = NULL;
+                if (match)
+                        (void) sd_bus_add_match_async(bus, &r->vanish_slot, match, on_caller_vanished, NULL, r);
+        }
 
+        if (cached_uid != 0) { /* known, and not root */
+                request_ask_polkit(r);
+                return 0;
+        }
         k = sd_bus_call_method_async(bus, &r->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                      "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, r, "s",
                                      sender);
@@ -418,6 +446,7 @@ int authz_new(sd_event *event, Authz **ret)
         a->event = sd_event_ref(event);
         a->requests = g_hash_table_new(g_direct_hash, g_direct_equal);
         a->per_sender = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        a->uids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_mutex_init(&a->lock);
         g_queue_init(&a->done);
 
@@ -467,6 +496,7 @@ Authz *authz_free(Authz *a)
                 request_free(value);
         g_hash_table_destroy(a->requests);
         g_hash_table_destroy(a->per_sender);
+        g_hash_table_destroy(a->uids);
         g_queue_clear(&a->done);
 
         sd_event_source_disable_unref(a->eventfd_source);

@@ -6,6 +6,8 @@
 /* Caps on parked method calls waiting for an authorization decision. */
 #define AUTHZ_PENDING_MAX 256
 #define AUTHZ_PENDING_PER_CALLER_MAX 16
+/* Callers whose uid is remembered (see Authz.uids); the table is emptied when it is full. */
+#define AUTHZ_UID_CACHE_MAX 4096
 
 typedef struct Authz Authz;
 
@@ -21,7 +23,7 @@ Authz *authz_free(Authz *a);
  * (AccessDenied or InteractiveAuthorizationRequired) or when the cap on pending checks is reached.
  *
  * Root callers are authorized without asking polkit. The event loop never waits: the caller's uid
- * is asked of the bus asynchronously, and polkit runs in a thread of its own. */
+ * is asked of the bus asynchronously (once per connection), and polkit runs in a thread of its own. */
 int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
                  sd_bus_error *error);
 
