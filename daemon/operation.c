@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
-#include <sys/wait.h>
 
 #include "errors.h"
 #include "operation.h"
@@ -15,9 +14,9 @@ struct Operation {
         sd_bus_message *msg;
         char *sender;
         char **locks;
-        pid_t pid;
         int result_fd;
-        sd_event_source *child_source;
+        sd_event_source *result_source;
+        OperationChildFn work;
         OperationDoneFn done;
         void *userdata;
         void (*free_userdata)(void *);
@@ -33,7 +32,7 @@ static void operation_free(Operation *o)
         if (o->sender)
                 manager_operation_release(o->manager, o->sender);
         free(o->sender);
-        sd_event_source_disable_unref(o->child_source);
+        sd_event_source_disable_unref(o->result_source);
         safe_close(o->result_fd);
         sd_bus_message_unref(o->msg);
         if (o->free_userdata)
@@ -41,7 +40,27 @@ static void operation_free(Operation *o)
         free(o);
 }
 
-static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+typedef struct WorkerArgs {
+        Operation *operation;
+        int write_fd;
+} WorkerArgs;
+
+/* The worker thread: does the act, says how it went through the pipe, and ends. Until the event loop
+ * has read that, the Operation (and its userdata) stay alive and untouched by anyone else. */
+static gpointer operation_worker(gpointer p)
+{
+        WorkerArgs *w = p;
+        Operation *o = w->operation;
+        OperationResult r = {};
+
+        r.result = o->work(o->manager, o->userdata, r.message, sizeof r.message);
+        (void) loop_write(w->write_fd, &r, sizeof r);
+        safe_close(w->write_fd);
+        free(w);
+        return NULL;
+}
+
+static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Operation *o = userdata;
         OperationResult r = {.result = -EIO};
@@ -50,8 +69,7 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         n = read(o->result_fd, &r, sizeof r);
         if (n != (ssize_t) sizeof r) {
                 r.result = -EIO;
-                snprintf(r.message, sizeof r.message, "The operation's worker process ended without a result (%s %d)",
-                         si->si_code == CLD_EXITED ? "exit status" : "signal", si->si_status);
+                snprintf(r.message, sizeof r.message, "The operation ended without a result");
         }
         r.message[sizeof r.message - 1] = '\0';
 
@@ -118,29 +136,27 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 return k;
         }
         o->result_fd = pipefd[0];
+        o->work = child;
 
-        o->pid = safe_fork(true);
-        if (o->pid < 0) {
-                k = (int) o->pid;
+        k = sd_event_add_io(m->event, &o->result_source, o->result_fd, EPOLLIN, on_result, o);
+        if (k < 0) {
                 safe_close(pipefd[1]);
                 operation_free(o);
                 return k;
         }
-        if (o->pid == 0) {
-                OperationResult r = {};
-                safe_close(pipefd[0]);
-                r.result = child(m, userdata, r.message, sizeof r.message);
-                (void) loop_write(pipefd[1], &r, sizeof r);
-                _exit(EXIT_SUCCESS);
-        }
-        safe_close(pipefd[1]);
 
-        k = sd_event_add_child(m->event, &o->child_source, o->pid, WEXITED, on_child_exit, o);
-        if (k < 0) {
-                (void) kill(o->pid, SIGKILL);
-                (void) waitpid(o->pid, NULL, 0);
-                operation_free(o);
-                return k;
+        WorkerArgs *w = malloc(sizeof *w);
+        GThread *t = NULL;
+        if (w) {
+                *w = (WorkerArgs){.operation = o, .write_fd = pipefd[1]};
+                t = g_thread_try_new("operation", operation_worker, w, NULL);
         }
+        if (!t) {
+                free(w);
+                safe_close(pipefd[1]);
+                operation_free(o);
+                return -ENOMEM;
+        }
+        g_thread_unref(t); /* detached: it ends by itself */
         return 1;
 }

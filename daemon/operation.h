@@ -3,14 +3,18 @@
 
 #include "manager.h"
 
-/* A short act on disk (clone, remove, rename, read-only) done for one method call in a child
- * process, so the event loop never waits on the disk; the reply is sent when the child ends. */
+/* A short act on disk (clone, remove, rename, read-only) done for one method call in a worker
+ * thread, so the event loop never waits on the disk; the reply is sent when the worker is done.
+ * A thread, not a process: a fork and its reaping cost more than a snapshot's own overhead, and what
+ * the workers do (ioctls, *at() calls under the store, commands run to completion) needs no process
+ * of its own. A worker left mid-act by a crash leaves only a hidden temporary, removed at start. */
 
 typedef struct Operation Operation;
 
-/* Runs in the child. Returns 0 or a negative errno, with a sentence for the caller in @err. */
+/* Runs in the worker thread: touches only its userdata and the store fd. Returns 0 or a negative
+ * errno, with a sentence for the caller in @err. */
 typedef int (*OperationChildFn)(Manager *m, void *userdata, char *err, size_t errlen);
-/* Runs on the event loop after the child ended and the reply was sent; result as the child said. */
+/* Runs on the event loop after the worker is done and the reply was sent; result as it said. */
 typedef void (*OperationDoneFn)(Manager *m, int result, void *userdata);
 
 /* Start an operation answering @msg. The image names in @locks (NULL-terminated, may be NULL) are
