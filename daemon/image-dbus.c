@@ -59,6 +59,8 @@ int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
 
         if (why)
                 return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", name, why);
+        if (manager_image_has_readers(m, name))
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (being exported)", name);
         return 0;
 }
 

@@ -84,6 +84,8 @@ Job *job_free(Job *j)
                 g_hash_table_remove(j->manager->jobs, GUINT_TO_POINTER(j->id));
         if (j->lock_held)
                 manager_image_unlock(j->manager, j->image);
+        if (j->reader_held)
+                manager_image_reader_remove(j->manager, j->image);
         if (j->pid > 0 && j->child_source) {
                 /* Daemon shutting down with the job running: its namespace goes with it. */
                 (void) kill(-j->pid, SIGKILL);

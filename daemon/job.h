@@ -28,6 +28,7 @@ struct Job {
         const char *action; /* polkit action of the method that started it; CancelJob checks it too */
         bool makes_image;   /* ImageAdded on success */
         bool lock_held;
+        bool reader_held;   /* reads its (read-only) image in place: see manager_image_reader_add() */
 
         double progress; /* 0..1, -1 unknown */
         uint64_t progress_emitted_usec;

@@ -32,6 +32,7 @@ int manager_new(Manager **ret)
         m->next_job_id = 1;
         m->idle_timeout_usec = (uint64_t) DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
         m->busy_images = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->image_readers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->operations_per_caller = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->jobs = g_hash_table_new(g_direct_hash, g_direct_equal);
         m->machines = g_hash_table_new(g_str_hash, g_str_equal);
@@ -65,6 +66,7 @@ Manager *manager_free(Manager *m)
         sd_event_unref(m->event);
         safe_close(m->store_fd);
         g_hash_table_destroy(m->busy_images);
+        g_hash_table_destroy(m->image_readers);
         g_hash_table_destroy(m->operations_per_caller);
         g_hash_table_destroy(m->jobs);
         g_hash_table_destroy(m->machines);
@@ -174,6 +176,26 @@ void manager_image_unlock(Manager *m, const char *name)
 const char *manager_image_busy_reason(Manager *m, const char *name)
 {
         return g_hash_table_lookup(m->busy_images, name);
+}
+
+void manager_image_reader_add(Manager *m, const char *name)
+{
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->image_readers, name));
+        g_hash_table_replace(m->image_readers, g_strdup(name), GUINT_TO_POINTER(n + 1));
+}
+
+void manager_image_reader_remove(Manager *m, const char *name)
+{
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->image_readers, name));
+        if (n <= 1)
+                g_hash_table_remove(m->image_readers, name);
+        else
+                g_hash_table_replace(m->image_readers, g_strdup(name), GUINT_TO_POINTER(n - 1));
+}
+
+bool manager_image_has_readers(Manager *m, const char *name)
+{
+        return g_hash_table_contains(m->image_readers, name);
 }
 
 int manager_operation_acquire(Manager *m, const char *sender)

@@ -32,6 +32,9 @@ typedef struct Manager {
 
         /* Image names held by an operation, a job or a machine (name → reason string, static). */
         GHashTable *busy_images;
+        /* Read-only images read in place by a job (name → count, GUINT_TO_POINTER): nothing may remove,
+         * rename or unlock them meanwhile; machines may still run on them read-only. */
+        GHashTable *image_readers;
 
         GHashTable *jobs;     /* uint32 id → Job* */
         uint32_t next_job_id;
@@ -70,6 +73,9 @@ void manager_note_activity(Manager *m);
 int manager_image_lock(Manager *m, const char *name, const char *reason);
 void manager_image_unlock(Manager *m, const char *name);
 const char *manager_image_busy_reason(Manager *m, const char *name);
+void manager_image_reader_add(Manager *m, const char *name);
+void manager_image_reader_remove(Manager *m, const char *name);
+bool manager_image_has_readers(Manager *m, const char *name);
 
 /* Per-caller accounting of operations; -EUSERS (→ LimitsExceeded) when a cap is hit. */
 int manager_operation_acquire(Manager *m, const char *sender);

@@ -46,7 +46,8 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        /* No lock: exports read a snapshot, so they run beside machines, other exports and changes. */
+        /* No lock: exports read a snapshot or a read-only image, so they run beside machines, other
+         * exports and changes. */
         k = job_new(m, JOB_EXPORT_TAR, name, false, msg, &j, error);
         if (k < 0)
                 return k;
@@ -56,9 +57,14 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
                                          strerror(errno));
 
-        /* Every subvolume is exported from a read-only snapshot: it is instant, and the export then
-         * does not depend on what happens to the image (or a machine running on it) meanwhile. */
-        if (m->store_is_btrfs && img->type == IMAGE_SUBVOLUME) {
+        /* A read-only image is read in place, held read-only until the export ends (its pages are
+         * likely cached; a snapshot's are not). A writable subvolume is exported from a read-only
+         * snapshot: it is instant, and the export then does not depend on what happens to the image
+         * (or a machine running on it) meanwhile. */
+        if (img->read_only && !manager_image_busy_reason(m, name)) {
+                manager_image_reader_add(m, name);
+                j->reader_held = true;
+        } else if (m->store_is_btrfs && img->type == IMAGE_SUBVOLUME) {
                 j->temp_name = store_temp_name(name);
                 if (!j->temp_name)
                         return -ENOMEM;
@@ -68,7 +74,7 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         char usage[24];
         snprintf(usage, sizeof usage, "%" PRIu64, img->usage);
         const char *argv[] = {"stamp-transfer", "export", "--name", name, "--format", export_format_to_string(format),
-                              "--read-only", yes_no(img->read_only), "--usage", usage, "--snapshot", yes_no(snapshot),
+                              "--read-only", yes_no(j->reader_held), "--usage", usage, "--snapshot", yes_no(snapshot),
                               NULL};
         const int fds[] = {image_fd, fd};
         k = job_start_exec(j, msg, argv, fds, ELEMENTSOF(fds));

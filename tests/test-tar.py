@@ -413,7 +413,7 @@ class RoundTripTest(TarTestCase):
         path = os.path.join(self.dir, 'rich.tar.xz')
         self.assertJobDone(self.export_to_file('rich', 'xz', path))
         after = store_state(self.store)
-        del before['.'], after['.']  # the export's snapshot came and went
+        # read in place: not even a snapshot came and went in the store
         self.assertEqual(after, before)
         self.assertTrue(subvolume_read_only(self.src))
         self.assertJobDone(self.import_file(path, 'copy'))
@@ -610,6 +610,65 @@ while True:
         f.write(str(n))
     os.rename(counter + '.new', counter)
 '''
+
+
+class ReadOnlyInPlaceTest(TarTestCase):
+    """A read-only image is exported in place, and held read-only until the
+    export ends: nothing removes, renames or unlocks it meanwhile."""
+
+    def setUp(self):
+        super().setUp()
+        self.src = make_image(self.store, 'tpl')
+        with open(os.path.join(self.src, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(4 << 20))
+        self.root.manager('MarkImageReadOnly', 'tpl', True)
+        self.expected = tree_state(self.src)
+
+    def start_paused_export(self):
+        path = os.path.join(self.dir, 'tpl.tar')
+        job, reader = self.export_to_pipe('tpl', 'uncompressed', path, pause_after=64 << 10)
+        self.assertTrue(reader.paused.wait(30), 'the export wrote nothing')
+        return path, job, reader
+
+    def assertRefusedWhileExported(self):
+        before = store_state(self.store)
+        for method, args in (('RemoveImage', ('tpl',)), ('RenameImage', ('tpl', 'moved')),
+                             ('MarkImageReadOnly', ('tpl', False))):
+            with self.subTest(method=method):
+                err = self.assertDBusError(STAMP_ERROR + 'ImageBusy', self.root.manager, method, *args)
+                self.assertIn('being exported', str(err))
+        self.assertEqual(store_state(self.store), before)
+        self.assertTrue(subvolume_read_only(self.src))
+
+    def test_held_read_only_while_exported_in_place(self):
+        path, job, reader = self.start_paused_export()
+        self.assertEqual(temporaries(self.store), [], 'a read-only image needs no snapshot')
+        self.assertRefusedWhileExported()
+        # reading it is fine: a clone, and a second export beside the first
+        self.root.manager('CloneImage', 'tpl', 'copy', False)
+        self.assertEqual(self.root.image_props('copy')['Origin'], 'tpl')
+        self.assertJobDone(self.export_to_file('tpl', 'zstd', os.path.join(self.dir, 'second.tar.zst')))
+        self.assertRefusedWhileExported()  # the first still holds it
+
+        reader.resume.set()
+        self.assertJobDone(self.jobs.wait(job))
+        reader.join()
+        self.assertJobDone(self.import_file(path, 'back'))
+        self.assertEqual(tree_state(os.path.join(self.store, 'back')), self.expected)
+        # released with the job
+        self.root.manager('MarkImageReadOnly', 'tpl', False)
+        self.root.manager('RemoveImage', 'tpl')
+        self.assertNotIn('tpl', self.root.list_images())
+
+    def test_released_when_canceled(self):
+        _, job, reader = self.start_paused_export()
+        self.root.manager('CancelJob', job[0])
+        reader.resume.set()
+        self.assertEqual(self.jobs.wait(job)[0], 'canceled')
+        reader.join()
+        self.root.manager('RenameImage', 'tpl', 'moved')
+        self.assertEqual(sorted(self.root.list_images()), ['moved'])
+        self.assertEqual(temporaries(self.store), [])
 
 
 class EarlyCloseTest(TarTestCase):
