@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include <glib.h>
+
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
 #include <linux/magic.h>
@@ -32,6 +34,22 @@ int fd_is_subvolume(int fd)
                 return 0;
         k = fd_is_btrfs(fd);
         return k;
+}
+
+int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret)
+{
+        struct btrfs_ioctl_get_subvol_info_args args = {};
+
+        if (ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &args) < 0)
+                return -errno;
+        *ret = (BtrfsSubvolInfo){
+                .id = args.treeid,
+                .read_only = (args.flags & BTRFS_ROOT_SUBVOL_RDONLY) != 0,
+                .otime_usec = args.otime.sec * UINT64_C(1000000) + args.otime.nsec / 1000,
+        };
+        memcpy(ret->uuid, args.uuid, 16);
+        memcpy(ret->parent_uuid, args.parent_uuid, 16);
+        return 0;
 }
 
 int btrfs_quota_enable(int fd)
@@ -106,5 +124,175 @@ int btrfs_resize_max(int fd)
         strcpy(args.name, "max");
         if (ioctl(fd, BTRFS_IOC_RESIZE, &args) < 0)
                 return -errno;
+        return 0;
+}
+
+/* ---- whole-tree searches: one pass instead of an ioctl per subvolume ---- */
+
+#define SEARCH_BUFFER_SIZE (256 * 1024)
+
+typedef int (*SearchItemFn)(const struct btrfs_ioctl_search_header *sh, const void *body, void *userdata);
+
+/* Call @fn for every item of tree @tree_id with a key between @min and @max (objectid, type,
+ * offset compared in that order; items of other types in between are passed too: filter them). */
+static int tree_search(int fd, uint64_t tree_id, const struct btrfs_key *min, const struct btrfs_key *max,
+                       SearchItemFn fn, void *userdata)
+{
+        g_autofree struct btrfs_ioctl_search_args_v2 *args = g_malloc0(sizeof *args + SEARCH_BUFFER_SIZE);
+        struct btrfs_ioctl_search_key *key = &args->key;
+
+        key->tree_id = tree_id;
+        key->min_objectid = min->objectid;
+        key->min_type = min->type;
+        key->min_offset = min->offset;
+        key->max_objectid = max->objectid;
+        key->max_type = max->type;
+        key->max_offset = max->offset;
+        key->max_transid = UINT64_MAX;
+
+        for (;;) {
+                struct btrfs_ioctl_search_header sh = {};
+                size_t at = 0;
+
+                key->nr_items = UINT32_MAX;
+                args->buf_size = SEARCH_BUFFER_SIZE;
+                if (ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, args) < 0)
+                        return -errno;
+                if (key->nr_items == 0)
+                        return 0;
+                for (uint32_t i = 0; i < key->nr_items; i++) {
+                        int k;
+
+                        if (at + sizeof sh > SEARCH_BUFFER_SIZE)
+                                return -EBADMSG;
+                        memcpy(&sh, args->buf + at, sizeof sh);
+                        at += sizeof sh;
+                        if (sh.len > SEARCH_BUFFER_SIZE - at)
+                                return -EBADMSG;
+                        k = fn(&sh, args->buf + at, userdata);
+                        if (k < 0)
+                                return k;
+                        at += sh.len;
+                }
+                /* Go on after the last key seen. */
+                key->min_objectid = sh.objectid;
+                key->min_type = sh.type;
+                key->min_offset = sh.offset;
+                if (key->min_offset < UINT64_MAX)
+                        key->min_offset++;
+                else if (key->min_type < UINT8_MAX) {
+                        key->min_type++;
+                        key->min_offset = 0;
+                } else if (key->min_objectid < key->max_objectid) {
+                        key->min_objectid++;
+                        key->min_type = 0;
+                        key->min_offset = 0;
+                } else
+                        return 0;
+        }
+}
+
+typedef struct SubvolScan {
+        uint64_t parent_id;  /* the subvolume holding the directory */
+        uint64_t dir_ino;    /* the directory */
+        uint64_t current_id; /* the subvolume whose root item was seen last */
+        BtrfsSubvolInfo current;
+        bool have_current;
+        GHashTable *found;
+} SubvolScan;
+
+static int on_root_tree_item(const struct btrfs_ioctl_search_header *sh, const void *body, void *userdata)
+{
+        SubvolScan *s = userdata;
+
+        if (sh->type == BTRFS_ROOT_ITEM_KEY) {
+                struct btrfs_root_item ri;
+
+                s->have_current = false;
+                /* Root items written by very old kernels lack UUIDs and times: leave those out. */
+                if (sh->len < offsetof(struct btrfs_root_item, otime) + sizeof ri.otime)
+                        return 0;
+                memcpy(&ri, body, MIN(sizeof ri, (size_t) sh->len));
+                s->current_id = sh->objectid;
+                s->current = (BtrfsSubvolInfo){
+                        .id = sh->objectid,
+                        .read_only = (le64toh(ri.flags) & BTRFS_ROOT_SUBVOL_RDONLY) != 0,
+                        .otime_usec = le64toh(ri.otime.sec) * UINT64_C(1000000) + le32toh(ri.otime.nsec) / 1000,
+                };
+                memcpy(s->current.uuid, ri.uuid, 16);
+                memcpy(s->current.parent_uuid, ri.parent_uuid, 16);
+                s->have_current = true;
+        } else if (sh->type == BTRFS_ROOT_BACKREF_KEY && s->have_current && sh->objectid == s->current_id &&
+                   sh->offset == s->parent_id && sh->len >= sizeof(struct btrfs_root_ref)) {
+                struct btrfs_root_ref ref;
+                size_t name_len;
+
+                memcpy(&ref, body, sizeof ref);
+                name_len = le16toh(ref.name_len);
+                if (le64toh(ref.dirid) != s->dir_ino || name_len == 0 || name_len > sh->len - sizeof ref)
+                        return 0;
+                g_hash_table_replace(s->found, g_strndup((const char *) body + sizeof ref, name_len),
+                                     g_memdup2(&s->current, sizeof s->current));
+        }
+        return 0;
+}
+
+int btrfs_subvols_in_dir(int dir_fd, GHashTable **ret)
+{
+        struct btrfs_ioctl_ino_lookup_args lookup = {.objectid = BTRFS_FIRST_FREE_OBJECTID};
+        const struct btrfs_key min = {.objectid = BTRFS_FIRST_FREE_OBJECTID, .type = BTRFS_ROOT_ITEM_KEY},
+                               max = {.objectid = BTRFS_LAST_FREE_OBJECTID,
+                                      .type = BTRFS_ROOT_BACKREF_KEY,
+                                      .offset = UINT64_MAX};
+        SubvolScan s = {};
+        struct stat st;
+        int k;
+
+        if (fstat(dir_fd, &st) < 0)
+                return -errno;
+        if (ioctl(dir_fd, BTRFS_IOC_INO_LOOKUP, &lookup) < 0)
+                return -errno;
+        s.parent_id = lookup.treeid;
+        s.dir_ino = st.st_ino;
+        s.found = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        k = tree_search(dir_fd, BTRFS_ROOT_TREE_OBJECTID, &min, &max, on_root_tree_item, &s);
+        if (k < 0) {
+                g_hash_table_destroy(s.found);
+                return k;
+        }
+        *ret = s.found;
+        return 0;
+}
+
+static int on_qgroup_info(const struct btrfs_ioctl_search_header *sh, const void *body, void *userdata)
+{
+        struct btrfs_qgroup_info_item info;
+        BtrfsQgroupUsage *u;
+
+        /* Level-0 groups only: their id is the subvolume's. */
+        if (sh->type != BTRFS_QGROUP_INFO_KEY || sh->objectid != 0 || (sh->offset >> 48) != 0 ||
+            sh->len < sizeof info)
+                return 0;
+        memcpy(&info, body, sizeof info);
+        u = g_new(BtrfsQgroupUsage, 1);
+        u->referenced = le64toh(info.rfer);
+        u->exclusive = le64toh(info.excl);
+        g_hash_table_replace(userdata, g_memdup2(&sh->offset, sizeof sh->offset), u);
+        return 0;
+}
+
+int btrfs_qgroup_usage_all(int fd, GHashTable **ret)
+{
+        const struct btrfs_key min = {.objectid = 0, .type = BTRFS_QGROUP_INFO_KEY, .offset = 0},
+                               max = {.objectid = 0, .type = BTRFS_QGROUP_INFO_KEY, .offset = UINT64_MAX};
+        GHashTable *found = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        int k;
+
+        k = tree_search(fd, BTRFS_QUOTA_TREE_OBJECTID, &min, &max, on_qgroup_info, found);
+        if (k < 0) {
+                g_hash_table_destroy(found);
+                return k;
+        }
+        *ret = found;
         return 0;
 }

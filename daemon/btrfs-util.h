@@ -4,11 +4,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <glib.h>
+
 /* Checks and the few btrfs ioctls libbtrfsutil does not wrap (quota groups, resize). */
 
 int fd_is_btrfs(int fd);
 /* > 0 if @fd is the root directory of a btrfs subvolume. */
 int fd_is_subvolume(int fd);
+
+/* What one BTRFS_IOC_GET_SUBVOL_INFO tells of the subvolume whose root is @fd. */
+typedef struct BtrfsSubvolInfo {
+        uint64_t id;
+        bool read_only;
+        uint8_t uuid[16];
+        uint8_t parent_uuid[16];
+        uint64_t otime_usec;
+} BtrfsSubvolInfo;
+/* One ioctl, no privilege needed. -ENOTTY (or another errno) if @fd is not a btrfs subvolume root's
+ * directory; callers check st_ino == BTRFS_FIRST_FREE_OBJECTID first, which is cheaper. */
+int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret);
 
 int btrfs_quota_enable(int fd);
 /* > 0 if quota groups are enabled on the filesystem of @fd. */
@@ -17,3 +31,15 @@ int btrfs_quota_is_enabled(int fd);
 int btrfs_qgroup_usage(int fd, uint64_t subvol_id, uint64_t *ret_referenced, uint64_t *ret_exclusive);
 /* Grow the filesystem of @fd to the size of its (only) device. */
 int btrfs_resize_max(int fd);
+
+/* Every subvolume whose root is an entry of the directory @dir_fd, found with one search of the
+ * root tree (CAP_SYS_ADMIN): entry name → BtrfsSubvolInfo* (g_free'd by the table). */
+int btrfs_subvols_in_dir(int dir_fd, GHashTable **ret);
+
+typedef struct BtrfsQgroupUsage {
+        uint64_t referenced;
+        uint64_t exclusive;
+} BtrfsQgroupUsage;
+/* Usage of every level-0 quota group of the file system of @fd, in one search of the quota tree:
+ * subvolume id (a g_int64 key) → BtrfsQgroupUsage*. */
+int btrfs_qgroup_usage_all(int fd, GHashTable **ret);

@@ -348,6 +348,17 @@ static int property_get_template(sd_bus *bus, const char *path, const char *inte
         return sd_bus_message_append(reply, "b", image_is_template(img->manager, img));
 }
 
+static int property_get_path(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        _cleanup_free_ char *p = NULL;
+
+        if (asprintf(&p, "%s/%s", img->manager->store, img->name) < 0)
+                return -ENOMEM;
+        return sd_bus_message_append(reply, "s", p);
+}
+
 static int property_get_origin(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -486,7 +497,7 @@ static int method_mark_read_only(sd_bus_message *msg, void *userdata, sd_bus_err
 const sd_bus_vtable image_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Image, name), 0),
-        SD_BUS_PROPERTY("Path", "s", NULL, offsetof(Image, path), 0),
+        SD_BUS_PROPERTY("Path", "s", property_get_path, 0, 0),
         SD_BUS_PROPERTY("Type", "s", property_get_type, 0, 0),
         SD_BUS_PROPERTY("ReadOnly", "b", property_get_read_only, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CreationTimestamp", "t", NULL, offsetof(Image, crtime_usec), 0),

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/btrfs_tree.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <sys/ioctl.h>
@@ -26,7 +27,6 @@ Image *image_free(Image *i)
         if (!i)
                 return NULL;
         free(i->name);
-        free(i->path);
         free(i);
         return NULL;
 }
@@ -42,40 +42,68 @@ static int image_open(Manager *m, const char *name)
         return fd < 0 ? -errno : fd;
 }
 
-static int image_load_fd(Manager *m, const char *name, int fd, Image **ret)
+/* Remember under which name a subvolume was seen, so Origin need not list the whole store. */
+static void uuid_hint_note(Manager *m, const Image *img)
 {
-        _cleanup_image_ Image *img = NULL;
-        struct statx stx;
+        char hex[33];
 
-        img = calloc(1, sizeof *img);
+        if (!img->has_uuid)
+                return;
+        if (g_hash_table_size(m->uuid_hints) >= UUID_HINTS_MAX)
+                g_hash_table_remove_all(m->uuid_hints);
+        uuid_to_hex(img->uuid, hex);
+        g_hash_table_replace(m->uuid_hints, g_strdup(hex), g_strdup(img->name));
+}
+
+static Image *image_new(Manager *m, const char *name)
+{
+        _cleanup_image_ Image *img = calloc(1, sizeof *img);
+
         if (!img)
-                return -ENOMEM;
+                return NULL;
         img->manager = m;
         img->name = strdup(name);
-        if (!img->name || asprintf(&img->path, "%s/%s", m->store, name) < 0)
-                return -ENOMEM;
+        if (!img->name)
+                return NULL;
         img->usage = img->usage_exclusive = UINT64_MAX;
+        return TAKE_PTR(img);
+}
 
+static void image_set_times(Image *img, const struct statx *stx)
+{
+        img->mtime_usec = (uint64_t) stx->stx_mtime.tv_sec * USEC_PER_SEC + stx->stx_mtime.tv_nsec / 1000;
+        if (stx->stx_mask & STATX_BTIME)
+                img->crtime_usec = (uint64_t) stx->stx_btime.tv_sec * USEC_PER_SEC + stx->stx_btime.tv_nsec / 1000;
+}
+
+static void image_set_subvolume(Image *img, const BtrfsSubvolInfo *info)
+{
+        img->type = IMAGE_SUBVOLUME;
+        img->subvol_id = info->id;
+        img->read_only = info->read_only;
+        img->has_uuid = true;
+        memcpy(img->uuid, info->uuid, 16);
+        memcpy(img->parent_uuid, info->parent_uuid, 16);
+        img->crtime_usec = info->otime_usec;
+}
+
+static int image_load_fd(Manager *m, const char *name, int fd, Image **ret)
+{
+        _cleanup_image_ Image *img = image_new(m, name);
+        BtrfsSubvolInfo info;
+        struct statx stx;
+
+        if (!img)
+                return -ENOMEM;
         if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME | STATX_MTIME | STATX_INO, &stx) < 0)
                 return -errno;
-        img->mtime_usec = (uint64_t) stx.stx_mtime.tv_sec * USEC_PER_SEC + stx.stx_mtime.tv_nsec / 1000;
-        if (stx.stx_mask & STATX_BTIME)
-                img->crtime_usec = (uint64_t) stx.stx_btime.tv_sec * USEC_PER_SEC + stx.stx_btime.tv_nsec / 1000;
+        image_set_times(img, &stx);
 
-        if (m->store_is_btrfs && fd_is_subvolume(fd) > 0) {
-                struct btrfs_util_subvolume_info info;
-                bool ro = false;
-
-                img->type = IMAGE_SUBVOLUME;
-                if (btrfs_util_subvolume_info_fd(fd, 0, &info) == BTRFS_UTIL_OK) {
-                        img->subvol_id = info.id;
-                        img->has_uuid = true;
-                        memcpy(img->uuid, info.uuid, 16);
-                        memcpy(img->parent_uuid, info.parent_uuid, 16);
-                        img->crtime_usec = (uint64_t) info.otime.tv_sec * USEC_PER_SEC + info.otime.tv_nsec / 1000;
-                }
-                if (btrfs_util_get_subvolume_read_only_fd(fd, &ro) == BTRFS_UTIL_OK)
-                        img->read_only = ro;
+        /* A subvolume's root directory is always inode 256; one ioctl then says the rest (a foreign
+         * file system mounted in the store answers it with ENOTTY and is a directory image). */
+        if (m->store_is_btrfs && stx.stx_ino == BTRFS_FIRST_FREE_OBJECTID &&
+            btrfs_subvol_info_fd(fd, &info) >= 0) {
+                image_set_subvolume(img, &info);
                 if (m->quota_enabled && img->subvol_id != 0)
                         (void) btrfs_qgroup_usage(fd, img->subvol_id, &img->usage, &img->usage_exclusive);
         } else {
@@ -87,6 +115,7 @@ static int image_load_fd(Manager *m, const char *name, int fd, Image **ret)
                         img->read_only = (attr & FS_IMMUTABLE_FL) != 0;
         }
 
+        uuid_hint_note(m, img);
         *ret = TAKE_PTR(img);
         return 0;
 }
@@ -111,9 +140,53 @@ static gint image_compare(gconstpointer a, gconstpointer b)
         return strcmp(x->name, y->name);
 }
 
+/* One entry of the store for image_list(): from what the whole-store searches found and one statx
+ * by name, without opening it; what they cannot tell is loaded the slow way. */
+static int image_list_entry(Manager *m, const char *name, GHashTable *subvols, GHashTable *usage, Image **ret)
+{
+        _cleanup_image_ Image *img = NULL;
+        const BtrfsSubvolInfo *info = NULL;
+        struct statx stx;
+
+        if (!subvols)
+                return image_load(m, name, ret);
+        if (statx(m->store_fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE | STATX_BTIME | STATX_MTIME | STATX_INO,
+                  &stx) < 0)
+                return -errno;
+        if (!S_ISDIR(stx.stx_mode))
+                return -ENOENT;
+        if (stx.stx_ino == BTRFS_FIRST_FREE_OBJECTID) {
+                info = g_hash_table_lookup(subvols, name);
+                if (!info) /* made after the search, or something mounted here */
+                        return image_load(m, name, ret);
+        } else if (!(stx.stx_attributes_mask & STATX_ATTR_IMMUTABLE))
+                return image_load(m, name, ret);
+
+        img = image_new(m, name);
+        if (!img)
+                return -ENOMEM;
+        image_set_times(img, &stx);
+        if (info) {
+                image_set_subvolume(img, info);
+                if (usage) {
+                        const BtrfsQgroupUsage *u = g_hash_table_lookup(usage, &info->id);
+                        if (u) {
+                                img->usage = u->referenced;
+                                img->usage_exclusive = u->exclusive;
+                        }
+                }
+        } else {
+                img->type = IMAGE_DIRECTORY;
+                img->read_only = (stx.stx_attributes & STATX_ATTR_IMMUTABLE) != 0;
+        }
+        *ret = TAKE_PTR(img);
+        return 0;
+}
+
 int image_list(Manager *m, GPtrArray **ret)
 {
         g_autoptr(GPtrArray) images = g_ptr_array_new_with_free_func(image_free_void);
+        g_autoptr(GHashTable) subvols = NULL, usage = NULL;
         _cleanup_close_ int dfd = -1;
         DIR *d;
         struct dirent *de;
@@ -126,18 +199,20 @@ int image_list(Manager *m, GPtrArray **ret)
                 return -errno;
         dfd = -1; /* owned by d now */
 
+        /* Two searches of btrfs's trees say what an ioctl per image would (the root tree: which
+         * subvolumes sit in the store, their UUIDs, times and flags; the quota tree: usage). Without
+         * them (no privilege for the search, say) each image is opened and asked. */
+        if (m->store_is_btrfs && btrfs_subvols_in_dir(m->store_fd, &subvols) >= 0 && m->quota_enabled)
+                (void) btrfs_qgroup_usage_all(m->store_fd, &usage);
+
         while ((de = readdir(d))) {
-                _cleanup_close_ int fd = -1;
                 Image *img = NULL;
 
                 if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
                         continue;
                 if (!image_name_is_valid(de->d_name))
                         continue; /* hidden temporaries and foreign names */
-                fd = image_open(m, de->d_name);
-                if (fd < 0)
-                        continue;
-                if (image_load_fd(m, de->d_name, fd, &img) >= 0)
+                if (image_list_entry(m, de->d_name, subvols, usage, &img) >= 0)
                         g_ptr_array_add(images, img);
         }
         closedir(d);
@@ -156,10 +231,27 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
         if (!img->has_uuid || memcmp(img->parent_uuid, zero, 16) == 0)
                 return 0;
         if (!all) {
+                const char *hint;
+                char hex[33];
+
+                /* Usually the origin was seen before (a clone's source is loaded to check it exists):
+                 * one image to load instead of all of them, if it still is what it was. */
+                uuid_to_hex(img->parent_uuid, hex);
+                hint = g_hash_table_lookup(m->uuid_hints, hex);
+                if (hint) {
+                        _cleanup_image_ Image *o = NULL;
+                        if (image_load(m, hint, &o) >= 0 && o->has_uuid &&
+                            memcmp(o->uuid, img->parent_uuid, 16) == 0) {
+                                *ret = strdup(o->name);
+                                return *ret ? 1 : -ENOMEM;
+                        }
+                }
                 int k = image_list(m, &owned);
                 if (k < 0)
                         return k;
                 all = owned;
+                for (guint i = 0; i < all->len; i++)
+                        uuid_hint_note(m, all->pdata[i]);
         }
         for (guint i = 0; i < all->len; i++) {
                 const Image *o = all->pdata[i];
@@ -203,8 +295,7 @@ bool image_is_template(Manager *m, const Image *img)
         uuid = g_variant_lookup_value(recipe, "uuid", G_VARIANT_TYPE_STRING);
         if (!uuid)
                 return false;
-        for (int i = 0; i < 16; i++)
-                snprintf(hex + 2 * i, 3, "%02x", img->uuid[i]);
+        uuid_to_hex(img->uuid, hex);
         return streq(g_variant_get_string(uuid, NULL), hex);
 }
 

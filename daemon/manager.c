@@ -37,6 +37,7 @@ int manager_new(Manager **ret)
         m->jobs = g_hash_table_new(g_direct_hash, g_direct_equal);
         m->machines = g_hash_table_new(g_str_hash, g_str_equal);
         m->image_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, image_free_void);
+        m->uuid_hints = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 
         k = sd_event_default(&m->event);
         if (k < 0)
@@ -62,6 +63,7 @@ Manager *manager_free(Manager *m)
         sd_event_source_disable_unref(m->pool_timer);
         sd_event_source_disable_unref(m->image_cache_flush);
         g_hash_table_destroy(m->image_cache);
+        g_hash_table_destroy(m->uuid_hints);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         safe_close(m->store_fd);

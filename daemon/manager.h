@@ -50,6 +50,9 @@ typedef struct Manager {
         /* Images loaded for the bus call being dispatched (name → Image*), dropped right after it. */
         GHashTable *image_cache;
         sd_event_source *image_cache_flush;
+        /* Hints for Origin: subvolume UUID (hex) → the name it was last seen under. Always checked
+         * against the image before use; cleared when it grows past UUID_HINTS_MAX. */
+        GHashTable *uuid_hints;
         uint64_t last_activity_usec;
 } Manager;
 

@@ -16,6 +16,7 @@
 #include <btrfsutil.h>
 
 #include "authz.h"
+#include "btrfs-util.h"
 #include "config.h"
 #include "errors.h"
 #include "image.h"
@@ -1176,11 +1177,11 @@ static int template_run(JobChild *c, void *userdata)
         if (tree_fd < 0 || fchmod(tree_fd, 0755) < 0)
                 return job_child_fail(c, errno, "Cannot open the new tree: %s", strerror(errno));
         if (subvolume) {
-                struct btrfs_util_subvolume_info info;
-                if (btrfs_util_subvolume_info_fd(tree_fd, 0, &info) != BTRFS_UTIL_OK)
-                        return job_child_fail(c, errno ?: EIO, "Cannot read the new subvolume's UUID");
-                for (int i = 0; i < 16; i++)
-                        snprintf(uuid + 2 * i, 3, "%02x", info.uuid[i]);
+                BtrfsSubvolInfo info;
+                int r = btrfs_subvol_info_fd(tree_fd, &info);
+                if (r < 0)
+                        return job_child_fail(c, -r, "Cannot read the new subvolume's UUID: %s", strerror(-r));
+                uuid_to_hex(info.uuid, uuid);
         }
         b.tree_fd = tree_fd;
         target = g_strdup_printf("%s/%s", c->store, temp);

@@ -117,6 +117,40 @@ class PropertiesTest(ImageTestCase):
         self.assertLessEqual(abs(props['CreationTimestamp'] // 10**6 - birth), 1, info)
         self.assertEqual(props['ModificationTimestamp'] // 10**6, int(st.st_mtime))
 
+    def test_list_agrees_with_each_image(self):
+        """ListImages reads the whole store in two tree searches; GetImage opens
+        one image. Both must say the same of every kind of entry."""
+        self.root.manager('CloneImage', 'base', 'snap', False)
+        make_image(self.store, 'frozen', read_only=True)
+        make_image(self.store, 'plain', kind='directory')
+        make_image(self.store, 'locked', kind='directory')
+        subprocess.run(['chattr', '+i', self.path('locked')], check=True)
+        self.addCleanup(subprocess.run, ['chattr', '-i', self.path('locked')], check=True)
+        # not images: a subvolume one level down, a hidden one, a file, a link to an image
+        subprocess.run(['btrfs', '-q', 'subvolume', 'create', self.path('plain/nested')], check=True)
+        subprocess.run(['btrfs', '-q', 'subvolume', 'create', self.path('.hidden')], check=True)
+        open(self.path('file'), 'w').close()
+        os.symlink('base', self.path('link'))
+        with open(self.path('snap/srv/blob'), 'wb') as f:
+            f.write(os.urandom(1 << 20))
+        subprocess.run(['btrfs', 'filesystem', 'sync', self.store], check=True)
+
+        listed = self.root.list_images()
+        self.assertEqual(sorted(listed), ['base', 'frozen', 'locked', 'plain', 'snap'])
+        for name, (kind, ro, crtime, mtime, usage, obj) in listed.items():
+            with self.subTest(image=name):
+                props = self.root.image_props(name)
+                self.assertEqual(obj, image_path(name))
+                self.assertEqual((kind, ro, crtime, mtime, usage),
+                                 (props['Type'], props['ReadOnly'], props['CreationTimestamp'],
+                                  props['ModificationTimestamp'], props['Usage']))
+        self.assertEqual([listed[n][:2] for n in ('base', 'frozen', 'locked', 'plain', 'snap')],
+                         [('subvolume', False), ('subvolume', True), ('directory', True),
+                          ('directory', False), ('subvolume', False)])
+        self.assertLess(listed['snap'][4], UINT64_MAX)
+        self.assertEqual(listed['plain'][4], UINT64_MAX)
+        self.assertEqual(self.root.image_props('snap')['Origin'], 'base')
+
     def test_read_only_follows_btrfs_flag(self):
         make_image(self.store, 'frozen', read_only=True)
         self.assertTrue(self.root.image_props('frozen')['ReadOnly'])
