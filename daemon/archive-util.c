@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
 #include <fcntl.h>
-#include <fts.h>
 #include <locale.h>
 #include <poll.h>
 #include <sched.h>
@@ -110,6 +109,7 @@ static bool path_is_root(const char *path)
 typedef struct Progress {
         JobChild *c;
         uint64_t total; /* 0: unknown, nothing is reported */
+        const TreeTotal *live_total; /* if set, the total is read from here: it may come later */
         uint64_t done;
         uint64_t next_usec;
 } Progress;
@@ -120,6 +120,8 @@ static void progress_add(Progress *p, uint64_t n)
         double v;
 
         p->done += n;
+        if (p->live_total)
+                p->total = atomic_load_explicit(&p->live_total->bytes, memory_order_relaxed);
         if (p->total == 0)
                 return;
         now = now_usec(CLOCK_MONOTONIC);
@@ -302,7 +304,7 @@ static void linkresolver_freep(struct archive_entry_linkresolver **r)
                 archive_entry_linkresolver_free(*r);
 }
 
-int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, uint64_t total_bytes, char *err,
+int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, const TreeTotal *total, char *err,
                        size_t errlen)
 {
         _cleanup_(archive_read_freep) struct archive *disk = archive_read_disk_new();
@@ -310,7 +312,7 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
         _cleanup_(linkresolver_freep) struct archive_entry_linkresolver *resolver =
                 archive_entry_linkresolver_new();
         _cleanup_(archive_entry_freep) struct archive_entry *e = NULL;
-        Progress progress = {.c = c, .total = total_bytes};
+        Progress progress = {.c = c, .live_total = total};
         Sink sink = {.fd = out_fd};
         int r, k;
 
@@ -403,28 +405,81 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
         return 0;
 }
 
-uint64_t tree_count_bytes(int tree_fd)
+/* Add up the file data below the directory @dfd (taken over), not leaving the file system @dev. */
+static void count_dir(TreeTotal *t, int dfd, dev_t dev, unsigned depth, uint64_t *sum)
 {
-        char *const paths[] = {(char *) ".", NULL};
-        uint64_t total = 0;
-        FTSENT *ent;
-        FTS *fts;
+        DIR *d = fdopendir(dfd);
+        struct dirent *de;
 
-        if (fchdir(tree_fd) < 0)
-                return 0;
-        fts = fts_open(paths, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
-        if (!fts)
-                return 0;
-        while ((ent = fts_read(fts)))
-                if (ent->fts_info == FTS_F) {
-                        const struct stat *st = ent->fts_statp;
-                        uint64_t allocated = (uint64_t) st->st_blocks * 512;
+        if (!d) {
+                safe_close(dfd);
+                return;
+        }
+        while ((de = readdir(d)) && !atomic_load_explicit(&t->stop, memory_order_relaxed)) {
+                struct stat st;
+
+                if (de->d_type != DT_REG && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+                        continue;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISREG(st.st_mode)) {
+                        uint64_t allocated = (uint64_t) st.st_blocks * 512;
                         /* Holes are not read; small inline files count as their size. */
-                        total += st->st_size > 0 && allocated > 0 ? MIN((uint64_t) st->st_size, allocated)
-                                                                  : (uint64_t) st->st_size;
+                        *sum += st.st_size > 0 && allocated > 0 ? MIN((uint64_t) st.st_size, allocated)
+                                                                : (uint64_t) st.st_size;
+                } else if (S_ISDIR(st.st_mode) && st.st_dev == dev && depth < TREE_COUNT_MAX_DEPTH) {
+                        int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                count_dir(t, sub, dev, depth + 1, sum);
                 }
-        fts_close(fts);
-        return total;
+        }
+        closedir(d);
+}
+
+static void *tree_total_thread(void *p)
+{
+        TreeTotal *t = p;
+        uint64_t sum = 0;
+        struct stat st;
+
+        if (fstat(t->fd, &st) >= 0) {
+                count_dir(t, t->fd, st.st_dev, 0, &sum); /* takes the fd */
+                t->fd = -1;
+                if (!atomic_load(&t->stop))
+                        atomic_store(&t->bytes, sum);
+        }
+        return NULL;
+}
+
+int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known)
+{
+        *t = (TreeTotal){.fd = -1};
+        if (known > 0 && known != UINT64_MAX) {
+                atomic_store(&t->bytes, known);
+                return 0;
+        }
+        /* Its own descriptor, opened anew: the walk must not share a file offset with the export's. */
+        t->fd = openat(tree_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (t->fd < 0)
+                return -errno;
+        if (pthread_create(&t->thread, NULL, tree_total_thread, t) != 0) {
+                t->fd = safe_close(t->fd);
+                return -EAGAIN;
+        }
+        t->counting = true;
+        return 0;
+}
+
+void tree_total_stop(TreeTotal *t)
+{
+        if (!t->counting)
+                return;
+        atomic_store(&t->stop, true);
+        (void) pthread_join(t->thread, NULL);
+        t->counting = false;
+        t->fd = safe_close(t->fd);
 }
 
 /* ---- import ---- */

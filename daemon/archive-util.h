@@ -3,6 +3,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "job-child.h"
 #include "tar-util.h"
@@ -33,14 +35,31 @@ const char *archive_path_unsafe_reason(const char *path);
  * root when the container runs, and nothing here follows them. */
 const char *archive_symlink_unsafe_reason(const char *path, const char *target);
 
-/* Write the tree at @tree_fd as a tar stream in @format to @out_fd, reporting progress against
- * @total_bytes (0: unknown). Returns 0 or a negative errno, with a sentence for the caller in @err:
- * -EPIPE when the reader went away. Changes the working directory. */
-int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, uint64_t total_bytes, char *err,
-                       size_t errlen);
+/* How deep the count of a tree goes; what lies deeper is left out of the estimate. */
+#define TREE_COUNT_MAX_DEPTH 128
 
-/* Bytes of file data below @tree_fd (holes not counted), for progress; 0 if it cannot tell. */
-uint64_t tree_count_bytes(int tree_fd);
+/* The bytes of file data an export will read (holes not counted), for its progress: known at once
+ * (quota groups), or counted by a thread of its own while the export already runs, so the walk
+ * costs the export no time; 0 (no progress said) until then. */
+typedef struct TreeTotal {
+        _Atomic uint64_t bytes;
+        _Atomic bool stop;
+        int fd; /* the counter's own descriptor of the tree */
+        pthread_t thread;
+        bool counting;
+} TreeTotal;
+
+/* Set the total to @known, or, if that is 0 or UINT64_MAX (unknown), start counting the tree at
+ * @tree_fd. Without a count (it could not start) progress is simply not said. */
+int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known);
+/* End the count if it still runs. */
+void tree_total_stop(TreeTotal *t);
+
+/* Write the tree at @tree_fd as a tar stream in @format to @out_fd, reporting progress against
+ * @total. Returns 0 or a negative errno, with a sentence for the caller in @err: -EPIPE when the
+ * reader went away. Changes the working directory. */
+int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, const TreeTotal *total, char *err,
+                       size_t errlen);
 
 typedef struct ExtractResult {
         bool input_ended; /* the input reached its end (a writer on the other side is done) */

@@ -14,7 +14,7 @@ int transfer_export(JobChild *c, const ExportArgs *a)
         _cleanup_close_ int snapshot_fd = -1;
         int tree_fd = a->image_fd;
         char err[1024];
-        uint64_t total;
+        TreeTotal total;
         int k;
 
         /* A reader that goes away must fail the job with a reason, not kill it. */
@@ -39,10 +39,11 @@ int transfer_export(JobChild *c, const ExportArgs *a)
                               "Image %s is a plain directory and cannot be snapshotted: exporting it as it is",
                               a->name);
 
-        total = a->usage != UINT64_MAX && a->usage > 0 ? a->usage : tree_count_bytes(tree_fd);
+        (void) tree_total_start(&total, tree_fd, a->usage);
         job_child_progress(c, 0);
 
-        k = archive_write_tree(c, tree_fd, a->out_fd, a->format, total, err, sizeof err);
+        k = archive_write_tree(c, tree_fd, a->out_fd, a->format, &total, err, sizeof err);
+        tree_total_stop(&total);
         (void) fchdir(store_fd);
         snapshot_fd = safe_close(snapshot_fd);
         if (k < 0)

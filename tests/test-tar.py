@@ -15,6 +15,7 @@ import stat
 import subprocess
 import tarfile
 import threading
+import time
 
 import stamptest
 from stamptest import (MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, Gio, GLib,
@@ -479,6 +480,49 @@ class PlainStoreRoundTripTest(TarTestCase):
     """Without btrfs: directory images, exported as they are."""
 
     store_kind = 'plain'
+
+    def test_progress_without_quota_groups(self):
+        """No quota group says how big the image is: it is counted beside the
+        export, and progress is said against that count."""
+        src = make_image(self.store, 'big', kind='directory')
+        os.makedirs(os.path.join(src, 'srv/deep/er'))
+        for i, sub in enumerate(('srv', 'srv/deep', 'srv/deep/er')):
+            with open(os.path.join(src, sub, 'blob%d' % i), 'wb') as f:
+                f.write(os.urandom(4 << 20))
+        r, w = os.pipe2(os.O_CLOEXEC)
+        read = [0]
+
+        def slow_reader():  # 12 MiB, 64 KiB a read, in about 2 s
+            while True:
+                data = os.read(r, 256 << 10)
+                if not data:
+                    break
+                read[0] += len(data)
+                time.sleep(0.01)
+            os.close(r)
+        reader = threading.Thread(target=slow_reader, daemon=True)
+        reader.start()
+        try:
+            job = call_with_fd(self.root, 'ExportTar', ('big', 0, 'uncompressed'), w)
+        finally:
+            os.close(w)
+        seen = []
+        while reader.is_alive():
+            p = self.job_progress(job)
+            if 0 < p < 1:
+                seen.append((p, read[0] / (12 << 20)))
+            time.sleep(0.05)
+        self.assertJobDone(self.jobs.wait(job))
+        self.assertTrue(any(0.2 < p < 0.9 for p, _ in seen), 'progress seen: %s' % seen)
+        # never far ahead of what the reader got (the pipe holds a little)
+        for p, got in seen:
+            self.assertLess(p, got + 0.2, seen)
+
+    def job_progress(self, job):
+        try:
+            return self.root.get_property(job[1], JOB_IFACE, 'Progress')
+        except stamptest.DBusError:
+            return -1
 
     def test_round_trip_of_a_directory_image(self):
         src = make_image(self.store, 'rich', kind='directory', populate=False)
