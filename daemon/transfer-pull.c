@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -73,17 +74,58 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return 0;
 }
 
+/* libcurl is opened by pulls alone: linked, it and the thirty-odd libraries it brings would cost
+ * every export and import some 4 ms of dynamic linking for nothing. */
+#define LIBCURL_SONAME "libcurl.so.4"
+
+static struct {
+        CURLcode (*global_init)(long flags);
+        CURL *(*easy_init)(void);
+        CURLcode (*easy_setopt)(CURL *e, CURLoption option, ...);
+        CURLcode (*easy_perform)(CURL *e);
+        CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
+        void (*easy_cleanup)(CURL *e);
+        const char *(*easy_strerror)(CURLcode code);
+} curl;
+
+static int curl_load(JobChild *c)
+{
+        static const struct {
+                const char *name;
+                size_t offset;
+        } syms[] = {
+                {"curl_global_init", offsetof(typeof(curl), global_init)},
+                {"curl_easy_init", offsetof(typeof(curl), easy_init)},
+                {"curl_easy_setopt", offsetof(typeof(curl), easy_setopt)},
+                {"curl_easy_perform", offsetof(typeof(curl), easy_perform)},
+                {"curl_easy_getinfo", offsetof(typeof(curl), easy_getinfo)},
+                {"curl_easy_cleanup", offsetof(typeof(curl), easy_cleanup)},
+                {"curl_easy_strerror", offsetof(typeof(curl), easy_strerror)},
+        };
+        void *h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+        if (!h)
+                return job_child_fail(c, ENOPKG, "Cannot load %s, which pulls need: %s", LIBCURL_SONAME, dlerror());
+        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
+                void *f = dlsym(h, syms[i].name);
+                if (!f)
+                        return job_child_fail(c, ENOPKG, "%s lacks %s", LIBCURL_SONAME, syms[i].name);
+                memcpy((char *) &curl + syms[i].offset, &f, sizeof f);
+        }
+        return 0;
+}
+
 static void curl_easy_cleanupp(CURL **e)
 {
         if (*e)
-                curl_easy_cleanup(*e);
+                curl.easy_cleanup(*e);
 }
 
 /* Fetch @url into @d; 0, or a negative errno after job_child_fail() said why (-EPIPE silently: the
  * importer went away and has said why). */
 static int fetch(JobChild *c, const char *url, Download *d, const char *what)
 {
-        _cleanup_(curl_easy_cleanupp) CURL *e = curl_easy_init();
+        _cleanup_(curl_easy_cleanupp) CURL *e = curl.easy_init();
         char errbuf[CURL_ERROR_SIZE] = "";
         curl_off_t got = 0, expected = -1;
         long status = 0;
@@ -91,29 +133,29 @@ static int fetch(JobChild *c, const char *url, Download *d, const char *what)
 
         if (!e)
                 return job_child_fail(c, ENOMEM, "Cannot set up the download");
-        (void) curl_easy_setopt(e, CURLOPT_URL, url);
-        (void) curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-        (void) curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        (void) curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-        (void) curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
-        (void) curl_easy_setopt(e, CURLOPT_FAILONERROR, 1L);
-        (void) curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        (void) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
+        (void) curl.easy_setopt(e, CURLOPT_URL, url);
+        (void) curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        (void) curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        (void) curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        (void) curl.easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+        (void) curl.easy_setopt(e, CURLOPT_FAILONERROR, 1L);
+        (void) curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        (void) curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
         /* A stalled server fails the job instead of holding it forever. */
-        (void) curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        (void) curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
-        (void) curl_easy_setopt(e, CURLOPT_USERAGENT, "stampd/" PACKAGE_VERSION);
-        (void) curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-        (void) curl_easy_setopt(e, CURLOPT_WRITEDATA, d);
-        (void) curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-        (void) curl_easy_setopt(e, CURLOPT_XFERINFODATA, d);
-        (void) curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
+        (void) curl.easy_setopt(e, CURLOPT_USERAGENT, "stampd/" PACKAGE_VERSION);
+        (void) curl.easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+        (void) curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+        (void) curl.easy_setopt(e, CURLOPT_WRITEDATA, d);
+        (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+        (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, d);
+        (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
 
-        code = curl_easy_perform(e);
-        (void) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        (void) curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &got);
-        (void) curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
+        code = curl.easy_perform(e);
+        (void) curl.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        (void) curl.easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &got);
+        (void) curl.easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
         if (code == CURLE_OK)
                 return 0;
         if (d->write_error == EPIPE)
@@ -136,7 +178,7 @@ static int fetch(JobChild *c, const char *url, Download *d, const char *what)
                                       what, url, (int64_t) got);
         }
         return job_child_fail(c, EIO, "Cannot download %s from %s: %s", what, url,
-                              errbuf[0] ? errbuf : curl_easy_strerror(code));
+                              errbuf[0] ? errbuf : curl.easy_strerror(code));
 }
 
 /* The hex SHA-256 that a SHA256SUMS text gives for @file ("<hex>  <file>" or "<hex> *<file>"). */
@@ -175,7 +217,10 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
         int k;
 
         (void) signal(SIGPIPE, SIG_IGN);
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        k = curl_load(c);
+        if (k < 0)
+                return k;
+        if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return job_child_fail(c, EIO, "Cannot set up libcurl");
 
         if (a->verify) {

@@ -70,6 +70,19 @@ class InstallTest(stamptest.TestCase):
         p = self.installed(os.path.join(self.tree.libexecdir, 'stamp-transfer'))
         self.assertExecutable(p)
 
+    def test_heavy_libraries_stay_where_they_are_used(self):
+        """The idle daemon maps neither libarchive nor libcurl; exports and
+        imports do not load libcurl either (pulls dlopen it)."""
+        def needed(path):
+            out = run(['readelf', '-d', path]).stdout
+            return {line.split('[', 1)[1].split(']', 1)[0] for line in out.splitlines()
+                    if '(NEEDED)' in line}
+        daemon = needed(self.installed(self.tree.stampd))
+        transfer = needed(self.installed(os.path.join(self.tree.libexecdir, 'stamp-transfer')))
+        self.assertFalse({n for n in daemon if n.startswith(('libarchive', 'libcurl'))}, daemon)
+        self.assertIn('libarchive.so.13', transfer)
+        self.assertFalse({n for n in transfer if n.startswith('libcurl')}, transfer)
+
     def test_stampctl_in_bindir(self):
         p = self.installed(self.tree.stampctl)
         self.assertExecutable(p)
