@@ -129,7 +129,9 @@ int btrfs_resize_max(int fd)
 
 /* ---- whole-tree searches: one pass instead of an ioctl per subvolume ---- */
 
-#define SEARCH_BUFFER_SIZE (256 * 1024)
+/* Below glibc's mmap threshold: a larger buffer, mmapped and freed, would raise that threshold and
+ * leave later large allocations in the heap. */
+#define SEARCH_BUFFER_SIZE (64 * 1024)
 
 typedef int (*SearchItemFn)(const struct btrfs_ioctl_search_header *sh, const void *body, void *userdata);
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -61,6 +62,7 @@ Manager *manager_free(Manager *m)
         sd_bus_slot_unref(m->filter_slot);
         sd_event_source_disable_unref(m->idle_timer);
         sd_event_source_disable_unref(m->pool_timer);
+        sd_event_source_disable_unref(m->trim_timer);
         sd_event_source_disable_unref(m->image_cache_flush);
         g_hash_table_destroy(m->image_cache);
         g_hash_table_destroy(m->uuid_hints);
@@ -105,9 +107,38 @@ bool manager_is_idle(Manager *m)
                authz_n_pending(m->authz) == 0;
 }
 
+/* After a burst of work the heap holds freed memory (a large ListImages, many clones at once):
+ * give it back once things have been quiet a while, so the idle daemon stays small. */
+static int on_trim_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Manager *m = userdata;
+
+        if (usec < m->last_activity_usec + TRIM_AFTER_QUIET_USEC) {
+                (void) sd_event_source_set_time(s, m->last_activity_usec + TRIM_AFTER_QUIET_USEC);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        (void) malloc_trim(0);
+        return 0; /* off until the next activity */
+}
+
 void manager_note_activity(Manager *m)
 {
+        int enabled = SD_EVENT_OFF;
+
         m->last_activity_usec = now_usec(CLOCK_MONOTONIC);
+        if (!m->event)
+                return;
+        if (!m->trim_timer) {
+                if (sd_event_add_time(m->event, &m->trim_timer, CLOCK_MONOTONIC,
+                                      m->last_activity_usec + TRIM_AFTER_QUIET_USEC, USEC_PER_SEC / 10, on_trim_timer,
+                                      m) >= 0)
+                        (void) sd_event_source_set_enabled(m->trim_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        if (sd_event_source_get_enabled(m->trim_timer, &enabled) >= 0 && enabled == SD_EVENT_OFF) {
+                (void) sd_event_source_set_time(m->trim_timer, m->last_activity_usec + TRIM_AFTER_QUIET_USEC);
+                (void) sd_event_source_set_enabled(m->trim_timer, SD_EVENT_ONESHOT);
+        }
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)

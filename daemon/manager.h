@@ -45,6 +45,7 @@ typedef struct Manager {
         uint64_t idle_timeout_usec; /* 0: never exit */
         sd_event_source *idle_timer;
         sd_event_source *pool_timer;
+        sd_event_source *trim_timer; /* gives freed heap memory back after a quiet while */
         sd_bus_slot *filter_slot;
 
         /* Images loaded for the bus call being dispatched (name → Image*), dropped right after it. */
@@ -55,6 +56,9 @@ typedef struct Manager {
         GHashTable *uuid_hints;
         uint64_t last_activity_usec;
 } Manager;
+
+/* How long the daemon must have been quiet before freed heap memory is given back. */
+#define TRIM_AFTER_QUIET_USEC (USEC_PER_SEC / 2)
 
 int manager_new(Manager **ret);
 Manager *manager_free(Manager *m);

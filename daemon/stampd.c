@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 
 #include "config.h"
@@ -107,6 +108,9 @@ int main(int argc, char *argv[])
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* One malloc arena for all threads: the polkit thread, GDBus's and the short-lived workers
+         * allocate little, and an arena each would stay in the idle daemon's resident memory. */
+        (void) mallopt(M_ARENA_MAX, 1);
         setvbuf(stderr, NULL, _IOLBF, 0);
         /* D-Bus's activation helper starts us with an empty environment; the tools we run (mkfs.btrfs,
          * mount, debootstrap, systemd-nspawn) live in sbin. The same PATH systemd gives services. */
