@@ -150,8 +150,8 @@ static int image_list_entry(Manager *m, const char *name, GHashTable *subvols, G
 
         if (!subvols)
                 return image_load(m, name, ret);
-        if (statx(m->store_fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE | STATX_BTIME | STATX_MTIME | STATX_INO,
-                  &stx) < 0)
+        if (statx(m->store_fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                  STATX_TYPE | STATX_BTIME | STATX_MTIME | STATX_INO, &stx) < 0)
                 return -errno;
         if (!S_ISDIR(stx.stx_mode))
                 return -ENOENT;
