@@ -19,13 +19,12 @@ import time
 import unittest
 
 import stamptest
-from stamptest import MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, Gio, GLib
+from stamptest import MANAGER_IFACE, STAMP_ERROR, GLib
 
 NOT_SUPPORTED = STAMP_ERROR + 'NotSupported'
 NO_SPACE = STAMP_ERROR + 'NoSpace'
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
 LIMITS_EXCEEDED = 'org.freedesktop.DBus.Error.LimitsExceeded'
-JOB_IFACE = 'io.stamp.Stamp1.Job'
 
 
 # ---------------------------------------------------------------- trees
@@ -125,14 +124,6 @@ def daemon_fds(pid):
 
 # ---------------------------------------------------------------- calls
 
-def fd_list(*fds):
-    """A Gio.UnixFDList holding dups of fds (it owns what it is given)."""
-    lst = Gio.UnixFDList.new()
-    for fd in fds:
-        lst.append(fd)
-    return lst
-
-
 def skip_if_not_supported(call, what):
     """Run call(); a NotSupported answer skips the test (the method has not
     landed yet), anything else is returned or raised."""
@@ -142,61 +133,6 @@ def skip_if_not_supported(call, what):
         if e.name == NOT_SUPPORTED:
             raise unittest.SkipTest('%s answers NotSupported: %s' % (what, e.message))
         raise
-
-
-class JobWatch:
-    """JobRemoved results (and the LogMessage lines) of every job."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.removed = {}
-        self.logs = {}
-        self.errors = {}
-        self.error_names = {}
-        flags = Gio.DBusSignalFlags.NONE
-        self.subs = [
-            conn.signal_subscribe(stamptest.BUS_NAME, 'org.freedesktop.DBus.Properties',
-                                  'PropertiesChanged', None, JOB_IFACE, flags, self._on_changed),
-            conn.signal_subscribe(stamptest.BUS_NAME, MANAGER_IFACE, 'JobRemoved', MANAGER_PATH, None,
-                                  flags, self._on_removed),
-            conn.signal_subscribe(stamptest.BUS_NAME, JOB_IFACE, 'LogMessage', None, None, flags,
-                                  self._on_log),
-        ]
-        conn.call_sync('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus',
-                       'GetId', None, None, Gio.DBusCallFlags.NONE, 5000, None)
-
-    def _on_removed(self, conn, sender, path, iface, member, params):
-        job_id, _, result = params.unpack()
-        self.removed[job_id] = result
-
-    def _on_changed(self, conn, sender, path, iface, member, params):
-        _, changed, _ = params.unpack()
-        if changed.get('ErrorName'):  # sent with its value just before JobRemoved
-            self.error_names[path] = changed['ErrorName']
-
-    def error_name(self, job):
-        """The named error a failed job ended with (its ErrorName property), or ''."""
-        return self.error_names.get(job[1], '')
-
-    def _on_log(self, conn, sender, path, iface, member, params):
-        priority, text = params.unpack()
-        self.logs.setdefault(path, []).append(text)
-        if priority <= 3:  # LOG_ERR: what the job says it failed of
-            self.errors.setdefault(path, []).append(text)
-
-    def final_error(self, job):
-        """The error a failed job ended with (its last LOG_ERR line), or ''."""
-        return (self.errors.get(job[1]) or [''])[-1]
-
-    def wait(self, job, timeout=stamptest.TIMEOUT * 5):
-        job_id, path = job
-        stamptest.spin_until(lambda: job_id in self.removed, 'job %d to end' % job_id, timeout)
-        return self.removed[job_id], '\n'.join(self.logs.get(path, []))
-
-    def close(self):
-        for s in self.subs:
-            self.conn.signal_unsubscribe(s)
-        self.subs = []
 
 
 def spin(seconds):

@@ -55,6 +55,7 @@ BUS_NAME = 'io.stamp.Stamp1'
 MANAGER_PATH = '/io/stamp/Stamp1'
 IMAGE_PREFIX = '/io/stamp/Stamp1/image'
 MANAGER_IFACE = 'io.stamp.Stamp1.Manager'
+JOB_IFACE = 'io.stamp.Stamp1.Job'
 IMAGE_IFACE = 'io.stamp.Stamp1.Image'
 STAMP_ERROR = 'io.stamp.Stamp1.Error.'
 ACCESS_DENIED = 'org.freedesktop.DBus.Error.AccessDenied'
@@ -217,6 +218,69 @@ def _unwrap(reply_tuple):
     if len(reply_tuple) == 1:
         return reply_tuple[0]
     return reply_tuple
+
+
+def fd_list(*fds):
+    """A Gio.UnixFDList holding dups of fds (it owns what it is given)."""
+    lst = Gio.UnixFDList.new()
+    for fd in fds:
+        lst.append(fd)
+    return lst
+
+
+class JobWatch:
+    """JobRemoved results (and the LogMessage lines) of every job."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.removed = {}
+        self.logs = {}
+        self.errors = {}
+        self.error_names = {}
+        flags = Gio.DBusSignalFlags.NONE
+        self.subs = [
+            conn.signal_subscribe(BUS_NAME, 'org.freedesktop.DBus.Properties',
+                                  'PropertiesChanged', None, JOB_IFACE, flags, self._on_changed),
+            conn.signal_subscribe(BUS_NAME, MANAGER_IFACE, 'JobRemoved', MANAGER_PATH, None,
+                                  flags, self._on_removed),
+            conn.signal_subscribe(BUS_NAME, JOB_IFACE, 'LogMessage', None, None, flags,
+                                  self._on_log),
+        ]
+        conn.call_sync('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus',
+                       'GetId', None, None, Gio.DBusCallFlags.NONE, 5000, None)
+
+    def _on_removed(self, conn, sender, path, iface, member, params):
+        job_id, _, result = params.unpack()
+        self.removed[job_id] = result
+
+    def _on_changed(self, conn, sender, path, iface, member, params):
+        _, changed, _ = params.unpack()
+        if changed.get('ErrorName'):  # sent with its value just before JobRemoved
+            self.error_names[path] = changed['ErrorName']
+
+    def error_name(self, job):
+        """The named error a failed job ended with (its ErrorName property), or ''."""
+        return self.error_names.get(job[1], '')
+
+    def _on_log(self, conn, sender, path, iface, member, params):
+        priority, text = params.unpack()
+        self.logs.setdefault(path, []).append(text)
+        if priority <= 3:  # LOG_ERR: what the job says it failed of
+            self.errors.setdefault(path, []).append(text)
+
+    def final_error(self, job):
+        """The error a failed job ended with (its last LOG_ERR line), or ''."""
+        return (self.errors.get(job[1]) or [''])[-1]
+
+    def wait(self, job, timeout=TIMEOUT * 5):
+        job_id, path = job
+        spin_until(lambda: job_id in self.removed, 'job %d to end' % job_id, timeout)
+        return self.removed[job_id], '\n'.join(self.logs.get(path, []))
+
+    def close(self):
+        for s in self.subs:
+            self.conn.signal_unsubscribe(s)
+        self.subs = []
 
 
 class Caller:

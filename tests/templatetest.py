@@ -15,13 +15,12 @@ import tempfile
 import unittest
 
 import stamptest
-from stamptest import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, Gio, GLib, run
+from stamptest import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, Gio, GLib, fd_list, run
 
 CACHE = os.environ.get('STAMP_TEST_CACHE', '/var/tmp/stamp-test-cache')
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
 BOOTABLE = ['systemd-sysv', 'dbus', 'libpam-systemd']
-JOB_IFACE = 'io.stamp.Stamp1.Job'
 JOB_PREFIX = '/io/stamp/Stamp1/job/'
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
 LIMITS_EXCEEDED = 'org.freedesktop.DBus.Error.LimitsExceeded'
@@ -56,14 +55,6 @@ def package_tarball():
                                 '(no network?): %s' % (CACHE, (p.stdout + p.stderr)[-500:]))
     os.rename(tmp, path)
     return path
-
-
-def fd_list(*fds):
-    """A Gio.UnixFDList holding dups of fds (it owns what it holds)."""
-    fdl = Gio.UnixFDList.new()
-    for fd in fds:
-        fdl.append(fd)
-    return fdl
 
 
 class JobWatcher:

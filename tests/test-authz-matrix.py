@@ -24,8 +24,9 @@ import subprocess
 import stamptest
 from stamptest import (ACCESS_DENIED, ADMIN_PASSWORD, INTERACTIVE_REQUIRED, MANAGER_IFACE,
                        MANAGER_PATH, USER, USER2, GLib, make_image, rule_for, store_state)
-from reliabilitytest import (NOT_SUPPORTED, JobWatch, ThrottledServer, fd_list, make_tree,
-                             user_call_with_fd, write_sha256sums)
+from reliabilitytest import (NOT_SUPPORTED, ThrottledServer, make_tree, user_call_with_fd,
+                             write_sha256sums)
+from stamptest import JobWatch, fd_list
 
 ACTIONS = ['create-template', 'manage-images', 'start-machine', 'manage-machines', 'export', 'import',
            'pull']

@@ -18,8 +18,9 @@ import time
 
 import stamptest
 from stamptest import MANAGER_IFACE, MANAGER_PATH, USER, USER2, GLib, make_image, rule_for, store_state
-from reliabilitytest import (INVALID_ARGS, LIMITS_EXCEEDED, JobWatch, daemon_fds, fd_list, make_tree,
-                             rss_is_meaningful, settled_resources, skip_if_not_supported, spin, temporaries, tree_digest)
+from reliabilitytest import (INVALID_ARGS, LIMITS_EXCEEDED, daemon_fds, make_tree, rss_is_meaningful,
+                             settled_resources, skip_if_not_supported, spin, temporaries, tree_digest)
+from stamptest import JobWatch, fd_list
 
 PARKED_ROUNDS = int(os.environ.get('STAMP_PARKED_ROUNDS', '50'))
 

@@ -13,47 +13,10 @@ import tarfile
 import threading
 
 import stamptest
-from stamptest import (MANAGER_IFACE, MANAGER_PATH, GLib, Gio, make_image, store_state,
-                       subvolume_read_only, tree_listing, wait_for)
+from stamptest import (JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, GLib, JobWatch, fd_list, make_image,
+                       store_state, subvolume_read_only, tree_listing, wait_for)
 
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
-JOB_IFACE = 'io.stamp.Stamp1.Job'
-
-
-class JobWatch:
-    """Records JobRemoved results and every job's LogMessage lines."""
-
-    def __init__(self, env):
-        self.conn = env.conn
-        self.removed = {}
-        self.logs = {}
-        flags = Gio.DBusSignalFlags.NONE
-        self.subs = [
-            self.conn.signal_subscribe(stamptest.BUS_NAME, MANAGER_IFACE, 'JobRemoved', MANAGER_PATH,
-                                       None, flags, self._on_removed),
-            self.conn.signal_subscribe(stamptest.BUS_NAME, JOB_IFACE, 'LogMessage', None, None,
-                                       flags, self._on_log),
-        ]
-        # a round trip to the bus: the match rules are in place after it
-        self.conn.call_sync('org.freedesktop.DBus', '/org/freedesktop/DBus',
-                            'org.freedesktop.DBus', 'GetId', None, None,
-                            Gio.DBusCallFlags.NONE, 5000, None)
-
-    def _on_removed(self, conn, sender, path, iface, member, params):
-        job_id, _, result = params.unpack()
-        self.removed[job_id] = result
-
-    def _on_log(self, conn, sender, path, iface, member, params):
-        self.logs.setdefault(path, []).append(params.unpack())
-
-    def wait(self, job):
-        job_id, path = job
-        stamptest.spin_until(lambda: job_id in self.removed, 'job %d to end' % job_id)
-        return self.removed[job_id], '\n'.join(text for _, text in self.logs.get(path, []))
-
-    def close(self):
-        for s in self.subs:
-            self.conn.signal_unsubscribe(s)
 
 
 class Route:
@@ -128,7 +91,7 @@ class PullTestCase(stamptest.TestCase):
         super().setUp()
         self.daemon = self.start_daemon()
         self.store = self.daemon.store
-        self.jobs = JobWatch(self.env)
+        self.jobs = JobWatch(self.env.conn)
         self.addCleanup(self.jobs.close)
 
         self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
@@ -199,13 +162,6 @@ class PullTestCase(stamptest.TestCase):
 
     def temporaries(self):
         return [n for n in os.listdir(self.store) if n.startswith('.#')]
-
-
-def fd_list(*fds):
-    lst = Gio.UnixFDList.new()
-    for fd in fds:
-        lst.append(fd)
-    return lst
 
 
 class GoodPullTest(PullTestCase):

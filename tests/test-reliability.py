@@ -31,9 +31,9 @@ import unittest
 import stamptest
 from stamptest import (MANAGER_IFACE, MANAGER_PATH, GLib, has_immutable_flag, make_btrfs_store,
                        make_image, make_tmpfs_store)
-from reliabilitytest import (NO_SPACE, JobWatch, ThrottledServer, fd_list, make_tree, settled_resources,
-                             skip_if_not_supported, spin, temporaries, tree_digest, wait_store_released,
-                             write_sha256sums)
+from reliabilitytest import (NO_SPACE, ThrottledServer, make_tree, settled_resources, skip_if_not_supported,
+                             spin, temporaries, tree_digest, wait_store_released, write_sha256sums)
+from stamptest import JobWatch, fd_list
 
 SLOW = os.environ.get('STAMP_RELIABILITY_SLOW') == '1'
 TRIALS = int(os.environ.get('STAMP_CRASH_TRIALS', '10'))

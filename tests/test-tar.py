@@ -18,16 +18,14 @@ import threading
 import time
 
 import stamptest
-from stamptest import (MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, Gio, GLib,
-                       make_image, populate_image, run, store_state, subvolume_read_only,
-                       wait_for)
+from stamptest import (JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, JobWatch, fd_list,
+                       make_image, populate_image, run, store_state, subvolume_read_only, wait_for)
 
 BAD_ARCHIVE = STAMP_ERROR + 'BadArchive'
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
 IMAGE_EXISTS = STAMP_ERROR + 'ImageExists'
 UNSUPPORTED_FORMAT = STAMP_ERROR + 'UnsupportedFormat'
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
-JOB_IFACE = 'io.stamp.Stamp1.Job'
 
 FORMATS = ['zstd', 'xz', 'gzip', 'bzip2', 'uncompressed']
 MAGIC = {
@@ -39,51 +37,6 @@ MAGIC = {
 
 
 # ------------------------------------------------------------------ helpers
-
-class JobWatch:
-    """Records JobRemoved results and every job's LogMessage lines."""
-
-    def __init__(self, env):
-        self.conn = env.conn
-        self.removed = {}
-        self.logs = {}
-        flags = Gio.DBusSignalFlags.NONE
-        self.subs = [
-            self.conn.signal_subscribe(stamptest.BUS_NAME, MANAGER_IFACE, 'JobRemoved', MANAGER_PATH,
-                                       None, flags, self._on_removed),
-            self.conn.signal_subscribe(stamptest.BUS_NAME, JOB_IFACE, 'LogMessage', None, None,
-                                       flags, self._on_log),
-        ]
-        # a round trip to the bus: the match rules are in place after it
-        self.conn.call_sync('org.freedesktop.DBus', '/org/freedesktop/DBus',
-                            'org.freedesktop.DBus', 'GetId', None, None,
-                            Gio.DBusCallFlags.NONE, 5000, None)
-
-    def _on_removed(self, conn, sender, path, iface, member, params):
-        job_id, _, result = params.unpack()
-        self.removed[job_id] = result
-
-    def _on_log(self, conn, sender, path, iface, member, params):
-        self.logs.setdefault(path, []).append(params.unpack())
-
-    def wait(self, job):
-        """(result, log text) of the job (id, path) once it has ended."""
-        job_id, path = job
-        stamptest.spin_until(lambda: job_id in self.removed, 'job %d to end' % job_id)
-        return self.removed[job_id], '\n'.join(text for _, text in self.logs.get(path, []))
-
-    def close(self):
-        for s in self.subs:
-            self.conn.signal_unsubscribe(s)
-
-
-def fd_list(*fds):
-    """A Gio.UnixFDList holding dups of fds (it owns what it is given)."""
-    lst = Gio.UnixFDList.new()
-    for fd in fds:
-        lst.append(fd)
-    return lst
-
 
 def call_with_fd(caller, method, args, fd):
     """Call a Manager method whose 'h' argument is fd (args hold 0 there)."""
@@ -309,9 +262,16 @@ class TarTestCase(stamptest.TestCase):
         super().setUp()
         self.daemon = self.start_daemon(kind=self.store_kind)
         self.store = self.daemon.store
-        self.jobs = JobWatch(self.env)
+        self.jobs = JobWatch(self.env.conn)
         self.addCleanup(self.jobs.close)
         os.mkdir(os.path.join(self.dir, 'inputs'))
+
+    def job_progress(self, job):
+        """The job's Progress, or -1 once it is gone."""
+        try:
+            return self.root.get_property(job[1], JOB_IFACE, 'Progress')
+        except stamptest.DBusError:
+            return -1
 
     def export_to_file(self, name, fmt, path, caller=None):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -518,12 +478,6 @@ class PlainStoreRoundTripTest(TarTestCase):
         for p, got in seen:
             self.assertLess(p, got + 0.2, seen)
 
-    def job_progress(self, job):
-        try:
-            return self.root.get_property(job[1], JOB_IFACE, 'Progress')
-        except stamptest.DBusError:
-            return -1
-
     def test_round_trip_of_a_directory_image(self):
         src = make_image(self.store, 'rich', kind='directory', populate=False)
         make_rich_tree(src)
@@ -631,12 +585,6 @@ class ConsistencyTest(TarTestCase):
         self.assertEqual(numbers, [g + 1] * k + [g] * (100 - k),
                          'the export mixes rounds: not one instant of the image')
         self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
-
-    def job_progress(self, job):
-        try:
-            return self.root.get_property(job[1], JOB_IFACE, 'Progress')
-        except stamptest.DBusError:
-            return -1
 
 
 WRITER_SCRIPT = r'''
