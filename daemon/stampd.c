@@ -112,6 +112,7 @@ int main(int argc, char *argv[])
          * allocate little, and an arena each would stay in the idle daemon's resident memory. */
         (void) mallopt(M_ARENA_MAX, 1);
         setvbuf(stderr, NULL, _IOLBF, 0);
+        log_open("stampd");
         /* D-Bus's activation helper starts us with an empty environment; the tools we run (mkfs.btrfs,
          * mount, debootstrap, systemd-nspawn) live in sbin. The same PATH systemd gives services. */
         if (!getenv("PATH"))

@@ -3,12 +3,40 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <time.h>
+
+#include <systemd/sd-journal.h>
 
 #include "util.h"
 
 int log_max_level = LOG_LEVEL_INFO;
+
+static enum { LOG_TARGET_STDERR, LOG_TARGET_JOURNAL, LOG_TARGET_SYSLOG } log_target = LOG_TARGET_STDERR;
+static const char *log_ident = "stampd";
+
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+void log_open(const char *ident)
+{
+        struct stat st;
+
+        /* A standard error that leads somewhere (a terminal, a file, a pipe, the journal's stream
+         * under systemd) is where the log goes. Started by dbus-daemon without systemd, it is
+         * /dev/null or closed: then to the journal if one runs, else to syslog. */
+        log_ident = ident;
+        if (fstat(STDERR_FILENO, &st) >= 0 && !(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))
+                return;
+        if (access(JOURNAL_SOCKET, W_OK) >= 0) {
+                log_target = LOG_TARGET_JOURNAL;
+                return;
+        }
+        openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        log_target = LOG_TARGET_SYSLOG;
+}
 
 int log_level_from_string(const char *s)
 {
@@ -27,6 +55,22 @@ static void log_internal(int level, int error, const char *fmt, va_list ap)
         char buf[2048];
 
         vsnprintf(buf, sizeof buf, fmt, ap);
+        if (log_target == LOG_TARGET_JOURNAL) {
+                if (error != 0)
+                        (void) sd_journal_send("MESSAGE=%s: %s", buf, strerror(abs(error)), "PRIORITY=%d", level,
+                                               "ERRNO=%d", abs(error), "SYSLOG_IDENTIFIER=%s", log_ident, NULL);
+                else
+                        (void) sd_journal_send("MESSAGE=%s", buf, "PRIORITY=%d", level, "SYSLOG_IDENTIFIER=%s",
+                                               log_ident, NULL);
+                return;
+        }
+        if (log_target == LOG_TARGET_SYSLOG) {
+                if (error != 0)
+                        syslog(level, "%s: %s", buf, strerror(abs(error)));
+                else
+                        syslog(level, "%s", buf);
+                return;
+        }
         /* "<N>" prefixes are understood by the journal when stderr is connected to it. */
         if (error != 0)
                 fprintf(stderr, "<%d>%s: %s\n", level, buf, strerror(abs(error)));

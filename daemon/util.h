@@ -115,10 +115,13 @@ static inline bool isempty(const char *s)
         return !s || s[0] == '\0';
 }
 
-/* Logging: to stderr (the journal picks it up under systemd), with a level prefix. */
+/* Logging: to stderr (the journal picks it up under systemd), with a level prefix; or, when stderr
+ * leads nowhere (/dev/null, closed), to the journal's socket or syslog, as log_open() finds. */
 enum { LOG_LEVEL_ERR = 3, LOG_LEVEL_WARNING = 4, LOG_LEVEL_NOTICE = 5, LOG_LEVEL_INFO = 6, LOG_LEVEL_DEBUG = 7 };
 extern int log_max_level;
 int log_level_from_string(const char *s);
+/* Choose where the log goes (see above); @ident names the program in syslog. */
+void log_open(const char *ident);
 void log_full(int level, const char *fmt, ...) _printf_(2, 3);
 int log_full_errno(int level, int error, const char *fmt, ...) _printf_(3, 4);
 #define log_debug(...) log_full(LOG_LEVEL_DEBUG, __VA_ARGS__)
