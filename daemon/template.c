@@ -24,6 +24,7 @@
 #include "manager-methods.h"
 #include "options.h"
 #include "pool.h"
+#include "template.h"
 
 /* CreateTemplate: a Debian base made by debootstrap, as a job, into a hidden temporary of the store
  * that is renamed into place only when it is complete. */
@@ -52,17 +53,7 @@
 static const char *const variants[] = {"minbase", "buildd", "fakechroot", NULL};
 static const char *const bootable_packages[] = {"systemd-sysv", "dbus", "libpam-systemd", NULL};
 
-typedef struct TemplateOptions {
-        char *variant;
-        char *arch;
-        char **include;
-        char *mirror;
-        int package_tarball;
-        char *root_password_hashed;
-        int bootable;
-} TemplateOptions;
-
-static const OptionSpec template_options[] = {
+const OptionSpec template_options[] = {
         {"variant", OPTION_STRING, offsetof(TemplateOptions, variant)},
         {"arch", OPTION_STRING, offsetof(TemplateOptions, arch)},
         {"include", OPTION_STRV, offsetof(TemplateOptions, include)},

@@ -12,36 +12,26 @@
 
 #include "fuzz-util.h"
 #include "options.h"
+#include "template.h"
 
-/* Shaped like CreateTemplate's table, with one option of each type. */
-typedef struct Opts {
-        char *variant;
-        char *arch;
-        char **include;
-        char *mirror;
-        int package_tarball;
-        char *root_password_hashed;
-        int bootable;
-} Opts;
-
-static const OptionSpec table[] = {
-        {"variant", OPTION_STRING, offsetof(Opts, variant)},
-        {"arch", OPTION_STRING, offsetof(Opts, arch)},
-        {"include", OPTION_STRV, offsetof(Opts, include)},
-        {"mirror", OPTION_STRING, offsetof(Opts, mirror)},
-        {"package_tarball", OPTION_FD, offsetof(Opts, package_tarball)},
-        {"root_password_hashed", OPTION_STRING, offsetof(Opts, root_password_hashed)},
-        {"bootable", OPTION_BOOL, offsetof(Opts, bootable)},
-        {},
-};
+/* CreateTemplate's own table: one option of each type. */
+#define table template_options
+typedef TemplateOptions Opts;
 
 static const char *const extra_keys[] = {"", "Variant", "variant ", "include\n", "stdin", "name", "verify", "\x1b[2J"};
 
+#define TABLE_MAX 16
+
 static sd_bus *bus;
 static int dev_null = -1;
+static size_t n_table;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+        while (table[n_table].key)
+                n_table++;
+        if (n_table == 0 || n_table > TABLE_MAX)
+                abort();
         bus = fuzz_bus_new();
         dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
         return dev_null < 0 ? -1 : 0;
@@ -274,7 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         Expect expect[80] = {};
         char *keys[80] = {};
         unsigned n = fuzz_u8(&in) % 80, fail_at = UINT32_MAX, fds_before;
-        bool seen[8] = {};
+        bool seen[TABLE_MAX] = {};
         Opts o;
         int k;
 
@@ -287,7 +277,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 const OptionSpec *spec;
 
                 if (sel < 0xa0)
-                        keys[i] = strdup(table[sel % 7].key);
+                        keys[i] = strdup(table[sel % n_table].key);
                 else if (sel < 0xc0)
                         keys[i] = strdup(extra_keys[sel % G_N_ELEMENTS(extra_keys)]);
                 else
