@@ -75,7 +75,6 @@ static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *e
         Manager *m = userdata;
         _cleanup_free_ char *path = NULL;
         const char *name;
-        Image *img;
         int k;
 
         k = sd_bus_message_read(msg, "s", &name);
@@ -83,11 +82,8 @@ static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 return k;
         if ((k = bus_check_image_name(name, "image name", error)) < 0)
                 return k;
-        k = manager_get_image(m, name, &img);
-        if (k == -ENOENT)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "No image named %s", name);
-        if (k < 0)
-                return sd_bus_error_set_errnof(error, k, "Cannot read image %s: %m", name);
+        if ((k = bus_check_image_exists(m, name, NULL, error)) < 0)
+                return k;
         k = image_bus_path(name, &path);
         if (k < 0)
                 return k;

@@ -35,11 +35,8 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         }
         if ((k = bus_check_archive_fd(fd, true, error)) < 0)
                 return k;
-        k = manager_get_image(m, name, &img);
-        if (k == -ENOENT)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "No image named %s", name);
-        if (k < 0)
-                return sd_bus_error_set_errnof(error, k, "Cannot read image %s: %m", name);
+        if ((k = bus_check_image_exists(m, name, &img, error)) < 0)
+                return k;
 
         const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
