@@ -405,22 +405,20 @@ int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format
         return 0;
 }
 
-/* Add up the file data below the directory @dfd (taken over), not leaving the file system @dev. */
-static void count_dir(TreeTotal *t, int dfd, dev_t dev, unsigned depth, uint64_t *sum)
+/* Add up the file data below the directory @name of @parent_fd, not leaving the file system @dev. */
+static void count_dir(TreeTotal *t, int parent_fd, const char *name, dev_t dev, unsigned depth, uint64_t *sum)
 {
-        DIR *d = fdopendir(dfd);
+        DIR *d = opendir_at(parent_fd, name);
         struct dirent *de;
 
-        if (!d) {
-                safe_close(dfd);
+        if (!d)
                 return;
-        }
         while ((de = readdir(d)) && !atomic_load_explicit(&t->stop, memory_order_relaxed)) {
                 struct stat st;
 
                 if (de->d_type != DT_REG && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
                         continue;
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                if (dot_or_dot_dot(de->d_name))
                         continue;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
@@ -429,11 +427,8 @@ static void count_dir(TreeTotal *t, int dfd, dev_t dev, unsigned depth, uint64_t
                         /* Holes are not read; small inline files count as their size. */
                         *sum += st.st_size > 0 && allocated > 0 ? MIN((uint64_t) st.st_size, allocated)
                                                                 : (uint64_t) st.st_size;
-                } else if (S_ISDIR(st.st_mode) && st.st_dev == dev && depth < TREE_COUNT_MAX_DEPTH) {
-                        int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (sub >= 0)
-                                count_dir(t, sub, dev, depth + 1, sum);
-                }
+                } else if (S_ISDIR(st.st_mode) && st.st_dev == dev && depth < TREE_COUNT_MAX_DEPTH)
+                        count_dir(t, dirfd(d), de->d_name, dev, depth + 1, sum);
         }
         closedir(d);
 }
@@ -444,9 +439,8 @@ static void *tree_total_thread(void *p)
         uint64_t sum = 0;
         struct stat st;
 
-        if (fstat(t->fd, &st) >= 0) {
-                count_dir(t, t->fd, st.st_dev, 0, &sum); /* takes the fd */
-                t->fd = -1;
+        if (fstat(t->tree_fd, &st) >= 0) {
+                count_dir(t, t->tree_fd, ".", st.st_dev, 0, &sum);
                 if (!atomic_load(&t->stop))
                         atomic_store(&t->bytes, sum);
         }
@@ -455,19 +449,14 @@ static void *tree_total_thread(void *p)
 
 int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known)
 {
-        *t = (TreeTotal){.fd = -1};
+        /* The walk opens directories of its own (opendir_at()): it moves no offset of the export's. */
+        *t = (TreeTotal){.tree_fd = tree_fd};
         if (known > 0 && known != UINT64_MAX) {
                 atomic_store(&t->bytes, known);
                 return 0;
         }
-        /* Its own descriptor, opened anew: the walk must not share a file offset with the export's. */
-        t->fd = openat(tree_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (t->fd < 0)
-                return -errno;
-        if (pthread_create(&t->thread, NULL, tree_total_thread, t) != 0) {
-                t->fd = safe_close(t->fd);
+        if (pthread_create(&t->thread, NULL, tree_total_thread, t) != 0)
                 return -EAGAIN;
-        }
         t->counting = true;
         return 0;
 }
@@ -479,7 +468,6 @@ void tree_total_stop(TreeTotal *t)
         atomic_store(&t->stop, true);
         (void) pthread_join(t->thread, NULL);
         t->counting = false;
-        t->fd = safe_close(t->fd);
 }
 
 /* ---- import ---- */
@@ -736,20 +724,14 @@ static bool has_entry(int dir_fd, const char *name)
 static int single_entry(int dir_fd, char **ret)
 {
         _cleanup_free_ char *name = NULL;
-        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = opendir_at(dir_fd, ".");
         struct dirent *de;
         unsigned n = 0;
-        DIR *d;
 
-        if (fd < 0)
+        if (!d)
                 return -errno;
-        d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -ENOMEM;
-        }
         while ((de = readdir(d)))
-                if (!streq(de->d_name, ".") && !streq(de->d_name, "..") && n++ == 0)
+                if (!dot_or_dot_dot(de->d_name) && n++ == 0)
                         name = strdup(de->d_name);
         closedir(d);
         if (n != 1)
@@ -762,20 +744,14 @@ static int single_entry(int dir_fd, char **ret)
 
 static int move_children_up(int from_fd, int to_fd)
 {
-        int fd = openat(from_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = opendir_at(from_fd, ".");
         struct dirent *de;
         int k = 0;
-        DIR *d;
 
-        if (fd < 0)
+        if (!d)
                 return -errno;
-        d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -ENOMEM;
-        }
         while ((de = readdir(d)))
-                if (!streq(de->d_name, ".") && !streq(de->d_name, "..") &&
+                if (!dot_or_dot_dot(de->d_name) &&
                     renameat2(from_fd, de->d_name, to_fd, de->d_name, RENAME_NOREPLACE) < 0) {
                         k = -errno;
                         break;

@@ -44,13 +44,14 @@ const char *archive_symlink_unsafe_reason(const char *path, const char *target);
 typedef struct TreeTotal {
         _Atomic uint64_t bytes;
         _Atomic bool stop;
-        int fd; /* the counter's own descriptor of the tree */
+        int tree_fd; /* borrowed: open until tree_total_stop() */
         pthread_t thread;
         bool counting;
 } TreeTotal;
 
 /* Set the total to @known, or, if that is 0 or UINT64_MAX (unknown), start counting the tree at
- * @tree_fd. Without a count (it could not start) progress is simply not said. */
+ * @tree_fd, which must stay open until tree_total_stop(). Without a count (it could not start)
+ * progress is simply not said. */
 int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known);
 /* End the count if it still runs. */
 void tree_total_stop(TreeTotal *t);

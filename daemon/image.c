@@ -187,17 +187,11 @@ int image_list(Manager *m, GPtrArray **ret)
 {
         g_autoptr(GPtrArray) images = g_ptr_array_new_with_free_func(image_free_void);
         g_autoptr(GHashTable) subvols = NULL, usage = NULL;
-        _cleanup_close_ int dfd = -1;
-        DIR *d;
+        DIR *d = opendir_at(m->store_fd, ".");
         struct dirent *de;
 
-        dfd = openat(m->store_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        d = fdopendir(dfd);
         if (!d)
                 return -errno;
-        dfd = -1; /* owned by d now */
 
         /* Two searches of btrfs's trees say what an ioctl per image would (the root tree: which
          * subvolumes sit in the store, their UUIDs, times and flags; the quota tree: usage). Without
@@ -431,17 +425,12 @@ int store_remove_tree(int store_fd, const char *name)
 
 void store_remove_temporaries(int store_fd, bool is_btrfs)
 {
-        _cleanup_close_ int dfd = openat(store_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(free);
+        DIR *d = opendir_at(store_fd, ".");
         struct dirent *de;
-        DIR *d;
 
-        if (dfd < 0)
-                return;
-        d = fdopendir(dfd);
         if (!d)
                 return;
-        dfd = -1;
         while ((de = readdir(d)))
                 if (strncmp(de->d_name, STORE_TEMP_PREFIX, strlen(STORE_TEMP_PREFIX)) == 0)
                         g_ptr_array_add(names, strdup(de->d_name));

@@ -38,7 +38,7 @@ static int dir_is_empty(const char *path)
         if (!d)
                 return -errno;
         while ((de = readdir(d)))
-                if (!streq(de->d_name, ".") && !streq(de->d_name, "..")) {
+                if (!dot_or_dot_dot(de->d_name)) {
                         empty = 0;
                         break;
                 }

@@ -114,6 +114,22 @@ uint64_t now_usec(clockid_t clock)
         return timespec_to_usec(&ts);
 }
 
+DIR *opendir_at(int dir_fd, const char *path)
+{
+        int fd = openat(dir_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d;
+
+        if (fd < 0)
+                return NULL;
+        d = fdopendir(fd);
+        if (!d) {
+                int e = errno;
+                close(fd);
+                errno = e;
+        }
+        return d;
+}
+
 int loop_write(int fd, const void *buf, size_t n)
 {
         const uint8_t *p = buf;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -138,6 +139,14 @@ uint64_t timespec_to_usec(const struct timespec *ts);
 
 /* Write all of @buf; retries on EINTR and short writes. */
 int loop_write(int fd, const void *buf, size_t n);
+
+/* A directory stream of @path below @dir_fd ("." for @dir_fd itself) on a descriptor of its own, so
+ * reading it moves no other's offset. NULL with errno set on failure. */
+DIR *opendir_at(int dir_fd, const char *path);
+static inline bool dot_or_dot_dot(const char *name)
+{
+        return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
 
 /* Put a sentence for the caller into @err (as the acts run in child processes report) and return
  * -@error. */
