@@ -28,16 +28,8 @@ const char *job_type_to_string(JobType t)
 
 const char *job_result_to_string(JobState s)
 {
-        switch (s) {
-        case JOB_DONE:
-                return "done";
-        case JOB_FAILED:
-                return "failed";
-        case JOB_CANCELED:
-                return "canceled";
-        default:
-                return "";
-        }
+        /* An ended job's result is the name of its final state; a running one has none yet. */
+        return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELED ? job_state_to_string(s) : "";
 }
 
 const char *job_state_to_string(JobState s)

@@ -495,21 +495,29 @@ static int notify_socket_open(int *ret_fd, char **ret_address)
         return -EADDRINUSE;
 }
 
+/* The start of a small file of /proc in @buf, NUL-terminated; false if there is nothing to read. */
+static bool read_proc_file(const char *path, char *buf, size_t size)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, size - 1);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        return true;
+}
+
 static pid_t parent_pid_of(pid_t pid)
 {
         char path[64], buf[1024];
-        _cleanup_close_ int fd = -1;
         const char *p;
-        ssize_t n;
 
         snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (!read_proc_file(path, buf, sizeof buf))
                 return 0;
-        n = read(fd, buf, sizeof buf - 1);
-        if (n <= 0)
-                return 0;
-        buf[n] = '\0';
         p = strrchr(buf, ')'); /* the command name may hold anything */
         if (!p || strlen(p) < 5)
                 return 0;
@@ -550,21 +558,14 @@ static pid_t find_leader(pid_t nspawn, pid_t inner)
 {
         pid_t ids[NSPID_MAX];
         char path[96], buf[4096], *p, *end;
-        _cleanup_close_ int fd = -1;
         int level;
-        ssize_t n;
 
         level = read_nspids(nspawn, ids);
         if (level <= 0)
                 return 0;
         snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) nspawn, (int) nspawn);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (!read_proc_file(path, buf, sizeof buf))
                 return 0;
-        n = read(fd, buf, sizeof buf - 1);
-        if (n <= 0)
-                return 0;
-        buf[n] = '\0';
         for (p = buf;; p = end) {
                 pid_t child = (pid_t) strtol(p, &end, 10);
                 if (end == p)
