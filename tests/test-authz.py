@@ -4,7 +4,9 @@
 peer, refusals change nothing, root passes, details reach the rules, and a
 slow polkit answer (a person at a password prompt) stalls no one else."""
 
+import json
 import os
+import subprocess
 
 import stamptest
 from stamptest import (ACCESS_DENIED, ADMIN_PASSWORD, INTERACTIVE_REQUIRED, USER, USER2,
@@ -35,6 +37,25 @@ EXPECTED_REFUSAL = {
     ('NO', False): ACCESS_DENIED,
     ('NO', True): ACCESS_DENIED,
 }
+
+
+# Runs as a user: one bus connection, a CloneImage of base for each name read from stdin, one JSON
+# line of outcome for each.
+ONE_CONNECTION_SCRIPT = '''
+import json, sys
+import gi
+gi.require_version('Gio', '2.0')
+from gi.repository import Gio, GLib
+conn = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+for line in sys.stdin:
+    name = line.strip()
+    try:
+        conn.call_sync('io.stamp.Stamp1', '/io/stamp/Stamp1', 'io.stamp.Stamp1.Manager', 'CloneImage',
+                       GLib.Variant('(ssb)', ('base', name, False)), None, 0, 60000, None)
+        print(json.dumps({'ok': name}), flush=True)
+    except GLib.Error as e:
+        print(json.dumps({'error': Gio.DBusError.get_remote_error(e)}), flush=True)
+'''
 
 
 class AuthzTestCase(stamptest.TestCase):
@@ -139,6 +160,34 @@ class AllowedTest(AuthzTestCase):
 ''')
         self.root.manager('CloneImage', 'base', 'web', False)
         self.assertSnapshotOf(self.path('web'), self.base)
+        # again on the same connection, whose uid the daemon now knows
+        self.root.manager('CloneImage', 'base', 'web2', False)
+        self.assertSnapshotOf(self.path('web2'), self.base)
+
+    def test_every_call_of_one_connection_is_asked(self):
+        """The daemon remembers a connection's uid, never polkit's answer:
+        one connection is refused, allowed and refused again as the rules
+        change between its calls."""
+        script = os.path.join(self.dir, 'one-connection.py')
+        with open(script, 'w') as f:
+            f.write(ONE_CONNECTION_SCRIPT)
+        os.chmod(self.dir, 0o755)
+        os.chmod(script, 0o644)
+        p = subprocess.Popen(self.env.as_user(USER, [stamptest.PYTHON, script]), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+
+        def clone(name):
+            p.stdin.write(name + '\n')
+            p.stdin.flush()
+            return json.loads(p.stdout.readline())
+
+        self.assertEqual(clone('a'), {'error': INTERACTIVE_REQUIRED})  # the policy's default
+        self.allow(USER)
+        self.assertEqual(clone('b'), {'ok': 'b'})
+        self.allow(USER, result='NO')
+        self.assertEqual(clone('c'), {'error': ACCESS_DENIED})
+        self.assertEqual(sorted(os.listdir(self.store)), ['b', 'base'])
 
     def test_shipped_group_example(self):
         with open(os.path.join(stamptest.SRCDIR, 'polkit', '50-stamp-group.rules.example')) as f:
