@@ -45,9 +45,13 @@ typedef struct WorkerArgs {
         int write_fd;
 } WorkerArgs;
 
-/* The worker thread: does the act, says how it went through the pipe, and ends. Until the event loop
- * has read that, the Operation (and its userdata) stay alive and untouched by anyone else. */
-static gpointer operation_worker(gpointer p)
+/* Operations beyond OPERATION_WORKERS wait their turn in the pool's queue (they still count against
+ * the caps on operations in flight). */
+static GThreadPool *workers;
+
+/* In a worker thread: do the act, say how it went through the pipe. Until the event loop has read
+ * that, the Operation (and its userdata) stay alive and untouched by anyone else. */
+static void operation_work(gpointer p, gpointer unused)
 {
         WorkerArgs *w = p;
         Operation *o = w->operation;
@@ -57,7 +61,6 @@ static gpointer operation_worker(gpointer p)
         (void) loop_write(w->write_fd, &r, sizeof r);
         safe_close(w->write_fd);
         free(w);
-        return NULL;
 }
 
 static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -145,18 +148,21 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 return k;
         }
 
-        WorkerArgs *w = malloc(sizeof *w);
-        GThread *t = NULL;
-        if (w) {
-                *w = (WorkerArgs){.operation = o, .write_fd = pipefd[1]};
-                t = g_thread_try_new("operation", operation_worker, w, NULL);
+        if (!workers) {
+                workers = g_thread_pool_new(operation_work, NULL, OPERATION_WORKERS, false, NULL);
+                /* Idle workers end after a while, so the idle daemon holds no threads. */
+                g_thread_pool_set_max_idle_time(OPERATION_WORKER_IDLE_MSEC);
         }
-        if (!t) {
+        WorkerArgs *w = malloc(sizeof *w);
+        if (!w || !workers) {
                 free(w);
                 safe_close(pipefd[1]);
                 operation_free(o);
                 return -ENOMEM;
         }
-        g_thread_unref(t); /* detached: it ends by itself */
+        *w = (WorkerArgs){.operation = o, .write_fd = pipefd[1]};
+        /* Queued even when no new thread could be started (it says FALSE then): a worker that runs
+         * takes it. It must not be freed here. */
+        (void) g_thread_pool_push(workers, w, NULL);
         return 1;
 }

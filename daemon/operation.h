@@ -5,9 +5,17 @@
 
 /* A short act on disk (clone, remove, rename, read-only) done for one method call in a worker
  * thread, so the event loop never waits on the disk; the reply is sent when the worker is done.
- * A thread, not a process: a fork and its reaping cost more than a snapshot's own overhead, and what
- * the workers do (ioctls, *at() calls under the store, commands run to completion) needs no process
- * of its own. A worker left mid-act by a crash leaves only a hidden temporary, removed at start. */
+ * A thread of a small pool, not a process: a fork and its reaping cost more than a snapshot's own
+ * overhead, and what the workers do (ioctls, *at() calls under the store, commands run to
+ * completion) needs no process of its own. A worker left mid-act by a crash leaves only a hidden
+ * temporary, removed at start. */
+
+/* At most this many short acts run at once; more wait in a queue. Dozens of snapshot and delete
+ * ioctls at once only make btrfs stall them all in its transaction commits (seconds, under the load
+ * test), and the operations in flight then reach their cap. */
+#define OPERATION_WORKERS 4
+/* An idle worker thread ends after this long. */
+#define OPERATION_WORKER_IDLE_MSEC 5000
 
 typedef struct Operation Operation;
 
