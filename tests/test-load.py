@@ -35,6 +35,7 @@ from gi.repository import Gio, GLib
 
 address, tag, conns, in_flight, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 DEST, MGR, IFACE = 'io.stamp.Stamp1', '/io/stamp/Stamp1', 'io.stamp.Stamp1.Manager'
+LIMITS_EXCEEDED = 'org.freedesktop.DBus.Error.LimitsExceeded'
 rnd = random.Random(hash(tag))
 deadline = time.monotonic() + seconds
 stats = {'calls': {}, 'errors': {}, 'latency_ms': {}, 'messages': []}
@@ -52,7 +53,7 @@ def record(op, t0, err=None):
         if len(stats['messages']) < 20:
             stats['messages'].append('%s: %s' % (key, err.message))
 
-def call(bus, op, method, params, then=None, path=MGR, iface=IFACE):
+def call(bus, op, method, params, then=None, path=MGR, iface=IFACE, retry_when_full=False):
     t0 = time.monotonic()
     active[0] += 1
     def done(conn, res, _):
@@ -65,6 +66,15 @@ def call(bus, op, method, params, then=None, path=MGR, iface=IFACE):
                 return
         except GLib.Error as e:
             record(op, t0, e)
+            if retry_when_full and Gio.DBusError.get_remote_error(e) == LIMITS_EXCEEDED:
+                # as the error says: try again when some have ended (a clone must not be left)
+                active[0] += 1
+                def again():
+                    active[0] -= 1
+                    call(bus, op, method, params, then, path, iface, retry_when_full)
+                    return False
+                GLib.timeout_add(100, again)
+                return
         slot(bus)
     bus.call(DEST, path, iface, method, params, None, Gio.DBusCallFlags.NONE, 300000, None, done, None)
 
@@ -83,7 +93,8 @@ def slot(bus):
         counter[0] += 1
         name = 'load-%s-%d' % (tag, counter[0])
         call(bus, 'CloneImage', 'CloneImage', GLib.Variant('(ssb)', ('base', name, False)),
-             then=lambda b: call(b, 'RemoveImage', 'RemoveImage', GLib.Variant('(s)', (name,))))
+             then=lambda b: call(b, 'RemoveImage', 'RemoveImage', GLib.Variant('(s)', (name,)),
+                                 retry_when_full=True))
 
 buses = [Gio.DBusConnection.new_for_address_sync(
     address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,
@@ -157,8 +168,10 @@ class LoadTest(stamptest.TestCase):
         stamptest.diag('daemon during the load: peak fds %d, peak VmRSS %d KiB' % tuple(peak))
 
         # LimitsExceeded is the daemon saying a global cap (64 operations) is reached: expected
-        # under this load, and only for CloneImage. Anything else is unexpected.
-        unexpected = {k: v for k, v in errors.items() if k != 'CloneImage ' + LIMITS_EXCEEDED}
+        # under this load when btrfs stalls its commits for seconds (seen here, for machined too),
+        # for clones and removals (which the callers retry). Anything else is unexpected.
+        unexpected = {k: v for k, v in errors.items()
+                      if k not in ('CloneImage ' + LIMITS_EXCEEDED, 'RemoveImage ' + LIMITS_EXCEEDED)}
         self.assertEqual(unexpected, {}, '\n'.join(messages))
         self.assertGreater(calls.get('CloneImage', 0), 0)
 
