@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-#include "util.h"
+#include "bus-util.h"
 
 /* Caps on parked method calls waiting for an authorization decision. */
 #define AUTHZ_PENDING_MAX 256

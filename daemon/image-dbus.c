@@ -83,7 +83,7 @@ static void clone_args_free(void *p)
 static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
         CloneArgs *a = userdata;
-        return image_clone_now(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->read_only, err, errlen);
+        return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->read_only, err, errlen);
 }
 
 static void clone_done(Manager *m, int result, void *userdata)
@@ -131,7 +131,7 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
 
 static int remove_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
-        return image_remove_now(m->store_fd, m->store_is_btrfs, userdata, err, errlen);
+        return store_remove_image(m->store_fd, m->store_is_btrfs, userdata, err, errlen);
 }
 
 static void remove_done(Manager *m, int result, void *userdata)
@@ -177,7 +177,7 @@ static void rename_args_free(void *p)
 static int rename_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
         RenameArgs *a = userdata;
-        return image_rename_now(m->store_fd, a->name, a->new_name, err, errlen);
+        return store_rename_image(m->store_fd, a->name, a->new_name, err, errlen);
 }
 
 static void rename_done(Manager *m, int result, void *userdata)
@@ -236,7 +236,7 @@ static void read_only_args_free(void *p)
 static int read_only_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
         ReadOnlyArgs *a = userdata;
-        return image_set_read_only_now(m->store_fd, a->name, a->read_only, err, errlen);
+        return store_set_image_read_only(m->store_fd, a->name, a->read_only, err, errlen);
 }
 
 static void read_only_done(Manager *m, int result, void *userdata)

@@ -4,6 +4,7 @@
 #include <glib.h>
 
 #include "manager.h"
+#include "store.h"
 
 typedef enum { IMAGE_SUBVOLUME, IMAGE_DIRECTORY } ImageType;
 
@@ -23,8 +24,6 @@ typedef struct Image {
         uint8_t parent_uuid[16];
 } Image;
 
-/* Prefix of hidden temporaries in the store; removed when the daemon starts. */
-#define STORE_TEMP_PREFIX ".#stamp-"
 /* xattr on an image's root holding its recipe (GVariant text of an a{sv}); see template.c. */
 #define RECIPE_XATTR "user.stamp.recipe"
 
@@ -64,19 +63,4 @@ bool image_is_template(Manager *m, const Image *img);
  * out of the image. */
 int image_read_os_release(Manager *m, const char *name, GPtrArray **ret);
 
-/* A fresh hidden name for something being made in the store from @name. */
-char *store_temp_name(const char *name);
-/* Remove what a crash left behind: every hidden temporary of the store. Blocking; run at start. */
-void store_remove_temporaries(int store_fd, bool is_btrfs);
 
-/* The blocking acts on disk. They run in a child process (operation.c), never on the event loop.
- * Each returns 0 or a negative errno, with a sentence for the caller in @err. */
-int image_clone_now(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
-                    char *err, size_t errlen);
-int image_remove_now(int store_fd, bool is_btrfs, const char *name, char *err, size_t errlen);
-int image_rename_now(int store_fd, const char *name, const char *new_name, char *err, size_t errlen);
-int image_set_read_only_now(int store_fd, const char *name, bool read_only, char *err, size_t errlen);
-/* Mark the image at @fd read-only or writable: the btrfs flag, or the immutable flag of a directory. */
-int image_set_read_only_fd(int fd, bool read_only);
-/* Remove a tree at @name below @store_fd, whatever it is (subvolume or directory). */
-int store_remove_tree(int store_fd, const char *name);

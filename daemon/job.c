@@ -444,17 +444,20 @@ static void exec_args_freep(ExecArgs **a)
         exec_args_free(*a);
 }
 
-/* Next to the running stampd if it is there (the build tree, an installation below a destdir),
- * else where it was installed. */
+/* Next to the running stampd if it is there (an installation, also one below a destdir), in the
+ * build tree's transfer/ beside daemon/, else where it was installed. */
 static char *transfer_path(void)
 {
         g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
 
         if (exe) {
                 g_autofree char *dir = g_path_get_dirname(exe);
-                g_autofree char *p = g_build_filename(dir, "stamp-transfer", NULL);
-                if (access(p, X_OK) == 0)
-                        return strdup(p);
+                const char *candidates[] = {"stamp-transfer", "../transfer/stamp-transfer"};
+                for (size_t i = 0; i < ELEMENTSOF(candidates); i++) {
+                        g_autofree char *p = g_build_filename(dir, candidates[i], NULL);
+                        if (access(p, X_OK) == 0)
+                                return strdup(p);
+                }
         }
         return strdup(LIBEXECDIR "/stamp-transfer");
 }

@@ -3,7 +3,7 @@
 
 #include <glib.h>
 
-#include "util.h"
+#include "bus-util.h"
 
 typedef struct Authz Authz;
 typedef struct Job Job;

@@ -5,7 +5,7 @@
 
 #include <glib.h>
 
-#include "util.h"
+#include "bus-util.h"
 
 /* Reading an a{sv} options argument into a struct, by a table. Unknown keys, repeated keys and values of
  * the wrong type are refused with InvalidArgs naming the key; every size is capped. */

@@ -25,7 +25,7 @@ if [ ! -f "$B/meson-private/coredata.dat" ]; then
         -Dc_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
         -Dslow-tests=false
 fi
-ninja -C "$B" daemon/libstampd-core.a daemon/libstamp-transfer.a common/libstamp-common.a
+ninja -C "$B" daemon/libstampd-core.a transfer/libstamp-transfer.a store/libstamp-store.a common/libstamp-common.a
 
 deps="libsystemd glib-2.0 gio-2.0 polkit-gobject-1 libbtrfsutil libarchive libcurl libcrypt"
 # shellcheck disable=SC2046 # word splitting of pkg-config output is intended
@@ -38,7 +38,7 @@ for src in fuzz/fuzz-*.c; do
     echo "  FUZZ  $B/fuzz/$t"
     # shellcheck disable=SC2086
     clang -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer $SAN \
-        -I"$B" -Idaemon -Icommon -Ifuzz $cflags \
-        "$src" "$B/daemon/libstamp-transfer.a" "$B/daemon/libstampd-core.a" "$B/common/libstamp-common.a" $libs -pthread \
+        -I"$B" -Idaemon -Itransfer -Istore -Icommon -Ifuzz $cflags \
+        "$src" "$B/transfer/libstamp-transfer.a" "$B/daemon/libstampd-core.a" "$B/store/libstamp-store.a" "$B/common/libstamp-common.a" $libs -pthread \
         -o "$B/fuzz/$t"
 done

@@ -6,7 +6,7 @@
 #include <btrfsutil.h>
 
 #include "btrfs-util.h"
-#include "image.h"
+#include "store.h"
 #include "transfer.h"
 
 static int make_temporary(JobChild *c, int store_fd, const char *temp)
@@ -72,7 +72,7 @@ int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const cha
          * once in place, and taken back out of sight if that fails. */
         is_subvolume = fd_is_subvolume(root_fd) > 0;
         if (read_only && is_subvolume) {
-                k = image_set_read_only_fd(root_fd, true);
+                k = store_set_read_only_fd(root_fd, true);
                 if (k < 0)
                         return job_child_fail(c, -k, "Cannot mark image %s read-only: %s", name, strerror(-k));
         }
@@ -84,7 +84,7 @@ int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const cha
         }
 
         if (read_only && !is_subvolume) {
-                k = image_set_read_only_fd(root_fd, true);
+                k = store_set_read_only_fd(root_fd, true);
                 if (k < 0) {
                         (void) renameat2(store_fd, name, store_fd, temp, RENAME_NOREPLACE);
                         return job_child_fail(c, -k, "Cannot mark image %s read-only: %s", name, strerror(-k));

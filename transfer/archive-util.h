@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 
 #include "job-child.h"
-#include "tar-util.h"
+#include "formats.h"
 
 /* The tar work of ExportTar, ImportTar and PullTar, done with libarchive in stamp-transfer. */
 

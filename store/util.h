@@ -12,8 +12,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <systemd/sd-bus.h>
-#include <systemd/sd-event.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _unused_ __attribute__((unused))
@@ -76,27 +74,6 @@ static inline void strv_freep(char ***p)
         }
 }
 #define _cleanup_strv_free_ _cleanup_(strv_freep)
-
-static inline void sd_bus_message_unrefp_(sd_bus_message **m)
-{
-        sd_bus_message_unref(*m);
-}
-#define _cleanup_bus_message_ _cleanup_(sd_bus_message_unrefp_)
-static inline void sd_bus_error_freep_(sd_bus_error *e)
-{
-        sd_bus_error_free(e);
-}
-#define _cleanup_bus_error_ _cleanup_(sd_bus_error_freep_)
-static inline void sd_bus_slot_unrefp_(sd_bus_slot **s)
-{
-        sd_bus_slot_unref(*s);
-}
-#define _cleanup_bus_slot_ _cleanup_(sd_bus_slot_unrefp_)
-static inline void sd_event_source_unrefp_(sd_event_source **s)
-{
-        sd_event_source_unref(*s);
-}
-#define _cleanup_event_source_ _cleanup_(sd_event_source_unrefp_)
 
 static inline bool streq_ptr(const char *a, const char *b)
 {

@@ -5,7 +5,7 @@
 #include "job.h"
 #include "manager-methods.h"
 #include "pool.h"
-#include "tar-util.h"
+#include "job-util.h"
 
 int bus_check_import_target(Manager *m, const char *name, sd_bus_error *error)
 {

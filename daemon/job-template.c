@@ -1096,7 +1096,7 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
         if (fsetxattr(tree_fd, RECIPE_XATTR, recipe, strlen(recipe), 0) < 0)
                 return job_child_fail(b->c, errno, "Cannot keep the recipe with the template: %s", strerror(errno));
         if (subvolume) {
-                k = image_set_read_only_fd(tree_fd, true);
+                k = store_set_read_only_fd(tree_fd, true);
                 if (k < 0)
                         return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));
         }
@@ -1110,7 +1110,7 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
         if (!subvolume) {
                 /* An immutable directory cannot be renamed: the flag comes last, and if it cannot be set,
                  * the tree goes back out of sight. */
-                k = image_set_read_only_fd(tree_fd, true);
+                k = store_set_read_only_fd(tree_fd, true);
                 if (k < 0) {
                         (void) renameat2(store_fd, name, store_fd, temp, RENAME_NOREPLACE);
                         return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));

@@ -11,7 +11,7 @@
 #include "names.h"
 #include "options.h"
 #include "pool.h"
-#include "tar-util.h"
+#include "job-util.h"
 
 #define URL_MAX 4096
 #define SUMS_FILE "SHA256SUMS"

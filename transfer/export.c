@@ -4,7 +4,7 @@
 
 #include <btrfsutil.h>
 
-#include "image.h"
+#include "store.h"
 #include "transfer.h"
 
 int transfer_export(JobChild *c, const ExportArgs *a)

@@ -6,7 +6,7 @@
 #include "image.h"
 #include "job.h"
 #include "manager-methods.h"
-#include "tar-util.h"
+#include "job-util.h"
 
 int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
