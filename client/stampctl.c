@@ -23,6 +23,7 @@ bool arg_verbose = false;
 const char *arg_host = NULL;
 
 bool arg_read_only = false;
+bool arg_keep_identity = false;
 bool arg_tree = false;
 const char *arg_suite = NULL;
 const char *arg_variant = NULL;
@@ -61,6 +62,7 @@ enum {
         OPT_PRIVATE_NETWORK = 1u << 15,
         OPT_PRIVATE_USERS = 1u << 16,
         OPT_SIGNAL = 1u << 17,
+        OPT_KEEP_IDENTITY = 1u << 18,
 };
 
 #define OPTS_TEMPLATE                                                                                       \
@@ -85,7 +87,7 @@ static const struct verb verbs[] = {
         {"list", 0, 0, OPT_TREE, verb_list, "list [--tree]"},
         {"show", 0, 1, 0, verb_show, "show [NAME]"},
         {"status", 0, 1, 0, verb_show, "status [NAME]"},
-        {"clone", 2, 2, OPT_READ_ONLY, verb_clone, "clone SRC DST [--read-only]"},
+        {"clone", 2, 2, OPT_READ_ONLY | OPT_KEEP_IDENTITY, verb_clone, "clone SRC DST [--read-only] [--keep-identity]"},
         {"remove", 1, ARGS_ANY, 0, verb_remove, "remove NAME..."},
         {"rename", 2, 2, 0, verb_rename, "rename OLD NEW"},
         {"read-only", 1, 2, 0, verb_read_only, "read-only NAME [yes|no]"},
@@ -121,9 +123,11 @@ static void help(void)
                "                             the image they were cloned from\n"
                "  show [NAME]                Show an image's properties; without NAME\n"
                "                             the pool (path, usage, limit); alias status\n"
-               "  clone SRC DST [--read-only]\n"
+               "  clone SRC DST [--read-only] [--keep-identity]\n"
                "                             Clone an image (a btrfs snapshot; writable\n"
-               "                             unless --read-only)\n"
+               "                             unless --read-only); a clone of a template\n"
+               "                             gets its own machine-id, hostname and ssh\n"
+               "                             host keys unless --keep-identity\n"
                "  remove NAME...             Remove images\n"
                "  rename OLD NEW             Rename an image\n"
                "  read-only NAME [yes|no]    Mark an image read-only (default) or not\n"
@@ -277,6 +281,7 @@ static const struct option long_options[] = {
         {"private-network", no_argument, NULL, 1023},
         {"private-users", no_argument, NULL, 1024},
         {"signal", required_argument, NULL, 's'},
+        {"keep-identity", no_argument, NULL, 1025},
         {},
 };
 
@@ -320,6 +325,8 @@ static unsigned option_bit(int c)
                 return OPT_PRIVATE_USERS;
         case 's':
                 return OPT_SIGNAL;
+        case 1025:
+                return OPT_KEEP_IDENTITY;
         default:
                 return 0;
         }
@@ -372,6 +379,9 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case 1010:
                         arg_read_only = true;
+                        break;
+                case 1025:
+                        arg_keep_identity = true;
                         break;
                 case 1011:
                         arg_tree = true;

@@ -638,8 +638,8 @@ static int call_manager(sd_bus *bus, const char *member, const char *what, const
 
 int verb_clone(sd_bus *bus, int argc, char **argv)
 {
-        return call_manager(bus, "CloneImage", "Failed to clone the image", "ssb", argv[1], argv[2],
-                            (int)arg_read_only);
+        return call_manager(bus, "CloneImageEx", "Failed to clone the image", "ssa{sv}", argv[1], argv[2], 2,
+                            "read_only", "b", (int)arg_read_only, "keep_identity", "b", (int)arg_keep_identity);
 }
 
 int verb_remove(sd_bus *bus, int argc, char **argv)

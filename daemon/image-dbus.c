@@ -69,7 +69,7 @@ int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
 typedef struct CloneArgs {
         char *source;
         char *new_name;
-        bool read_only;
+        StoreCloneFlags flags;
 } CloneArgs;
 
 static void clone_args_free(void *p)
@@ -83,7 +83,7 @@ static void clone_args_free(void *p)
 static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
         CloneArgs *a = userdata;
-        return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->read_only, err, errlen);
+        return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->flags, err, errlen);
 }
 
 static void clone_done(Manager *m, int result, void *userdata)
@@ -91,22 +91,25 @@ static void clone_done(Manager *m, int result, void *userdata)
         CloneArgs *a = userdata;
 
         if (result >= 0) {
-                log_info("Cloned %s to %s%s.", a->source, a->new_name, a->read_only ? " (read-only)" : "");
+                log_info("Cloned %s to %s%s%s.", a->source, a->new_name,
+                         a->flags & STORE_CLONE_READ_ONLY ? " (read-only)" : "",
+                         a->flags & STORE_CLONE_FRESH_IDENTITY ? " with a fresh identity" : "");
                 (void) manager_send_image_added(m, a->new_name);
         }
 }
 
-int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, int read_only,
-                       sd_bus_error *error)
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name,
+                       const CloneOptions *o, sd_bus_error *error)
 {
         const char *details[] = {"verb", "clone", "image", source, "new_name", new_name, NULL};
         const char *locks[] = {new_name, NULL};
+        Image *img = NULL; /* the manager's, valid during this dispatch */
         CloneArgs *a;
         int k;
 
         if ((k = bus_check_image_name(source, "image name", error)) < 0 ||
             (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
-            (k = bus_check_image_exists(m, source, NULL, error)) < 0 ||
+            (k = bus_check_image_exists(m, source, &img, error)) < 0 ||
             (k = bus_check_image_absent(m, new_name, error)) < 0 ||
             (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
@@ -121,7 +124,12 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
                         clone_args_free(a);
                 return -ENOMEM;
         }
-        a->read_only = read_only;
+        if (o->read_only > 0)
+                a->flags |= STORE_CLONE_READ_ONLY;
+        /* A clone of a template (a read-only image) is a new machine, not the template again. A clone
+         * of a writable image is a copy of that machine, as machinectl clone makes it. */
+        if (img->read_only && o->keep_identity <= 0)
+                a->flags |= STORE_CLONE_FRESH_IDENTITY;
         pool_maybe_grow(m);
         /* The new name is held until the clone is in place, so no second clone races to it. */
         return operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
@@ -460,8 +468,8 @@ static int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error
         k = sd_bus_message_read(msg, "sb", &new_name, &read_only);
         if (k < 0)
                 return k;
-        return image_method_clone(img->manager, msg, img->name, new_name, read_only,
-                                  error);
+        return image_method_clone(img->manager, msg, img->name, new_name,
+                                  &(CloneOptions){.read_only = read_only, .keep_identity = -1}, error);
 }
 
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error)

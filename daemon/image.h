@@ -4,6 +4,7 @@
 #include <glib.h>
 
 #include "manager.h"
+#include "options.h"
 #include "store.h"
 
 typedef enum { IMAGE_SUBVOLUME, IMAGE_DIRECTORY } ImageType;
@@ -63,4 +64,11 @@ bool image_is_template(Manager *m, const Image *img);
  * out of the image. */
 int image_read_os_release(Manager *m, const char *name, GPtrArray **ret);
 
-
+/* CloneImageEx's options; CloneImage and Image.Clone give read_only alone. */
+typedef struct CloneOptions {
+        int read_only;     /* -1: absent (no) */
+        int keep_identity; /* -1: absent (no): a clone of a template gets a fresh identity */
+} CloneOptions;
+extern const OptionSpec clone_options[];
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name,
+                       const CloneOptions *o, sd_bus_error *error);

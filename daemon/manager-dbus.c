@@ -98,7 +98,29 @@ static int method_clone_image(sd_bus_message *msg, void *userdata, sd_bus_error 
         k = sd_bus_message_read(msg, "ssb", &source, &new_name, &read_only);
         if (k < 0)
                 return k;
-        return image_method_clone(userdata, msg, source, new_name, read_only, error);
+        return image_method_clone(userdata, msg, source, new_name,
+                                  &(CloneOptions){.read_only = read_only, .keep_identity = -1}, error);
+}
+
+const OptionSpec clone_options[] = {
+        {"read_only", OPTION_BOOL, offsetof(CloneOptions, read_only)},
+        {"keep_identity", OPTION_BOOL, offsetof(CloneOptions, keep_identity)},
+        {},
+};
+
+static int method_clone_image_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *source, *new_name;
+        CloneOptions o;
+        int k;
+
+        k = sd_bus_message_read(msg, "ss", &source, &new_name);
+        if (k < 0)
+                return k;
+        k = bus_read_options(msg, clone_options, &o, error);
+        if (k < 0)
+                return k;
+        return image_method_clone(userdata, msg, source, new_name, &o, error);
 }
 
 static int method_remove_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -193,6 +215,8 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CloneImage", SD_BUS_ARGS("s", source, "s", new_name, "b", read_only),
                                 SD_BUS_NO_RESULT, method_clone_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CloneImageEx", SD_BUS_ARGS("s", source, "s", new_name, "a{sv}", options),
+                                SD_BUS_NO_RESULT, method_clone_image_ex, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RemoveImage", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_remove_image,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RenameImage", SD_BUS_ARGS("s", name, "s", new_name), SD_BUS_NO_RESULT,

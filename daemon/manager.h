@@ -109,8 +109,6 @@ int manager_add_job_objects(Manager *m);
 int manager_add_machine_objects(Manager *m);
 
 /* The image verbs, shared by the Manager's methods and the Image object's. */
-int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, int read_only,
-                       sd_bus_error *error);
 int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bus_error *error);
 int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
                         sd_bus_error *error);

@@ -10,6 +10,7 @@
 #include <glib.h>
 
 #include "btrfs-util.h"
+#include "identity.h"
 #include "store.h"
 
 char *store_temp_name(const char *name)
@@ -174,9 +175,10 @@ static int directory_set_immutable_at(int store_fd, const char *name, bool immut
         return (attr & FS_IMMUTABLE_FL) ? 1 : 0;
 }
 
-int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
-                    char *err, size_t errlen)
+int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, StoreCloneFlags flags,
+                      char *err, size_t errlen)
 {
+        bool read_only = flags & STORE_CLONE_READ_ONLY, fresh = flags & STORE_CLONE_FRESH_IDENTITY;
         _cleanup_close_ int src = -1, dst = -1;
         _cleanup_free_ char *tmp = store_temp_name(new_name);
         int k;
@@ -189,12 +191,14 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                             "Cannot open image %s: %s", source, strerror(errno));
 
         if (is_btrfs && fd_is_subvolume(src) > 0) {
-                int flags = BTRFS_UTIL_CREATE_SNAPSHOT_RECURSIVE;
+                int snapshot_flags = BTRFS_UTIL_CREATE_SNAPSHOT_RECURSIVE;
                 enum btrfs_util_error e;
 
-                if (read_only)
-                        flags = BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY; /* a read-only one cannot be recursive */
-                e = btrfs_util_create_snapshot_fd2(src, store_fd, tmp, flags, NULL, NULL);
+                /* A read-only one cannot be recursive. One that gets a fresh identity is written to first
+                 * and made read-only after. */
+                if (read_only && !fresh)
+                        snapshot_flags = BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY;
+                e = btrfs_util_create_snapshot_fd2(src, store_fd, tmp, snapshot_flags, NULL, NULL);
                 if (e != BTRFS_UTIL_OK) {
                         k = errno ? errno : EIO;
                         (void) store_remove_tree(store_fd, tmp);
@@ -224,6 +228,23 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                  * renamed: lift it now and set what was asked for once the copy is in place. */
                 if (fd_is_subvolume(dst) <= 0)
                         (void) store_set_read_only_fd(dst, false);
+        }
+
+        if (fresh) {
+                if (dst < 0)
+                        dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                k = dst < 0 ? errbuf_set(err, errlen, errno, "Cannot open the clone of %s: %s", source, strerror(errno))
+                            : store_reset_identity(dst, new_name, err, errlen);
+                if (k >= 0 && read_only && fd_is_subvolume(dst) > 0) {
+                        k = store_set_read_only_fd(dst, true);
+                        if (k < 0)
+                                errbuf_set(err, errlen, -k, "Cannot mark the clone %s read-only: %s", new_name,
+                                           strerror(-k));
+                }
+                if (k < 0) {
+                        (void) store_remove_tree(store_fd, tmp);
+                        return k;
+                }
         }
 
         k = rename_noreplace(store_fd, tmp, new_name);

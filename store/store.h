@@ -16,8 +16,12 @@ void store_remove_temporaries(int store_fd, bool is_btrfs);
 
 /* The blocking acts on disk. They run in stampd's worker threads (operation.c) or in stamp-transfer, never on the event loop.
  * Each returns 0 or a negative errno, with a sentence for the caller in @err. */
-int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, bool read_only,
-                    char *err, size_t errlen);
+typedef enum StoreCloneFlags {
+        STORE_CLONE_READ_ONLY = 1 << 0,
+        STORE_CLONE_FRESH_IDENTITY = 1 << 1, /* see store_reset_identity() */
+} StoreCloneFlags;
+int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, StoreCloneFlags flags,
+                      char *err, size_t errlen);
 int store_remove_image(int store_fd, bool is_btrfs, const char *name, char *err, size_t errlen);
 int store_rename_image(int store_fd, const char *name, const char *new_name, char *err, size_t errlen);
 int store_set_image_read_only(int store_fd, const char *name, bool read_only, char *err, size_t errlen);

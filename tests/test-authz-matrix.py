@@ -139,6 +139,9 @@ class MatrixTest(stamptest.TestCase):
 
         return [
             ('CloneImage', 'manage-images', lambda c, **kw: c.manager('CloneImage', 'base', 'web', False, **kw)),
+            ('CloneImageEx', 'manage-images',
+             lambda c, **kw: c.manager('CloneImageEx', 'base', 'web', {'keep_identity': GLib.Variant('b', True)},
+                                       **kw)),
             ('RemoveImage', 'manage-images', lambda c, **kw: c.manager('RemoveImage', 'base', **kw)),
             ('RenameImage', 'manage-images', lambda c, **kw: c.manager('RenameImage', 'base', 'moved', **kw)),
             ('MarkImageReadOnly', 'manage-images',
@@ -242,7 +245,7 @@ class MatrixTest(stamptest.TestCase):
                 make_image(self.store, 'base')
             elif label in ('RenameImage', 'Image.Rename'):
                 self.root.manager('RenameImage', 'moved', 'base')
-            elif label in ('CloneImage', 'Image.Clone'):
+            elif label in ('CloneImage', 'CloneImageEx', 'Image.Clone'):
                 self.root.manager('RemoveImage', 'web')
             elif label in ('MarkImageReadOnly', 'Image.MarkReadOnly'):
                 self.root.manager('MarkImageReadOnly', 'base', False)
