@@ -24,6 +24,7 @@ const char *arg_host = NULL;
 
 bool arg_read_only = false;
 bool arg_keep_identity = false;
+bool arg_mine = false;
 bool arg_tree = false;
 const char *arg_suite = NULL;
 const char *arg_variant = NULL;
@@ -63,6 +64,7 @@ enum {
         OPT_PRIVATE_USERS = 1u << 16,
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
+        OPT_MINE = 1u << 19,
 };
 
 #define OPTS_TEMPLATE                                                                                       \
@@ -84,7 +86,7 @@ struct verb {
 static int verb_help(sd_bus *bus, int argc, char **argv);
 
 static const struct verb verbs[] = {
-        {"list", 0, 0, OPT_TREE, verb_list, "list [--tree]"},
+        {"list", 0, 0, OPT_TREE | OPT_MINE, verb_list, "list [--tree] [--mine]"},
         {"show", 0, 1, 0, verb_show, "show [NAME]"},
         {"status", 0, 1, 0, verb_show, "status [NAME]"},
         {"clone", 2, 2, OPT_READ_ONLY | OPT_KEEP_IDENTITY, verb_clone, "clone SRC DST [--read-only] [--keep-identity]"},
@@ -119,8 +121,9 @@ static void help(void)
                "Without COMMAND: list.\n"
                "\n"
                "Image commands:\n"
-               "  list [--tree]              List images; --tree puts clones beneath\n"
-               "                             the image they were cloned from\n"
+               "  list [--tree] [--mine]     List images; --tree puts clones beneath\n"
+               "                             the image they were cloned from; --mine\n"
+               "                             lists only the caller's own\n"
                "  show [NAME]                Show an image's properties; without NAME\n"
                "                             the pool (path, usage, limit); alias status\n"
                "  clone SRC DST [--read-only] [--keep-identity]\n"
@@ -282,6 +285,7 @@ static const struct option long_options[] = {
         {"private-users", no_argument, NULL, 1024},
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, 1025},
+        {"mine", no_argument, NULL, 1026},
         {},
 };
 
@@ -327,6 +331,8 @@ static unsigned option_bit(int c)
                 return OPT_SIGNAL;
         case 1025:
                 return OPT_KEEP_IDENTITY;
+        case 1026:
+                return OPT_MINE;
         default:
                 return 0;
         }
@@ -382,6 +388,9 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case 1025:
                         arg_keep_identity = true;
+                        break;
+                case 1026:
+                        arg_mine = true;
                         break;
                 case 1011:
                         arg_tree = true;

@@ -37,6 +37,7 @@ extern const char *arg_host;
 /* Options of single verbs */
 extern bool arg_read_only;
 extern bool arg_keep_identity;
+extern bool arg_mine;
 extern bool arg_tree;
 extern const char *arg_suite;
 extern const char *arg_variant;

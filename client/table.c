@@ -5,12 +5,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <time.h>
 
 #include "table.h"
 #include "util.h"
 
 struct table_style table_style = {.legend = true};
+
+char *format_user(char *buf, size_t size, uint32_t uid)
+{
+        struct passwd pw, *found = NULL;
+        char scratch[4096];
+
+        if (getpwuid_r((uid_t) uid, &pw, scratch, sizeof scratch, &found) == 0 && found)
+                snprintf(buf, size, "%s", found->pw_name);
+        else
+                snprintf(buf, size, "%" PRIu32, uid);
+        return buf;
+}
 
 char *format_bytes(char *buf, size_t size, uint64_t bytes)
 {

@@ -16,6 +16,9 @@ char *format_bytes(char *buf, size_t size, uint64_t bytes);
 /* Local time as "Tue 2024-01-02 03:04:05 CET"; "-" for 0 and UINT64_MAX. */
 char *format_timestamp(char *buf, size_t size, uint64_t usec);
 
+/* The user name of @uid, or the number where the user database does not know it. */
+char *format_user(char *buf, size_t size, uint32_t uid);
+
 /* How stampctl prints tables; set once from the command line and the terminal. */
 struct table_style {
         bool json;

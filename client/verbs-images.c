@@ -20,6 +20,7 @@ struct image {
         uint64_t usage;
         char *path;
         char *origin;
+        uint32_t owner; /* 0 (root) until the Owner property says otherwise */
 };
 
 struct image_list {
@@ -89,7 +90,7 @@ static struct image *image_by_path(struct image_list *l, const char *path)
         return NULL;
 }
 
-/* Origin of every image in one round trip: ObjectManager.GetManagedObjects. */
+/* Origin and owner of every image in one round trip: ObjectManager.GetManagedObjects. */
 static int fill_origins_managed(sd_bus *bus, struct image_list *l)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -149,6 +150,10 @@ static int fill_origins_managed(sd_bus *bus, struct image_list *l)
                                                 img->origin = strdup(origin);
                                                 if (!img->origin)
                                                         return -ENOMEM;
+                                        } else if (strcmp(prop, "Owner") == 0) {
+                                                r = sd_bus_message_read(reply, "v", "u", &img->owner);
+                                                if (r < 0)
+                                                        return r;
                                         } else {
                                                 r = sd_bus_message_skip(reply, "v");
                                                 if (r < 0)
@@ -187,7 +192,7 @@ static void fill_origins(sd_bus *bus, struct image_list *l)
         r = fill_origins_managed(bus, l);
         if (r >= 0)
                 return;
-        log_debug("GetManagedObjects failed (%s); asking each image for its origin.", strerror(-r));
+        log_debug("GetManagedObjects failed (%s); asking each image for its origin and owner.", strerror(-r));
 
         for (size_t i = 0; i < l->n; i++) {
                 _cleanup_(freep) char *origin = NULL;
@@ -196,6 +201,8 @@ static void fill_origins(sd_bus *bus, struct image_list *l)
                         free(l->items[i].origin);
                         l->items[i].origin = steal_pointer(&origin);
                 }
+                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, l->items[i].path, STAMP_IMAGE_IFACE,
+                                                   "Owner", NULL, 'u', &l->items[i].owner);
         }
 }
 
@@ -215,23 +222,25 @@ static int image_row(struct libscols_table *t, struct libscols_line *parent, con
         table_set(line, 1, "%s", img->type);
         if (table_style.json) {
                 table_set(line, 2, "%s", img->read_only ? "1" : "0");
+                table_set(line, 3, "%" PRIu32, img->owner);
                 if (img->usage == UINT64_MAX)
-                        table_set(line, 3, NULL);
+                        table_set(line, 4, NULL);
                 else
-                        table_set(line, 3, "%" PRIu64, img->usage);
-                table_set(line, 4, "%" PRIu64, img->crtime);
-                table_set(line, 5, "%" PRIu64, img->mtime);
-                table_set(line, 6, "%s", origin ? origin : "");
+                        table_set(line, 4, "%" PRIu64, img->usage);
+                table_set(line, 5, "%" PRIu64, img->crtime);
+                table_set(line, 6, "%" PRIu64, img->mtime);
+                table_set(line, 7, "%s", origin ? origin : "");
                 return 0;
         }
 
         table_set(line, 2, "%s", img->read_only ? "yes" : "no");
         if (img->read_only && table_style.colors)
                 scols_cell_set_color(scols_line_get_cell(line, 2), "red");
-        table_set(line, 3, "%s", format_bytes(buf, sizeof(buf), img->usage));
-        table_set(line, 4, "%s", format_timestamp(buf, sizeof(buf), img->crtime));
-        table_set(line, 5, "%s", format_timestamp(buf, sizeof(buf), img->mtime));
-        table_set(line, 6, "%s", origin ? origin : "-");
+        table_set(line, 3, "%s", format_user(buf, sizeof(buf), img->owner));
+        table_set(line, 4, "%s", format_bytes(buf, sizeof(buf), img->usage));
+        table_set(line, 5, "%s", format_timestamp(buf, sizeof(buf), img->crtime));
+        table_set(line, 6, "%s", format_timestamp(buf, sizeof(buf), img->mtime));
+        table_set(line, 7, "%s", origin ? origin : "-");
         return 0;
 }
 
@@ -245,6 +254,22 @@ int verb_list(sd_bus *bus, int argc, char **argv)
         if (r != EXIT_OK)
                 return r;
         fill_origins(bus, &l);
+        if (arg_mine) {
+                /* One's own images only; a clone's origin may then be missing, and it stands at the top. */
+                size_t kept = 0;
+                uid_t me = getuid();
+                for (size_t i = 0; i < l.n; i++) {
+                        if (l.items[i].owner == me) {
+                                l.items[kept++] = l.items[i];
+                                continue;
+                        }
+                        free(l.items[i].name);
+                        free(l.items[i].type);
+                        free(l.items[i].path);
+                        free(l.items[i].origin);
+                }
+                l.n = kept;
+        }
 
         t = table_new("images");
         if (!t)
@@ -252,6 +277,7 @@ int verb_list(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "NAME", arg_tree ? SCOLS_FL_TREE : 0, SCOLS_JSON_STRING);
         table_add_column(t, "TYPE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "RO", 0, SCOLS_JSON_BOOLEAN);
+        table_add_column(t, "OWNER", 0, SCOLS_JSON_NUMBER);
         table_add_column(t, "USAGE", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
         /* On a narrow terminal the timestamps and the origin give way; elsewhere
          * nothing is cut. */
@@ -308,6 +334,7 @@ static const struct field image_fields[] = {
         {"Usage", "Usage"},
         {"UsageExclusive", "Exclusive"},
         {"Origin", "Origin"},
+        {"Owner", "Owner"},
         {"Recipe", "Recipe"},
         {"OSRelease", "OS release"},
         {},
@@ -385,6 +412,15 @@ static int render_scalar(sd_bus_message *m, const char *name, const char *sig, c
                         format_timestamp(buf, sizeof(buf), t);
                 else
                         format_bytes(buf, sizeof(buf), t);
+                *ret = strdup(buf);
+                return *ret ? 0 : -ENOMEM;
+        }
+        if (strcmp(sig, "u") == 0 && strcmp(name, "Owner") == 0) {
+                uint32_t uid;
+                r = sd_bus_message_read_basic(m, 'u', &uid);
+                if (r < 0)
+                        return r;
+                format_user(buf, sizeof(buf), uid);
                 *ret = strdup(buf);
                 return *ret ? 0 : -ENOMEM;
         }

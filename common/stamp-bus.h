@@ -26,6 +26,7 @@
 #define STAMP_ERROR_BAD_ARCHIVE         "io.stamp.Stamp1.Error.BadArchive"
 #define STAMP_ERROR_NOT_SUPPORTED       "io.stamp.Stamp1.Error.NotSupported"
 #define STAMP_ERROR_NO_SPACE            "io.stamp.Stamp1.Error.NoSpace"
+#define STAMP_ERROR_QUOTA_EXCEEDED      "io.stamp.Stamp1.Error.QuotaExceeded"
 
 #define STAMP_ACTION_CREATE_TEMPLATE    "io.stamp.Stamp1.create-template"
 #define STAMP_ACTION_MANAGE_IMAGES      "io.stamp.Stamp1.manage-images"
@@ -34,3 +35,6 @@
 #define STAMP_ACTION_EXPORT             "io.stamp.Stamp1.export"
 #define STAMP_ACTION_IMPORT             "io.stamp.Stamp1.import"
 #define STAMP_ACTION_PULL               "io.stamp.Stamp1.pull"
+#define STAMP_ACTION_MANAGE_OWN_IMAGES  "io.stamp.Stamp1.manage-own-images"
+#define STAMP_ACTION_START_OWN_MACHINE  "io.stamp.Stamp1.start-own-machine"
+#define STAMP_ACTION_MANAGE_OWN_MACHINES "io.stamp.Stamp1.manage-own-machines"

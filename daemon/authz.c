@@ -13,9 +13,18 @@ typedef struct Request {
         Authz *authz;
         sd_bus_message *msg; /* the parked call; also the key in Authz.requests */
         char *sender;
-        char *action;
+        char *action;   /* what the handler asked for; the action asked of polkit is chosen_action */
         char **details; /* key, value, …, NULL */
         bool interactive;
+
+        /* For calls whose action depends on who owns what they touch (see AuthzOwner). */
+        bool has_owner;
+        char *own_action;
+        uid_t owner;
+        bool shared;
+        bool chose_own;
+        bool asking_own;           /* the own action is being asked (without a prompt), the call's next */
+        const char *chosen_action; /* action or own_action */
 
         RequestState state;
         bool in_thread;  /* the polkit thread holds a pointer to us */
@@ -62,6 +71,7 @@ static void request_free(Request *r)
                 g_object_unref(r->cancellable);
         free(r->sender);
         free(r->action);
+        free(r->own_action);
         g_strfreev(r->details);
         free(r->error_message);
         free(r);
@@ -161,11 +171,13 @@ static gboolean polkit_start_check(gpointer userdata)
         details = polkit_details_new();
         for (char **d = r->details; d && d[0] && d[1]; d += 2)
                 polkit_details_insert(details, d[0], d[1]);
-        if (r->interactive)
+        /* The own action is asked first and without a prompt: when it is not simply granted, the
+         * call's own (administrator's) action is asked, with a prompt if the caller allows one. */
+        if (r->interactive && !r->asking_own)
                 flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
 
-        polkit_authority_check_authorization(a->authority, subject, r->action, details, flags, r->cancellable,
-                                             on_polkit_result, r);
+        polkit_authority_check_authorization(a->authority, subject, r->chosen_action, details, flags,
+                                             r->cancellable, on_polkit_result, r);
         return G_SOURCE_REMOVE;
 }
 
@@ -226,14 +238,51 @@ static int on_eventfd(sd_event_source *s, int fd, uint32_t revents, void *userda
                         request_free(r);
                         continue;
                 }
+                if (r->asking_own && !r->authorized && !r->error_message) {
+                        /* Not one's own to do without asking: is the caller allowed the stronger action?
+                         * A rule granting manage-images also covers one's own images. */
+                        r->asking_own = false;
+                        r->chose_own = false;
+                        r->chosen_action = r->action;
+                        r->challenge = false;
+                        r->in_thread = true;
+                        g_main_context_invoke(a->context, polkit_start_check, r);
+                        continue;
+                }
                 request_finish(r, r->authorized, r->challenge, NULL);
         }
         return 0;
 }
 
-/* The caller is not root: ask polkit, in its thread. */
-static void request_ask_polkit(Request *r)
+/* Now that the caller's uid is known: the action to ask for, and what rules see of ownership. */
+static void request_choose_action(Request *r, uid_t uid)
 {
+        char **details;
+        size_t n;
+
+        r->chosen_action = r->action;
+        if (!r->has_owner)
+                return;
+        r->chose_own = uid == r->owner || r->shared;
+        r->asking_own = r->chose_own;
+        if (r->chose_own)
+                r->chosen_action = r->own_action;
+        n = g_strv_length(r->details);
+        details = g_new0(char *, n + 5);
+        for (size_t i = 0; i < n; i++)
+                details[i] = r->details[i];
+        details[n] = g_strdup("owner");
+        details[n + 1] = g_strdup_printf("%u", (unsigned) r->owner);
+        details[n + 2] = g_strdup("caller_owns");
+        details[n + 3] = g_strdup(uid == r->owner ? "yes" : "no");
+        g_free(r->details); /* the strings moved */
+        r->details = details;
+}
+
+/* The caller is not root: ask polkit, in its thread. */
+static void request_ask_polkit(Request *r, uid_t uid)
+{
+        request_choose_action(r, uid);
         if (authz_start_thread(r->authz) < 0) {
                 request_finish(r, false, false, "cannot start the polkit thread");
                 return;
@@ -275,7 +324,7 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 request_finish(r, true, false, NULL);
                 return 0;
         }
-        request_ask_polkit(r);
+        request_ask_polkit(r, uid);
         return 0;
 }
 
@@ -330,8 +379,8 @@ static void describe(const char *const *details, char *buf, size_t size)
                  new_name ? " as " : "", new_name ?: "");
 }
 
-int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
-                 sd_bus_error *error)
+static int verify(Authz *a, sd_bus_message *msg, const char *action, const AuthzOwner *owner,
+                  const char *const *details, bool *ret_own, sd_bus_error *error)
 {
         sd_bus *bus = sd_bus_message_get_bus(msg);
         const char *sender = sd_bus_message_get_sender(msg);
@@ -348,6 +397,10 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
                 bool interactive = r->interactive;
                 char what[512];
 
+                const char *chosen = r->chosen_action ?: r->action;
+                bool own = r->chose_own;
+                char chosen_copy[256];
+
                 if (r->state != REQ_DONE)
                         return 0;
                 if (!streq(r->action, action)) { /* cannot happen with one handler per member */
@@ -355,9 +408,14 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
                         return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
                                                 "Authorization answer does not match the action");
                 }
+                snprintf(chosen_copy, sizeof chosen_copy, "%s", chosen);
+                action = chosen_copy;
                 request_release(r);
-                if (authorized)
+                if (authorized) {
+                        if (ret_own)
+                                *ret_own = own;
                         return 1;
+                }
                 describe(details, what, sizeof what);
                 if (why)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
@@ -391,6 +449,16 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
         r->msg = sd_bus_message_ref(msg);
         r->sender = strdup(sender);
         r->action = strdup(action);
+        if (owner) {
+                r->has_owner = true;
+                r->own_action = strdup(owner->own_action);
+                r->owner = owner->owner;
+                r->shared = owner->shared;
+                if (!r->own_action) {
+                        request_free(r);
+                        return -ENOMEM;
+                }
+        }
         for (const char *const *d = details; d && *d; d++)
                 n++;
         r->details = g_new0(char *, n + 1);
@@ -417,7 +485,7 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
         }
 
         if (cached_uid != 0) { /* known, and not root */
-                request_ask_polkit(r);
+                request_ask_polkit(r, (uid_t) (cached_uid - 1));
                 return 0;
         }
         k = sd_bus_call_method_async(bus, &r->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
@@ -427,6 +495,36 @@ int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *
                 request_release(r);
                 return sd_bus_error_set_errnof(error, k, "Cannot ask the bus who the caller is: %m");
         }
+        return 0;
+}
+
+int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
+                 sd_bus_error *error)
+{
+        return verify(a, msg, action, NULL, details, NULL, error);
+}
+
+int authz_verify_owned(Authz *a, sd_bus_message *msg, const char *action, const AuthzOwner *owner,
+                       const char *const *details, bool *ret_own, sd_bus_error *error)
+{
+        if (ret_own)
+                *ret_own = false;
+        return verify(a, msg, action, owner, details, ret_own, error);
+}
+
+int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret)
+{
+        const char *sender = sd_bus_message_get_sender(msg);
+        unsigned cached;
+
+        if (!sender) {
+                *ret = 0;
+                return 0;
+        }
+        cached = GPOINTER_TO_UINT(g_hash_table_lookup(a->uids, sender));
+        if (cached == 0)
+                return -ENODATA;
+        *ret = (uid_t) (cached - 1);
         return 0;
 }
 

@@ -27,4 +27,26 @@ Authz *authz_free(Authz *a);
 int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
                  sd_bus_error *error);
 
+/* What decides between an action for one's own things and the administrator's: the call touches
+ * something owned by @owner. For a caller whose uid is @owner, or anyone if @shared (a template others
+ * may clone), @own_action is asked first, without a prompt; where it is not granted outright, the
+ * call's own action is asked as for any other caller (with a prompt if allowed), since that one is
+ * the stronger. Rules see the details "owner" (the uid, decimal) and "caller_owns" ("yes"/"no")
+ * besides the call's own. Root passes either way and is reported as not using @own_action. */
+typedef struct AuthzOwner {
+        const char *own_action;
+        uid_t owner;
+        bool shared;
+} AuthzOwner;
+
+/* authz_verify() with the action chosen by @owner once the caller's uid is known; on success
+ * *@ret_own says whether @owner->own_action was the one granted. */
+int authz_verify_owned(Authz *a, sd_bus_message *msg, const char *action, const AuthzOwner *owner,
+                       const char *const *details, bool *ret_own, sd_bus_error *error);
+
+/* The uid of the sender of @msg, if known: always after authz_verify() returned 1 for @msg (until the
+ * event loop runs again). -ENODATA if not known. A call without a sender (a direct connection) is
+ * root's. */
+int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret);
+
 unsigned authz_n_pending(Authz *a);

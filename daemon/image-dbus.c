@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 
 #include "authz.h"
 #include "errors.h"
@@ -64,12 +66,75 @@ int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
         return 0;
 }
 
+int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error)
+{
+        g_autoptr(GPtrArray) all = NULL;
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->images_pending, GUINT_TO_POINTER((unsigned) uid)));
+        uint64_t bytes = 0;
+        char limit[32], used[32];
+        int k;
+
+        if (uid == 0 || (m->settings.images_per_user == UINT_MAX && m->settings.bytes_per_user == UINT64_MAX))
+                return 0;
+        k = image_list(m, &all);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot count the caller's images: %m");
+        for (guint i = 0; i < all->len; i++) {
+                const Image *img = all->pdata[i];
+                if (image_owner(m, img) != uid)
+                        continue;
+                n++;
+                if (img->usage_exclusive != UINT64_MAX)
+                        bytes += img->usage_exclusive;
+        }
+        if (n >= m->settings.images_per_user)
+                return sd_bus_error_setf(error, STAMP_ERROR_QUOTA_EXCEEDED,
+                                         "User %u has %u images, %u more than ImagesPerUser=%u allows before a new "
+                                         "one; remove %s first",
+                                         (unsigned) uid, n, n + 1 - m->settings.images_per_user,
+                                         m->settings.images_per_user, n + 1 - m->settings.images_per_user == 1 ? "one" : "some");
+        /* Bytes are what the quota groups know: nothing where the store has none (see stampd.conf(5)). */
+        if (m->quota_enabled && bytes >= m->settings.bytes_per_user) {
+                snprintf(limit, sizeof limit, "%" PRIu64, m->settings.bytes_per_user);
+                snprintf(used, sizeof used, "%" PRIu64, bytes);
+                return sd_bus_error_setf(error, STAMP_ERROR_QUOTA_EXCEEDED,
+                                         "User %u uses %s bytes in the store, %" PRIu64 " over BytesPerUser=%s; "
+                                         "remove an image first",
+                                         (unsigned) uid, used, bytes - m->settings.bytes_per_user, limit);
+        }
+        return 0;
+}
+
+/* Whose @img is, for choosing between manage-own-images and manage-images. A clone source is shared
+ * when it is a template of root's (read-only): anyone may make their own clone of it. */
+static AuthzOwner image_authz_owner(Manager *m, const Image *img, bool as_clone_source)
+{
+        uid_t owner = image_owner(m, img);
+
+        return (AuthzOwner){
+                .own_action = STAMP_ACTION_MANAGE_OWN_IMAGES,
+                .owner = owner,
+                .shared = as_clone_source && owner == 0 && img->read_only,
+        };
+}
+
+/* The caller's uid after authorization; ENODATA cannot happen then, but say so if it does. */
+static int bus_caller_uid(Manager *m, sd_bus_message *msg, uid_t *ret, sd_bus_error *error)
+{
+        int k = authz_caller_uid(m->authz, msg, ret);
+
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot tell who the caller is: %m");
+        return 0;
+}
+
 /* ---- clone ---- */
 
 typedef struct CloneArgs {
         char *source;
         char *new_name;
         StoreCloneFlags flags;
+        uid_t owner;
 } CloneArgs;
 
 static void clone_args_free(void *p)
@@ -83,13 +148,15 @@ static void clone_args_free(void *p)
 static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
 {
         CloneArgs *a = userdata;
-        return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->flags, err, errlen);
+        return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->flags, a->owner, err,
+                                 errlen);
 }
 
 static void clone_done(Manager *m, int result, void *userdata)
 {
         CloneArgs *a = userdata;
 
+        manager_image_pending(m, a->owner, -1);
         if (result >= 0) {
                 log_info("Cloned %s to %s%s%s.", a->source, a->new_name,
                          a->flags & STORE_CLONE_READ_ONLY ? " (read-only)" : "",
@@ -104,19 +171,26 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
         const char *details[] = {"verb", "clone", "image", source, "new_name", new_name, NULL};
         const char *locks[] = {new_name, NULL};
         Image *img = NULL; /* the manager's, valid during this dispatch */
+        AuthzOwner owner;
+        bool read_only_source;
+        uid_t uid;
         CloneArgs *a;
         int k;
 
         if ((k = bus_check_image_name(source, "image name", error)) < 0 ||
             (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
-            (k = bus_check_image_exists(m, source, &img, error)) < 0 ||
-            (k = bus_check_image_absent(m, new_name, error)) < 0 ||
-            (k = bus_check_image_not_busy(m, new_name, error)) < 0)
+            (k = bus_check_image_exists(m, source, &img, error)) < 0)
+                return k;
+        owner = image_authz_owner(m, img, true);
+        read_only_source = img->read_only;
+        if ((k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
+        if ((k = bus_caller_uid(m, msg, &uid, error)) < 0 || (k = bus_check_user_limits(m, uid, error)) < 0)
+                return k;
 
         a = calloc(1, sizeof *a);
         if (!a || !(a->source = strdup(source)) || !(a->new_name = strdup(new_name))) {
@@ -124,15 +198,19 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
                         clone_args_free(a);
                 return -ENOMEM;
         }
+        a->owner = uid;
         if (o->read_only > 0)
                 a->flags |= STORE_CLONE_READ_ONLY;
         /* A clone of a template (a read-only image) is a new machine, not the template again. A clone
          * of a writable image is a copy of that machine, as machinectl clone makes it. */
-        if (img->read_only && o->keep_identity <= 0)
+        if (read_only_source && o->keep_identity <= 0)
                 a->flags |= STORE_CLONE_FRESH_IDENTITY;
         pool_maybe_grow(m);
         /* The new name is held until the clone is in place, so no second clone races to it. */
-        return operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
+        k = operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
+        if (k >= 0)
+                manager_image_pending(m, uid, +1);
+        return k;
 }
 
 /* ---- remove ---- */
@@ -154,13 +232,18 @@ int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bu
 {
         const char *details[] = {"verb", "remove", "image", name, NULL};
         const char *locks[] = {name, NULL};
+        Image *img = NULL;
+        AuthzOwner owner;
         int k;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = bus_check_image_exists(m, name, NULL, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0)
+            (k = bus_check_image_exists(m, name, &img, error)) < 0)
+                return k;
+        owner = image_authz_owner(m, img, false);
+        if ((k = bus_check_image_not_busy(m, name, error)) < 0)
                 return k;
 
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
@@ -204,17 +287,21 @@ int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const
 {
         const char *details[] = {"verb", "rename", "image", name, "new_name", new_name, NULL};
         const char *locks[] = {name, new_name, NULL};
+        Image *img = NULL;
+        AuthzOwner owner;
         RenameArgs *a;
         int k;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
             (k = bus_check_image_name(new_name, "new image name", error)) < 0 ||
-            (k = bus_check_image_exists(m, name, NULL, error)) < 0 ||
-            (k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0 ||
+            (k = bus_check_image_exists(m, name, &img, error)) < 0)
+                return k;
+        owner = image_authz_owner(m, img, false);
+        if ((k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0 ||
             (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
@@ -261,14 +348,19 @@ int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *nam
 {
         const char *details[] = {"verb", read_only ? "mark-read-only" : "mark-writable", "image", name, NULL};
         const char *locks[] = {name, NULL};
+        Image *img = NULL;
+        AuthzOwner owner;
         ReadOnlyArgs *a;
         int k;
 
         if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = bus_check_image_exists(m, name, NULL, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0)
+            (k = bus_check_image_exists(m, name, &img, error)) < 0)
+                return k;
+        owner = image_authz_owner(m, img, false);
+        if ((k = bus_check_image_not_busy(m, name, error)) < 0)
                 return k;
 
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
@@ -365,6 +457,13 @@ static int property_get_path(sd_bus *bus, const char *path, const char *interfac
         if (asprintf(&p, "%s/%s", img->manager->store, img->name) < 0)
                 return -ENOMEM;
         return sd_bus_message_append(reply, "s", p);
+}
+
+static int property_get_owner(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) image_owner(img->manager, img));
 }
 
 static int property_get_origin(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -514,6 +613,7 @@ const sd_bus_vtable image_vtable[] = {
         SD_BUS_PROPERTY("UsageExclusive", "t", NULL, offsetof(Image, usage_exclusive), 0),
         SD_BUS_PROPERTY("Template", "b", property_get_template, 0, 0),
         SD_BUS_PROPERTY("Origin", "s", property_get_origin, 0, 0),
+        SD_BUS_PROPERTY("Owner", "u", property_get_owner, 0, 0),
         SD_BUS_PROPERTY("Recipe", "a{sv}", property_get_recipe, 0, 0),
         SD_BUS_PROPERTY("OSRelease", "a{ss}", property_get_os_release, 0, 0),
         SD_BUS_METHOD_WITH_ARGS("Clone", SD_BUS_ARGS("s", new_name, "b", read_only), SD_BUS_NO_RESULT,

@@ -15,6 +15,7 @@
 
 #include "btrfs-util.h"
 #include "image.h"
+#include "owners.h"
 #include "names.h"
 
 const char *image_type_to_string(ImageType t)
@@ -272,6 +273,13 @@ GVariant *image_read_recipe(Manager *m, const Image *img)
         buf[n] = '\0';
         v = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
         return v ? g_variant_ref_sink(v) : NULL;
+}
+
+uid_t image_owner(Manager *m, const Image *img)
+{
+        _cleanup_close_ int fd = image_open(m, img->name);
+
+        return fd < 0 ? 0 : store_owner_read(m->store_fd, img->name, fd);
 }
 
 bool image_is_template(Manager *m, const Image *img)

@@ -60,6 +60,8 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret);
 /* The recipe of a template, NULL if the image has none. */
 GVariant *image_read_recipe(Manager *m, const Image *img);
 bool image_is_template(Manager *m, const Image *img);
+/* The uid that made the image through stampd (see store/owners.h); 0 for images made any other way. */
+uid_t image_owner(Manager *m, const Image *img);
 /* os-release of the image as key/value pairs (a GPtrArray of char*, alternating), never following links
  * out of the image. */
 int image_read_os_release(Manager *m, const char *name, GPtrArray **ret);

@@ -397,7 +397,8 @@ _noreturn_ static void machine_child(Machine *mc, const char *notify_address)
 
         if (mc->temp_name) {
                 char err[1024] = "";
-                k = store_clone_image(m->store_fd, m->store_is_btrfs, mc->image, mc->temp_name, 0, err, sizeof err);
+                k = store_clone_image(m->store_fd, m->store_is_btrfs, mc->image, mc->temp_name, 0, UID_INVALID, err,
+                                      sizeof err);
                 if (k < 0) {
                         child_fail(stdio[2], "Machine %s: cannot make the ephemeral snapshot of %s: %s", mc->name,
                                    mc->image, err[0] ? err : strerror(-k));

@@ -14,6 +14,7 @@
 #include "job.h"
 #include "machine.h"
 #include "manager.h"
+#include "owners.h"
 #include "pool.h"
 
 static void image_free_void(gpointer p)
@@ -39,6 +40,8 @@ int manager_new(Manager **ret)
         m->machines = g_hash_table_new(g_str_hash, g_str_equal);
         m->image_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, image_free_void);
         m->uuid_hints = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        m->images_pending = g_hash_table_new(g_direct_hash, g_direct_equal);
+        settings_defaults(&m->settings);
 
         k = sd_event_default(&m->event);
         if (k < 0)
@@ -66,6 +69,7 @@ Manager *manager_free(Manager *m)
         sd_event_source_disable_unref(m->image_cache_flush);
         g_hash_table_destroy(m->image_cache);
         g_hash_table_destroy(m->uuid_hints);
+        g_hash_table_destroy(m->images_pending);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         safe_close(m->store_fd);
@@ -82,6 +86,7 @@ Manager *manager_free(Manager *m)
 
 int manager_open_store(Manager *m)
 {
+        struct stat st;
         int k;
 
         m->store_fd = safe_close(m->store_fd);
@@ -97,7 +102,19 @@ int manager_open_store(Manager *m)
         log_info("Image store %s: %s%s.", m->store, m->store_is_btrfs ? "btrfs" : "not btrfs (clones are copies)",
                  m->quota_enabled ? ", quota groups on" : "");
 
+        /* Root in a user's machine (a user namespace whose root is uid 0 on disk, since images stay
+         * 0-based) can make setuid-root files and device nodes: no host user may reach them. */
+        if (fstat(m->store_fd, &st) >= 0 && (st.st_mode & 0077) != 0) {
+                if (fchmod(m->store_fd, 0700) < 0)
+                        log_warning_errno(errno, "The image store %s can be entered by others (mode %04o) and "
+                                          "cannot be made private", m->store, st.st_mode & 07777);
+                else
+                        log_notice("Made the image store %s private (mode 0700, was %04o): machines write files "
+                                   "owned by root into it.", m->store, st.st_mode & 07777);
+        }
+
         store_remove_temporaries(m->store_fd, m->store_is_btrfs);
+        store_owners_clean(m->store_fd);
         return 0;
 }
 
@@ -167,6 +184,18 @@ static int on_image_cache_flush(sd_event_source *s, void *userdata)
         g_hash_table_remove_all(m->image_cache);
         m->image_cache_flush = sd_event_source_disable_unref(m->image_cache_flush);
         return 0;
+}
+
+void manager_image_pending(Manager *m, uid_t uid, int delta)
+{
+        gpointer key = GUINT_TO_POINTER((unsigned) uid);
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->images_pending, key));
+
+        n = (unsigned) ((int) n + delta);
+        if (n == 0)
+                g_hash_table_remove(m->images_pending, key);
+        else
+                g_hash_table_replace(m->images_pending, key, GUINT_TO_POINTER(n));
 }
 
 int manager_get_image(Manager *m, const char *name, Image **ret)

@@ -4,6 +4,7 @@
 #include <glib.h>
 
 #include "bus-util.h"
+#include "settings.h"
 
 typedef struct Authz Authz;
 typedef struct Job Job;
@@ -55,6 +56,11 @@ typedef struct Manager {
          * against the image before use; cleared when it grows past UUID_HINTS_MAX. */
         GHashTable *uuid_hints;
         uint64_t last_activity_usec;
+
+        Settings settings;     /* stampd.conf */
+        /* Images being made for a user that are not in the store yet (uid → count, GUINT_TO_POINTER),
+         * so that calls racing each other cannot pass ImagesPerUser= together. */
+        GHashTable *images_pending;
 } Manager;
 
 /* How long the daemon must have been quiet before freed heap memory is given back. */
@@ -119,6 +125,11 @@ int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *nam
 int bus_check_image_name(const char *name, const char *what, sd_bus_error *error);
 /* NoSuchImage unless @name is an image (then *ret, if given, is it, valid for this dispatch): */
 int bus_check_image_exists(Manager *m, const char *name, struct Image **ret, sd_bus_error *error);
+/* QuotaExceeded if @uid (not root) is at ImagesPerUser= or BytesPerUser=, naming the limit and by how
+ * much: */
+int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error);
+/* Count an image being made for @uid until it is in the store (or failed): */
+void manager_image_pending(Manager *m, uid_t uid, int delta);
 /* ImageExists if anything is named @name in the store: */
 int bus_check_image_absent(Manager *m, const char *name, sd_bus_error *error);
 /* ImageBusy while an operation, a job or a machine holds @name: */

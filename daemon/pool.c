@@ -52,9 +52,11 @@ static int path_is_btrfs(const char *path)
         return fd < 0 ? -errno : fd_is_btrfs(fd);
 }
 
+/* nosuid, nodev: root in a user's machine writes files owned by uid 0 on disk, setuid bits included
+ * (see manager_open_store()); nothing on the pool may ever work as such on the host. */
 static int pool_mount(const char *raw, const char *store)
 {
-        char *argv[] = {(char *) "mount", (char *) "-t", (char *) "btrfs", (char *) "-o", (char *) "loop,noatime",
+        char *argv[] = {(char *) "mount", (char *) "-t", (char *) "btrfs", (char *) "-o", (char *) "loop,noatime,nosuid,nodev",
                         (char *) raw, (char *) store, NULL};
         int k = run_command(argv);
 

@@ -15,26 +15,28 @@ static void help(void)
                "  --store DIR          Image store (default: %s)\n"
                "  --idle-timeout SEC   Exit after SEC seconds with nothing to do; 0: never (default: %d)\n"
                "  --no-pool            Never make a loopback btrfs pool; clones are copies then\n"
+               "  --config FILE        Configuration file (default: %s)\n"
                "  --log-level LEVEL    err, warning, notice, info or debug (default: info)\n"
                "  -h --help            Show this help\n"
                "     --version         Show the version\n",
-               DEFAULT_STORE, DEFAULT_IDLE_TIMEOUT_SEC);
+               DEFAULT_STORE, DEFAULT_IDLE_TIMEOUT_SEC, CONFIG_FILE);
 }
 
 static int parse_args(int argc, char *argv[], Manager *m)
 {
-        enum { ARG_STORE = 0x100, ARG_IDLE_TIMEOUT, ARG_NO_POOL, ARG_LOG_LEVEL, ARG_VERSION };
+        enum { ARG_STORE = 0x100, ARG_IDLE_TIMEOUT, ARG_NO_POOL, ARG_LOG_LEVEL, ARG_VERSION, ARG_CONFIG };
         static const struct option options[] = {
                 {"store", required_argument, NULL, ARG_STORE},
                 {"idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT},
                 {"no-pool", no_argument, NULL, ARG_NO_POOL},
+                {"config", required_argument, NULL, ARG_CONFIG},
                 {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, ARG_VERSION},
                 {},
         };
-        const char *store = DEFAULT_STORE;
-        int c;
+        const char *store = DEFAULT_STORE, *config = NULL;
+        int c, k;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -56,6 +58,9 @@ static int parse_args(int argc, char *argv[], Manager *m)
                 case ARG_NO_POOL:
                         m->no_pool = true;
                         break;
+                case ARG_CONFIG:
+                        config = optarg;
+                        break;
                 case ARG_LOG_LEVEL: {
                         int l = log_level_from_string(optarg);
                         if (l < 0) {
@@ -76,6 +81,12 @@ static int parse_args(int argc, char *argv[], Manager *m)
                 }
         if (optind < argc) {
                 log_error("stampd takes no arguments.");
+                return -EINVAL;
+        }
+        /* The default file may be missing; one named here must be there. */
+        k = settings_load(&m->settings, config ?: CONFIG_FILE);
+        if (k == -ENOENT && config) {
+                log_error("--config %s: no such file", config);
                 return -EINVAL;
         }
 

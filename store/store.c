@@ -11,6 +11,7 @@
 
 #include "btrfs-util.h"
 #include "identity.h"
+#include "owners.h"
 #include "store.h"
 
 char *store_temp_name(const char *name)
@@ -176,7 +177,7 @@ static int directory_set_immutable_at(int store_fd, const char *name, bool immut
 }
 
 int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, StoreCloneFlags flags,
-                      char *err, size_t errlen)
+                      uid_t owner, char *err, size_t errlen)
 {
         bool read_only = flags & STORE_CLONE_READ_ONLY, fresh = flags & STORE_CLONE_FRESH_IDENTITY;
         _cleanup_close_ int src = -1, dst = -1;
@@ -247,9 +248,24 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                 }
         }
 
+        if (owner != UID_INVALID) {
+                if (dst < 0)
+                        dst = openat(store_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                k = dst < 0 ? -errno : store_owner_write(store_fd, new_name, dst, owner);
+                if (k < 0) {
+                        (void) store_remove_tree(store_fd, tmp);
+                        return errbuf_set(err, errlen, -k, "Cannot record the owner of %s: %s", new_name,
+                                          strerror(-k));
+                }
+        }
+
         k = rename_noreplace(store_fd, tmp, new_name);
         if (k < 0) {
                 (void) store_remove_tree(store_fd, tmp);
+                /* Our record names the temporary's identity, which no image has now: it can only be
+                 * stale, whoever holds the name. */
+                if (owner != UID_INVALID)
+                        (void) store_owner_remove_if_stale(store_fd, new_name);
                 if (k == -EEXIST)
                         return errbuf_set(err, errlen, EEXIST, "An image named %s already exists", new_name);
                 return errbuf_set(err, errlen, -k, "Cannot put the clone in place as %s: %s", new_name, strerror(-k));
@@ -278,6 +294,7 @@ int store_remove_image(int store_fd, bool is_btrfs, const char *name, char *err,
         k = rename_noreplace(store_fd, name, tmp);
         if (k < 0)
                 return errbuf_set(err, errlen, -k, "Cannot remove image %s: %s", name, strerror(-k));
+        (void) store_owner_remove(store_fd, name);
         k = store_remove_tree(store_fd, tmp);
         if (k < 0)
                 log_warning_errno(k, "Removed image %s, but its data at %s remains until the next start", name,
@@ -289,8 +306,18 @@ int store_rename_image(int store_fd, const char *name, const char *new_name, cha
 {
         /* A read-only directory image carries the immutable flag, which forbids the rename: lift it
          * around the rename, as machined does, and put it back on whichever name the image has. */
-        bool was_immutable = directory_set_immutable_at(store_fd, name, false) > 0;
-        int k = rename_noreplace(store_fd, name, new_name);
+        bool was_immutable;
+        int k;
+
+        /* The record first goes to the new name too, so that neither name is ever an image without
+         * its record; the old one goes once the image has moved. */
+        k = store_owner_copy(store_fd, name, new_name);
+        if (k < 0)
+                return errbuf_set(err, errlen, -k, "Cannot carry the owner of %s over to %s: %s", name, new_name,
+                                  strerror(-k));
+        was_immutable = directory_set_immutable_at(store_fd, name, false) > 0;
+        k = rename_noreplace(store_fd, name, new_name);
+        (void) store_owner_remove_if_stale(store_fd, k < 0 ? new_name : name);
 
         if (was_immutable)
                 (void) directory_set_immutable_at(store_fd, k < 0 ? name : new_name, true);

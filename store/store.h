@@ -20,8 +20,9 @@ typedef enum StoreCloneFlags {
         STORE_CLONE_READ_ONLY = 1 << 0,
         STORE_CLONE_FRESH_IDENTITY = 1 << 1, /* see store_reset_identity() */
 } StoreCloneFlags;
+/* The clone's owner is recorded as @owner (see owners.h); UID_INVALID records none (root's). */
 int store_clone_image(int store_fd, bool is_btrfs, const char *source, const char *new_name, StoreCloneFlags flags,
-                      char *err, size_t errlen);
+                      uid_t owner, char *err, size_t errlen);
 int store_remove_image(int store_fd, bool is_btrfs, const char *name, char *err, size_t errlen);
 int store_rename_image(int store_fd, const char *name, const char *new_name, char *err, size_t errlen);
 int store_set_image_read_only(int store_fd, const char *name, bool read_only, char *err, size_t errlen);

@@ -18,6 +18,7 @@
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
 
+#define UID_INVALID ((uid_t) -1)
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)

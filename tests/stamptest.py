@@ -573,6 +573,14 @@ def make_image(store, name, kind='subvolume', read_only=False, populate=True):
     return path
 
 
+STORE_META = '.stamp'  # stampd's own records in the store (owners); no image
+
+
+def store_names(store):
+    """The names in the store, sorted, but for stampd's own metadata directory."""
+    return sorted(n for n in os.listdir(store) if n != STORE_META)
+
+
 def store_state(store):
     """What 'nothing changed on disk' compares: the store directory itself and,
     per entry, its inode, type, mode, owner, mtime and read-only state."""

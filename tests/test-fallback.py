@@ -9,7 +9,7 @@ import os
 import stat
 
 import stamptest
-from stamptest import (STAMP_ERROR, UINT64_MAX, has_immutable_flag, is_subvolume, make_image,
+from stamptest import (store_names, STAMP_ERROR, UINT64_MAX, has_immutable_flag, is_subvolume, make_image,
                        make_tmpfs_store, run, store_state)
 
 OWNER = (1234, 5678)
@@ -135,7 +135,7 @@ class CopyTest(FallbackTestCase):
     def test_no_temporaries_left(self):
         make_image(self.store, 'base', kind='directory')
         self.root.manager('CloneImage', 'base', 'web', False)
-        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'web'])
+        self.assertEqual(store_names(self.store), ['base', 'web'])
 
     def test_concurrent_copies_to_one_name(self):
         base = make_rich_image(self.store)
@@ -149,7 +149,7 @@ class CopyTest(FallbackTestCase):
         self.assertEqual(len(errors), 2, [str(e) for e in errors])
         for e in errors:
             self.assertIn(e.name, (STAMP_ERROR + 'ImageExists', STAMP_ERROR + 'ImageBusy'))
-        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'web'])
+        self.assertEqual(store_names(self.store), ['base', 'web'])
         self.assertEqual(metadata(self.path('web')), metadata(base))
 
     def test_clone_onto_existing(self):
@@ -192,20 +192,20 @@ class ReadOnlyDirectoryTest(FallbackTestCase):
     def test_remove_read_only(self):
         self.root.manager('MarkImageReadOnly', 'base', True)
         self.root.manager('RemoveImage', 'base')
-        self.assertEqual(os.listdir(self.store), [])
+        self.assertEqual(store_names(self.store), [])
 
     def test_rename_read_only(self):
         self.root.manager('MarkImageReadOnly', 'base', True)
         self.root.manager('RenameImage', 'base', 'renamed')
-        self.assertEqual(os.listdir(self.store), ['renamed'])
+        self.assertEqual(store_names(self.store), ['renamed'])
         self.assertTrue(has_immutable_flag(self.path('renamed')))
 
     def test_remove_and_rename(self):
         self.root.image('base', 'Clone', 'web', False)
         self.root.image('web', 'Rename', 'site')
-        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'site'])
+        self.assertEqual(store_names(self.store), ['base', 'site'])
         self.root.image('site', 'Remove')
-        self.assertEqual(os.listdir(self.store), ['base'])
+        self.assertEqual(store_names(self.store), ['base'])
 
 
 class FullDiskTest(stamptest.TestCase):
@@ -219,7 +219,7 @@ class FullDiskTest(stamptest.TestCase):
         e = self.assertDBusError(STAMP_ERROR + 'NoSpace', self.root.manager, 'CloneImage', 'base',
                                  'web', False)
         self.assertTrue('web' in e.message or 'base' in e.message, e.message)
-        self.assertEqual(os.listdir(store), ['base'])
+        self.assertEqual(store_names(store), ['base'])
         self.assertNotIn('web', self.root.list_images())
         # the daemon still works, and the space came back
         os.remove(os.path.join(base, 'srv', 'blob'))

@@ -9,7 +9,7 @@ private /etc/group) is let in at the next call, as `usermod -aG` promises."""
 import os
 
 import stamptest
-from stamptest import SRCDIR, STAMP_GROUP, STAMPCTL, USER, USER2, make_image, run, store_state
+from stamptest import store_names, SRCDIR, STAMP_GROUP, STAMPCTL, USER, USER2, make_image, run, store_state
 
 EXIT_PERMISSION = 77  # stampctl: polkit said no, or nobody could be asked
 
@@ -51,7 +51,7 @@ class GroupRulesTest(stamptest.TestCase):
         self.assertAllowed(USER2, 'rename', 'web', 'site')
         self.assertAllowed(USER2, 'read-only', 'site', 'yes')
         self.assertAllowed(USER2, 'remove', 'site')
-        self.assertEqual(sorted(os.listdir(self.store)), ['base'])
+        self.assertEqual(store_names(self.store), ['base'])
 
     def test_others_still_refused(self):
         self.set_rules(EXAMPLE_RULES)

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import stamptest
-from stamptest import USER, make_image, rule_for
+from stamptest import store_names, USER, make_image, rule_for
 from reliabilitytest import (LIMITS_EXCEEDED, daemon_fds, daemon_resources, rss_is_meaningful,
                              settled_resources, spin, temporaries, tree_digest)
 
@@ -187,7 +187,7 @@ class LoadTest(stamptest.TestCase):
         if rss_is_meaningful(daemon.pid):
             self.assertLess(rss1 - rss0, 16 << 10, 'VmRSS grew by %d KiB' % (rss1 - rss0))
         self.assertEqual(sorted(self.root.list_images()), ['base'], 'images lost or left over')
-        self.assertEqual(sorted(os.listdir(store)), ['base'])
+        self.assertEqual(store_names(store), ['base'])
         self.assertEqual(tree_digest(base), digest)
 
 

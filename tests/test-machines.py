@@ -101,7 +101,7 @@ def make_template(store, name):
 
 
 def hidden_entries(store):
-    return sorted(n for n in os.listdir(store) if n.startswith('.'))
+    return sorted(n for n in os.listdir(store) if n.startswith('.') and n != stamptest.STORE_META)
 
 
 def pid_alive(pid):

@@ -7,7 +7,7 @@ a btrfs the user brought left as it is; stale temporaries removed at start."""
 import os
 
 import stamptest
-from stamptest import (MANAGER_IFACE, MANAGER_PATH, UINT64_MAX, fs_type, is_subvolume,
+from stamptest import (store_names, MANAGER_IFACE, MANAGER_PATH, UINT64_MAX, fs_type, is_subvolume,
                        loop_backing_file, make_btrfs_store, make_image, mount_source, out,
                        quotas_enabled, run, subvolume_read_only)
 
@@ -67,7 +67,7 @@ class SelfMadePoolTest(stamptest.TestCase):
         # as after a reboot: the pool file is there, nothing is mounted
         stamptest.unmount_all_under(store)
         self.assertNotEqual(fs_type(store), 'btrfs')
-        self.assertEqual(os.listdir(store), [])
+        self.assertEqual(store_names(store), [])
         daemon = self.start_daemon(store=store)
         self.assertEqual(fs_uuid(store), uuid, 'the pool was made anew')
         self.check_pool(store)
@@ -163,7 +163,7 @@ class StaleTemporariesTest(stamptest.TestCase):
         os.mkdir(os.path.join(store, '.#import-of-someone-else'))
 
     def check_only_images_left(self, store):
-        self.assertEqual(sorted(os.listdir(store)), ['.#import-of-someone-else', 'base'])
+        self.assertEqual(store_names(store), ['.#import-of-someone-else', 'base'])
 
     def test_removed_from_pool_at_start(self):
         daemon = self.start_daemon()

@@ -8,7 +8,7 @@ import json
 import os
 
 import stamptest
-from stamptest import (ADMIN_PASSWORD, STAMPCTL, UINT64_MAX, USER, make_image, rule_for, run,
+from stamptest import (store_names, ADMIN_PASSWORD, STAMPCTL, UINT64_MAX, USER, make_image, rule_for, run,
                        store_state, subvolume_read_only)
 
 # Exit codes documented in `stampctl --help`.
@@ -51,7 +51,7 @@ class ListShowTest(StampctlTestCase):
         self.ctl('clone', 'base', 'web')
         lines = self.ctl('list').stdout.splitlines()
         self.assertEqual(lines[0].split(),
-                         ['NAME', 'TYPE', 'RO', 'USAGE', 'CREATED', 'MODIFIED', 'ORIGIN'])
+                         ['NAME', 'TYPE', 'RO', 'OWNER', 'USAGE', 'CREATED', 'MODIFIED', 'ORIGIN'])
         rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip()}
         self.assertEqual(rows['base'][1:3], ['subvolume', 'no'])
         self.assertEqual(rows['web'][-1], 'base')
@@ -122,7 +122,7 @@ class ChangeTest(StampctlTestCase):
     def test_rename_read_only_remove(self):
         self.ctl('clone', 'base', 'web')
         self.ctl('rename', 'web', 'site')
-        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'site'])
+        self.assertEqual(store_names(self.store), ['base', 'site'])
         self.ctl('read-only', 'site')
         self.assertTrue(subvolume_read_only(self.path('site')))
         self.ctl('read-only', 'site', 'no')
@@ -131,7 +131,7 @@ class ChangeTest(StampctlTestCase):
         self.assertTrue(subvolume_read_only(self.path('site')))
         self.ctl('clone', 'base', 'other')
         self.ctl('remove', 'site', 'other')
-        self.assertEqual(os.listdir(self.store), ['base'])
+        self.assertEqual(store_names(self.store), ['base'])
 
     def test_errors_and_exit_codes(self):
         self.ctl('clone', 'base', 'web')

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <string.h>
+
+#include <glib.h>
+
+#include "settings.h"
+#include "util.h"
+
+void settings_defaults(Settings *s)
+{
+        *s = (Settings){
+                .images_per_user = SETTINGS_DEFAULT_IMAGES_PER_USER,
+                .bytes_per_user = UINT64_MAX,
+        };
+}
+
+int parse_size(const char *s, uint64_t *ret)
+{
+        static const char units[] = "KMGTPE";
+        guint64 n;
+        char *end;
+
+        if (streq(s, "infinity")) {
+                *ret = UINT64_MAX;
+                return 0;
+        }
+        if (!g_ascii_isdigit(s[0]))
+                return -EINVAL;
+        errno = 0;
+        n = g_ascii_strtoull(s, &end, 10);
+        if (errno != 0)
+                return -EINVAL;
+        if (*end) {
+                const char *u = strchr(units, g_ascii_toupper(*end));
+                if (!u || !*u || (end[1] && !(g_ascii_toupper(end[1]) == 'B' && !end[2])))
+                        return -EINVAL;
+                for (const char *p = units; p <= u; p++) {
+                        if (n > UINT64_MAX / 1024)
+                                return -ERANGE;
+                        n *= 1024;
+                }
+        }
+        *ret = n;
+        return 0;
+}
+
+static const char *const known_limits[] = {"ImagesPerUser", "BytesPerUser", NULL};
+
+int settings_load(Settings *s, const char *path)
+{
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) err = NULL;
+        g_auto(GStrv) groups = NULL;
+
+        if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &err)) {
+                if (g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+                        return -ENOENT;
+                log_error("Cannot read %s: %s; using the defaults", path, err->message);
+                return -EINVAL;
+        }
+
+        groups = g_key_file_get_groups(kf, NULL);
+        for (char **g = groups; g && *g; g++) {
+                g_auto(GStrv) keys = NULL;
+                if (!streq(*g, "Limits")) {
+                        log_warning("%s: unknown section [%s], ignored", path, *g);
+                        continue;
+                }
+                keys = g_key_file_get_keys(kf, *g, NULL, NULL);
+                for (char **k = keys; k && *k; k++)
+                        if (!g_strv_contains(known_limits, *k))
+                                log_warning("%s: unknown key %s= in [Limits], ignored", path, *k);
+        }
+
+        if (g_key_file_has_key(kf, "Limits", "ImagesPerUser", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "ImagesPerUser", NULL);
+                guint64 n;
+                if (v && streq(v, "infinity"))
+                        s->images_per_user = UINT_MAX;
+                else if (v && g_ascii_string_to_unsigned(v, 10, 0, 1000000, &n, NULL))
+                        s->images_per_user = (unsigned) n;
+                else
+                        log_warning("%s: ImagesPerUser=%s is not a number of images (or infinity); keeping %u", path,
+                                    v ?: "", s->images_per_user);
+        }
+        if (g_key_file_has_key(kf, "Limits", "BytesPerUser", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "BytesPerUser", NULL);
+                uint64_t n;
+                if (v && parse_size(v, &n) >= 0)
+                        s->bytes_per_user = n;
+                else
+                        log_warning("%s: BytesPerUser=%s is not a size such as 20G (or infinity); ignored", path,
+                                    v ?: "");
+        }
+        return 0;
+}

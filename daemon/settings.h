@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* stampd's configuration file, /etc/stamp/stampd.conf (GKeyFile, see stampd.conf(5)); stampd --config
+ * reads another. A missing file is the defaults; a key with a value that cannot be read is reported
+ * and keeps its default, so that a typo never leaves the service unreachable. */
+
+#define SETTINGS_DEFAULT_IMAGES_PER_USER 32
+
+typedef struct Settings {
+        /* [Limits]: what one user (not root) may have in the store at once */
+        unsigned images_per_user; /* UINT_MAX: no limit */
+        uint64_t bytes_per_user;  /* UINT64_MAX: no limit */
+} Settings;
+
+void settings_defaults(Settings *s);
+
+/* Read @path into @s (over the defaults). -ENOENT if it does not exist, which callers treat as
+ * "defaults" for the default path and as an error for one named on the command line. */
+int settings_load(Settings *s, const char *path);
+
+/* "10G", "512M", "1T", "4096", "infinity" (base 1024) → bytes; -EINVAL if it is none of these. */
+int parse_size(const char *s, uint64_t *ret);
