@@ -303,6 +303,8 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "IMAGE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "STATE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "LEADER", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
+        table_add_column(t, "USERNS", 0, SCOLS_JSON_BOOLEAN);
+        table_add_column(t, "OWNER", 0, SCOLS_JSON_NUMBER);
 
         r = sd_bus_message_enter_container(reply, 'a', "(sssuo)");
         while (r >= 0 &&
@@ -313,10 +315,26 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
                 table_set(line, 0, "%s", name);
                 table_set(line, 1, "%s", image);
                 table_set(line, 2, "%s", state);
+                int userns = 0;
+                uint32_t owner = 0;
+                char user[256];
+
                 if (leader > 0)
                         table_set(line, 3, "%" PRIu32, leader);
                 else
                         table_set(line, 3, table_style.json ? NULL : "-");
+                /* Facts ListMachines does not carry; a machine that ended meanwhile shows the defaults. */
+                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "UserNamespace",
+                                                   NULL, 'b', &userns);
+                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "Owner", NULL,
+                                                   'u', &owner);
+                if (table_style.json) {
+                        table_set(line, 4, "%s", userns ? "1" : "0");
+                        table_set(line, 5, "%" PRIu32, owner);
+                } else {
+                        table_set(line, 4, "%s", userns ? "yes" : "no");
+                        table_set(line, 5, "%s", format_user(user, sizeof user, owner));
+                }
         }
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of machines: %s",

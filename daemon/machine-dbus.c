@@ -7,6 +7,7 @@
 #include "errors.h"
 #include "image.h"
 #include "machine.h"
+#include "uid-range.h"
 #include "manager-methods.h"
 #include "names.h"
 #include "options.h"
@@ -155,7 +156,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         _cleanup_(machine_freep) Machine *mc = NULL;
         const char *sender = sd_bus_message_get_sender(msg);
         const char *image, *name, *path;
-        bool boot, ephemeral, read_only;
+        bool boot, ephemeral, read_only, userns = false;
+        uid_t uid = 0, uid_base = 0;
         Image *img;
         int k;
 
@@ -206,11 +208,27 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         {
                 const char *details[] = {"verb", "start", "image", image, "machine", name,
-                                         "boot", boot ? "yes" : "no", "ephemeral", ephemeral ? "yes" : "no", NULL};
-                k = authz_verify(m->authz, msg, STAMP_ACTION_START_MACHINE, details, error);
+                                         "boot", boot ? "yes" : "no", "ephemeral", ephemeral ? "yes" : "no",
+                                         "private_users", o.private_users == 0 ? "no" : "yes", NULL};
+                AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
+                /* On one's own image a machine may start without the administrator, but only in a user
+                 * namespace: one that explicitly asks for root mapping (private_users false) asks for
+                 * start-machine itself. */
+                if (o.private_users == 0)
+                        k = authz_verify(m->authz, msg, STAMP_ACTION_START_MACHINE, details, error);
+                else
+                        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_START_MACHINE, &owner, details, &userns,
+                                               error);
                 if (k <= 0)
                         return k < 0 ? k : 1;
+                k = authz_caller_uid(m->authz, msg, &uid);
+                if (k < 0)
+                        return sd_bus_error_set_errnof(error, k, "Cannot tell who the caller is: %m");
         }
+        if (userns && (k = uid_range_pick(m, &uid_base)) < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "No free uid range for a user namespace: all %u are in use",
+                                         (UID_RANGE_LAST - UID_RANGE_FIRST) / UID_RANGE_SIZE + 1);
 
         k = machine_new(m, name, image, sender, &mc);
         if (k < 0)
@@ -221,6 +239,9 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         mc->read_only = read_only;
         mc->private_users = o.private_users > 0;
         mc->private_network = o.private_network > 0;
+        mc->uid = uid;
+        mc->userns = userns;
+        mc->uid_base = uid_base;
         for (int i = 0; i < 3; i++)
                 mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
 
@@ -259,9 +280,10 @@ int method_list_machines(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 static int machine_method_stop(Manager *m, sd_bus_message *msg, Machine *mc, sd_bus_error *error)
 {
         const char *details[] = {"verb", "stop", "machine", mc->name, "image", mc->image, NULL};
+        AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = mc->uid};
         int k;
 
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
         k = machine_stop(mc);
@@ -274,10 +296,11 @@ static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int
 {
         char number[16];
         const char *details[] = {"verb", "kill", "machine", mc->name, "image", mc->image, "signal", number, NULL};
+        AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = mc->uid};
         int k;
 
         snprintf(number, sizeof number, "%d", signo);
-        k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, details, error);
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
         k = machine_kill(mc, signo);
@@ -408,7 +431,20 @@ static int property_get_flag(sd_bus *bus, const char *path, const char *interfac
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
         Machine *mc = userdata;
-        return sd_bus_message_append(reply, "b", (int) (streq(property, "Boot") ? mc->boot : mc->ephemeral));
+        bool v = streq(property, "Boot")            ? mc->boot
+                 : streq(property, "UserNamespace") ? (mc->userns || mc->private_users)
+                                                    : mc->ephemeral;
+        return sd_bus_message_append(reply, "b", (int) v);
+}
+
+/* The host uid of the container's root: 0 without a user namespace, UINT32_MAX where nspawn picked it
+ * (private_users asked for by an administrator). */
+static int property_get_uid_shift(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        uint32_t shift = mc->userns ? (uint32_t) mc->uid_base : mc->private_users ? UINT32_MAX : 0;
+        return sd_bus_message_append(reply, "u", shift);
 }
 
 static const sd_bus_vtable machine_vtable[] = {
@@ -421,6 +457,9 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("Boot", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Ephemeral", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Timestamp", "t", NULL, offsetof(Machine, timestamp_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Machine, uid), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UserNamespace", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -17,6 +17,7 @@
 #include "errors.h"
 #include "image.h"
 #include "machine.h"
+#include "uid-range.h"
 
 #define NSPAWN "systemd-nspawn"
 #define NSPAWN_RUNTIME_DIR "/run/systemd/nspawn"
@@ -315,7 +316,11 @@ static char **machine_nspawn_argv(Machine *mc, const char *directory, const char
         g_ptr_array_add(a, g_strdup(mc->boot ? "--boot" : "--as-pid2"));
         if (mc->read_only)
                 g_ptr_array_add(a, g_strdup("--read-only"));
-        if (mc->private_users)
+        if (mc->userns) {
+                /* The image stays 0-based on disk: an idmapped mount shows it to the namespace. */
+                g_ptr_array_add(a, g_strdup_printf("--private-users=%u:%u", (unsigned) mc->uid_base, UID_RANGE_SIZE));
+                g_ptr_array_add(a, g_strdup("--private-users-ownership=map"));
+        } else if (mc->private_users)
                 g_ptr_array_add(a, g_strdup("--private-users=pick"));
         if (mc->private_network)
                 g_ptr_array_add(a, g_strdup("--private-network"));

@@ -36,6 +36,9 @@ struct Machine {
         bool read_only;
         bool private_users;
         bool private_network;
+        uid_t uid;         /* who started it (the caller's uid) */
+        bool userns;       /* in a user namespace of stampd's choosing (see uid-range.h) */
+        uid_t uid_base;    /* with userns: host uid of the container's root */
         int stdio_fd[3]; /* the caller's fds, until the child has them */
 
         char *lock_reason; /* what ImageBusy says while this machine holds its image */

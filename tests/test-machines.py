@@ -711,6 +711,114 @@ class UserTest(MachineTestCase):
         self.assertEqual(self.wait_removed('base'), 0)
 
 
+class OwnMachineTest(MachineTestCase):
+    """A user granted only the -own- actions starts machines on their own
+    clone of a template: always in a user namespace of stampd's choosing,
+    with the image 0-based on disk; nothing of anyone else's."""
+
+    OWN = ('manage-own-images', 'start-own-machine', 'manage-own-machines')
+    REFUSED = (ACCESS_DENIED, stamptest.INTERACTIVE_REQUIRED)
+
+    def setUp(self):
+        super().setUp()
+        make_template(self.store, 'tmpl')
+        self.set_rules(''.join(rule_for(u, a, 'YES') for u in (USER, stamptest.USER2) for a in self.OWN))
+        self.user.manager('CloneImage', 'tmpl', 'mine', False)
+        self.uid = self.env.users[USER]
+
+    def user_start(self, image, options, user=USER):
+        """StartMachine by @user with stdout to a file: (JSON outcome, output)."""
+        client = self.write_client()
+        result, out = os.path.join(self.dir, 'result.json'), self.output_file()
+        for p in (result, out):
+            open(p, 'w').close()
+            os.chown(p, self.env.users[user], self.env.users[user])
+        cmd = self.env.as_user(user, [PYTHON, client, image, json.dumps(options), result])
+        with open(out, 'w') as f:
+            subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, timeout=stamptest.TIMEOUT)
+        with open(result) as f, open(out) as o:
+            return json.load(f), o.read()
+
+    def user_sleeper(self, image='mine'):
+        client = self.write_client()
+        result = os.path.join(self.dir, 'sleeper.json')
+        open(result, 'w').close()
+        os.chown(result, self.uid, self.uid)
+        proc = subprocess.Popen(self.env.as_user(USER, [PYTHON, client, image,
+                                                        json.dumps({'command': ['/bin/sleep', '1000']}),
+                                                        result]),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait)
+        self.addCleanup(self.kill_quietly, image)
+        stamptest.wait_for(lambda: image in self.list_machines() and self.props(image)['State'] == 'running',
+                           'the user\'s machine to run')
+        return self.props(image)
+
+    def test_runs_in_a_user_namespace(self):
+        result, out = self.user_start('mine', {'command': [
+            '/bin/sh', '-c', 'cat /proc/self/uid_map; touch /srv/made-inside; ls -ln /srv/marker']})
+        self.assertEqual(result.get('exit_status'), 0, (result, out))
+        inside, shift, size = (int(x) for x in out.splitlines()[0].split())
+        self.assertEqual((inside, size), (0, 65536))
+        self.assertGreaterEqual(shift, 0x60000000, 'root inside is an unprivileged host uid')
+        self.assertIn(' 0 ', out.splitlines()[1], 'the image is shown 0-based inside')
+        st = os.lstat(os.path.join(self.store, 'mine/srv/made-inside'))
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0), 'files land 0-based on disk')
+
+    def test_seen_from_the_host(self):
+        props = self.user_sleeper()
+        self.assertTrue(props['UserNamespace'])
+        self.assertEqual(props['Owner'], self.uid)
+        with open('/proc/%d/uid_map' % props['Leader']) as f:
+            inside, shift, size = (int(x) for x in f.read().split())
+        self.assertEqual((inside, shift, size), (0, props['UIDShift'], 65536))
+        st = os.stat('/proc/%d' % props['Leader'])
+        self.assertEqual(st.st_uid, props['UIDShift'], 'the container\'s root is that host uid')
+        lines = stamptest.run([stamptest.STAMPCTL, 'machines']).stdout.splitlines()
+        self.assertEqual(lines[0].split(), ['NAME', 'IMAGE', 'STATE', 'LEADER', 'USERNS', 'OWNER'])
+        row = [line.split() for line in lines[1:] if line.startswith('mine')][0]
+        self.assertEqual(row[4:], ['yes', USER])
+        # Only its starter (or an administrator) stops it.
+        self.assertDBusError(stamptest.INTERACTIVE_REQUIRED, self.user2.manager, 'StopMachine', 'mine')
+        self.assertDBusError(stamptest.INTERACTIVE_REQUIRED, self.user2.manager, 'KillMachine', 'mine', 9)
+        self.user.manager('StopMachine', 'mine')
+        self.assertEqual(self.wait_removed('mine'), 0)
+
+    def test_two_machines_get_different_ranges(self):
+        self.user.manager('CloneImage', 'tmpl', 'mine2', False)
+        one, two = self.user_sleeper('mine'), self.user_sleeper('mine2')
+        self.assertNotEqual(one['UIDShift'], two['UIDShift'])
+        self.assertGreaterEqual(abs(one['UIDShift'] - two['UIDShift']), 65536)
+
+    def test_root_mapped_machine_refused(self):
+        before = store_state(self.store)
+        result, _ = self.user_start('mine', {'private_users': False, 'command': ['/bin/true']})
+        self.assertIn(result.get('error'), self.REFUSED, result)
+        self.assertIn('start-machine', result['message'], 'root mapping is the administrator\'s')
+        self.assertEqual(self.list_machines(), {})
+        self.assertUnchanged(self.store, before)
+
+    def test_other_images_refused(self):
+        self.user2.manager('CloneImage', 'tmpl', 'theirs', False)
+        for image, options in (('theirs', {}), ('tmpl', {'ephemeral': True}), ('base', {})):
+            with self.subTest(image=image):
+                result, _ = self.user_start(image, dict(options, command=['/bin/true']))
+                self.assertIn(result.get('error'), self.REFUSED, result)
+        self.assertEqual(self.new, [])
+
+    def test_setuid_file_made_inside_is_unreachable(self):
+        result, out = self.user_start('mine', {'command': [
+            '/bin/sh', '-c', 'cp /bin/busybox /srv/suid && chmod 4755 /srv/suid && ls -ln /srv/suid']})
+        self.assertEqual(result.get('exit_status'), 0, (result, out))
+        suid = os.path.join(self.store, 'mine/srv/suid')
+        st = os.lstat(suid)
+        self.assertEqual((st.st_uid, st.st_mode & 0o7777), (0, 0o4755), 'a setuid-root file on disk')
+        for user in (USER, stamptest.USER2):
+            p = stamptest.run(self.env.as_user(user, [suid, 'id', '-u']), check=False)
+            self.assertNotEqual(p.returncode, 0, 'a host user ran it: %s' % p.stdout)
+            self.assertIn('Permission denied', p.stderr)
+
+
 class ShellTest(MachineTestCase):
 
     def shell_in_tmux(self, argv):
