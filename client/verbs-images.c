@@ -630,6 +630,35 @@ static int get_image_path(sd_bus *bus, const char *name, char **ret)
         return *ret ? EXIT_OK : log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 }
 
+/* The caller's own images against the limits stampd.conf sets, below the pool's lines. */
+static void print_own_usage(sd_bus *bus)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        char used[FORMAT_BYTES_MAX], max[FORMAT_BYTES_MAX], user[256];
+        uint32_t images, images_max;
+        uint64_t bytes, bytes_max;
+        int r;
+
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetUserUsage", NULL,
+                               &reply, "u", (uint32_t)getuid());
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "uutt", &images, &images_max, &bytes, &bytes_max);
+        if (r < 0)
+                return; /* an older stampd: the pool's lines are all there is */
+        format_user(user, sizeof(user), (uint32_t)getuid());
+        if (images_max == UINT32_MAX)
+                printf("Yours: %" PRIu32 " images of %s, no limit\n", images, user);
+        else
+                printf("Yours: %" PRIu32 " of %" PRIu32 " images of %s\n", images, images_max, user);
+        if (bytes == UINT64_MAX)
+                printf("       bytes used unknown (the store keeps no quota groups)\n");
+        else if (bytes_max == UINT64_MAX)
+                printf("       %s used, no limit\n", format_bytes(used, sizeof(used), bytes));
+        else
+                printf("       %s used of %s\n", format_bytes(used, sizeof(used), bytes),
+                       format_bytes(max, sizeof(max), bytes_max));
+}
+
 int verb_show(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(freep) char *path = NULL;
@@ -638,7 +667,10 @@ int verb_show(sd_bus *bus, int argc, char **argv)
         if (argc < 2) {
                 if (arg_json)
                         return print_properties_json(bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE);
-                return print_properties_text(bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, pool_fields);
+                r = print_properties_text(bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, pool_fields);
+                if (r == EXIT_OK)
+                        print_own_usage(bus);
+                return r;
         }
 
         r = get_image_path(bus, argv[1], &path);

@@ -66,19 +66,16 @@ int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
         return 0;
 }
 
-int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error)
+int manager_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_bytes)
 {
         g_autoptr(GPtrArray) all = NULL;
         unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->images_pending, GUINT_TO_POINTER((unsigned) uid)));
         uint64_t bytes = 0;
-        char limit[32], used[32];
         int k;
 
-        if (uid == 0 || (m->settings.images_per_user == UINT_MAX && m->settings.bytes_per_user == UINT64_MAX))
-                return 0;
         k = image_list(m, &all);
         if (k < 0)
-                return sd_bus_error_set_errnof(error, k, "Cannot count the caller's images: %m");
+                return k;
         for (guint i = 0; i < all->len; i++) {
                 const Image *img = all->pdata[i];
                 if (image_owner(m, img) != uid)
@@ -87,21 +84,36 @@ int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error)
                 if (img->usage_exclusive != UINT64_MAX)
                         bytes += img->usage_exclusive;
         }
+        *ret_images = n;
+        /* Bytes are what the quota groups know: unknown where the store has none. */
+        *ret_bytes = m->quota_enabled ? bytes : UINT64_MAX;
+        return 0;
+}
+
+int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error)
+{
+        unsigned n;
+        uint64_t bytes;
+        int k;
+
+        if (uid == 0 || (m->settings.images_per_user == UINT_MAX && m->settings.bytes_per_user == UINT64_MAX))
+                return 0;
+        k = manager_user_usage(m, uid, &n, &bytes);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot count the caller's images: %m");
         if (n >= m->settings.images_per_user)
                 return sd_bus_error_setf(error, STAMP_ERROR_QUOTA_EXCEEDED,
                                          "User %u has %u images, %u more than ImagesPerUser=%u allows before a new "
                                          "one; remove %s first",
                                          (unsigned) uid, n, n + 1 - m->settings.images_per_user,
-                                         m->settings.images_per_user, n + 1 - m->settings.images_per_user == 1 ? "one" : "some");
-        /* Bytes are what the quota groups know: nothing where the store has none (see stampd.conf(5)). */
-        if (m->quota_enabled && bytes >= m->settings.bytes_per_user) {
-                snprintf(limit, sizeof limit, "%" PRIu64, m->settings.bytes_per_user);
-                snprintf(used, sizeof used, "%" PRIu64, bytes);
+                                         m->settings.images_per_user,
+                                         n + 1 - m->settings.images_per_user == 1 ? "one" : "some");
+        if (bytes != UINT64_MAX && bytes >= m->settings.bytes_per_user)
                 return sd_bus_error_setf(error, STAMP_ERROR_QUOTA_EXCEEDED,
-                                         "User %u uses %s bytes in the store, %" PRIu64 " over BytesPerUser=%s; "
-                                         "remove an image first",
-                                         (unsigned) uid, used, bytes - m->settings.bytes_per_user, limit);
-        }
+                                         "User %u uses %" PRIu64 " bytes in the store, %" PRIu64
+                                         " over BytesPerUser=%" PRIu64 "; remove an image first",
+                                         (unsigned) uid, bytes, bytes - m->settings.bytes_per_user,
+                                         m->settings.bytes_per_user);
         return 0;
 }
 

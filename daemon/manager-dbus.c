@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <limits.h>
+
 #include "authz.h"
 #include "errors.h"
 #include "image.h"
@@ -88,6 +90,26 @@ static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *e
         if (k < 0)
                 return k;
         return sd_bus_reply_method_return(msg, "o", path);
+}
+
+static int method_get_user_usage(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        unsigned images;
+        uint64_t bytes;
+        uint32_t uid;
+        int k;
+
+        k = sd_bus_message_read(msg, "u", &uid);
+        if (k < 0)
+                return k;
+        k = manager_user_usage(m, (uid_t) uid, &images, &bytes);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot count the images of user %u: %m", uid);
+        /* Root has no limits. */
+        return sd_bus_reply_method_return(msg, "uutt", (uint32_t) images,
+                                          (uint32_t) (uid == 0 ? UINT_MAX : m->settings.images_per_user), bytes,
+                                          uid == 0 ? UINT64_MAX : m->settings.bytes_per_user);
 }
 
 static int method_clone_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -215,6 +237,9 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CloneImage", SD_BUS_ARGS("s", source, "s", new_name, "b", read_only),
                                 SD_BUS_NO_RESULT, method_clone_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetUserUsage", SD_BUS_ARGS("u", uid),
+                                SD_BUS_RESULT("u", images, "u", images_max, "t", bytes, "t", bytes_max),
+                                method_get_user_usage, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CloneImageEx", SD_BUS_ARGS("s", source, "s", new_name, "a{sv}", options),
                                 SD_BUS_NO_RESULT, method_clone_image_ex, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RemoveImage", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_remove_image,

@@ -128,6 +128,8 @@ int bus_check_image_exists(Manager *m, const char *name, struct Image **ret, sd_
 /* QuotaExceeded if @uid (not root) is at ImagesPerUser= or BytesPerUser=, naming the limit and by how
  * much: */
 int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error);
+/* How many images @uid owns (and has being made), and their exclusive bytes (UINT64_MAX: unknown). */
+int manager_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_bytes);
 /* Count an image being made for @uid until it is in the store (or failed): */
 void manager_image_pending(Manager *m, uid_t uid, int delta);
 /* ImageExists if anything is named @name in the store: */

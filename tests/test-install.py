@@ -23,7 +23,7 @@ except OSError:
     POLKIT_DTD = None
 
 INTERFACES = ['io.stamp.Stamp1.%s.xml' % n for n in ('Manager', 'Image', 'Machine', 'Job')]
-MAN_PAGES = [('man1', 'stampctl.1'), ('man8', 'stampd.8'), ('man5', 'io.stamp.Stamp1.5')]
+MAN_PAGES = [('man1', 'stampctl.1'), ('man8', 'stampd.8'), ('man5', 'io.stamp.Stamp1.5'), ('man5', 'stampd.conf.5')]
 
 
 def read(path, mode='r'):

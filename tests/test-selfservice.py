@@ -190,6 +190,17 @@ class LimitsTest(SelfServiceTestCase):
         self.user.manager('RemoveImage', 'one')
         self.user.manager('CloneImage', 'base', 'three', False)
 
+    def test_status_shows_own_usage(self):
+        self.user.manager('CloneImage', 'base', 'one', False)
+        self.assertEqual(self.root.manager('GetUserUsage', self.uid)[:2], (1, 2))
+        out = run(stamptest.ENV.as_user(USER, [STAMPCTL, 'status'])).stdout
+        self.assertIn('Yours: 1 of 2 images of %s' % USER, out)
+        self.assertRegex(out, r'\n +\S+ used, no limit\n')
+        self.assertEqual(self.root.manager('GetUserUsage', self.uid)[:2], (1, 2))
+        self.assertEqual(self.root.manager('GetUserUsage', 0)[1], 0xFFFFFFFF, 'root has no limits')
+        out = run([STAMPCTL, 'status']).stdout
+        self.assertIn('images of root, no limit', out)
+
     def test_stampctl_says_which_limit(self):
         self.user.manager('CloneImage', 'base', 'one', False)
         self.user.manager('CloneImage', 'base', 'two', False)
