@@ -142,9 +142,12 @@ int pool_setup(Manager *m)
         }
         if (made) {
                 _cleanup_close_ int fd = open(m->store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                k = fd < 0 ? -errno : btrfs_quota_enable(fd);
+                bool simple = false;
+                k = fd < 0 ? -errno : btrfs_quota_enable(fd, &simple);
                 if (k < 0)
                         log_warning_errno(k, "Cannot enable quota groups on %s; usage will be unknown", m->store);
+                else
+                        log_info("Enabled %s on %s.", simple ? "simple quotas" : "quota groups", m->store);
                 if (fd >= 0)
                         (void) fchmod(fd, 0700);
         }

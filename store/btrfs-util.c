@@ -52,12 +52,27 @@ int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret)
         return 0;
 }
 
-int btrfs_quota_enable(int fd)
-{
-        struct btrfs_ioctl_quota_ctl_args args = {.cmd = BTRFS_QUOTA_CTL_ENABLE};
+#ifndef BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA
+#define BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA 4 /* Linux 6.7 */
+#endif
 
+int btrfs_quota_enable(int fd, bool *ret_simple)
+{
+        struct btrfs_ioctl_quota_ctl_args args = {.cmd = BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA};
+
+        /* Simple quotas charge each extent to the subvolume that wrote it, with none of the
+         * backreference walks that make full quota groups stall large pools. Older kernels say
+         * EINVAL (an unknown command): full quota groups then. */
+        if (ioctl(fd, BTRFS_IOC_QUOTA_CTL, &args) >= 0) {
+                if (ret_simple)
+                        *ret_simple = true;
+                return 0;
+        }
+        args = (struct btrfs_ioctl_quota_ctl_args){.cmd = BTRFS_QUOTA_CTL_ENABLE};
         if (ioctl(fd, BTRFS_IOC_QUOTA_CTL, &args) < 0)
                 return -errno;
+        if (ret_simple)
+                *ret_simple = false;
         return 0;
 }
 

@@ -24,7 +24,8 @@ typedef struct BtrfsSubvolInfo {
  * directory; callers check st_ino == BTRFS_FIRST_FREE_OBJECTID first, which is cheaper. */
 int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret);
 
-int btrfs_quota_enable(int fd);
+/* Simple quotas where the kernel has them (*@ret_simple true), else full quota groups. */
+int btrfs_quota_enable(int fd, bool *ret_simple);
 /* > 0 if quota groups are enabled on the filesystem of @fd. */
 int btrfs_quota_is_enabled(int fd);
 /* Referenced and exclusive bytes of the level-0 quota group of @subvol_id. -ENOENT if none. */

@@ -219,7 +219,8 @@ class BytesLimitTest(SelfServiceTestCase):
         with open(self.path('one/srv/big'), 'wb') as f:  # what the user's machine wrote
             f.write(os.urandom(3 << 20))
         run(['btrfs', 'filesystem', 'sync', self.store])
-        run(['btrfs', 'quota', 'rescan', '-w', self.store])
+        stamptest.wait_for(lambda: self.root.manager('GetUserUsage', self.uid)[2] >= 3 << 20,
+                           'the quota groups to count the 3 MiB written')
         before = store_state(self.store)
         e = self.assertDBusError(QUOTA_EXCEEDED, self.user.manager, 'CloneImage', 'base', 'two', False)
         self.assertIn('BytesPerUser=1048576', e.message)
@@ -259,6 +260,14 @@ class StoreTest(SelfServiceTestCase):
         self.assertTrue(options, 'the pool is mounted on the store')
         self.assertIn('nosuid', options[-1].split(','))
         self.assertIn('nodev', options[-1].split(','))
+
+    def test_pool_uses_simple_quotas(self):
+        if not os.path.exists('/sys/fs/btrfs/features/simple_quota'):
+            self.skipTest('the kernel has no btrfs simple quotas')
+        uuid = run(['findmnt', '-n', '-o', 'UUID', '--mountpoint', self.store]).stdout.strip()
+        self.assertTrue(uuid)
+        self.assertTrue(os.path.exists('/sys/fs/btrfs/%s/features/simple_quota' % uuid),
+                        'the pool stampd made counts bytes with simple quotas')
 
     def test_store_others_could_enter_is_made_private(self):
         self.stop_daemon(self.daemon)
