@@ -7,6 +7,7 @@
 #include "config.h"
 #include "manager.h"
 #include "pool.h"
+#include "step.h"
 
 static void help(void)
 {
@@ -100,6 +101,12 @@ int main(int argc, char *argv[])
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t mask;
         int k;
+
+        /* A copy of stampd re-executed for a piece of work of its own (step.h) does that and nothing
+         * else. */
+        k = step_dispatch(argc, argv);
+        if (k >= 0)
+                return k;
 
         /* Before any thread exists: sd-event takes these through signalfd and child watches. */
         sigemptyset(&mask);

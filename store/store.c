@@ -23,15 +23,23 @@ char *store_temp_name(const char *name)
         return s;
 }
 
-/* Run a command inside the store, with paths relative to it. Only from a child process. */
+/* Run a command inside the store, with paths relative to it, and wait for it. Blocking: from a worker
+ * thread of stampd or a helper process, never the event loop. */
 static int run_in_store(int store_fd, char *const argv[])
 {
-        pid_t pid = safe_fork(false);
-        int status;
+        _cleanup_free_ char *exe = NULL;
+        pid_t pid;
+        int status, k;
 
+        /* Found before the fork: execvp() is not async-signal-safe. */
+        k = find_executable(argv[0], &exe);
+        if (k < 0)
+                return k == -ENOENT ? 127 : k;
+        pid = safe_fork(false);
         if (pid < 0)
                 return (int) pid;
         if (pid == 0) {
+                /* Async-signal-safe calls only until the exec (see safe_fork()). */
                 int null = open("/dev/null", O_RDWR | O_CLOEXEC);
                 if (fchdir(store_fd) < 0)
                         _exit(126);
@@ -39,7 +47,7 @@ static int run_in_store(int store_fd, char *const argv[])
                         (void) dup2(null, STDIN_FILENO);
                         (void) dup2(null, STDOUT_FILENO);
                 }
-                execvp(argv[0], argv);
+                execv(exe, argv);
                 _exit(127);
         }
         while (waitpid(pid, &status, 0) < 0)

@@ -134,12 +134,17 @@ void random_hex(char *buf, size_t n_hex);
 
 /* Fork a child that has default signal handling and an empty signal mask, dies with its parent
  * (PR_SET_PDEATHSIG=SIGKILL) and, if @new_pgrp, leads its own process group. Returns 0 in the child,
- * the pid in the parent, negative errno on failure. */
+ * the pid in the parent, negative errno on failure. Callers in stampd, which has threads, exec at once
+ * in the child, with nothing but async-signal-safe calls before the exec. */
 pid_t safe_fork(bool new_pgrp);
 /* An fd every child of safe_fork() closes at once: the daemon's bus connection, which a child that
  * outlives a killed daemon would otherwise keep alive, name and all. */
 void safe_fork_close_in_child(int fd);
 
+/* The path of program @name as execvp() would find it on $PATH (a name with a '/' is taken as it is),
+ * found before a fork so that the child can use plain execv(). -ENOENT if there is none. */
+int find_executable(const char *name, char **ret);
+
 /* Run argv (argv[0] a path or a name on PATH), wait for it; stdout/stderr go to the daemon's stderr.
- * Blocks: only for start-up work or inside a child process. Returns exit status or negative errno. */
+ * Blocks: for start-up work, a worker thread or a helper process. Returns exit status or negative errno. */
 int run_command(char *const argv[]);
