@@ -80,7 +80,7 @@ static void clone_args_free(void *p)
         free(a);
 }
 
-static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int clone_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         CloneArgs *a = userdata;
         return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->read_only, err, errlen);
@@ -124,12 +124,12 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
         a->read_only = read_only;
         pool_maybe_grow(m);
         /* The new name is held until the clone is in place, so no second clone races to it. */
-        return operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
+        return operation_start(m, msg, locks, clone_work, clone_done, a, clone_args_free, error);
 }
 
 /* ---- remove ---- */
 
-static int remove_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int remove_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         return store_remove_image(m->store_fd, m->store_is_btrfs, userdata, err, errlen);
 }
@@ -156,7 +156,7 @@ int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bu
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        return operation_start(m, msg, locks, remove_child, remove_done, strdup(name), free, error);
+        return operation_start(m, msg, locks, remove_work, remove_done, strdup(name), free, error);
 }
 
 /* ---- rename ---- */
@@ -174,7 +174,7 @@ static void rename_args_free(void *p)
         free(a);
 }
 
-static int rename_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int rename_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         RenameArgs *a = userdata;
         return store_rename_image(m->store_fd, a->name, a->new_name, err, errlen);
@@ -216,7 +216,7 @@ int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const
                         rename_args_free(a);
                 return -ENOMEM;
         }
-        return operation_start(m, msg, locks, rename_child, rename_done, a, rename_args_free, error);
+        return operation_start(m, msg, locks, rename_work, rename_done, a, rename_args_free, error);
 }
 
 /* ---- read-only ---- */
@@ -233,7 +233,7 @@ static void read_only_args_free(void *p)
         free(a);
 }
 
-static int read_only_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int read_only_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         ReadOnlyArgs *a = userdata;
         return store_set_image_read_only(m->store_fd, a->name, a->read_only, err, errlen);
@@ -270,7 +270,7 @@ int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *nam
                 return -ENOMEM;
         }
         a->read_only = read_only;
-        return operation_start(m, msg, locks, read_only_child, read_only_done, a, read_only_args_free, error);
+        return operation_start(m, msg, locks, read_only_work, read_only_done, a, read_only_args_free, error);
 }
 
 /* ---- the Image object ---- */
