@@ -5,8 +5,9 @@
 
 #include "stamp-bus.h"
 
-/* Names of stamp's errors and the errno each stands for; registered with sd-bus at start, so a
- * handler may return -EEXIST and callers still see a named error. */
+/* Names of stamp's errors and the errno each stands for (one table, in errors.c); registered with sd-bus
+ * at start, so that sd_bus_error_get_errno() knows them. sd-bus names a bare -errno from a handler by
+ * its own table, not this one: handlers set the named error themselves (stamp_error_set_errnof()). */
 extern const sd_bus_error_map stamp_error_map[];
 
 /* The error name to use for a failure with @error (a positive errno), or NULL for the generic one. */
