@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "formats.h"
 #include "names.h"
 #include "stampctl.h"
 #include "table.h"

@@ -17,6 +17,7 @@
 
 #include <glib.h>
 
+#include "formats.h"
 #include "names.h"
 #include "progress.h"
 #include "stampctl.h"
@@ -642,7 +643,7 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
 
         format = arg_format;
         if (!format && !to_stdout)
-                format = export_format_from_filename(file);
+                format = export_format_to_string(export_format_from_filename(file));
         if (!format)
                 format = ""; /* the daemon's default, zstd */
 
