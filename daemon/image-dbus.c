@@ -3,6 +3,7 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "escape.h"
 #include "image.h"
 #include "names.h"
 #include "operation.h"
@@ -19,8 +20,8 @@ int bus_check_image_name(const char *name, const char *what, sd_bus_error *error
 
         if (!why)
                 return 0;
-        /* Quote with g_strescape so control bytes and non-UTF-8 never reach the bus unescaped. */
-        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
+        /* Escaped, so control bytes and non-UTF-8 never reach the bus. */
+        g_autofree char *shown = text_shown(name);
         return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
 }
 

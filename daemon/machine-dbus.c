@@ -5,6 +5,7 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "escape.h"
 #include "image.h"
 #include "machine.h"
 #include "manager-methods.h"
@@ -42,7 +43,7 @@ static int bus_check_machine_name(const char *name, const char *what, sd_bus_err
 
         if (!why)
                 return 0;
-        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
+        g_autofree char *shown = text_shown(name);
         return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
 }
 

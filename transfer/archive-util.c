@@ -9,6 +9,7 @@
 #include <glib.h>
 
 #include "archive-util.h"
+#include "escape.h"
 #include "names.h"
 
 #define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
@@ -28,11 +29,11 @@
          ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                      \
          ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
 
-/* An entry's name as it may appear in a message: escaped, and cut if very long. */
+/* An entry's name as it may appear in a message: escaped, and cut if very long (the start of a deep
+ * path still says where it is). */
 static char *shown(const char *s)
 {
-        g_autofree char *cut = g_strndup(s ?: "", 200);
-        return g_strescape(cut, NULL);
+        return text_escape(s ?: "", 200, ESCAPE_MESSAGE);
 }
 
 /* ---- checks on names ---- */
