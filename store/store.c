@@ -56,6 +56,29 @@ static int run_in_store(int store_fd, char *const argv[])
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+int store_make_tree(int store_fd, bool is_btrfs, const char *name, int *ret_subvolume_error)
+{
+        if (ret_subvolume_error)
+                *ret_subvolume_error = 0;
+        if (is_btrfs) {
+                errno = 0;
+                if (btrfs_util_create_subvolume_fd(store_fd, name, 0, NULL, NULL) == BTRFS_UTIL_OK)
+                        return 1;
+                if (ret_subvolume_error)
+                        *ret_subvolume_error = errno ?: EIO;
+        }
+        if (mkdirat(store_fd, name, 0755) < 0)
+                return -errno;
+        return 0;
+}
+
+bool store_is_full(int fd)
+{
+        struct statvfs sv;
+
+        return fstatvfs(fd, &sv) >= 0 && (uint64_t) sv.f_bavail * sv.f_frsize < STORE_FULL_BELOW;
+}
+
 int store_remove_tree(int store_fd, const char *name)
 {
         _cleanup_close_ int fd = openat(store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -212,10 +235,8 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
         } else {
                 k = copy_tree(store_fd, is_btrfs, source, tmp);
                 if (k < 0) {
-                        struct statvfs sv;
                         /* cp only says it failed; a store with (almost) nothing left says why. */
-                        bool full = fstatvfs(store_fd, &sv) >= 0 &&
-                                    (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20);
+                        bool full = store_is_full(store_fd);
                         (void) store_remove_tree(store_fd, tmp);
                         if (full)
                                 return errbuf_set(err, errlen, ENOSPC, "No space left in the store to copy image %s",

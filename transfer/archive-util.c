@@ -12,7 +12,6 @@
 #include "escape.h"
 #include "names.h"
 
-#define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 #define READ_BUFFER_SIZE (256 * 1024)
 #define ZERO_BUFFER_SIZE (1024 * 1024)
 
@@ -128,7 +127,7 @@ static void progress_add(Progress *p, uint64_t n)
         now = now_usec(CLOCK_MONOTONIC);
         if (now < p->next_usec)
                 return;
-        p->next_usec = now + PROGRESS_INTERVAL_USEC;
+        p->next_usec = now + JOB_PROGRESS_INTERVAL_USEC;
         /* The total is an estimate: 1 is only said when the job is done. */
         v = (double) p->done / (double) p->total;
         job_child_progress(p->c, v > 0.99 ? 0.99 : v);
