@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 #include "errors.h"
+#include "escape.h"
+#include "util.h"
 
 /* The one table of stamp's errors: each name with the errno it stands for, and whether a failure with
  * that errno is reported under that name (an errno reported under none gets the generic Failed).
@@ -67,4 +69,15 @@ int stamp_error_set_errnof(sd_bus_error *ret, int error, const char *fmt, ...)
                 name = SD_BUS_ERROR_FAILED;
         sd_bus_error_set(ret, name, buf);
         return -abs(error);
+}
+
+int stamp_error_check_name(sd_bus_error *ret, const char *what, const char *name, const char *why)
+{
+        _cleanup_free_ char *shown = NULL;
+
+        if (!why)
+                return 0;
+        /* Escaped, so control bytes and non-UTF-8 never reach the bus. */
+        shown = text_shown(name);
+        return sd_bus_error_setf(ret, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown ?: "?", why);
 }

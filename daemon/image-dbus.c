@@ -3,8 +3,7 @@
 
 #include "authz.h"
 #include "errors.h"
-#include "escape.h"
-#include "image.h"
+#include "image-dbus.h"
 #include "names.h"
 #include "operation.h"
 #include "pool.h"
@@ -16,13 +15,7 @@ int image_bus_path(const char *name, char **ret)
 
 int bus_check_image_name(const char *name, const char *what, sd_bus_error *error)
 {
-        const char *why = image_name_invalid_reason(name);
-
-        if (!why)
-                return 0;
-        /* Escaped, so control bytes and non-UTF-8 never reach the bus. */
-        g_autofree char *shown = text_shown(name);
-        return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
+        return stamp_error_check_name(error, what, name, image_name_invalid_reason(name));
 }
 
 int bus_check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_error *error)

@@ -10,10 +10,10 @@
 #include "authz.h"
 #include "btrfs-util.h"
 #include "errors.h"
-#include "image.h"
-#include "job.h"
-#include "machine.h"
-#include "manager.h"
+#include "image-dbus.h"
+#include "job-dbus.h"
+#include "machine-dbus.h"
+#include "manager-dbus.h"
 #include "pool.h"
 
 static void image_free_void(gpointer p)

@@ -14,7 +14,6 @@
 
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
-#define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
 
@@ -125,8 +124,8 @@ static inline bool dot_or_dot_dot(const char *name)
         return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
-/* Put a sentence for the caller into @err (as the acts run in child processes report) and return
- * -@error. */
+/* Put a sentence for the caller into @err (as the store's acts report, in a worker thread or the
+ * helper) and return -@error. */
 int errbuf_set(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
 
 /* A random hex token for temporary names. */
