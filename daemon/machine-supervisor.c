@@ -24,7 +24,6 @@
 
 #define NSPAWN "systemd-nspawn"
 #define NSPAWN_RUNTIME_DIR "/run/systemd/nspawn"
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* What the daemon hands its supervisor, as machine_supervisor_args() writes it. */
 typedef struct MachineSetup {

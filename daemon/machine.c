@@ -411,46 +411,13 @@ static int on_cleanup_exit(sd_event_source *s, const siginfo_t *si, void *userda
         return 0;
 }
 
-int machine_remove_snapshot(int store_fd, const char *name)
-{
-        int k = 0;
-
-        /* The container's mounts of the snapshot may take a moment to go after nspawn ended. */
-        for (int attempt = 0; attempt < 50; attempt++) {
-                k = store_remove_tree(store_fd, name);
-                if (k != -EBUSY)
-                        break;
-                usleep(100 * USEC_PER_MSEC);
-        }
-        return k;
-}
-
-/* The step that removes an ephemeral snapshot: "store-fd=FD" "name=NAME". */
-int machine_cleanup_main(int argc, char *argv[])
-{
-        int store_fd = -1, k;
-
-        if (argc != 2 || strncmp(argv[0], "store-fd=", 9) != 0 || strncmp(argv[1], "name=", 5) != 0 ||
-            step_parse_fd(argv[0] + 9, &store_fd) < 0 || store_fd < 0) {
-                log_error("Invalid arguments for removing an ephemeral snapshot.");
-                return EXIT_FAILURE;
-        }
-        k = machine_remove_snapshot(store_fd, argv[1] + 5);
-        if (k < 0)
-                log_warning_errno(k, "Cannot remove the ephemeral snapshot %s", argv[1] + 5);
-        return k < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-}
-
 static int machine_start_cleanup(Machine *mc)
 {
         Manager *m = mc->manager;
-        _cleanup_free_ char *fd_arg = NULL, *name_arg = NULL;
         pid_t pid;
         int k;
 
-        if (asprintf(&fd_arg, "store-fd=%d", m->store_fd) < 0 || asprintf(&name_arg, "name=%s", mc->temp_name) < 0)
-                return -ENOMEM;
-        pid = step_spawn("machine-cleanup", (char *[]){fd_arg, name_arg, NULL}, &m->store_fd, 1, false);
+        pid = step_spawn_remove_tree(m->store_fd, mc->temp_name, false);
         if (pid < 0)
                 return (int) pid;
         k = sd_event_add_child(m->event, &mc->cleanup_source, pid, WEXITED, on_cleanup_exit, mc);
@@ -675,7 +642,7 @@ Machine *machine_free(Machine *mc)
         }
         /* Only when the daemon goes away: the snapshot would otherwise wait for the next start. */
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
-                (void) machine_remove_snapshot(mc->manager->store_fd, mc->temp_name);
+                (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);
 
         sd_event_source_disable_unref(mc->notify_source);
         sd_event_source_disable_unref(mc->child_source);

@@ -94,5 +94,3 @@ int machine_bus_path(const char *name, char **ret);
 /* The supervisor's arguments (a strv to free) for step_spawn("machine"); machine-supervisor.c reads
  * them back. */
 char **machine_supervisor_args(Machine *mc, const char *notify_address);
-/* Remove an ephemeral snapshot, waiting a little for the container's mounts of it to go. Blocking. */
-int machine_remove_snapshot(int store_fd, const char *name);

@@ -123,7 +123,7 @@ int main(int argc, char *argv[])
         /* D-Bus's activation helper starts us with an empty environment; the tools we run (mkfs.btrfs,
          * mount, debootstrap, systemd-nspawn) live in sbin. The same PATH systemd gives services. */
         if (!getenv("PATH"))
-                (void) setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+                (void) setenv("PATH", DEFAULT_PATH, 1);
 
         k = manager_new(&m);
         if (k < 0) {

@@ -3,13 +3,16 @@
 #include <sys/syscall.h>
 
 #include "step.h"
+#include "store.h"
+
+static int remove_tree_main(int argc, char *argv[]);
 
 static const struct {
         const char *name;
         int (*main)(int argc, char *argv[]);
 } steps[] = {
         {"machine", machine_supervisor_main},
-        {"machine-cleanup", machine_cleanup_main},
+        {"remove-tree", remove_tree_main},
         {"pool-grow", pool_grow_main},
 };
 
@@ -86,6 +89,29 @@ int step_parse_fd(const char *value, int *ret)
                 return -errno;
         *ret = (int) fd;
         return 0;
+}
+
+/* The step that removes a tree of the store: STORE-FD NAME. */
+static int remove_tree_main(int argc, char *argv[])
+{
+        int store_fd = -1, k;
+
+        if (argc != 2 || step_parse_fd(argv[0], &store_fd) < 0 || store_fd < 0) {
+                log_error("Invalid arguments for removing a tree of the store.");
+                return EXIT_FAILURE;
+        }
+        k = store_remove_tree_retrying(store_fd, argv[1]);
+        if (k < 0)
+                log_warning_errno(k, "Cannot remove %s from the store", argv[1]);
+        return k < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+pid_t step_spawn_remove_tree(int store_fd, const char *name, bool new_pgrp)
+{
+        char fd_arg[16];
+
+        snprintf(fd_arg, sizeof fd_arg, "%d", store_fd);
+        return step_spawn("remove-tree", (char *[]){fd_arg, (char *) name, NULL}, &store_fd, 1, new_pgrp);
 }
 
 int step_dispatch(int argc, char *argv[])

@@ -15,6 +15,10 @@
  * with the daemon and, if @new_pgrp, leads its own process group. Returns the pid, or negative errno. */
 pid_t step_spawn(const char *name, char *const *args, const int *keep, size_t n_keep, bool new_pgrp);
 
+/* Remove the tree @name of the store at @store_fd (store_remove_tree_retrying()) in a step: for
+ * what a machine or a job left, off the loop. */
+pid_t step_spawn_remove_tree(int store_fd, const char *name, bool new_pgrp);
+
 /* First thing in main(): if argv asks for a step, run it and return its exit status; else -1. */
 int step_dispatch(int argc, char *argv[]);
 
@@ -24,5 +28,4 @@ int step_parse_fd(const char *value, int *ret);
 
 /* The steps, each with its arguments as step_spawn() passed them. */
 int machine_supervisor_main(int argc, char *argv[]);
-int machine_cleanup_main(int argc, char *argv[]);
 int pool_grow_main(int argc, char *argv[]);

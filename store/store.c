@@ -114,6 +114,19 @@ int store_remove_tree(int store_fd, const char *name)
         return 0;
 }
 
+int store_remove_tree_retrying(int store_fd, const char *name)
+{
+        int k = 0;
+
+        for (int attempt = 0; attempt < 50; attempt++) {
+                k = store_remove_tree(store_fd, name);
+                if (k != -EBUSY)
+                        break;
+                usleep(100 * USEC_PER_MSEC);
+        }
+        return k;
+}
+
 void store_remove_temporaries(int store_fd, bool is_btrfs)
 {
         g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(free);

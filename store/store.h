@@ -36,3 +36,6 @@ bool store_is_full(int fd);
 
 /* Remove a tree at @name below @store_fd, whatever it is (subvolume or directory). */
 int store_remove_tree(int store_fd, const char *name);
+/* The same, retrying for up to 5 s while it is busy: the mounts of a namespace that used it (a
+ * container's, a job's) may take a moment to go after its last process ended. Blocking. */
+int store_remove_tree_retrying(int store_fd, const char *name);

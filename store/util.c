@@ -219,7 +219,7 @@ int find_executable(const char *name, char **ret)
                 return *ret ? 0 : -ENOMEM;
         }
         if (isempty(path))
-                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+                path = DEFAULT_PATH;
         for (const char *p = path;;) {
                 size_t n = strcspn(p, ":");
                 _cleanup_free_ char *candidate = NULL;

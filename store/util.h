@@ -22,6 +22,9 @@
 #define USEC_PER_MSEC UINT64_C(1000)
 #define NSEC_PER_USEC UINT64_C(1000)
 
+/* The PATH systemd gives services; stampd's when it was started without one. */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 /* Hand a pointer or fd over to a new owner: the cleanup of the old one sees NULL/-1. */
 #define TAKE_PTR(p)                                                                                       \
         ({                                                                                                \
