@@ -136,6 +136,9 @@ int main(int argc, char *argv[])
 
         if (geteuid() != 0)
                 log_warning("Not running as root: most operations will fail.");
+        k = step_setup();
+        if (k < 0)
+                log_warning_errno(k, "Cannot open stampd's own executable; steps run /proc/self/exe");
 
         k = pool_setup(m);
         if (k < 0)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/syscall.h>
 
 #include "step.h"
@@ -15,6 +16,24 @@ static const struct {
         {"remove-tree", remove_tree_main},
         {"pool-grow", pool_grow_main},
 };
+
+/* stampd's own executable, opened at start: even after an upgrade replaced the file, a step runs the
+ * binary that spawns it. */
+static int exe_fd = -1;
+
+int step_setup(void)
+{
+        char path[PATH_MAX];
+        ssize_t n;
+
+        /* The link's target rather than the link itself, which valgrind would not map to stampd. */
+        n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n < 0)
+                return -errno;
+        path[n] = '\0';
+        exe_fd = open(path, O_PATH | O_CLOEXEC);
+        return exe_fd < 0 ? -errno : 0;
+}
 
 static int compare_ints(const void *a, const void *b)
 {
@@ -35,7 +54,7 @@ pid_t step_spawn(const char *name, char *const *args, const int *keep, size_t n_
         while (args && args[n_args])
                 n_args++;
         argv = calloc(n_args + 5, sizeof *argv);
-        sorted = calloc(n_keep + 3, sizeof *sorted);
+        sorted = calloc(n_keep + 4, sizeof *sorted);
         if (!argv || !sorted)
                 return -ENOMEM;
         argv[0] = (char *) "stampd";
@@ -50,14 +69,16 @@ pid_t step_spawn(const char *name, char *const *args, const int *keep, size_t n_
         for (size_t i = 0; i < n_keep; i++)
                 if (keep[i] > 2)
                         sorted[n_sorted++] = keep[i];
+        if (exe_fd >= 0)
+                sorted[n_sorted++] = exe_fd;
         qsort(sorted, n_sorted, sizeof sorted[0], compare_ints);
 
         pid = safe_fork(new_pgrp);
         if (pid != 0)
                 return pid;
 
-        /* The child of a threaded process: only async-signal-safe calls (fcntl, close_range, execv)
-         * until the exec. */
+        /* The child of a threaded process: only async-signal-safe calls (fcntl, close_range, fexecve,
+         * execv) until the exec. */
         {
                 unsigned from = 0;
 
@@ -66,13 +87,16 @@ pid_t step_spawn(const char *name, char *const *args, const int *keep, size_t n_
                                 continue;
                         if ((unsigned) sorted[i] > from)
                                 (void) syscall(SYS_close_range, from, (unsigned) sorted[i] - 1, 0);
-                        (void) fcntl(sorted[i], F_SETFD, 0);
+                        if (sorted[i] != exe_fd)
+                                (void) fcntl(sorted[i], F_SETFD, 0);
                         from = (unsigned) sorted[i] + 1;
                 }
                 (void) syscall(SYS_close_range, from, ~0U, 0);
         }
-        /* The running binary, even if a newer one has been installed in its place meanwhile. */
-        execv("/proc/self/exe", argv);
+        if (exe_fd >= 0)
+                (void) fexecve(exe_fd, argv, environ);
+        else
+                execv("/proc/self/exe", argv);
         _exit(127);
 }
 

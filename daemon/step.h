@@ -10,6 +10,10 @@
  * exec may do anything. */
 #define STEP_ARG "--internal-step"
 
+/* Open stampd's executable for the steps to run; at start, before anything is upgraded under us.
+ * Without it, steps run /proc/self/exe. */
+int step_setup(void);
+
 /* Fork and exec step @name with @args (NULL-terminated, made before the fork). The child keeps its
  * stdin, stdout and stderr and the fds in @keep (the numbers @args name), and nothing else; it dies
  * with the daemon and, if @new_pgrp, leads its own process group. Returns the pid, or negative errno. */
