@@ -329,8 +329,11 @@ int machine_supervisor_main(int argc, char *argv[])
                 log_error_errno(k, "Invalid arguments for a machine's supervisor");
                 _exit(EXIT_FAILURE);
         }
-        /* The daemon passed only what the machine needs (step_spawn() closed the rest): no copy of its
-         * bus, of other machines' fds, of pipes whose end-of-file someone waits for. */
+        /* Only what the machine needs: no copy of the daemon's bus, of other machines' fds, of pipes
+         * whose end-of-file someone waits for. step_spawn() closed all else but the daemon's stdin and
+         * stdout, which are none of the machine's business either; its stderr stays for the log. */
+        (void) close(STDIN_FILENO);
+        (void) close(STDOUT_FILENO);
         for (int i = 0; i < 3; i++) {
                 stdio[i] = mc->stdio[i] >= 0 ? mc->stdio[i] : open_null(i == 0 ? O_RDONLY : O_WRONLY);
                 if (stdio[i] < 0)
