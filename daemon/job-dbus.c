@@ -74,12 +74,12 @@ void job_emit_progress(Job *j)
 {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
-        /* At most 10 change signals a second; the last value is always sent. */
-        if (now < j->progress_emitted_usec + (USEC_PER_SEC / 10)) {
+        /* At most one change signal per interval, as the work reports; the last value is always sent. */
+        if (now < j->progress_emitted_usec + JOB_PROGRESS_INTERVAL_USEC) {
                 j->progress_dirty = true;
                 if (!j->progress_timer)
                         (void) sd_event_add_time(j->manager->event, &j->progress_timer, CLOCK_MONOTONIC,
-                                                 j->progress_emitted_usec + USEC_PER_SEC / 10, 0,
+                                                 j->progress_emitted_usec + JOB_PROGRESS_INTERVAL_USEC, 0,
                                                  on_progress_timer, j);
                 return;
         }
