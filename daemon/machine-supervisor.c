@@ -329,16 +329,18 @@ int machine_supervisor_main(int argc, char *argv[])
                 log_error_errno(k, "Invalid arguments for a machine's supervisor");
                 _exit(EXIT_FAILURE);
         }
-        /* Only what the machine needs: no copy of the daemon's bus, of other machines' fds, of pipes
-         * whose end-of-file someone waits for. step_spawn() closed all else but the daemon's stdin and
-         * stdout, which are none of the machine's business either; its stderr stays for the log. */
-        (void) close(STDIN_FILENO);
-        (void) close(STDOUT_FILENO);
         for (int i = 0; i < 3; i++) {
                 stdio[i] = mc->stdio[i] >= 0 ? mc->stdio[i] : open_null(i == 0 ? O_RDONLY : O_WRONLY);
                 if (stdio[i] < 0)
                         _exit(EXIT_FAILURE);
         }
+        /* Only what the machine needs: no copy of the daemon's bus, of other machines' fds, of pipes
+         * whose end-of-file someone waits for. step_spawn() closed all else but the daemon's stdin and
+         * stdout, which are none of the machine's business either; its stderr stays for the log. Only
+         * now: while they were open, none of the fds above could take their numbers, which
+         * exec_nspawn() is to fill in order. */
+        (void) close(STDIN_FILENO);
+        (void) close(STDOUT_FILENO);
 
         if (mc->temp_name) {
                 char err[1024] = "";
