@@ -17,8 +17,8 @@ static const struct {
         {"pool-grow", pool_grow_main},
 };
 
-/* stampd's own executable, opened at start: even after an upgrade replaced the file, a step runs the
- * binary that spawns it. */
+/* stampd's own executable, opened at start (an upgrade may replace the file later; the fd keeps the
+ * binary that runs). */
 static int exe_fd = -1;
 
 int step_setup(void)
@@ -26,7 +26,8 @@ int step_setup(void)
         char path[PATH_MAX];
         ssize_t n;
 
-        /* The link's target rather than the link itself, which valgrind would not map to stampd. */
+        /* The link's target rather than the link itself: under valgrind, readlink() of /proc/self/exe
+         * names stampd, while an exec of the link would run valgrind's tool. */
         n = readlink("/proc/self/exe", path, sizeof path - 1);
         if (n < 0)
                 return -errno;
