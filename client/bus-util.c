@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
 #include "stampctl.h"
 
 static const struct {
@@ -63,8 +64,12 @@ int log_bus_error(const sd_bus_error *error, int r, const char *what)
                 error = NULL;
         }
         if (error && sd_bus_error_is_set(error)) {
-                if (error->message && *error->message)
-                        return log_error(exit_code_from_bus_error(error->name), "%s", error->message);
+                if (error->message && *error->message) {
+                        /* A message may quote what an image or an archive holds. */
+                        _cleanup_(freep) char *message = text_escape(error->message, 0, ESCAPE_TERMINAL);
+                        return log_error(exit_code_from_bus_error(error->name), "%s",
+                                         message ? message : error->name);
+                }
                 return log_error(exit_code_from_bus_error(error->name), "%s: %s", what, error->name);
         }
         if (r == -ECONNRESET || r == -ENOTCONN || r == -ECONNREFUSED || r == -ENOENT)
@@ -335,7 +340,13 @@ static int basic_to_text(char type, const union basic *v, char **ret)
                 r = asprintf(ret, "%s", v->b ? "yes" : "no");
                 break;
         default:
-                r = asprintf(ret, "%s", v->s && *v->s ? v->s : "-");
+                /* Strings come from images and jobs as much as from the daemon: never raw to a terminal. */
+                if (!v->s || !*v->s)
+                        r = asprintf(ret, "-");
+                else {
+                        *ret = text_escape(v->s, 0, ESCAPE_TERMINAL);
+                        r = *ret ? 0 : -1;
+                }
         }
         return r < 0 ? -ENOMEM : 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "formats.h"
 #include "names.h"
 #include "stampctl.h"
 #include "table.h"
@@ -256,36 +257,62 @@ void log_debug(const char *fmt, ...)
         fputc('\n', stderr);
 }
 
+/* getopt's codes for the long options without a short form. */
+enum {
+        ARG_VERSION = 0x100,
+        ARG_JSON,
+        ARG_NO_LEGEND,
+        ARG_NO_ASK_PASSWORD,
+        ARG_NO_BLOCK,
+        ARG_READ_ONLY,
+        ARG_TREE,
+        ARG_SUITE,
+        ARG_VARIANT,
+        ARG_ARCH,
+        ARG_INCLUDE,
+        ARG_MIRROR,
+        ARG_PACKAGE_TARBALL,
+        ARG_ROOT_PASSWORD,
+        ARG_FORMAT,
+        ARG_CHECKSUM,
+        ARG_VERIFY,
+        ARG_NAME,
+        ARG_PRIVATE_NETWORK,
+        ARG_PRIVATE_USERS,
+        ARG_KEEP_IDENTITY,
+        ARG_MINE,
+};
+
 static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 1000},
-        {"json", no_argument, NULL, 1001},
-        {"no-legend", no_argument, NULL, 1002},
-        {"no-ask-password", no_argument, NULL, 1003},
+        {"version", no_argument, NULL, ARG_VERSION},
+        {"json", no_argument, NULL, ARG_JSON},
+        {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
+        {"no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD},
         {"quiet", no_argument, NULL, 'q'},
-        {"no-block", no_argument, NULL, 1004},
+        {"no-block", no_argument, NULL, ARG_NO_BLOCK},
         {"verbose", no_argument, NULL, 'v'},
         {"host", required_argument, NULL, 'H'},
-        {"read-only", no_argument, NULL, 1010},
-        {"tree", no_argument, NULL, 1011},
-        {"suite", required_argument, NULL, 1012},
-        {"variant", required_argument, NULL, 1013},
-        {"arch", required_argument, NULL, 1014},
-        {"include", required_argument, NULL, 1015},
-        {"mirror", required_argument, NULL, 1016},
-        {"package-tarball", required_argument, NULL, 1017},
-        {"root-password", no_argument, NULL, 1018},
-        {"format", required_argument, NULL, 1019},
-        {"checksum", no_argument, NULL, 1020},
-        {"verify", required_argument, NULL, 1021},
+        {"read-only", no_argument, NULL, ARG_READ_ONLY},
+        {"tree", no_argument, NULL, ARG_TREE},
+        {"suite", required_argument, NULL, ARG_SUITE},
+        {"variant", required_argument, NULL, ARG_VARIANT},
+        {"arch", required_argument, NULL, ARG_ARCH},
+        {"include", required_argument, NULL, ARG_INCLUDE},
+        {"mirror", required_argument, NULL, ARG_MIRROR},
+        {"package-tarball", required_argument, NULL, ARG_PACKAGE_TARBALL},
+        {"root-password", no_argument, NULL, ARG_ROOT_PASSWORD},
+        {"format", required_argument, NULL, ARG_FORMAT},
+        {"checksum", no_argument, NULL, ARG_CHECKSUM},
+        {"verify", required_argument, NULL, ARG_VERIFY},
         {"boot", no_argument, NULL, 'b'},
         {"ephemeral", no_argument, NULL, 'x'},
-        {"name", required_argument, NULL, 1022},
-        {"private-network", no_argument, NULL, 1023},
-        {"private-users", no_argument, NULL, 1024},
+        {"name", required_argument, NULL, ARG_NAME},
+        {"private-network", no_argument, NULL, ARG_PRIVATE_NETWORK},
+        {"private-users", no_argument, NULL, ARG_PRIVATE_USERS},
         {"signal", required_argument, NULL, 's'},
-        {"keep-identity", no_argument, NULL, 1025},
-        {"mine", no_argument, NULL, 1026},
+        {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
+        {"mine", no_argument, NULL, ARG_MINE},
         {},
 };
 
@@ -293,45 +320,45 @@ static const struct option long_options[] = {
 static unsigned option_bit(int c)
 {
         switch (c) {
-        case 1010:
+        case ARG_READ_ONLY:
                 return OPT_READ_ONLY;
-        case 1011:
+        case ARG_TREE:
                 return OPT_TREE;
-        case 1012:
+        case ARG_SUITE:
                 return OPT_SUITE;
-        case 1013:
+        case ARG_VARIANT:
                 return OPT_VARIANT;
-        case 1014:
+        case ARG_ARCH:
                 return OPT_ARCH;
-        case 1015:
+        case ARG_INCLUDE:
                 return OPT_INCLUDE;
-        case 1016:
+        case ARG_MIRROR:
                 return OPT_MIRROR;
-        case 1017:
+        case ARG_PACKAGE_TARBALL:
                 return OPT_PACKAGE_TARBALL;
-        case 1018:
+        case ARG_ROOT_PASSWORD:
                 return OPT_ROOT_PASSWORD;
-        case 1019:
+        case ARG_FORMAT:
                 return OPT_FORMAT;
-        case 1020:
+        case ARG_CHECKSUM:
                 return OPT_CHECKSUM;
-        case 1021:
+        case ARG_VERIFY:
                 return OPT_VERIFY;
         case 'b':
                 return OPT_BOOT;
         case 'x':
                 return OPT_EPHEMERAL;
-        case 1022:
+        case ARG_NAME:
                 return OPT_NAME;
-        case 1023:
+        case ARG_PRIVATE_NETWORK:
                 return OPT_PRIVATE_NETWORK;
-        case 1024:
+        case ARG_PRIVATE_USERS:
                 return OPT_PRIVATE_USERS;
         case 's':
                 return OPT_SIGNAL;
-        case 1025:
+        case ARG_KEEP_IDENTITY:
                 return OPT_KEEP_IDENTITY;
-        case 1026:
+        case ARG_MINE:
                 return OPT_MINE;
         default:
                 return 0;
@@ -359,22 +386,22 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case 'h':
                         help();
                         return EXIT_OK;
-                case 1000:
+                case ARG_VERSION:
                         printf("stampctl %s\n", PACKAGE_VERSION);
                         return EXIT_OK;
-                case 1001:
+                case ARG_JSON:
                         arg_json = true;
                         break;
-                case 1002:
+                case ARG_NO_LEGEND:
                         arg_legend = false;
                         break;
-                case 1003:
+                case ARG_NO_ASK_PASSWORD:
                         arg_ask_password = false;
                         break;
                 case 'q':
                         arg_quiet = true;
                         break;
-                case 1004:
+                case ARG_NO_BLOCK:
                         arg_block = false;
                         break;
                 case 'v':
@@ -383,41 +410,41 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case 'H':
                         arg_host = optarg;
                         break;
-                case 1010:
+                case ARG_READ_ONLY:
                         arg_read_only = true;
                         break;
-                case 1025:
+                case ARG_KEEP_IDENTITY:
                         arg_keep_identity = true;
                         break;
-                case 1026:
+                case ARG_MINE:
                         arg_mine = true;
                         break;
-                case 1011:
+                case ARG_TREE:
                         arg_tree = true;
                         break;
-                case 1012:
+                case ARG_SUITE:
                         arg_suite = optarg;
                         break;
-                case 1013:
+                case ARG_VARIANT:
                         arg_variant = optarg;
                         break;
-                case 1014:
+                case ARG_ARCH:
                         arg_arch = optarg;
                         break;
-                case 1015:
+                case ARG_INCLUDE:
                         if (strv_extend_comma_list(&arg_include, optarg) < 0)
                                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
                         break;
-                case 1016:
+                case ARG_MIRROR:
                         arg_mirror = optarg;
                         break;
-                case 1017:
+                case ARG_PACKAGE_TARBALL:
                         arg_package_tarball = optarg;
                         break;
-                case 1018:
+                case ARG_ROOT_PASSWORD:
                         arg_root_password = true;
                         break;
-                case 1019:
+                case ARG_FORMAT:
                         if (!export_format_is_valid(optarg) || !*optarg)
                                 return log_error(
                                         EXIT_USAGE,
@@ -425,10 +452,10 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                                         optarg);
                         arg_format = optarg;
                         break;
-                case 1020:
+                case ARG_CHECKSUM:
                         arg_checksum = true;
                         break;
-                case 1021:
+                case ARG_VERIFY:
                         if (strcmp(optarg, "no") != 0 && strcmp(optarg, "checksum") != 0)
                                 return log_error(EXIT_USAGE,
                                                  "Unknown verification '%s': use no or checksum.", optarg);
@@ -440,13 +467,13 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case 'x':
                         arg_ephemeral = true;
                         break;
-                case 1022:
+                case ARG_NAME:
                         arg_machine_name = optarg;
                         break;
-                case 1023:
+                case ARG_PRIVATE_NETWORK:
                         arg_private_network = true;
                         break;
-                case 1024:
+                case ARG_PRIVATE_USERS:
                         arg_private_users = true;
                         break;
                 case 's':

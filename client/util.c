@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "formats.h"
 #include "names.h"
 #include "util.h"
 
@@ -128,43 +129,11 @@ const char *signal_to_string(int signo)
         return NULL;
 }
 
-static bool has_suffix(const char *s, size_t len, const char *suffix)
-{
-        size_t n = strlen(suffix);
-
-        return len > n && strncasecmp(s + len - n, suffix, n) == 0;
-}
-
-static const struct {
-        const char *suffix;
-        const char *format;
-        bool has_tar; /* ".tgz" is ".tar.gz" */
-} suffixes[] = {
-        {".zst", "zstd", false}, {".zstd", "zstd", false},       {".tzst", "zstd", true},
-        {".xz", "xz", false},    {".txz", "xz", true},           {".gz", "gzip", false},
-        {".tgz", "gzip", true},  {".bz2", "bzip2", false},       {".tbz2", "bzip2", true},
-        {".tbz", "bzip2", true}, {".tar", "uncompressed", true},
-};
-
-const char *export_format_from_filename(const char *filename)
-{
-        size_t len;
-
-        if (!filename)
-                return NULL;
-        len = strlen(filename);
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
-                if (has_suffix(filename, len, suffixes[i].suffix))
-                        return suffixes[i].format;
-        return NULL;
-}
-
 char *image_name_from_filename(const char *filename)
 {
         const char *start, *end;
         _cleanup_(freep) char *name = NULL;
         size_t len;
-        bool tar_stripped = false;
 
         if (!filename) {
                 errno = EINVAL;
@@ -191,17 +160,7 @@ char *image_name_from_filename(const char *filename)
         name = strndup(start, end - start);
         if (!name)
                 return NULL;
-        len = strlen(name);
-
-        /* One compression suffix, then ".tar". */
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
-                if (has_suffix(name, len, suffixes[i].suffix)) {
-                        len -= strlen(suffixes[i].suffix);
-                        tar_stripped = suffixes[i].has_tar;
-                        break;
-                }
-        if (!tar_stripped && has_suffix(name, len, ".tar"))
-                len -= strlen(".tar");
+        len = archive_name_strip_suffix(name, strlen(name));
         name[len] = '\0';
 
         if (!image_name_is_valid(name)) {

@@ -42,11 +42,6 @@ int signal_from_string(const char *s);
 /* "TERM" for 15; NULL when the number has no name. */
 const char *signal_to_string(int signo);
 
-/* The export format (an entry of export_formats[]) that the suffix of @filename
- * asks for: .zst/.tzst → zstd, .xz/.txz → xz, .gz/.tgz → gzip, .bz2/.tbz2 → bzip2,
- * .tar → uncompressed. NULL when the suffix says nothing. */
-const char *export_format_from_filename(const char *filename);
-
 /* The image name a file or URL suggests: its last path component without query,
  * fragment, a compression suffix and ".tar" ("/x/nginx.tar.xz" → "nginx").
  * Returns a new string, or NULL (errno set) when nothing sensible is left. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "escape.h"
 #include "stampctl.h"
 #include "table.h"
 
@@ -240,7 +241,11 @@ static int image_row(struct libscols_table *t, struct libscols_line *parent, con
         table_set(line, 4, "%s", format_bytes(buf, sizeof(buf), img->usage));
         table_set(line, 5, "%s", format_timestamp(buf, sizeof(buf), img->crtime));
         table_set(line, 6, "%s", format_timestamp(buf, sizeof(buf), img->mtime));
-        table_set(line, 7, "%s", origin ? origin : "-");
+        {
+                /* The origin is read from the image: escaped on a terminal (JSON escapes its own). */
+                _cleanup_(freep) char *shown = origin ? text_escape(origin, 0, ESCAPE_TERMINAL) : NULL;
+                table_set(line, 7, "%s", shown ? shown : "-");
+        }
         return 0;
 }
 
@@ -472,7 +477,15 @@ static int render_dict(sd_bus_message *m, const char *sig, char **ret)
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
                         break;
-                fprintf(f, variant ? "%s%s: %s" : "%s%s=%s", first ? "" : "\n", key, value);
+                {
+                        /* os-release keys are the image's, as much as its values. */
+                        _cleanup_(freep) char *shown_key = text_escape(key, 0, ESCAPE_TERMINAL);
+                        if (!shown_key) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        fprintf(f, variant ? "%s%s: %s" : "%s%s=%s", first ? "" : "\n", shown_key, value);
+                }
         }
         if (fclose(f) != 0 && r >= 0)
                 r = -ENOMEM;

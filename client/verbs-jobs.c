@@ -17,6 +17,8 @@
 
 #include <glib.h>
 
+#include "escape.h"
+#include "formats.h"
 #include "names.h"
 #include "progress.h"
 #include "stampctl.h"
@@ -71,6 +73,7 @@ static int on_job_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
 static int on_log_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
         struct job_wait *w = userdata;
+        _cleanup_(freep) char *shown = NULL;
         const char *text;
         uint32_t priority;
 
@@ -79,13 +82,17 @@ static int on_log_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
         if (sd_bus_message_read(m, "us", &priority, &text) < 0)
                 return 0;
 
+        /* What a job logs may quote its image's files or an archive: escaped before it is shown. */
+        shown = text_escape(text, 0, ESCAPE_TERMINAL);
+        if (!shown)
+                return 0;
         /* The last error is what a failed job prints as its reason. */
         if (priority <= LOG_ERR) {
                 free(w->last_error);
-                w->last_error = strdup(text);
+                w->last_error = strdup(shown);
         }
         if (arg_verbose)
-                progress_log(&w->progress, text);
+                progress_log(&w->progress, shown);
         return 0;
 }
 
@@ -166,8 +173,8 @@ static int on_cancel_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                 /* NoSuchJob: it ended meanwhile; JobRemoved tells how. */
                 if (sd_bus_error_has_name(e, STAMP_ERROR_NO_SUCH_JOB))
                         return 0;
-                if (asprintf(&line, "stampctl: could not cancel job %" PRIu32 ": %s", w->id,
-                             e->message ? e->message : e->name) >= 0)
+                _cleanup_(freep) char *message = text_escape(e->message ? e->message : e->name, 0, ESCAPE_TERMINAL);
+                if (message && asprintf(&line, "stampctl: could not cancel job %" PRIu32 ": %s", w->id, message) >= 0)
                         progress_log(&w->progress, line);
                 w->cancel_sent = false;
         }
@@ -642,7 +649,7 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
 
         format = arg_format;
         if (!format && !to_stdout)
-                format = export_format_from_filename(file);
+                format = export_format_to_string(export_format_from_filename(file));
         if (!format)
                 format = ""; /* the daemon's default, zstd */
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "stampctl.h"
 #include "table.h"
 
@@ -67,8 +68,8 @@ static int on_stop_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
 
         w->stop_slot = sd_bus_slot_unref(w->stop_slot);
         if (e && !sd_bus_error_has_name(e, STAMP_ERROR_NO_SUCH_MACHINE)) {
-                fprintf(stderr, "stampctl: could not stop the machine: %s\n",
-                        e->message ? e->message : e->name);
+                _cleanup_(freep) char *message = text_escape(e->message ? e->message : e->name, 0, ESCAPE_TERMINAL);
+                fprintf(stderr, "stampctl: could not stop the machine: %s\n", message ? message : e->name);
                 w->stop_sent = false;
         }
         return 0;

@@ -38,17 +38,3 @@ bool image_name_is_valid(const char *name)
 {
         return image_name_invalid_reason(name) == NULL;
 }
-
-const char *const export_formats[] = {"zstd", "xz", "gzip", "bzip2", "uncompressed", NULL};
-
-bool export_format_is_valid(const char *format)
-{
-        if (!format)
-                return false;
-        if (format[0] == '\0')
-                return true; /* the default, zstd */
-        for (size_t i = 0; export_formats[i]; i++)
-                if (strcmp(export_formats[i], format) == 0)
-                        return true;
-        return false;
-}

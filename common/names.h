@@ -10,7 +10,3 @@ bool image_name_is_valid(const char *name);
 
 /* Why @name is not valid, as a phrase for an error message; NULL if it is valid. */
 const char *image_name_invalid_reason(const char *name);
-
-/* Names of export formats; NULL-terminated. */
-extern const char *const export_formats[];
-bool export_format_is_valid(const char *format);

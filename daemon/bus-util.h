@@ -18,13 +18,3 @@ static inline void sd_bus_error_freep_(sd_bus_error *e)
         sd_bus_error_free(e);
 }
 #define _cleanup_bus_error_ _cleanup_(sd_bus_error_freep_)
-static inline void sd_bus_slot_unrefp_(sd_bus_slot **s)
-{
-        sd_bus_slot_unref(*s);
-}
-#define _cleanup_bus_slot_ _cleanup_(sd_bus_slot_unrefp_)
-static inline void sd_event_source_unrefp_(sd_event_source **s)
-{
-        sd_event_source_unref(*s);
-}
-#define _cleanup_event_source_ _cleanup_(sd_event_source_unrefp_)

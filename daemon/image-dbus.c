@@ -5,7 +5,7 @@
 
 #include "authz.h"
 #include "errors.h"
-#include "image.h"
+#include "image-dbus.h"
 #include "names.h"
 #include "operation.h"
 #include "pool.h"
@@ -17,13 +17,7 @@ int image_bus_path(const char *name, char **ret)
 
 int bus_check_image_name(const char *name, const char *what, sd_bus_error *error)
 {
-        const char *why = image_name_invalid_reason(name);
-
-        if (!why)
-                return 0;
-        /* Quote with g_strescape so control bytes and non-UTF-8 never reach the bus unescaped. */
-        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
-        return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
+        return stamp_error_check_name(error, what, name, image_name_invalid_reason(name));
 }
 
 int bus_check_image_exists(Manager *m, const char *name, Image **ret, sd_bus_error *error)
@@ -66,7 +60,7 @@ int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error)
         return 0;
 }
 
-int manager_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_bytes)
+int image_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_bytes)
 {
         g_autoptr(GPtrArray) all = NULL;
         unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->images_pending, GUINT_TO_POINTER((unsigned) uid)));
@@ -98,7 +92,7 @@ int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error)
 
         if (uid == 0 || (m->settings.images_per_user == UINT_MAX && m->settings.bytes_per_user == UINT64_MAX))
                 return 0;
-        k = manager_user_usage(m, uid, &n, &bytes);
+        k = image_user_usage(m, uid, &n, &bytes);
         if (k < 0)
                 return sd_bus_error_set_errnof(error, k, "Cannot count the caller's images: %m");
         if (n >= m->settings.images_per_user)
@@ -157,7 +151,7 @@ static void clone_args_free(void *p)
         free(a);
 }
 
-static int clone_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int clone_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         CloneArgs *a = userdata;
         return store_clone_image(m->store_fd, m->store_is_btrfs, a->source, a->new_name, a->flags, a->owner, err,
@@ -219,7 +213,7 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
                 a->flags |= STORE_CLONE_FRESH_IDENTITY;
         pool_maybe_grow(m);
         /* The new name is held until the clone is in place, so no second clone races to it. */
-        k = operation_start(m, msg, locks, clone_child, clone_done, a, clone_args_free, error);
+        k = operation_start(m, msg, locks, clone_work, clone_done, a, clone_args_free, error);
         if (k >= 0)
                 manager_image_pending(m, uid, +1);
         return k;
@@ -227,7 +221,7 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
 
 /* ---- remove ---- */
 
-static int remove_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int remove_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         return store_remove_image(m->store_fd, m->store_is_btrfs, userdata, err, errlen);
 }
@@ -259,7 +253,7 @@ int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bu
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        return operation_start(m, msg, locks, remove_child, remove_done, strdup(name), free, error);
+        return operation_start(m, msg, locks, remove_work, remove_done, strdup(name), free, error);
 }
 
 /* ---- rename ---- */
@@ -277,7 +271,7 @@ static void rename_args_free(void *p)
         free(a);
 }
 
-static int rename_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int rename_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         RenameArgs *a = userdata;
         return store_rename_image(m->store_fd, a->name, a->new_name, err, errlen);
@@ -323,7 +317,7 @@ int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const
                         rename_args_free(a);
                 return -ENOMEM;
         }
-        return operation_start(m, msg, locks, rename_child, rename_done, a, rename_args_free, error);
+        return operation_start(m, msg, locks, rename_work, rename_done, a, rename_args_free, error);
 }
 
 /* ---- read-only ---- */
@@ -340,7 +334,7 @@ static void read_only_args_free(void *p)
         free(a);
 }
 
-static int read_only_child(Manager *m, void *userdata, char *err, size_t errlen)
+static int read_only_work(Manager *m, void *userdata, char *err, size_t errlen)
 {
         ReadOnlyArgs *a = userdata;
         return store_set_image_read_only(m->store_fd, a->name, a->read_only, err, errlen);
@@ -382,7 +376,7 @@ int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *nam
                 return -ENOMEM;
         }
         a->read_only = read_only;
-        return operation_start(m, msg, locks, read_only_child, read_only_done, a, read_only_args_free, error);
+        return operation_start(m, msg, locks, read_only_work, read_only_done, a, read_only_args_free, error);
 }
 
 /* ---- the Image object ---- */

@@ -25,7 +25,8 @@ typedef struct Image {
         uint8_t parent_uuid[16];
 } Image;
 
-/* xattr on an image's root holding its recipe (GVariant text of an a{sv}); see template.c. */
+/* xattr on an image's root holding its recipe (GVariant text of an a{sv}), written by the template
+ * build. */
 #define RECIPE_XATTR "user.stamp.recipe"
 
 /* How many UUID → name hints the manager keeps for Origin (see Manager.uuid_hints). */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "authz.h"
 #include "errors.h"
-#include "job.h"
+#include "job-dbus.h"
 
 static int job_from_path(Manager *m, const char *path, Job **ret)
 {
@@ -74,12 +74,12 @@ void job_emit_progress(Job *j)
 {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
-        /* At most 10 change signals a second; the last value is always sent. */
-        if (now < j->progress_emitted_usec + (USEC_PER_SEC / 10)) {
+        /* At most one change signal per interval, as the work reports; the last value is always sent. */
+        if (now < j->progress_emitted_usec + JOB_PROGRESS_INTERVAL_USEC) {
                 j->progress_dirty = true;
                 if (!j->progress_timer)
                         (void) sd_event_add_time(j->manager->event, &j->progress_timer, CLOCK_MONOTONIC,
-                                                 j->progress_emitted_usec + USEC_PER_SEC / 10, 0,
+                                                 j->progress_emitted_usec + JOB_PROGRESS_INTERVAL_USEC, 0,
                                                  on_progress_timer, j);
                 return;
         }
@@ -89,7 +89,7 @@ void job_emit_progress(Job *j)
 }
 
 
-int method_cancel_job_object(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error)
+int job_method_cancel(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error)
 {
         char id[16];
         const char *details[] = {"verb", "cancel", "image", j->image, "job", id, NULL};
@@ -109,7 +109,7 @@ int method_cancel_job_object(Manager *m, Job *j, sd_bus_message *msg, sd_bus_err
 static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Job *j = userdata;
-        return method_cancel_job_object(j->manager, j, msg, error);
+        return job_method_cancel(j->manager, j, msg, error);
 }
 
 static int property_get_type(sd_bus *bus, const char *path, const char *interface, const char *property,

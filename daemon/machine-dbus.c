@@ -6,9 +6,9 @@
 #include "authz.h"
 #include "errors.h"
 #include "image.h"
-#include "machine.h"
+#include "image-dbus.h"
+#include "machine-dbus.h"
 #include "uid-range.h"
-#include "manager-methods.h"
 #include "names.h"
 #include "options.h"
 
@@ -39,12 +39,7 @@ static const char *machine_name_invalid_reason(const char *name)
 
 static int bus_check_machine_name(const char *name, const char *what, sd_bus_error *error)
 {
-        const char *why = machine_name_invalid_reason(name);
-
-        if (!why)
-                return 0;
-        g_autofree char *shown = g_strescape(strnlen(name, 80) >= 80 ? "(too long to show)" : name, NULL);
-        return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME, "Invalid %s \"%s\": %s", what, shown, why);
+        return stamp_error_check_name(error, what, name, machine_name_invalid_reason(name));
 }
 
 /* The running machine @name, or NULL with @error set (InvalidName, NoSuchMachine). */

@@ -17,11 +17,8 @@
 #include "errors.h"
 #include "image.h"
 #include "machine.h"
-#include "uid-range.h"
+#include "step.h"
 
-#define NSPAWN "systemd-nspawn"
-#define NSPAWN_RUNTIME_DIR "/run/systemd/nspawn"
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define NOTIFY_MSG_MAX 4096
 #define NSPID_MAX 32
 
@@ -157,314 +154,6 @@ static void machine_unlock_image(Machine *mc)
                         other->lock_held = true;
                 break;
         }
-}
-
-/* ---- the child ---- */
-
-static int open_null(int flags)
-{
-        int fd = open("/dev/null", flags | O_CLOEXEC | O_NOCTTY);
-        return fd < 0 ? -errno : fd;
-}
-
-/* Close every fd of this process but those in @keep (sorted, ascending). */
-static void close_all_but(const int *keep, size_t n)
-{
-        unsigned from = 0;
-
-        for (size_t i = 0; i < n; i++) {
-                if (keep[i] < 0 || (unsigned) keep[i] < from)
-                        continue;
-                if ((unsigned) keep[i] > from)
-                        (void) syscall(SYS_close_range, from, (unsigned) keep[i] - 1, 0);
-                from = (unsigned) keep[i] + 1;
-        }
-        (void) syscall(SYS_close_range, from, ~0U, 0);
-}
-
-static int compare_ints(const void *a, const void *b)
-{
-        int x = *(const int *) a, y = *(const int *) b;
-        return x < y ? -1 : x > y;
-}
-
-static void child_fail(int err_fd, const char *fmt, ...) _printf_(2, 3);
-static void child_fail(int err_fd, const char *fmt, ...)
-{
-        char text[1024];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof text, fmt, ap);
-        va_end(ap);
-        log_error("%s", text);
-        if (err_fd >= 0)
-                dprintf(err_fd, "%s\n", text);
-}
-
-typedef struct JobRemovedWait {
-        const char *job;
-        bool done;
-        char *result;
-} JobRemovedWait;
-
-static int on_job_removed(sd_bus_message *msg, void *userdata, sd_bus_error *error)
-{
-        JobRemovedWait *w = userdata;
-        const char *path, *unit, *result;
-        uint32_t id;
-
-        if (sd_bus_message_read(msg, "uoss", &id, &path, &unit, &result) < 0 || !w->job || !streq(path, w->job))
-                return 0;
-        w->done = true;
-        w->result = strdup(result);
-        return 0;
-}
-
-/* Where systemd is PID 1: move this process into a transient scope of its own, stopped together with
- * the daemon's unit, so the container gets its own cgroup and cannot outlive the daemon. Returns
- * whether machined can be used. Blocking, in the child only. */
-static int child_enter_scope(Machine *mc)
-{
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_bus_message_ sd_bus_message *call = NULL, *reply = NULL;
-        _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_free_ char *unit = NULL, *own_unit = NULL, *description = NULL;
-        JobRemovedWait w = {};
-        const char *job;
-        uint64_t deadline;
-        char hex[9];
-        int k;
-
-        k = sd_bus_open_system(&bus);
-        if (k < 0)
-                return log_error_errno(k, "Machine %s: cannot connect to the system bus", mc->name);
-
-        random_hex(hex, 8);
-        if (asprintf(&unit, "stamp-machine-%s-%s.scope", mc->name, hex) < 0 ||
-            asprintf(&description, "stamp machine %s (image %s)", mc->name, mc->image) < 0)
-                return -ENOMEM;
-        (void) sd_pid_get_unit(getppid(), &own_unit);
-
-        k = sd_bus_match_signal(bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                                "org.freedesktop.systemd1.Manager", "JobRemoved", on_job_removed, &w);
-        if (k >= 0)
-                k = sd_bus_message_new_method_call(bus, &call, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                                                   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
-        if (k >= 0)
-                k = sd_bus_message_append(call, "ss", unit, "fail");
-        if (k >= 0)
-                k = sd_bus_message_open_container(call, 'a', "(sv)");
-        if (k >= 0)
-                k = sd_bus_message_append(call, "(sv)(sv)(sv)", "Description", "s", description, "PIDs", "au", 1,
-                                          (uint32_t) getpid(), "CollectMode", "s", "inactive-or-failed");
-        if (k >= 0 && own_unit)
-                k = sd_bus_message_append(call, "(sv)(sv)", "BindsTo", "as", 1, own_unit, "After", "as", 1,
-                                          own_unit);
-        if (k >= 0)
-                k = sd_bus_message_close_container(call);
-        if (k >= 0)
-                k = sd_bus_message_append(call, "a(sa(sv))", 0);
-        if (k < 0)
-                return log_error_errno(k, "Machine %s: cannot build the scope request", mc->name);
-
-        k = sd_bus_call(bus, call, 0, &error, &reply);
-        if (k < 0) {
-                log_error("Machine %s: cannot start scope %s: %s", mc->name, unit, error.message ?: strerror(-k));
-                return k;
-        }
-        k = sd_bus_message_read(reply, "o", &job);
-        if (k < 0)
-                return k;
-        w.job = job;
-        deadline = now_usec(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;
-        while (!w.done && now_usec(CLOCK_MONOTONIC) < deadline) {
-                k = sd_bus_process(bus, NULL);
-                if (k < 0)
-                        return k;
-                if (k == 0)
-                        (void) sd_bus_wait(bus, USEC_PER_SEC);
-        }
-        if (!w.done || !streq_ptr(w.result, "done")) {
-                log_error("Machine %s: scope %s did not start (%s)", mc->name, unit, w.result ?: "timeout");
-                free(w.result);
-                return -EIO;
-        }
-        free(w.result);
-
-        /* machined is bus-activated where it is installed: starting it tells whether it is there. */
-        sd_bus_message_unref(TAKE_PTR(reply));
-        sd_bus_error_free(&error);
-        k = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                               "StartServiceByName", &error, &reply, "su", "org.freedesktop.machine1", 0);
-        return k >= 0;
-}
-
-static char **machine_nspawn_argv(Machine *mc, const char *directory, const char *console, bool do_register)
-{
-        GPtrArray *a = g_ptr_array_new();
-
-        g_ptr_array_add(a, g_strdup(NSPAWN));
-        g_ptr_array_add(a, g_strdup("--quiet"));
-        g_ptr_array_add(a, g_strdup("--keep-unit"));
-        g_ptr_array_add(a, g_strdup(do_register ? "--register=yes" : "--register=no"));
-        g_ptr_array_add(a, g_strdup_printf("--machine=%s", mc->name));
-        g_ptr_array_add(a, g_strdup_printf("--directory=%s", directory));
-        g_ptr_array_add(a, g_strdup_printf("--console=%s", console));
-        /* Without --boot the payload runs under nspawn's stub init, so it is not PID 1: signals reach it,
-         * zombies are reaped, and the stub turns a poweroff request into SIGTERM for the payload. */
-        g_ptr_array_add(a, g_strdup(mc->boot ? "--boot" : "--as-pid2"));
-        if (mc->read_only)
-                g_ptr_array_add(a, g_strdup("--read-only"));
-        if (mc->userns) {
-                /* The image stays 0-based on disk: an idmapped mount shows it to the namespace. */
-                g_ptr_array_add(a, g_strdup_printf("--private-users=%u:%u", (unsigned) mc->uid_base, UID_RANGE_SIZE));
-                g_ptr_array_add(a, g_strdup("--private-users-ownership=map"));
-        } else if (mc->private_users)
-                g_ptr_array_add(a, g_strdup("--private-users=pick"));
-        if (mc->private_network)
-                g_ptr_array_add(a, g_strdup("--private-network"));
-        if (mc->command) {
-                g_ptr_array_add(a, g_strdup("--"));
-                for (char **c = mc->command; *c; c++)
-                        g_ptr_array_add(a, g_strdup(*c));
-        }
-        g_ptr_array_add(a, NULL);
-        return (char **) g_ptr_array_free(a, FALSE);
-}
-
-static const char *machine_console_mode(Machine *mc, int in, int out)
-{
-        /* nspawn's interactive console relays its own stdin/stdout, which must then be the terminal. */
-        if (isatty(in) && isatty(out))
-                return "interactive";
-        /* A booted system writes to its console, never to stdout: relay the console's output. */
-        if (mc->boot)
-                return "read-only";
-        return "pipe";
-}
-
-_noreturn_ static void exec_nspawn(Machine *mc, char **argv, const char *notify_address, const int stdio[3])
-{
-        const char *path = getenv("PATH") ?: DEFAULT_PATH;
-        g_autofree char *env_path = g_strdup_printf("PATH=%s", path);
-        g_autofree char *env_notify = g_strdup_printf("NOTIFY_SOCKET=%s", notify_address);
-        /* nspawn locks an image with a file beside it in the store, for machinectl and other nspawns to
-         * see; an ephemeral snapshot is ours alone, and its lock file would only be litter. */
-        char *envp[] = {env_path, env_notify, mc->temp_name ? (char *) "SYSTEMD_NSPAWN_LOCK=0" : NULL, NULL};
-
-        for (int i = 0; i < 3; i++)
-                if (stdio[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(stdio[i], i) < 0) {
-                        child_fail(stdio[2], "Machine %s: cannot set up stdio: %s", mc->name, strerror(errno));
-                        _exit(EXIT_FAILURE);
-                }
-        execvpe(argv[0], argv, envp);
-        child_fail(STDERR_FILENO, "Machine %s: cannot run %s: %s", mc->name, argv[0], strerror(errno));
-        _exit(127);
-}
-
-/* nspawn's mount namespace machinery keeps state below /run/systemd/nspawn; where /run is no tmpfs it
- * refuses to clean up there and says so on the caller's terminal. A private tmpfs keeps it quiet and
- * leaves nothing behind. */
-static void child_private_nspawn_dir(void)
-{
-        if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-                return;
-        (void) mkdir("/run/systemd", 0755);
-        (void) mkdir(NSPAWN_RUNTIME_DIR, 0755);
-        (void) mount("stampd", NSPAWN_RUNTIME_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
-}
-
-_noreturn_ static void machine_child(Machine *mc, const char *notify_address)
-{
-        Manager *m = mc->manager;
-        _cleanup_free_ char *directory = NULL;
-        _cleanup_strv_free_ char **argv = NULL;
-        int stdio[3], keep[5], alive[2];
-        bool booted = sd_booted() > 0, do_register = false;
-        pid_t pid;
-        int status, k;
-
-        for (int i = 0; i < 3; i++) {
-                stdio[i] = mc->stdio_fd[i] >= 0 ? mc->stdio_fd[i] : open_null(i == 0 ? O_RDONLY : O_WRONLY);
-                if (stdio[i] < 0)
-                        _exit(EXIT_FAILURE);
-        }
-        /* Only what the machine needs: no copy of the daemon's bus, of other machines' fds, of pipes whose
-         * end-of-file someone waits for. */
-        keep[0] = STDERR_FILENO;
-        keep[1] = m->store_fd;
-        keep[2] = stdio[0];
-        keep[3] = stdio[1];
-        keep[4] = stdio[2];
-        qsort(keep, ELEMENTSOF(keep), sizeof keep[0], compare_ints);
-        close_all_but(keep, ELEMENTSOF(keep));
-
-        if (mc->temp_name) {
-                char err[1024] = "";
-                k = store_clone_image(m->store_fd, m->store_is_btrfs, mc->image, mc->temp_name, 0, UID_INVALID, err,
-                                      sizeof err);
-                if (k < 0) {
-                        child_fail(stdio[2], "Machine %s: cannot make the ephemeral snapshot of %s: %s", mc->name,
-                                   mc->image, err[0] ? err : strerror(-k));
-                        _exit(EXIT_FAILURE);
-                }
-        }
-        if (asprintf(&directory, "%s/%s", m->store, mc->temp_name ?: mc->image) < 0)
-                _exit(EXIT_FAILURE);
-
-        if (booted) {
-                k = child_enter_scope(mc);
-                if (k < 0) {
-                        child_fail(stdio[2], "Machine %s: cannot set up its scope unit", mc->name);
-                        _exit(EXIT_FAILURE);
-                }
-                do_register = k > 0;
-        }
-        argv = machine_nspawn_argv(mc, directory, machine_console_mode(mc, stdio[0], stdio[1]), do_register);
-        if (booted)
-                exec_nspawn(mc, argv, notify_address, stdio);
-
-        /* nspawn as PID 1 of a PID namespace of ours: when it dies, for whatever reason, the kernel takes
-         * the container with it. Registration stays off: machined would read our namespace's pids as its
-         * own. */
-        if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) {
-                log_warning("Machine %s runs without a PID namespace of its own: %s", mc->name, strerror(errno));
-                exec_nspawn(mc, argv, notify_address, stdio);
-        }
-        child_private_nspawn_dir();
-
-        /* Its read end tells nspawn whether we died before it asked to die with us. */
-        if (pipe2(alive, O_CLOEXEC) < 0) {
-                child_fail(stdio[2], "Machine %s: cannot make a pipe: %s", mc->name, strerror(errno));
-                _exit(EXIT_FAILURE);
-        }
-        pid = fork();
-        if (pid < 0) {
-                child_fail(stdio[2], "Machine %s: cannot fork: %s", mc->name, strerror(errno));
-                _exit(EXIT_FAILURE);
-        }
-        if (pid == 0) {
-                struct pollfd p = {.fd = alive[0], .events = POLLIN};
-
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                safe_close(alive[1]);
-                if (poll(&p, 1, 0) != 0)
-                        _exit(EXIT_FAILURE);
-                /* nspawn names processes by the pids it sees (writing the user namespace's maps of its
-                 * child, for one): /proc must show our namespace. */
-                if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-                        log_warning("Machine %s: cannot mount /proc for its PID namespace: %s", mc->name,
-                                    strerror(errno));
-                exec_nspawn(mc, argv, notify_address, stdio);
-        }
-        safe_close(alive[0]);
-        for (int i = 0; i < 3; i++)
-                safe_close(stdio[i]);
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        _exit(EXIT_FAILURE);
-        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 /* ---- nspawn's notifications ---- */
@@ -722,35 +411,15 @@ static int on_cleanup_exit(sd_event_source *s, const siginfo_t *si, void *userda
         return 0;
 }
 
-static int remove_temp_retrying(int store_fd, const char *name)
-{
-        int k = 0;
-
-        /* The container's mounts of the snapshot may take a moment to go after nspawn ended. */
-        for (int attempt = 0; attempt < 50; attempt++) {
-                k = store_remove_tree(store_fd, name);
-                if (k != -EBUSY)
-                        break;
-                usleep(100 * USEC_PER_MSEC);
-        }
-        return k;
-}
-
 static int machine_start_cleanup(Machine *mc)
 {
         Manager *m = mc->manager;
         pid_t pid;
         int k;
 
-        pid = safe_fork(false);
+        pid = step_spawn_remove_tree(m->store_fd, mc->temp_name, false);
         if (pid < 0)
                 return (int) pid;
-        if (pid == 0) {
-                k = remove_temp_retrying(m->store_fd, mc->temp_name);
-                if (k < 0)
-                        log_warning_errno(k, "Cannot remove the ephemeral snapshot %s", mc->temp_name);
-                _exit(k < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
-        }
         k = sd_event_add_child(m->event, &mc->cleanup_source, pid, WEXITED, on_cleanup_exit, mc);
         if (k < 0) {
                 (void) kill(pid, SIGKILL);
@@ -791,6 +460,8 @@ int machine_start(Machine *mc)
 {
         Manager *m = mc->manager;
         _cleanup_free_ char *address = NULL;
+        g_auto(GStrv) args = NULL;
+        int keep[4];
         pid_t pid;
         int k;
 
@@ -809,13 +480,17 @@ int machine_start(Machine *mc)
         if (k < 0)
                 return k;
 
-        pid = safe_fork(false);
+        /* The supervisor is a step of its own (see machine-supervisor.c): its arguments and the fds it
+         * keeps are all made here, before the fork. */
+        args = machine_supervisor_args(mc, address);
+        keep[0] = m->store_fd;
+        for (int i = 0; i < 3; i++)
+                keep[1 + i] = mc->stdio_fd[i];
+        pid = step_spawn("machine", args, keep, ELEMENTSOF(keep), false);
         if (pid < 0) {
                 machine_unlock_image(mc);
                 return (int) pid;
         }
-        if (pid == 0)
-                machine_child(mc, address);
 
         mc->pid = pid;
         for (int i = 0; i < 3; i++)
@@ -967,7 +642,7 @@ Machine *machine_free(Machine *mc)
         }
         /* Only when the daemon goes away: the snapshot would otherwise wait for the next start. */
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
-                (void) remove_temp_retrying(mc->manager->store_fd, mc->temp_name);
+                (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);
 
         sd_event_source_disable_unref(mc->notify_source);
         sd_event_source_disable_unref(mc->child_source);

@@ -5,11 +5,11 @@
 
 /* A machine: systemd-nspawn running an image, supervised by the daemon.
  *
- * Without systemd as PID 1, nspawn runs as PID 1 of a PID namespace of its own, under a small
- * supervising child of the daemon: when the daemon dies, that child dies (PDEATHSIG), nspawn with it,
- * and the kernel takes the container along. Where systemd is PID 1 the supervising child first moves
- * itself into a transient scope bound to the daemon's unit and becomes nspawn, which then registers
- * with machined. Either way an ephemeral snapshot is the only thing that can outlive a crash, and the
+ * The daemon forks and re-executes itself as the machine's supervisor (machine-supervisor.c, a step
+ * as step.h says). Without systemd as PID 1, nspawn runs as PID 1 of a PID namespace of its own, under
+ * that supervisor: when the daemon dies, the supervisor dies (PDEATHSIG), nspawn with it, and the
+ * kernel takes the container along. Where systemd is PID 1 the supervisor first moves itself into a
+ * transient scope bound to the daemon's unit and becomes nspawn, which then registers with machined. Either way an ephemeral snapshot is the only thing that can outlive a crash, and the
  * next start removes it as a stale temporary. */
 
 typedef enum {
@@ -39,7 +39,7 @@ struct Machine {
         uid_t uid;         /* who started it (the caller's uid) */
         bool userns;       /* in a user namespace of stampd's choosing (see uid-range.h) */
         uid_t uid_base;    /* with userns: host uid of the container's root */
-        int stdio_fd[3]; /* the caller's fds, until the child has them */
+        int stdio_fd[3]; /* the caller's fds, until the supervisor has them */
 
         char *lock_reason; /* what ImageBusy says while this machine holds its image */
         bool lock_held;
@@ -49,7 +49,7 @@ struct Machine {
         /* nspawn's exit status: the payload's, 0 after a poweroff; 128+N if killed by signal N; -1 until
          * the machine ended. */
         int exit_status;
-        pid_t pid;          /* the supervising child */
+        pid_t pid;          /* the supervisor */
         pid_t nspawn_pid;
         int nspawn_pidfd;   /* where nspawn is not the supervising child itself */
         uint32_t leader;    /* the container's PID 1, 0 until known */
@@ -71,7 +71,7 @@ const char *machine_state_to_string(MachineState s);
 
 /* A machine object not started yet; takes over nothing. */
 int machine_new(Manager *m, const char *name, const char *image, const char *owner, Machine **ret);
-/* Fork the supervising child. On success the machine is listed in the manager and owned by it; it
+/* Start the supervisor. On success the machine is listed in the manager and owned by it; it
  * frees itself after MachineRemoved. */
 int machine_start(Machine *mc);
 /* Drop a machine; if it still runs, kill it (the daemon is going away). */
@@ -93,3 +93,7 @@ int machine_stop(Machine *mc);
 int machine_kill(Machine *mc, int signo);
 
 int machine_bus_path(const char *name, char **ret);
+
+/* The supervisor's arguments (a strv to free) for step_spawn("machine"); machine-supervisor.c reads
+ * them back. */
+char **machine_supervisor_args(Machine *mc, const char *notify_address);

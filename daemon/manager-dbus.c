@@ -3,9 +3,10 @@
 
 #include "authz.h"
 #include "errors.h"
-#include "image.h"
-#include "job.h"
-#include "manager-methods.h"
+#include "image-dbus.h"
+#include "job-dbus.h"
+#include "machine-dbus.h"
+#include "manager-dbus.h"
 #include "pool.h"
 
 static int property_get_pool_path(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -103,7 +104,7 @@ static int method_get_user_usage(sd_bus_message *msg, void *userdata, sd_bus_err
         k = sd_bus_message_read(msg, "u", &uid);
         if (k < 0)
                 return k;
-        k = manager_user_usage(m, (uid_t) uid, &images, &bytes);
+        k = image_user_usage(m, (uid_t) uid, &images, &bytes);
         if (k < 0)
                 return sd_bus_error_set_errnof(error, k, "Cannot count the images of user %u: %m", uid);
         /* Root has no limits. */
@@ -220,7 +221,7 @@ static int method_cancel_job(sd_bus_message *msg, void *userdata, sd_bus_error *
         j = job_find(m, id);
         if (!j)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_JOB, "No job with id %" PRIu32, id);
-        return method_cancel_job_object(m, j, msg, error);
+        return job_method_cancel(m, j, msg, error);
 }
 
 const sd_bus_vtable manager_vtable[] = {

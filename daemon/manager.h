@@ -103,36 +103,5 @@ int manager_send_image_removed(Manager *m, const char *name);
 struct Image;
 int manager_get_image(Manager *m, const char *name, struct Image **ret);
 
-/* Vtables and object plumbing, defined in the *-dbus.c files. */
-extern const sd_bus_vtable manager_vtable[];
-extern const sd_bus_vtable image_vtable[];
-int image_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
-                      sd_bus_error *error);
-int image_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error);
-int image_bus_path(const char *name, char **ret);
-
-int manager_add_job_objects(Manager *m);
-int manager_add_machine_objects(Manager *m);
-
-/* The image verbs, shared by the Manager's methods and the Image object's. */
-int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bus_error *error);
-int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
-                        sd_bus_error *error);
-int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only,
-                                sd_bus_error *error);
-/* Checks every handler makes before authorizing; each fills @error with the named error and returns
- * negative when the check fails. InvalidName with the reason, for an argument called @what: */
-int bus_check_image_name(const char *name, const char *what, sd_bus_error *error);
-/* NoSuchImage unless @name is an image (then *ret, if given, is it, valid for this dispatch): */
-int bus_check_image_exists(Manager *m, const char *name, struct Image **ret, sd_bus_error *error);
-/* QuotaExceeded if @uid (not root) is at ImagesPerUser= or BytesPerUser=, naming the limit and by how
- * much: */
-int bus_check_user_limits(Manager *m, uid_t uid, sd_bus_error *error);
-/* How many images @uid owns (and has being made), and their exclusive bytes (UINT64_MAX: unknown). */
-int manager_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_bytes);
-/* Count an image being made for @uid until it is in the store (or failed): */
+/* Count an image being made for @uid until it is in the store (or failed). */
 void manager_image_pending(Manager *m, uid_t uid, int delta);
-/* ImageExists if anything is named @name in the store: */
-int bus_check_image_absent(Manager *m, const char *name, sd_bus_error *error);
-/* ImageBusy while an operation, a job or a machine holds @name: */
-int bus_check_image_not_busy(Manager *m, const char *name, sd_bus_error *error);

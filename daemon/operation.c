@@ -16,7 +16,7 @@ struct Operation {
         char **locks;
         int result_fd;
         sd_event_source *result_source;
-        OperationChildFn work;
+        OperationWorkFn work;
         OperationDoneFn done;
         void *userdata;
         void (*free_userdata)(void *);
@@ -90,7 +90,7 @@ static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationChildFn child,
+int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error)
 {
         Operation *o;
@@ -139,7 +139,7 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 return k;
         }
         o->result_fd = pipefd[0];
-        o->work = child;
+        o->work = work;
 
         k = sd_event_add_io(m->event, &o->result_source, o->result_fd, EPOLLIN, on_result, o);
         if (k < 0) {

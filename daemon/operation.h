@@ -21,12 +21,12 @@ typedef struct Operation Operation;
 
 /* Runs in the worker thread: touches only its userdata and the store fd. Returns 0 or a negative
  * errno, with a sentence for the caller in @err. */
-typedef int (*OperationChildFn)(Manager *m, void *userdata, char *err, size_t errlen);
+typedef int (*OperationWorkFn)(Manager *m, void *userdata, char *err, size_t errlen);
 /* Runs on the event loop after the worker is done and the reply was sent; result as it said. */
 typedef void (*OperationDoneFn)(Manager *m, int result, void *userdata);
 
 /* Start an operation answering @msg. The image names in @locks (NULL-terminated, may be NULL) are
  * held busy until it ends; -EBUSY if one is already held (nothing started then). @userdata is freed
  * with @free_userdata when the operation ends. */
-int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationChildFn child,
+int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error);

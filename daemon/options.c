@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 
+#include "escape.h"
 #include "options.h"
 
 static void *field(void *base, const OptionSpec *o)
@@ -170,7 +171,7 @@ int bus_read_options(sd_bus_message *msg, const OptionSpec *table, void *base, s
                         if (streq(o->key, key))
                                 break;
                 if (!o->key) {
-                        g_autofree char *shown = g_strescape(key, NULL);
+                        g_autofree char *shown = text_escape(key, 0, ESCAPE_MESSAGE);
                         k = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option \"%s\"", shown);
                         goto fail;
                 }

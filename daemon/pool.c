@@ -9,6 +9,7 @@
 
 #include "btrfs-util.h"
 #include "pool.h"
+#include "step.h"
 
 static int mkdir_parents(const char *path, mode_t mode)
 {
@@ -192,18 +193,18 @@ static int store_loop_device(const char *store, char **ret)
         return 0;
 }
 
-static int pool_grow_now(Manager *m, uint64_t new_size)
+static int pool_grow_now(const char *raw, const char *store, int store_fd, uint64_t new_size)
 {
         _cleanup_close_ int raw_fd = -1, loop_fd = -1;
         _cleanup_free_ char *loopdev = NULL;
         int k;
 
-        raw_fd = open(m->pool_raw, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        raw_fd = open(raw, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (raw_fd < 0)
                 return -errno;
         if (ftruncate(raw_fd, (off_t) new_size) < 0)
                 return -errno;
-        k = store_loop_device(m->store, &loopdev);
+        k = store_loop_device(store, &loopdev);
         if (k < 0)
                 return k;
         loop_fd = open(loopdev, O_RDWR | O_CLOEXEC);
@@ -211,7 +212,26 @@ static int pool_grow_now(Manager *m, uint64_t new_size)
                 return -errno;
         if (ioctl(loop_fd, LOOP_SET_CAPACITY, 0) < 0)
                 return -errno;
-        return btrfs_resize_max(m->store_fd);
+        return btrfs_resize_max(store_fd);
+}
+
+/* The step that grows the pool: RAW STORE STORE-FD NEW-SIZE. */
+int pool_grow_main(int argc, char *argv[])
+{
+        int store_fd = -1, k;
+        uint64_t size;
+        char *end;
+
+        errno = 0;
+        if (argc != 4 || step_parse_fd(argv[2], &store_fd) < 0 || store_fd < 0 ||
+            (size = strtoull(argv[3], &end, 10), errno || *end)) {
+                log_error("Invalid arguments for growing the pool.");
+                return EXIT_FAILURE;
+        }
+        k = pool_grow_now(argv[0], argv[1], store_fd, size);
+        if (k < 0)
+                log_warning_errno(k, "Cannot grow the pool %s", argv[0]);
+        return k < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 static pid_t grow_pid;
@@ -232,6 +252,7 @@ void pool_maybe_grow(Manager *m)
         struct stat st;
         uint64_t avail, size, grow, host_avail;
         _cleanup_free_ char *dir = NULL;
+        char fd_arg[16], size_arg[32];
         char *slash;
         pid_t pid;
 
@@ -260,11 +281,12 @@ void pool_maybe_grow(Manager *m)
 
         log_info("Pool %s has %" PRIu64 " MiB free; growing it by %" PRIu64 " MiB.", m->pool_raw, avail >> 20,
                  grow >> 20);
-        pid = safe_fork(true);
+        snprintf(fd_arg, sizeof fd_arg, "%d", m->store_fd);
+        snprintf(size_arg, sizeof size_arg, "%" PRIu64, size + grow);
+        pid = step_spawn("pool-grow", (char *[]){m->pool_raw, m->store, fd_arg, size_arg, NULL}, &m->store_fd, 1,
+                         true);
         if (pid < 0)
                 return;
-        if (pid == 0)
-                _exit(pool_grow_now(m, size + grow) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         grow_pid = pid;
         if (sd_event_add_child(m->event, &grow_source, pid, WEXITED, on_grow_done, NULL) < 0) {
                 (void) waitpid(pid, NULL, 0);

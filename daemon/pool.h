@@ -15,7 +15,8 @@
  * <store>.raw as a loop-mounted btrfs with quota groups on. Runs at start, before the bus. */
 int pool_setup(Manager *m);
 
-/* Grow <store>.raw and its file system when free space runs low; the work runs in a child. */
+/* Grow <store>.raw and its file system when free space runs low; the work runs in a step of its own
+ * (step.h). */
 void pool_maybe_grow(Manager *m);
 
 int pool_get_usage(Manager *m, uint64_t *ret_usage, uint64_t *ret_limit);

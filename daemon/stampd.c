@@ -7,6 +7,7 @@
 #include "config.h"
 #include "manager.h"
 #include "pool.h"
+#include "step.h"
 
 static void help(void)
 {
@@ -112,6 +113,12 @@ int main(int argc, char *argv[])
         sigset_t mask;
         int k;
 
+        /* A copy of stampd re-executed for a piece of work of its own (step.h) does that and nothing
+         * else. */
+        k = step_dispatch(argc, argv);
+        if (k >= 0)
+                return k;
+
         /* Before any thread exists: sd-event takes these through signalfd and child watches. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
@@ -127,7 +134,7 @@ int main(int argc, char *argv[])
         /* D-Bus's activation helper starts us with an empty environment; the tools we run (mkfs.btrfs,
          * mount, debootstrap, systemd-nspawn) live in sbin. The same PATH systemd gives services. */
         if (!getenv("PATH"))
-                (void) setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+                (void) setenv("PATH", DEFAULT_PATH, 1);
 
         k = manager_new(&m);
         if (k < 0) {
@@ -140,6 +147,9 @@ int main(int argc, char *argv[])
 
         if (geteuid() != 0)
                 log_warning("Not running as root: most operations will fail.");
+        k = step_setup();
+        if (k < 0)
+                log_warning_errno(k, "Cannot open stampd's own executable; steps run /proc/self/exe");
 
         k = pool_setup(m);
         if (k < 0)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Archive import (daemon/archive-util.c): the bytes are a tar stream (any compression) extracted
+/* Archive import (transfer/archive-util.c): the bytes are a tar stream (any compression) extracted
  * with archive_extract_stream() into a fresh directory, as ImportTar and PullTar do, then brought to
  * the top with tree_flatten_single_dir().
  *

@@ -12,8 +12,7 @@
 #include <glib.h>
 
 #include "fuzz-util.h"
-#include "image.h"
-#include "manager.h"
+#include "image-dbus.h"
 #include "names.h"
 #include "stamp-bus.h"
 

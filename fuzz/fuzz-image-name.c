@@ -5,7 +5,7 @@
 #include <glib.h>
 
 #include "fuzz-util.h"
-#include "manager.h"
+#include "image-dbus.h"
 #include "names.h"
 #include "stamp-bus.h"
 

@@ -9,6 +9,8 @@
  * with its priority, 'E' the error the job fails with. */
 
 #define JOB_MSG_MAX 4096
+/* A job reports progress at most this often: enough for a smooth bar, few enough messages. */
+#define JOB_PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 
 typedef struct JobChild {
         int fd;                /* the socket to the daemon */

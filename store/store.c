@@ -25,15 +25,23 @@ char *store_temp_name(const char *name)
         return s;
 }
 
-/* Run a command inside the store, with paths relative to it. Only from a child process. */
+/* Run a command inside the store, with paths relative to it, and wait for it. Blocking: from a worker
+ * thread of stampd or a helper process, never the event loop. */
 static int run_in_store(int store_fd, char *const argv[])
 {
-        pid_t pid = safe_fork(false);
-        int status;
+        _cleanup_free_ char *exe = NULL;
+        pid_t pid;
+        int status, k;
 
+        /* Found before the fork: execvp() is not async-signal-safe. */
+        k = find_executable(argv[0], &exe);
+        if (k < 0)
+                return k == -ENOENT ? 127 : k;
+        pid = safe_fork(false);
         if (pid < 0)
                 return (int) pid;
         if (pid == 0) {
+                /* Async-signal-safe calls only until the exec (see safe_fork()). */
                 int null = open("/dev/null", O_RDWR | O_CLOEXEC);
                 if (fchdir(store_fd) < 0)
                         _exit(126);
@@ -41,13 +49,36 @@ static int run_in_store(int store_fd, char *const argv[])
                         (void) dup2(null, STDIN_FILENO);
                         (void) dup2(null, STDOUT_FILENO);
                 }
-                execvp(argv[0], argv);
+                execv(exe, argv);
                 _exit(127);
         }
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return -errno;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+int store_make_tree(int store_fd, bool is_btrfs, const char *name, int *ret_subvolume_error)
+{
+        if (ret_subvolume_error)
+                *ret_subvolume_error = 0;
+        if (is_btrfs) {
+                errno = 0;
+                if (btrfs_util_create_subvolume_fd(store_fd, name, 0, NULL, NULL) == BTRFS_UTIL_OK)
+                        return 1;
+                if (ret_subvolume_error)
+                        *ret_subvolume_error = errno ?: EIO;
+        }
+        if (mkdirat(store_fd, name, 0755) < 0)
+                return -errno;
+        return 0;
+}
+
+bool store_is_full(int fd)
+{
+        struct statvfs sv;
+
+        return fstatvfs(fd, &sv) >= 0 && (uint64_t) sv.f_bavail * sv.f_frsize < STORE_FULL_BELOW;
 }
 
 int store_remove_tree(int store_fd, const char *name)
@@ -83,6 +114,19 @@ int store_remove_tree(int store_fd, const char *name)
                         return k < 0 ? k : -EIO;
         }
         return 0;
+}
+
+int store_remove_tree_retrying(int store_fd, const char *name)
+{
+        int k = 0;
+
+        for (int attempt = 0; attempt < 50; attempt++) {
+                k = store_remove_tree(store_fd, name);
+                if (k != -EBUSY)
+                        break;
+                usleep(100 * USEC_PER_MSEC);
+        }
+        return k;
 }
 
 void store_remove_temporaries(int store_fd, bool is_btrfs)
@@ -209,10 +253,8 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
         } else {
                 k = copy_tree(store_fd, is_btrfs, source, tmp);
                 if (k < 0) {
-                        struct statvfs sv;
                         /* cp only says it failed; a store with (almost) nothing left says why. */
-                        bool full = fstatvfs(store_fd, &sv) >= 0 &&
-                                    (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20);
+                        bool full = store_is_full(store_fd);
                         (void) store_remove_tree(store_fd, tmp);
                         if (full)
                                 return errbuf_set(err, errlen, ENOSPC, "No space left in the store to copy image %s",

@@ -28,5 +28,19 @@ int store_rename_image(int store_fd, const char *name, const char *new_name, cha
 int store_set_image_read_only(int store_fd, const char *name, bool read_only, char *err, size_t errlen);
 /* Mark the image at @fd read-only or writable: the btrfs flag, or the immutable flag of a directory. */
 int store_set_read_only_fd(int fd, bool read_only);
+/* Make the empty tree of a new image at @name below @store_fd: a subvolume where the store is btrfs
+ * and one can be made, else a directory (mode 0755). Returns 1 for a subvolume, 0 for a directory,
+ * negative errno if neither could be made; *ret_subvolume_error, if given, is the errno of a failed
+ * attempt at a subvolume (0 if none failed). */
+int store_make_tree(int store_fd, bool is_btrfs, const char *name, int *ret_subvolume_error);
+
+/* Below this much free space, a tool that failed on the store most likely failed for want of space. */
+#define STORE_FULL_BELOW (UINT64_C(4) << 20)
+/* Whether the file system of @fd has less than STORE_FULL_BELOW free. */
+bool store_is_full(int fd);
+
 /* Remove a tree at @name below @store_fd, whatever it is (subvolume or directory). */
 int store_remove_tree(int store_fd, const char *name);
+/* The same, retrying for up to 5 s while it is busy: the mounts of a namespace that used it (a
+ * container's, a job's) may take a moment to go after its last process ended. Blocking. */
+int store_remove_tree_retrying(int store_fd, const char *name);

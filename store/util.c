@@ -191,10 +191,12 @@ pid_t safe_fork(bool new_pgrp)
         if (pid > 0)
                 return pid;
 
+        /* The child of a threaded process (stampd runs polkit's, GDBus's and worker threads): from here
+         * to the caller's exec, async-signal-safe calls only. */
         if (close_in_child >= 0)
                 (void) close(close_in_child);
 
-        /* Child: default dispositions and an empty mask, so exec'd tools behave normally. */
+        /* Default dispositions and an empty mask, so exec'd tools behave normally. */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) signal(sig, SIG_DFL);
@@ -208,19 +210,52 @@ pid_t safe_fork(bool new_pgrp)
         return 0;
 }
 
+int find_executable(const char *name, char **ret)
+{
+        const char *path = getenv("PATH");
+
+        if (strchr(name, '/')) {
+                *ret = strdup(name);
+                return *ret ? 0 : -ENOMEM;
+        }
+        if (isempty(path))
+                path = DEFAULT_PATH;
+        for (const char *p = path;;) {
+                size_t n = strcspn(p, ":");
+                _cleanup_free_ char *candidate = NULL;
+
+                if (asprintf(&candidate, "%.*s%s%s", (int) n, p, n > 0 ? "/" : "", name) < 0)
+                        return -ENOMEM;
+                if (access(candidate, X_OK) == 0) {
+                        *ret = TAKE_PTR(candidate);
+                        return 0;
+                }
+                if (p[n] == '\0')
+                        return -ENOENT;
+                p += n + 1;
+        }
+}
+
 int run_command(char *const argv[])
 {
-        int status;
-        pid_t pid = safe_fork(false);
+        _cleanup_free_ char *exe = NULL;
+        int status, k;
+        pid_t pid;
 
+        /* Found before the fork: execvp() is not async-signal-safe. */
+        k = find_executable(argv[0], &exe);
+        if (k < 0)
+                return k == -ENOENT ? 127 : k;
+        pid = safe_fork(false);
         if (pid < 0)
                 return (int) pid;
         if (pid == 0) {
+                /* Async-signal-safe calls only until the exec (see safe_fork()). */
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (null >= 0)
                         (void) dup2(null, STDIN_FILENO);
                 (void) dup2(STDERR_FILENO, STDOUT_FILENO);
-                execvp(argv[0], argv);
+                execv(exe, argv);
                 _exit(127);
         }
         while (waitpid(pid, &status, 0) < 0)

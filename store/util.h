@@ -14,7 +14,6 @@
 
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
-#define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
 
@@ -23,6 +22,9 @@
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
 #define NSEC_PER_USEC UINT64_C(1000)
+
+/* The PATH systemd gives services; stampd's when it was started without one. */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Hand a pointer or fd over to a new owner: the cleanup of the old one sees NULL/-1. */
 #define TAKE_PTR(p)                                                                                       \
@@ -126,8 +128,8 @@ static inline bool dot_or_dot_dot(const char *name)
         return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
-/* Put a sentence for the caller into @err (as the acts run in child processes report) and return
- * -@error. */
+/* Put a sentence for the caller into @err (as the store's acts report, in a worker thread or the
+ * helper) and return -@error. */
 int errbuf_set(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);
 
 /* A random hex token for temporary names. */
@@ -135,12 +137,17 @@ void random_hex(char *buf, size_t n_hex);
 
 /* Fork a child that has default signal handling and an empty signal mask, dies with its parent
  * (PR_SET_PDEATHSIG=SIGKILL) and, if @new_pgrp, leads its own process group. Returns 0 in the child,
- * the pid in the parent, negative errno on failure. */
+ * the pid in the parent, negative errno on failure. Callers in stampd, which has threads, exec at once
+ * in the child, with nothing but async-signal-safe calls before the exec. */
 pid_t safe_fork(bool new_pgrp);
 /* An fd every child of safe_fork() closes at once: the daemon's bus connection, which a child that
  * outlives a killed daemon would otherwise keep alive, name and all. */
 void safe_fork_close_in_child(int fd);
 
+/* The path of program @name as execvp() would find it on $PATH (a name with a '/' is taken as it is),
+ * found before a fork so that the child can use plain execv(). -ENOENT if there is none. */
+int find_executable(const char *name, char **ret);
+
 /* Run argv (argv[0] a path or a name on PATH), wait for it; stdout/stderr go to the daemon's stderr.
- * Blocks: only for start-up work or inside a child process. Returns exit status or negative errno. */
+ * Blocks: for start-up work, a worker thread or a helper process. Returns exit status or negative errno. */
 int run_command(char *const argv[]);

@@ -265,6 +265,22 @@ class CommandTest(MachineTestCase):
         with open(out) as f:
             self.assertEqual(f.read(), 'line one\nline two\ndone\n')
 
+    def test_stdin_given_stderr_not(self):
+        """Of the caller's fds only stdin and stdout: stderr is /dev/null, writable,
+        and never a copy of the stdin the caller gave."""
+        data = os.path.join(self.dir, 'input')
+        with open(data, 'w') as f:
+            f.write('in\n')
+        out = self.output_file()
+        with open(data) as fin, open(out, 'w') as fout:
+            self.start(command=['/bin/sh', '-c', 'cat; echo to-err >&2 && echo err-ok'],
+                       fds={'stdin': fin.fileno(), 'stdout': fout.fileno()})
+        self.assertEqual(self.wait_removed('base'), 0)
+        with open(out) as f:
+            self.assertEqual(f.read(), 'in\nerr-ok\n')
+        with open(data) as f:
+            self.assertEqual(f.read(), 'in\n')
+
     def test_stderr_separate(self):
         out, err = self.output_file(), self.output_file()
         with open(out, 'w') as fo, open(err, 'w') as fe:

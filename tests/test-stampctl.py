@@ -89,6 +89,27 @@ class ListShowTest(StampctlTestCase):
         self.assertEqual(fields['Origin'], 'base')
         self.assertIn('ID=stamptest', text)
 
+    def test_show_escapes_what_the_image_says(self):
+        """An image's os-release is the image's to write: escape sequences in it
+        (a window title, a screen clear, an 8-bit CSI) reach the terminal escaped,
+        in the OS line and in the OS release field alike; --json carries the
+        value as it is, JSON-escaped."""
+        evil = make_image(self.store, 'evil')
+        pretty = '\x1b]0;pwned\x07\x1b[2JEvil\u009b31m'
+        with open(os.path.join(evil, 'usr/lib/os-release'), 'w', encoding='utf-8') as f:
+            f.write('ID=evil\nPRETTY_NAME="%s"\nX_\x1b[8mKEY=hidden\n' % pretty)
+        text = self.ctl('show', 'evil').stdout
+        for c in text:
+            self.assertFalse((ord(c) < 0x20 and c != '\n') or 0x7f <= ord(c) <= 0x9f,
+                             'raw control character %r in %r' % (c, text))
+        shown = '\\033]0;pwned\\007\\033[2JEvil\\302\\23331m'
+        fields = dict(line.strip().split(': ', 1) for line in text.splitlines() if ': ' in line)
+        self.assertEqual(fields['OS'], shown)
+        self.assertIn('PRETTY_NAME=' + shown, text)
+        self.assertIn('X_\\033[8mKEY=hidden', text)
+        props = json.loads(self.ctl('--json', 'show', 'evil').stdout)
+        self.assertEqual(props['OSRelease']['PRETTY_NAME'], pretty)
+
     def test_show_json_matches_properties(self):
         shown = json.loads(self.ctl('--json', 'show', 'base').stdout)
         props = self.root.image_props('base')

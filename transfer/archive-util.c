@@ -9,9 +9,9 @@
 #include <glib.h>
 
 #include "archive-util.h"
+#include "escape.h"
 #include "names.h"
 
-#define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 #define READ_BUFFER_SIZE (256 * 1024)
 #define ZERO_BUFFER_SIZE (1024 * 1024)
 
@@ -28,11 +28,11 @@
          ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                      \
          ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
 
-/* An entry's name as it may appear in a message: escaped, and cut if very long. */
+/* An entry's name as it may appear in a message: escaped, and cut if very long (the start of a deep
+ * path still says where it is). */
 static char *shown(const char *s)
 {
-        g_autofree char *cut = g_strndup(s ?: "", 200);
-        return g_strescape(cut, NULL);
+        return text_escape(s ?: "", 200, ESCAPE_MESSAGE);
 }
 
 /* ---- checks on names ---- */
@@ -127,7 +127,7 @@ static void progress_add(Progress *p, uint64_t n)
         now = now_usec(CLOCK_MONOTONIC);
         if (now < p->next_usec)
                 return;
-        p->next_usec = now + PROGRESS_INTERVAL_USEC;
+        p->next_usec = now + JOB_PROGRESS_INTERVAL_USEC;
         /* The total is an estimate: 1 is only said when the job is done. */
         v = (double) p->done / (double) p->total;
         job_child_progress(p->c, v > 0.99 ? 0.99 : v);

@@ -3,24 +3,19 @@
 #include <locale.h>
 #include <sys/stat.h>
 
-#include <btrfsutil.h>
-
 #include "btrfs-util.h"
 #include "store.h"
 #include "transfer.h"
 
 static int make_temporary(JobChild *c, int store_fd, const char *temp)
 {
-        if (c->store_is_btrfs) {
-                errno = 0;
-                if (btrfs_util_create_subvolume_fd(store_fd, temp, 0, NULL, NULL) == BTRFS_UTIL_OK)
-                        return 0;
+        int subvolume_error, k;
+
+        k = store_make_tree(store_fd, c->store_is_btrfs, temp, &subvolume_error);
+        if (subvolume_error != 0)
                 job_child_log(c, LOG_LEVEL_WARNING, "Cannot make a subvolume for the image (%s); using a directory",
-                              strerror(errno ?: EIO));
-        }
-        if (mkdirat(store_fd, temp, 0755) < 0)
-                return -errno;
-        return 0;
+                              strerror(subvolume_error));
+        return k < 0 ? k : 0;
 }
 
 int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const char *name, bool read_only,

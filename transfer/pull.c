@@ -12,7 +12,6 @@
 
 #define SUMS_MAX (1024 * 1024)
 #define SUMS_FILE "SHA256SUMS"
-#define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 
 typedef struct Download {
         JobChild *c;
@@ -69,7 +68,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         now = now_usec(CLOCK_MONOTONIC);
         if (now < d->next_usec)
                 return 0;
-        d->next_usec = now + PROGRESS_INTERVAL_USEC;
+        d->next_usec = now + JOB_PROGRESS_INTERVAL_USEC;
         job_child_progress(d->c, MIN(0.99, (double) dlnow / (double) dltotal));
         return 0;
 }

@@ -7,8 +7,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "image.h"
-#include "manager.h"
+#include "image-dbus.h"
 #include "names.h"
 #include "stamp-bus.h"
 

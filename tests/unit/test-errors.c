@@ -57,6 +57,24 @@ static void test_set_errnof(void)
         }
 }
 
+static void test_check_name(void)
+{
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        g_autofree char *longname = g_strnfill(200, 'x');
+
+        g_assert_cmpint(stamp_error_check_name(&e, "image name", "ok", NULL), ==, 0);
+        g_assert_false(sd_bus_error_is_set(&e));
+
+        g_assert_cmpint(stamp_error_check_name(&e, "image name", "a\x1b[2Jb", "it has a bad character"), <, 0);
+        g_assert_cmpstr(e.name, ==, STAMP_ERROR_INVALID_NAME);
+        g_assert_cmpstr(e.message, ==, "Invalid image name \"a\\033[2Jb\": it has a bad character");
+        sd_bus_error_free(&e);
+
+        g_assert_cmpint(stamp_error_check_name(&e, "machine name", longname, "it is too long"), <, 0);
+        g_assert_cmpstr(e.message, ==, "Invalid machine name \"(too long to show)\": it is too long");
+        sd_bus_error_free(&e);
+}
+
 static void test_map_round_trip(void)
 {
         /* Registered at start, the map lets a handler return -errno and the caller see the name; and
@@ -99,5 +117,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/errors/name-from-errno", test_name_from_errno);
         g_test_add_func("/errors/set-errnof", test_set_errnof);
         g_test_add_func("/errors/map-round-trip", test_map_round_trip);
+        g_test_add_func("/errors/check-name", test_check_name);
         return g_test_run();
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Export formats (common/names.c, daemon/tar-util.c) and the path checks of archive import. */
+/* Export formats and archive suffixes (common/formats.c) and the path checks of archive import. */
+#include <string.h>
+
 #include <glib.h>
 
 #include "archive-util.h"
-#include "names.h"
+#include "formats.h"
 
 static void test_export_formats(void)
 {
@@ -11,13 +13,6 @@ static void test_export_formats(void)
 
         g_assert_true(export_format_is_valid(""));
         g_assert_false(export_format_is_valid(NULL));
-        for (size_t i = 0; export_formats[i]; i++) {
-                g_assert_true(export_format_is_valid(export_formats[i]));
-                /* the client's list and the daemon's agree, both ways */
-                g_assert_cmpint(export_format_from_string(export_formats[i]), !=, _EXPORT_FORMAT_INVALID);
-                g_assert_cmpstr(export_format_to_string(export_format_from_string(export_formats[i])), ==,
-                                export_formats[i]);
-        }
         g_assert_cmpint(export_format_from_string(""), ==, EXPORT_ZSTD);
         for (int f = 0; f < _EXPORT_FORMAT_MAX; f++)
                 g_assert_true(export_format_is_valid(export_format_to_string(f)));
@@ -25,6 +20,33 @@ static void test_export_formats(void)
                 g_assert_false(export_format_is_valid(bad[i]));
                 g_assert_cmpint(export_format_from_string(bad[i]), ==, _EXPORT_FORMAT_INVALID);
         }
+}
+
+/* One table of suffixes for stampctl's default format and name and for stampd's PullTar name. */
+static void test_archive_suffixes(void)
+{
+        static const struct {
+                const char *in, *stripped;
+                ExportFormat format;
+        } cases[] = {
+                {"debian-12.tar.xz", "debian-12", EXPORT_XZ},  {"a.tar.zst", "a", EXPORT_ZSTD},
+                {"a.tar.zstd", "a", EXPORT_ZSTD},              {"a.tzst", "a", EXPORT_ZSTD},
+                {"a.zst", "a", EXPORT_ZSTD},                   {"a.txz", "a", EXPORT_XZ},
+                {"a.tgz", "a", EXPORT_GZIP},                   {"a.tar.gz", "a", EXPORT_GZIP},
+                {"a.tbz", "a", EXPORT_BZIP2},                  {"a.tbz2", "a", EXPORT_BZIP2},
+                {"a.tar.bz2", "a", EXPORT_BZIP2},              {"a.tar", "a", EXPORT_UNCOMPRESSED},
+                {"A.TAR.XZ", "A", EXPORT_XZ},                  {"a.tgz.tar", "a.tgz", EXPORT_UNCOMPRESSED},
+                {"a.img", "a.img", _EXPORT_FORMAT_INVALID},    {"xz", "xz", _EXPORT_FORMAT_INVALID},
+                {".xz", ".xz", _EXPORT_FORMAT_INVALID},        {"a.tar.xz.part", "a.tar.xz.part", _EXPORT_FORMAT_INVALID},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                size_t n = archive_name_strip_suffix(cases[i].in, strlen(cases[i].in));
+                g_assert_cmpint(n, ==, strlen(cases[i].stripped));
+                g_assert_true(strncmp(cases[i].in, cases[i].stripped, n) == 0);
+                g_assert_cmpint(export_format_from_filename(cases[i].in), ==, cases[i].format);
+        }
+        g_assert_cmpint(export_format_from_filename(NULL), ==, _EXPORT_FORMAT_INVALID);
 }
 
 static void test_entry_paths(void)
@@ -90,6 +112,7 @@ int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/formats/export", test_export_formats);
+        g_test_add_func("/formats/archive-suffixes", test_archive_suffixes);
         g_test_add_func("/archive/entry-paths", test_entry_paths);
         g_test_add_func("/archive/symlink-targets", test_symlink_targets);
         return g_test_run();

@@ -10,6 +10,7 @@
 
 #include <glib.h>
 
+#include "formats.h"
 #include "progress.h"
 #include "table.h"
 #include "util.h"
@@ -92,8 +93,8 @@ static void test_export_format_from_filename(void)
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-                g_assert_cmpstr(export_format_from_filename(cases[i].in), ==, cases[i].out);
-        g_assert_null(export_format_from_filename(NULL));
+                g_assert_cmpstr(export_format_to_string(export_format_from_filename(cases[i].in)), ==, cases[i].out);
+        g_assert_cmpint(export_format_from_filename(NULL), ==, _EXPORT_FORMAT_INVALID);
 }
 
 static void test_image_name_from_filename(void)

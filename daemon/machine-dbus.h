@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "machine.h"
+
+/* The Machine object's bus face (machine-dbus.c): per-machine object paths below STAMP_MACHINE_PREFIX,
+ * and the Manager's methods on machines. */
+int manager_add_machine_objects(Manager *m);
+
+int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_machines(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
