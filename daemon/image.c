@@ -3,11 +3,9 @@
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <linux/fs.h>
-#include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
@@ -293,46 +291,38 @@ bool image_is_template(Manager *m, const Image *img)
         return streq(g_variant_get_string(uuid, NULL), hex);
 }
 
-static int open_in_root(int root_fd, const char *path)
-{
-        struct open_how how = {
-                .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-        };
-        long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-        return fd < 0 ? -errno : (int) fd;
-}
+/* os-release is a few hundred bytes; what is bigger is not one. */
+#define OS_RELEASE_MAX (64 * 1024)
 
 int image_read_os_release(Manager *m, const char *name, GPtrArray **ret)
 {
         g_autoptr(GPtrArray) kv = g_ptr_array_new_with_free_func(g_free);
         _cleanup_close_ int root = image_open(m, name);
-        _cleanup_close_ int fd = -1;
-        _cleanup_fclose_ FILE *f = NULL;
-        char line[4096];
-        struct stat st;
+        _cleanup_free_ char *text = NULL;
+        char *line, *next;
+        int k;
 
         if (root < 0)
                 return root;
-        /* Links inside the image resolve inside it (usr/lib/os-release usually is one). */
-        fd = open_in_root(root, "etc/os-release");
-        if (fd < 0)
-                fd = open_in_root(root, "usr/lib/os-release");
-        if (fd < 0) {
+        /* This runs on the event loop, and the tree is the image's: whoever runs in it may have made
+         * either name a FIFO or a device node, or a link to one. read_small_file_in_root() opens
+         * nothing but a regular file, never waits, and resolves links inside the image (usr/lib/
+         * os-release usually is one). */
+        k = read_small_file_in_root(root, "etc/os-release", OS_RELEASE_MAX, &text, NULL);
+        if (k == -ENOENT)
+                k = read_small_file_in_root(root, "usr/lib/os-release", OS_RELEASE_MAX, &text, NULL);
+        if (k < 0) {
+                if (k != -ENOENT)
+                        log_debug_errno(k, "Not reading the os-release of image %s", name);
                 *ret = g_steal_pointer(&kv);
                 return 0;
         }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024) {
-                *ret = g_steal_pointer(&kv);
-                return 0;
-        }
-        f = fdopen(fd, "r");
-        if (!f)
-                return -errno;
-        fd = -1;
-        while (fgets(line, sizeof line, f)) {
+        for (line = text; line; line = next) {
                 char *eq, *value;
 
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
                 g_strstrip(line);
                 if (line[0] == '\0' || line[0] == '#')
                         continue;
