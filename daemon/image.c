@@ -255,21 +255,76 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
         return 0;
 }
 
+/* What a recipe value may be: the types template.c writes. */
+static bool recipe_value_is_valid(GVariant *v)
+{
+        static const char *const types[] = {"s", "b", "t", "x", "u", "i", "d", "as"};
+        const char *t = g_variant_get_type_string(v);
+
+        for (size_t i = 0; i < ELEMENTSOF(types); i++)
+                if (streq(t, types[i]))
+                        return true;
+        return false;
+}
+
+static bool recipe_key_is_valid(const char *key)
+{
+        size_t n = strlen(key);
+
+        if (n == 0 || n > RECIPE_KEY_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(key[i]) && key[i] != '_' && key[i] != '-')
+                        return false;
+        return true;
+}
+
 GVariant *image_read_recipe(Manager *m, const Image *img)
 {
         _cleanup_close_ int fd = image_open(m, img->name);
-        char buf[8192];
-        ssize_t n;
-        GVariant *v;
+        g_autoptr(GVariant) parsed = NULL;
+        _cleanup_free_ char *buf = NULL;
+        GVariantBuilder bld;
+        GVariantIter it;
+        const char *key;
+        GVariant *value;
+        ssize_t size, n;
 
         if (fd < 0)
                 return NULL;
-        n = fgetxattr(fd, RECIPE_XATTR, buf, sizeof buf - 1);
+        /* The xattr sits on the image's root, where root inside a machine, or an imported archive, can
+         * write anything: a bounded read, a parse constrained to a{sv}, and only keys and value types
+         * that a recipe has; whatever else is dropped, never shown. */
+        size = fgetxattr(fd, RECIPE_XATTR, NULL, 0);
+        if (size <= 0)
+                return NULL;
+        if (size > RECIPE_XATTR_MAX) {
+                log_debug("Ignoring the recipe of image %s: %zd bytes, more than %d.", img->name, size,
+                          RECIPE_XATTR_MAX);
+                return NULL;
+        }
+        buf = malloc((size_t) size + 1);
+        if (!buf)
+                return NULL;
+        n = fgetxattr(fd, RECIPE_XATTR, buf, (size_t) size); /* ERANGE if it grew meanwhile */
         if (n <= 0)
                 return NULL;
         buf[n] = '\0';
-        v = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
-        return v ? g_variant_ref_sink(v) : NULL;
+        if (strlen(buf) != (size_t) n)
+                return NULL; /* a NUL inside: not the text of a recipe */
+        /* A reference of our own already (not floating): no ref_sink, or it stays for ever. */
+        parsed = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
+        if (!parsed)
+                return NULL;
+
+        g_variant_builder_init(&bld, G_VARIANT_TYPE_VARDICT);
+        g_variant_iter_init(&it, parsed);
+        while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                if (recipe_key_is_valid(key) && recipe_value_is_valid(value))
+                        g_variant_builder_add(&bld, "{sv}", key, value);
+                g_variant_unref(value);
+        }
+        return g_variant_ref_sink(g_variant_builder_end(&bld));
 }
 
 bool image_is_template(Manager *m, const Image *img)

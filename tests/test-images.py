@@ -458,6 +458,75 @@ class ReadOnlyTest(ImageTestCase):
             open(self.path('base/srv/new'), 'w').close()
 
 
+class RecipeTest(ImageTestCase):
+    """The recipe xattr sits on the image's root, where root inside a machine or an imported
+    archive can write anything: stampd reads a bounded amount, shows only what a recipe holds,
+    and a read costs no memory that stays."""
+
+    RECIPE = 'user.stamp.recipe'
+
+    def recipe_of(self, name):
+        return self.root.get_property(image_path(name), IMAGE_IFACE, 'Recipe')
+
+    def set_recipe(self, name, text):
+        os.setxattr(self.path(name), self.RECIPE, text.encode())
+
+    def test_valid_recipe_is_shown(self):
+        self.set_recipe('base', "{'suite': <'bookworm'>, 'include': <['a', 'b']>, "
+                                "'created': <uint64 5>, 'bootable': <false>}")
+        self.assertEqual(self.recipe_of('base'), {'suite': 'bookworm', 'include': ['a', 'b'],
+                                                  'created': 5, 'bootable': False})
+
+    def test_huge_recipe_is_not_read(self):
+        self.set_recipe('base', "{'suite': <'%s'>}" % ('x' * 12000))
+        self.assertEqual(self.recipe_of('base'), {})
+        self.assertFalse(self.root.image_props('base')['Template'])
+
+    def test_malformed_recipes_are_not_echoed(self):
+        for text in ("{'suite': <'bookworm'>", '[1, 2, 3]', "('suite', 'x')", '\x00\x01',
+                     "{'suite': 'not a variant'}", "{'suite': <'a'>}\x00{'more': <'b'>}"):
+            with self.subTest(text=text):
+                self.set_recipe('base', text)
+                self.assertEqual(self.recipe_of('base'), {})
+
+    def test_only_recipe_keys_and_types_pass(self):
+        self.set_recipe('base', "{'suite': <'bookworm'>, 'nested': <{'a': <'b'>}>, "
+                                "'bytes': <b'raw'>, 'pair': <('a', 'b')>, 'bad\\u001bkey': <'x'>, "
+                                "'%s': <'long key'>, 'maybe': <just 'x'>}" % ('k' * 65))
+        self.assertEqual(self.recipe_of('base'), {'suite': 'bookworm'})
+
+    @staticmethod
+    def rss_kib(pid):
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+        raise AssertionError('no VmRSS for pid %d' % pid)
+
+    def assertReadsDoNotGrow(self, name, reads=4000):
+        for _ in range(200):  # warm up: caches, sd-bus's buffers
+            self.recipe_of(name)
+        before = self.rss_kib(self.daemon.pid)
+        for _ in range(reads):
+            self.recipe_of(name)
+        after = self.rss_kib(self.daemon.pid)
+        # 4000 leaked copies of a 7 KB recipe would be some 28 MB
+        self.assertLess(after - before, 4096, 'stampd grew from %d to %d KiB' % (before, after))
+
+    def test_repeated_reads_of_a_crafted_recipe_do_not_grow_the_daemon(self):
+        # a value of a type no recipe has, as large as the xattr may be: each read of it used to
+        # leave its printed text behind
+        self.set_recipe('base', "{'suite': <'bookworm'>, 'blob': <{'x': <'%s'>}>}" % ('y' * 7000))
+        self.assertReadsDoNotGrow('base')
+        self.assertEqual(self.recipe_of('base'), {'suite': 'bookworm'})
+        self.assertIn('base', self.root.list_images())
+
+    def test_repeated_reads_of_a_valid_recipe_do_not_grow_the_daemon(self):
+        self.set_recipe('base', "{'suite': <'bookworm'>, 'include': <%s>}" % (['p' * 60] * 100))
+        self.assertReadsDoNotGrow('base')
+        self.assertEqual(self.recipe_of('base'), {'suite': 'bookworm', 'include': ['p' * 60] * 100})
+
+
 class HostileTreeTest(ImageTestCase):
     """What root inside a machine (or an imported archive) can put where stampd reads an image's
     tree on its event loop: a FIFO or a device node at os-release. Nothing may stall the daemon."""
