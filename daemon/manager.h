@@ -55,6 +55,7 @@ typedef struct Manager {
          * against the image before use; cleared when it grows past UUID_HINTS_MAX. */
         GHashTable *uuid_hints;
         uint64_t last_activity_usec;
+        bool stopping; /* SIGTERM came: the loop ends once no operation is left */
 } Manager;
 
 /* How long the daemon must have been quiet before freed heap memory is given back. */
@@ -75,6 +76,8 @@ int manager_run(Manager *m);
 /* Whether nothing keeps the daemon alive: no job, machine, operation or pending authorization. */
 bool manager_is_idle(Manager *m);
 void manager_note_activity(Manager *m);
+/* End the loop if stampd is stopping and no operation is left. */
+void manager_check_stopped(Manager *m);
 
 /* Busy images: lock a name for the duration of an operation. -EBUSY if already held. */
 int manager_image_lock(Manager *m, const char *name, const char *reason);
