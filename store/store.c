@@ -124,8 +124,7 @@ static int rename_noreplace(int store_fd, const char *from, const char *to)
  * its pin, a link is copied as a link, a device node is made, never opened. What changes mid-walk
  * makes the copy inconsistent, never lets it reach outside the image. */
 
-/* Deeper trees are refused: each level holds two fds, and a tree no path can name (PATH_MAX) is no
- * system's. */
+/* Deeper trees are refused (ELOOP): each level holds three fds, and a tree that deep is no system's. */
 #define COPY_DEPTH_MAX 256
 
 typedef struct CopyTree {
@@ -505,6 +504,10 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                         if (k == -ENOSPC || k == -EDQUOT)
                                 return errbuf_set(err, errlen, ENOSPC, "No space left in the store to copy image %s",
                                             source);
+                        if (k == -ELOOP)
+                                return errbuf_set(err, errlen, ELOOP,
+                                                  "Copying image %s failed at %s: more than %d directories deep",
+                                                  source, shown, COPY_DEPTH_MAX);
                         return errbuf_set(err, errlen, -k, "Copying image %s failed at %s: %s", source, shown,
                                           strerror(-k));
                 }

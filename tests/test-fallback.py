@@ -123,6 +123,28 @@ class CopyTest(FallbackTestCase):
         with open(self.path('base/srv/hard1')) as f:
             self.assertEqual(f.read(), 'one inode, two names\n')
 
+    def test_holes_stay_holes(self):
+        base = make_image(self.store, 'base', kind='directory')
+        with open(os.path.join(base, 'srv', 'sparse'), 'wb') as f:
+            f.seek(64 << 20)
+            f.write(b'end')
+            f.truncate(128 << 20)
+        self.root.manager('CloneImage', 'base', 'web', False)
+        st = os.stat(self.path('web/srv/sparse'))
+        self.assertEqual(st.st_size, 128 << 20)
+        self.assertLess(st.st_blocks * 512, 1 << 20, 'the holes were filled')
+        with open(self.path('web/srv/sparse'), 'rb') as f:
+            f.seek((64 << 20) - 1)
+            self.assertEqual(f.read(5), b'\0end\0')
+
+    def test_too_deep_tree_is_refused(self):
+        base = make_image(self.store, 'base', kind='directory')
+        os.makedirs(os.path.join(base, 'srv', *(['d'] * 300)))
+        e = self.assertDBusError('org.freedesktop.DBus.Error.Failed', self.root.manager, 'CloneImage',
+                                 'base', 'web', False)
+        self.assertIn('directories deep', e.message)
+        self.assertEqual(os.listdir(self.store), ['base'])  # the half-made copy went with the failure
+
     def test_properties_of_directory_images(self):
         make_image(self.store, 'base', kind='directory')
         self.root.manager('CloneImage', 'base', 'web', False)
