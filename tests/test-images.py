@@ -8,6 +8,7 @@ import stat
 import subprocess
 
 import stamptest
+from reliabilitytest import rss_is_meaningful
 from stamptest import (IMAGE_IFACE, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, STAMPCTL, UINT64_MAX,
                        has_immutable_flag, run,
                        image_path, is_subvolume, make_image, store_state, subvolume_read_only,
@@ -504,14 +505,18 @@ class RecipeTest(ImageTestCase):
         raise AssertionError('no VmRSS for pid %d' % pid)
 
     def assertReadsDoNotGrow(self, name, reads=4000):
+        # Under ASan or valgrind VmRSS says nothing (quarantine, shadow memory): their own leak
+        # check at the daemon's exit stands in, after the same reads.
+        meaningful = rss_is_meaningful(self.daemon.pid)
         for _ in range(200):  # warm up: caches, sd-bus's buffers
             self.recipe_of(name)
         before = self.rss_kib(self.daemon.pid)
-        for _ in range(reads):
+        for _ in range(reads if meaningful else 100):
             self.recipe_of(name)
         after = self.rss_kib(self.daemon.pid)
         # 4000 leaked copies of a 7 KB recipe would be some 28 MB
-        self.assertLess(after - before, 4096, 'stampd grew from %d to %d KiB' % (before, after))
+        if meaningful:
+            self.assertLess(after - before, 4096, 'stampd grew from %d to %d KiB' % (before, after))
 
     def test_repeated_reads_of_a_crafted_recipe_do_not_grow_the_daemon(self):
         # a value of a type no recipe has, as large as the xattr may be: each read of it used to
