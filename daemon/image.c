@@ -3,11 +3,9 @@
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <linux/fs.h>
-#include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
@@ -258,21 +256,76 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
         return 0;
 }
 
+/* What a recipe value may be: the types template.c writes. */
+static bool recipe_value_is_valid(GVariant *v)
+{
+        static const char *const types[] = {"s", "b", "t", "x", "u", "i", "d", "as"};
+        const char *t = g_variant_get_type_string(v);
+
+        for (size_t i = 0; i < ELEMENTSOF(types); i++)
+                if (streq(t, types[i]))
+                        return true;
+        return false;
+}
+
+static bool recipe_key_is_valid(const char *key)
+{
+        size_t n = strlen(key);
+
+        if (n == 0 || n > RECIPE_KEY_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(key[i]) && key[i] != '_' && key[i] != '-')
+                        return false;
+        return true;
+}
+
 GVariant *image_read_recipe(Manager *m, const Image *img)
 {
         _cleanup_close_ int fd = image_open(m, img->name);
-        char buf[8192];
-        ssize_t n;
-        GVariant *v;
+        g_autoptr(GVariant) parsed = NULL;
+        _cleanup_free_ char *buf = NULL;
+        GVariantBuilder bld;
+        GVariantIter it;
+        const char *key;
+        GVariant *value;
+        ssize_t size, n;
 
         if (fd < 0)
                 return NULL;
-        n = fgetxattr(fd, RECIPE_XATTR, buf, sizeof buf - 1);
+        /* The xattr sits on the image's root, where root inside a machine, or an imported archive, can
+         * write anything: a bounded read, a parse constrained to a{sv}, and only keys and value types
+         * that a recipe has; whatever else is dropped, never shown. */
+        size = fgetxattr(fd, RECIPE_XATTR, NULL, 0);
+        if (size <= 0)
+                return NULL;
+        if (size > RECIPE_XATTR_MAX) {
+                log_debug("Ignoring the recipe of image %s: %zd bytes, more than %d.", img->name, size,
+                          RECIPE_XATTR_MAX);
+                return NULL;
+        }
+        buf = malloc((size_t) size + 1);
+        if (!buf)
+                return NULL;
+        n = fgetxattr(fd, RECIPE_XATTR, buf, (size_t) size); /* ERANGE if it grew meanwhile */
         if (n <= 0)
                 return NULL;
         buf[n] = '\0';
-        v = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
-        return v ? g_variant_ref_sink(v) : NULL;
+        if (strlen(buf) != (size_t) n)
+                return NULL; /* a NUL inside: not the text of a recipe */
+        /* A reference of our own already (not floating): no ref_sink, or it stays for ever. */
+        parsed = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
+        if (!parsed)
+                return NULL;
+
+        g_variant_builder_init(&bld, G_VARIANT_TYPE_VARDICT);
+        g_variant_iter_init(&it, parsed);
+        while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                if (recipe_key_is_valid(key) && recipe_value_is_valid(value))
+                        g_variant_builder_add(&bld, "{sv}", key, value);
+                g_variant_unref(value);
+        }
+        return g_variant_ref_sink(g_variant_builder_end(&bld));
 }
 
 uid_t image_owner(Manager *m, const Image *img)
@@ -301,46 +354,38 @@ bool image_is_template(Manager *m, const Image *img)
         return streq(g_variant_get_string(uuid, NULL), hex);
 }
 
-static int open_in_root(int root_fd, const char *path)
-{
-        struct open_how how = {
-                .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-        };
-        long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-        return fd < 0 ? -errno : (int) fd;
-}
+/* os-release is a few hundred bytes; what is bigger is not one. */
+#define OS_RELEASE_MAX (64 * 1024)
 
 int image_read_os_release(Manager *m, const char *name, GPtrArray **ret)
 {
         g_autoptr(GPtrArray) kv = g_ptr_array_new_with_free_func(g_free);
         _cleanup_close_ int root = image_open(m, name);
-        _cleanup_close_ int fd = -1;
-        _cleanup_fclose_ FILE *f = NULL;
-        char line[4096];
-        struct stat st;
+        _cleanup_free_ char *text = NULL;
+        char *line, *next;
+        int k;
 
         if (root < 0)
                 return root;
-        /* Links inside the image resolve inside it (usr/lib/os-release usually is one). */
-        fd = open_in_root(root, "etc/os-release");
-        if (fd < 0)
-                fd = open_in_root(root, "usr/lib/os-release");
-        if (fd < 0) {
+        /* This runs on the event loop, and the tree is the image's: whoever runs in it may have made
+         * either name a FIFO or a device node, or a link to one. read_small_file_in_root() opens
+         * nothing but a regular file, never waits, and resolves links inside the image (usr/lib/
+         * os-release usually is one). */
+        k = read_small_file_in_root(root, "etc/os-release", OS_RELEASE_MAX, &text, NULL);
+        if (k == -ENOENT)
+                k = read_small_file_in_root(root, "usr/lib/os-release", OS_RELEASE_MAX, &text, NULL);
+        if (k < 0) {
+                if (k != -ENOENT)
+                        log_debug_errno(k, "Not reading the os-release of image %s", name);
                 *ret = g_steal_pointer(&kv);
                 return 0;
         }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024) {
-                *ret = g_steal_pointer(&kv);
-                return 0;
-        }
-        f = fdopen(fd, "r");
-        if (!f)
-                return -errno;
-        fd = -1;
-        while (fgets(line, sizeof line, f)) {
+        for (line = text; line; line = next) {
                 char *eq, *value;
 
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
                 g_strstrip(line);
                 if (line[0] == '\0' || line[0] == '#')
                         continue;

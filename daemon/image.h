@@ -28,6 +28,10 @@ typedef struct Image {
 /* xattr on an image's root holding its recipe (GVariant text of an a{sv}), written by the template
  * build. */
 #define RECIPE_XATTR "user.stamp.recipe"
+/* A recipe is a few hundred bytes, at most ~5 KiB with template.c's limits; a bigger xattr is not
+ * read at all. */
+#define RECIPE_XATTR_MAX (8 * 1024)
+#define RECIPE_KEY_MAX 64
 
 /* How many UUID → name hints the manager keeps for Origin (see Manager.uuid_hints). */
 #define UUID_HINTS_MAX 8192
@@ -58,7 +62,9 @@ int image_load(Manager *m, const char *name, Image **ret);
 int image_list(Manager *m, GPtrArray **ret);
 /* The name of the image this one was cloned from (btrfs parent UUID), or NULL. */
 int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret);
-/* The recipe of a template, NULL if the image has none. */
+/* The recipe of a template, NULL if the image has none (or none that is valid): an a{sv} of recipe keys
+ * with values of the types a recipe has; anything else in the xattr is dropped. Describes how the image
+ * was made, as far as its own tree tells: nothing to base a decision on. */
 GVariant *image_read_recipe(Manager *m, const Image *img);
 bool image_is_template(Manager *m, const Image *img);
 /* The uid that made the image through stampd (see store/owners.h); 0 for images made any other way. */

@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "image.h"
 #include "job.h"
+#include "machine.h"
 #include "manager-methods.h"
 #include "job-util.h"
 
@@ -13,7 +14,7 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         Manager *m = userdata;
         _cleanup_(job_freep) Job *j = NULL;
         _cleanup_close_ int image_fd = -1;
-        bool snapshot = false;
+        bool snapshot, read_only_in_place;
         const char *name, *format_name;
         ExportFormat format;
         Image *img;
@@ -37,6 +38,18 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return k;
         if ((k = bus_check_image_exists(m, name, &img, error)) < 0)
                 return k;
+        /* A read-only image nobody holds is read in place; a writable subvolume on btrfs from a
+         * snapshot; anything else in place too, as it is. */
+        read_only_in_place = img->read_only && !manager_image_busy_reason(m, name);
+        snapshot = !read_only_in_place && m->store_is_btrfs && img->type == IMAGE_SUBVOLUME;
+        /* The export walks the image's tree on host paths, and root in a machine running on it can
+         * swap a directory for a link to the host's / mid-walk: not while a machine runs on it. */
+        Machine *runner = snapshot ? NULL : machine_holding_image(m, name);
+        if (runner)
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY,
+                                         "Image %s is busy (running as machine %s): it cannot be snapshotted "
+                                         "here, and it is not exported in place while a machine runs on it",
+                                         name, runner->name);
 
         const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
@@ -57,21 +70,21 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         /* A read-only image is read in place, held read-only until the export ends (its pages are
          * likely cached; a snapshot's are not). A writable subvolume is exported from a read-only
          * snapshot: it is instant, and the export then does not depend on what happens to the image
-         * (or a machine running on it) meanwhile. */
-        if (img->read_only && !manager_image_busy_reason(m, name)) {
-                manager_image_reader_add(m, name);
-                j->reader_held = true;
-        } else if (m->store_is_btrfs && img->type == IMAGE_SUBVOLUME) {
+         * (or a machine running on it) meanwhile. What has to be read in place as it is (a writable
+         * directory image) is held as well: no machine starts on it until the export has ended. */
+        if (snapshot) {
                 j->temp_name = store_temp_name(name);
                 if (!j->temp_name)
                         return -ENOMEM;
-                snapshot = true;
+        } else {
+                manager_image_reader_add(m, name);
+                j->reader_held = true;
         }
 
         char usage[24];
         snprintf(usage, sizeof usage, "%" PRIu64, img->usage);
         const char *argv[] = {"stamp-transfer", "export", "--name", name, "--format", export_format_to_string(format),
-                              "--read-only", yes_no(j->reader_held), "--usage", usage, "--snapshot", yes_no(snapshot),
+                              "--read-only", yes_no(read_only_in_place), "--usage", usage, "--snapshot", yes_no(snapshot),
                               NULL};
         const int fds[] = {image_fd, fd};
         k = job_start_exec(j, msg, argv, fds, ELEMENTSOF(fds));

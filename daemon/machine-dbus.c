@@ -131,11 +131,20 @@ static int check_command(char **command, bool boot, sd_bus_error *error)
 }
 
 /* Whether @image may be started as asked, given who holds it now. */
-static int check_image_free(Manager *m, const char *image, bool writable, sd_bus_error *error)
+static int check_image_free(Manager *m, const Image *img, bool writable, sd_bus_error *error)
 {
+        const char *image = img->name;
         const char *why = manager_image_busy_reason(m, image);
         Machine *holder;
 
+        /* An export reads this image in place, walking its tree on host paths: root in a machine
+         * could swap a directory for a link to the host's / under it (a read-only run too: nspawn
+         * leaves it the privilege to remount). Only a read-only btrfs subvolume stays as it is. */
+        if (manager_image_has_readers(m, image) && !(img->type == IMAGE_SUBVOLUME && img->read_only))
+                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY,
+                                         "Image %s is busy (being exported in place; a machine may run on it "
+                                         "once the export has ended)",
+                                         image);
         if (!why)
                 return 0;
         holder = machine_holding_image(m, image);
@@ -189,7 +198,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          image);
         if (machine_find(m, name))
                 return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
-        if (!ephemeral && (k = check_image_free(m, image, !read_only, error)) < 0)
+        if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
                 return k;
 
         if (g_hash_table_size(m->machines) >= MACHINES_MAX)

@@ -15,6 +15,7 @@
 #include "machine-dbus.h"
 #include "manager-dbus.h"
 #include "owners.h"
+#include "operation.h"
 #include "pool.h"
 
 static void image_free_void(gpointer p)
@@ -59,6 +60,10 @@ Manager *manager_free(Manager *m)
         if (!m)
                 return NULL;
 
+        /* Worker threads may still be in an act that uses the Manager: they end first. The name stays
+         * ours meanwhile, so no second instance starts on the store (and removes their temporaries)
+         * while they work. */
+        operations_shutdown(m);
         jobs_free_all(m);
         machines_free_all(m);
         m->authz = authz_free(m->authz);
@@ -368,13 +373,36 @@ int manager_connect_bus(Manager *m)
         return 0;
 }
 
+void manager_check_stopped(Manager *m)
+{
+        if (m->stopping && m->n_operations == 0)
+                (void) sd_event_exit(m->event, 0);
+}
+
+/* SIGTERM, SIGINT: the short acts in the worker threads finish, and their callers get their
+ * answers, before the loop ends (ending it closes the bus connection). Queued acts are answered
+ * without being started; jobs and machines are stopped when the Manager is freed. */
+static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        Manager *m = userdata;
+
+        if (!m->stopping) {
+                m->stopping = true;
+                operations_stop();
+                if (m->n_operations > 0)
+                        log_info("Stopping once %u operation(s) in progress have ended.", m->n_operations);
+        }
+        manager_check_stopped(m);
+        return 0;
+}
+
 int manager_run(Manager *m)
 {
         int k;
 
-        k = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        k = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m);
         if (k >= 0)
-                k = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+                k = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m);
         if (k < 0)
                 return log_error_errno(k, "Cannot watch signals");
 

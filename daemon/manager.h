@@ -61,6 +61,7 @@ typedef struct Manager {
         /* Images being made for a user that are not in the store yet (uid → count, GUINT_TO_POINTER),
          * so that calls racing each other cannot pass ImagesPerUser= together. */
         GHashTable *images_pending;
+        bool stopping; /* SIGTERM came: the loop ends once no operation is left */
 } Manager;
 
 /* How long the daemon must have been quiet before freed heap memory is given back. */
@@ -81,6 +82,8 @@ int manager_run(Manager *m);
 /* Whether nothing keeps the daemon alive: no job, machine, operation or pending authorization. */
 bool manager_is_idle(Manager *m);
 void manager_note_activity(Manager *m);
+/* End the loop if stampd is stopping and no operation is left. */
+void manager_check_stopped(Manager *m);
 
 /* Busy images: lock a name for the duration of an operation. -EBUSY if already held. */
 int manager_image_lock(Manager *m, const char *name, const char *reason);

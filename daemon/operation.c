@@ -22,10 +22,21 @@ struct Operation {
         void (*free_userdata)(void *);
 };
 
+/* Operations beyond OPERATION_WORKERS wait their turn in the pool's queue (they still count against
+ * the caps on operations in flight). */
+static GThreadPool *workers;
+/* Every Operation not yet answered, so that the last resort at exit can answer each one. */
+static GHashTable *operations;
+/* Set when stampd stops: a worker that takes a queued act from now on skips it. Read by the
+ * workers, hence atomic. */
+static gint stopping;
+
 static void operation_free(Operation *o)
 {
         if (!o)
                 return;
+        if (operations)
+                g_hash_table_remove(operations, o);
         for (char **l = o->locks; l && *l; l++)
                 manager_image_unlock(o->manager, *l);
         g_strfreev(o->locks);
@@ -45,10 +56,6 @@ typedef struct WorkerArgs {
         int write_fd;
 } WorkerArgs;
 
-/* Operations beyond OPERATION_WORKERS wait their turn in the pool's queue (they still count against
- * the caps on operations in flight). */
-static GThreadPool *workers;
-
 /* In a worker thread: do the act, say how it went through the pipe. Until the event loop has read
  * that, the Operation (and its userdata) stay alive and untouched by anyone else. */
 static void operation_work(gpointer p, gpointer unused)
@@ -57,15 +64,19 @@ static void operation_work(gpointer p, gpointer unused)
         Operation *o = w->operation;
         OperationResult r = {};
 
-        r.result = o->work(o->manager, o->userdata, r.message, sizeof r.message);
+        if (g_atomic_int_get(&stopping)) {
+                r.result = -ECANCELED;
+                snprintf(r.message, sizeof r.message, "stampd is stopping; the operation was not started");
+        } else
+                r.result = o->work(o->manager, o->userdata, r.message, sizeof r.message);
         (void) loop_write(w->write_fd, &r, sizeof r);
         safe_close(w->write_fd);
         free(w);
 }
 
-static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+/* Answer the call with what the worker wrote, then forget the operation. */
+static void operation_finish(Operation *o)
 {
-        Operation *o = userdata;
         OperationResult r = {.result = -EIO};
         ssize_t n;
 
@@ -83,11 +94,50 @@ static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdat
         } else
                 (void) sd_bus_reply_method_return(o->msg, NULL);
 
+        Manager *m = o->manager;
+
         if (o->done)
-                o->done(o->manager, r.result, o->userdata);
-        manager_note_activity(o->manager);
+                o->done(m, r.result, o->userdata);
+        manager_note_activity(m);
         operation_free(o);
+        manager_check_stopped(m);
+}
+
+static int on_result(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        operation_finish(userdata);
         return 0;
+}
+
+void operations_stop(void)
+{
+        g_atomic_int_set(&stopping, 1);
+}
+
+void operations_shutdown(Manager *m)
+{
+        g_autoptr(GList) left = NULL;
+
+        /* The workers use the Manager, the store fd and their operation's userdata: nothing of these
+         * may go before the last worker has returned. Normally all were answered before the loop
+         * ended (see manager_check_stopped()); this is for an exit on any other path. Acts already
+         * running finish, each putting its result in place or removing its temporary; queued ones
+         * are skipped. */
+        operations_stop();
+        if (workers) {
+                g_thread_pool_free(workers, false, true);
+                workers = NULL;
+        }
+        if (!operations)
+                return;
+        left = g_hash_table_get_keys(operations);
+        for (GList *l = left; l; l = l->next) {
+                Operation *o = l->data;
+                if (o->manager == m)
+                        operation_finish(o);
+        }
+        if (g_hash_table_size(operations) == 0)
+                g_clear_pointer(&operations, g_hash_table_destroy);
 }
 
 int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
@@ -98,6 +148,12 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
         size_t n_locks = 0;
         int k;
 
+        if (g_atomic_int_get(&stopping)) {
+                if (free_userdata)
+                        free_userdata(userdata);
+                return sd_bus_error_set(error, SD_BUS_ERROR_FAILED,
+                                        "stampd is stopping; try again when it has (it is started anew on demand)");
+        }
         o = calloc(1, sizeof *o);
         if (!o) {
                 if (free_userdata)
@@ -153,6 +209,8 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 /* Idle workers end after a while, so the idle daemon holds no threads. */
                 g_thread_pool_set_max_idle_time(OPERATION_WORKER_IDLE_MSEC);
         }
+        if (!operations)
+                operations = g_hash_table_new(g_direct_hash, g_direct_equal);
         WorkerArgs *w = malloc(sizeof *w);
         if (!w || !workers) {
                 free(w);
@@ -161,6 +219,7 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 return -ENOMEM;
         }
         *w = (WorkerArgs){.operation = o, .write_fd = pipefd[1]};
+        g_hash_table_add(operations, o);
         /* Queued even when no new thread could be started (it says FALSE then): a worker that runs
          * takes it. It must not be freed here. */
         (void) g_thread_pool_push(workers, w, NULL);

@@ -30,3 +30,9 @@ typedef void (*OperationDoneFn)(Manager *m, int result, void *userdata);
  * with @free_userdata when the operation ends. */
 int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error);
+
+/* stampd is stopping: refuse new operations; queued ones are answered without being started,
+ * running ones finish. */
+void operations_stop(void);
+/* At exit, before the Manager goes: wait for every worker and answer what is left. */
+void operations_shutdown(Manager *m);

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -144,6 +146,65 @@ int loop_write(int fd, const void *buf, size_t n)
                 p += k;
                 n -= (size_t) k;
         }
+        return 0;
+}
+
+int read_small_file_in_root(int root_fd, const char *path, size_t max, char **ret, size_t *ret_size)
+{
+        struct open_how how = {
+                .flags = O_PATH | O_CLOEXEC,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        _cleanup_close_ int path_fd = -1, fd = -1;
+        _cleanup_free_ char *buf = NULL;
+        char proc[64];
+        struct stat st, st2;
+        size_t n = 0;
+
+        path_fd = (int) syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        if (path_fd < 0)
+                return -errno;
+        if (fstat(path_fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if ((uint64_t) st.st_size > max)
+                return -EFBIG;
+
+        /* Reopened through the O_PATH fd: the very inode just looked at, whatever its name points to
+         * by now. */
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", path_fd);
+        fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st2) < 0)
+                return -errno;
+        if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino || !S_ISREG(st2.st_mode))
+                return -EBADFD;
+
+        buf = malloc(max + 1);
+        if (!buf)
+                return -ENOMEM;
+        /* The size may have changed since: read at most one byte more than allowed to tell. */
+        while (n <= max) {
+                ssize_t k = read(fd, buf + n, max + 1 - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        if (n > max)
+                return -EFBIG;
+        buf[n] = '\0';
+        if (ret_size)
+                *ret_size = n;
+        *ret = TAKE_PTR(buf);
         return 0;
 }
 

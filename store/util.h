@@ -128,6 +128,14 @@ static inline bool dot_or_dot_dot(const char *name)
         return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
+/* Read the regular file @path below @root_fd into a NUL-terminated buffer (*ret_size without the NUL).
+ * @path resolves inside @root_fd as if it were "/" (its links too), crossing no mount and following no
+ * /proc magic link. Made for what an image's tree holds, which whoever runs in the image controls: the
+ * file is looked at (O_PATH) before it is opened, so a FIFO, socket or device node is refused
+ * (-EBADFD) without ever being opened; the open itself never waits (O_NONBLOCK: no FIFO, no lease);
+ * more than @max bytes is refused (-EFBIG). */
+int read_small_file_in_root(int root_fd, const char *path, size_t max, char **ret, size_t *ret_size);
+
 /* Put a sentence for the caller into @err (as the store's acts report, in a worker thread or the
  * helper) and return -@error. */
 int errbuf_set(char *err, size_t errlen, int error, const char *fmt, ...) _printf_(4, 5);

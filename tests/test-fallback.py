@@ -7,8 +7,10 @@ nothing behind."""
 
 import os
 import stat
+import subprocess
 
 import stamptest
+from reliabilitytest import temporaries
 from stamptest import (store_names, STAMP_ERROR, UINT64_MAX, has_immutable_flag, is_subvolume, make_image,
                        make_tmpfs_store, run, store_state)
 
@@ -121,6 +123,28 @@ class CopyTest(FallbackTestCase):
         with open(self.path('base/srv/hard1')) as f:
             self.assertEqual(f.read(), 'one inode, two names\n')
 
+    def test_holes_stay_holes(self):
+        base = make_image(self.store, 'base', kind='directory')
+        with open(os.path.join(base, 'srv', 'sparse'), 'wb') as f:
+            f.seek(64 << 20)
+            f.write(b'end')
+            f.truncate(128 << 20)
+        self.root.manager('CloneImage', 'base', 'web', False)
+        st = os.stat(self.path('web/srv/sparse'))
+        self.assertEqual(st.st_size, 128 << 20)
+        self.assertLess(st.st_blocks * 512, 1 << 20, 'the holes were filled')
+        with open(self.path('web/srv/sparse'), 'rb') as f:
+            f.seek((64 << 20) - 1)
+            self.assertEqual(f.read(5), b'\0end\0')
+
+    def test_too_deep_tree_is_refused(self):
+        base = make_image(self.store, 'base', kind='directory')
+        os.makedirs(os.path.join(base, 'srv', *(['d'] * 300)))
+        e = self.assertDBusError('org.freedesktop.DBus.Error.Failed', self.root.manager, 'CloneImage',
+                                 'base', 'web', False)
+        self.assertIn('directories deep', e.message)
+        self.assertEqual(os.listdir(self.store), ['base'])  # the half-made copy went with the failure
+
     def test_properties_of_directory_images(self):
         make_image(self.store, 'base', kind='directory')
         self.root.manager('CloneImage', 'base', 'web', False)
@@ -206,6 +230,86 @@ class ReadOnlyDirectoryTest(FallbackTestCase):
         self.assertEqual(store_names(self.store), ['base', 'site'])
         self.root.image('site', 'Remove')
         self.assertEqual(store_names(self.store), ['base'])
+
+
+SWAPPER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+os.chdir(sys.argv[1])
+pairs = [(b'd%02d' % i, b'l%02d' % i) for i in range(int(sys.argv[2]))]
+open(sys.argv[3], 'w').close()
+while True:
+    for a, b in pairs:
+        libc.renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE)
+"""
+
+
+class SwapRaceTest(FallbackTestCase):
+    """A copy walks an image while something in it (root in a machine running on it) swaps
+    directories for symlinks to the host, as fast as it can. The copy follows nothing: each
+    entry is copied as what it was when the walk reached it, and nothing of the host gets in."""
+
+    PAIRS = 6
+    FILES = 30
+    CLONES = 8
+
+    def test_copy_never_follows_a_swapped_in_symlink(self):
+        host = os.path.join(self.dir, 'host-secret')
+        os.mkdir(host)
+        for f in range(self.FILES):
+            with open(os.path.join(host, 'f%02d' % f), 'w') as fh:
+                fh.write('HOST SECRET\n')
+        base = make_image(self.store, 'base', kind='directory')
+        srv = os.path.join(base, 'srv')
+        for i in range(self.PAIRS):
+            os.mkdir(os.path.join(srv, 'd%02d' % i))
+            for f in range(self.FILES):  # the same names as on the host: a followed path finds them
+                with open(os.path.join(srv, 'd%02d' % i, 'f%02d' % f), 'w') as fh:
+                    fh.write('image\n')
+            os.symlink(host, os.path.join(srv, 'l%02d' % i))
+
+        ready = os.path.join(self.dir, 'swapper-ready')
+        swapper = subprocess.Popen(stamptest.wrap_pdeathsig(
+            [stamptest.PYTHON, '-c', SWAPPER, srv, str(self.PAIRS), ready]))
+        self.addCleanup(swapper.wait)
+        self.addCleanup(swapper.kill)
+        stamptest.wait_for(lambda: os.path.exists(ready), 'the swapper to run')
+
+        failures = []
+        for n in range(self.CLONES):
+            try:
+                self.root.manager('CloneImage', 'base', 'copy-%d' % n, False)
+            except stamptest.DBusError as e:
+                failures.append(str(e))
+        swapper.kill()
+        swapper.wait()
+
+        leaked = []
+        for n in range(self.CLONES):
+            top = os.path.join(self.store, 'copy-%d' % n)
+            for dirpath, dirs, files in os.walk(top):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    if os.path.islink(path):
+                        continue
+                    with open(path, 'rb') as fh:
+                        if b'HOST SECRET' in fh.read():
+                            leaked.append(os.path.relpath(path, self.store))
+            if os.path.isdir(top):
+                # each name is what it was when the walk came by: a directory of the image's
+                # files, or the link itself
+                for i in range(self.PAIRS):
+                    for name in ('d%02d' % i, 'l%02d' % i):
+                        path = os.path.join(top, 'srv', name)
+                        if os.path.islink(path):
+                            self.assertEqual(os.readlink(path), host)
+                        else:
+                            self.assertEqual(sorted(os.listdir(path)),
+                                             ['f%02d' % f for f in range(self.FILES)])
+        self.assertEqual(leaked[:5], [], '%d files of the host were copied into images' % len(leaked))
+        self.assertEqual(failures, [], 'copies failed while the image changed')
+        self.assertEqual(temporaries(self.store), [])
 
 
 class FullDiskTest(stamptest.TestCase):

@@ -546,6 +546,54 @@ class PlainStoreTest(MachineTestCase):
         self.assertEqual(hidden_entries(self.store), [])
 
 
+    # An export of an image that cannot be snapshotted walks its tree on host paths, where root in
+    # a machine running on it could swap a directory for a link to the host's /: never both at once.
+
+    def export_to_pipe(self):
+        """An uncompressed export of base into a pipe nobody reads: it stalls once the pipe is
+        full, holding the image. Returns (job, read end)."""
+        r, w = os.pipe()
+        jobs = stamptest.JobWatch(self.env.conn)
+        self.addCleanup(jobs.close)
+        job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ExportTar', 'base', 0, 'uncompressed',
+                             fd_list=stamptest.fd_list(w))
+        return jobs, job, r
+
+    def test_export_refused_while_a_machine_runs_on_the_image(self):
+        for options in ({}, {'read_only': True}):
+            with self.subTest(**options):
+                self.sleeper(name='runner', **options)
+                before = store_state(self.store)
+                r, w = os.pipe()
+                e = self.assertDBusError(IMAGE_BUSY, self.root.call, MANAGER_PATH, MANAGER_IFACE,
+                                         'ExportTar', 'base', 0, 'uncompressed',
+                                         fd_list=stamptest.fd_list(w))
+                self.assertIn('machine runner', e.message)
+                os.close(r)
+                self.assertEqual(self.root.manager('ListJobs'), [])
+                self.assertUnchanged(self.store, before)
+                self.root.manager('KillMachine', 'runner', signal.SIGKILL)
+                self.wait_removed('runner')
+                self.removed.clear()
+
+    def test_no_machine_starts_while_exported_in_place(self):
+        jobs, job, r = self.export_to_pipe()  # held from its answer on
+        for options in ({}, {'read_only': True}):
+            with self.subTest(**options):
+                e = self.assertDBusError(IMAGE_BUSY, lambda: self.start(name='late', command=['/bin/true'],
+                                                                         **options))
+                self.assertIn('exported', e.message)
+        self.assertNotIn('late', self.list_machines())
+        # an ephemeral run works on a copy of its own: it may
+        status, output = self.run_command(['/bin/cat', '/srv/marker'], name='copy', ephemeral=True)
+        self.assertEqual((status, output), (0, 'base\n'))
+        # the hold ends with the export
+        os.close(r)
+        self.assertEqual(jobs.wait(job)[0], 'failed')  # its reader went away
+        status, _ = self.run_command(['/bin/true'])
+        self.assertEqual(status, 0)
+
+
 class LockTest(MachineTestCase):
 
     def test_writable_image_runs_once(self):

@@ -312,6 +312,65 @@ class CrashTest(stamptest.TestCase):
         self.run_trials(CreateTemplate)
 
 
+class ShutdownTest(stamptest.TestCase):
+    """SIGTERM while short acts (clones, removals) run in stampd's worker threads: the daemon
+    waits for the running ones, drops the queued ones unstarted, answers every caller, exits 0,
+    and leaves no temporary behind, before any restart cleans up."""
+
+    COPIES = 6
+    REMOVALS = 2  # with the copies, more than the 4 workers: some wait in the queue
+
+    def test_sigterm_while_clones_and_removals_run(self):
+        store = self.make_store('plain')
+        base = make_tree(os.path.join(store, 'base'), files=FILES)
+        digest = tree_digest(base)
+        for i in range(self.REMOVALS):
+            make_tree(os.path.join(store, 'old-%d' % i), files=FILES // 4)
+        daemon = self.start_daemon(store=store, args=['--no-pool'])
+
+        pending = {}
+        for i in range(self.COPIES):
+            pending['copy-%d' % i] = self.root.call_async(MANAGER_PATH, MANAGER_IFACE, 'CloneImage',
+                                                          'base', 'copy-%d' % i, False)
+        for i in range(self.REMOVALS):
+            pending['old-%d' % i] = self.root.call_async(MANAGER_PATH, MANAGER_IFACE, 'RemoveImage',
+                                                         'old-%d' % i)
+        stamptest.spin_until(lambda: temporaries(store), 'a copy to be under way')
+        os.kill(daemon.pid, signal.SIGTERM)
+        stamptest.spin_until(lambda: all(p.done for p in pending.values()), 'every call to be answered')
+        self.assertEqual(daemon.proc.wait(timeout=stamptest.TIMEOUT), 0, daemon.log())
+        self.assertNotIn('AddressSanitizer', daemon.log())
+
+        # every caller was answered by stampd itself, not by the bus for a vanished daemon
+        for name, p in sorted(pending.items()):
+            with self.subTest(call=name):
+                if p.error:
+                    self.assertFalse(p.error.name.startswith('local:'), str(p.error))
+                    self.assertNotIn(p.error.name, ('org.freedesktop.DBus.Error.NoReply',
+                                                    'org.freedesktop.DBus.Error.Disconnected'))
+                    stamptest.diag('%s: %s: %s' % (name, p.error.name, p.error.message))
+        self.assertEqual(temporaries(store), [], 'the stopped daemon left temporaries')
+        copies = [n for n in pending if n.startswith('copy-')]
+        made = {n for n in copies if pending[n].error is None}
+        self.assertTrue(made, 'no copy that was under way finished')
+        for name in copies:
+            with self.subTest(image=name):
+                if name in made:
+                    self.assertEqual(tree_digest(os.path.join(store, name)), digest)
+                else:
+                    self.assertFalse(os.path.lexists(os.path.join(store, name)))
+        removed = {n for n in pending if n.startswith('old-') and pending[n].error is None}
+        for i in range(self.REMOVALS):
+            name = 'old-%d' % i
+            self.assertEqual(os.path.lexists(os.path.join(store, name)), name not in removed)
+
+        # the next start finds exactly what the answers said
+        self.start_daemon(store=store, args=['--no-pool'])
+        expected = {'base'} | made | {'old-%d' % i for i in range(self.REMOVALS)} - removed
+        self.assertEqual(set(self.root.list_images()), expected)
+        self.assertEqual(temporaries(store), [])
+
+
 class FullDiskTest(stamptest.TestCase):
 
     def setUp(self):
