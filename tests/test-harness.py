@@ -31,6 +31,22 @@ class HarnessTest(stamptest.TestCase):
                                          os.path.join(self.env.T, 'run/dbus/system_bus_socket')))
         self.assertIsNotNone(self.env.name_owner_pid(stamptest.POLKIT_NAME))
 
+    def test_daemons_have_no_idle_timeout_unless_asked(self):
+        """However long a test's set-up takes on a busy machine, its stampd is
+        still there: the harness starts it with --idle-timeout 0, unless the
+        test is about the idle timeout and gives its own."""
+        def idle_arguments(daemon):
+            with open('/proc/%d/cmdline' % daemon.pid, 'rb') as f:
+                argv = f.read().decode().split('\0')
+            self.assertTrue(argv[0].endswith('stampd'), argv)
+            return [argv[i + 1] for i, a in enumerate(argv) if a == '--idle-timeout']
+
+        daemon = self.start_daemon()
+        self.assertEqual(idle_arguments(daemon), ['0'])
+        self.stop_daemon(daemon)
+        daemon = self.start_daemon(store=daemon.store, args=['--idle-timeout', '7'])
+        self.assertEqual(idle_arguments(daemon), ['7'])
+
     def test_pkaction_sees_project_actions_only(self):
         listed = set(run(['pkaction']).stdout.split())
         self.assertEqual(listed, {stamptest.ACTION_PREFIX + a for a in ACTIONS})
