@@ -27,8 +27,8 @@ static bool is_space_or_end(char c)
 
 static bool is_closing(char c)
 {
-        return c == ':' || c == ',' || c == ';' || c == '.' || c == '"' || c == '\'' || c == '`' || c == '>' ||
-               c == ')' || c == ']';
+        return c == ':' || c == ',' || c == ';' || c == '.' || c == '"' || c == '\'' || c == '`' ||
+               c == '>' || c == ')' || c == ']';
 }
 
 /* Where a URL inside free text ends: at white space or a control character, which no URL that

@@ -161,8 +161,8 @@ static int property_get_error_message(sd_bus *bus, const char *path, const char 
                                       sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
         Job *j = userdata;
-        _cleanup_free_ char *shown = job_text_shown(j->state == JOB_FAILED && j->error_message ? j->error_message
-                                                                                                : "");
+        const char *message = j->state == JOB_FAILED && j->error_message ? j->error_message : "";
+        _cleanup_free_ char *shown = job_text_shown(message);
 
         if (!shown)
                 return -ENOMEM;

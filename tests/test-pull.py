@@ -428,6 +428,13 @@ class SecretsTest(PullTestCase):
             self.assertNoSecret(self.jobs.final_error(job), 'the final error of %s' % path)
             errors[job[1]] = path
         self.assertCredentialsSent(sums)
+        # through stampctl: it exits 1 and says why, with the URL as shown everywhere
+        p = stamptest.run([STAMPCTL, 'pull-tar', '--verify=no', self.secret_url('/sec/missing.tar'), 'failed'],
+                          check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(self.shown_url('/sec/missing.tar'), p.stderr)
+        self.assertNoSecret(p.stdout + p.stderr, "stampctl's output")
+        self.assertNotIn('failed', self.root.list_images())
 
         heard = self.heard()
         for line in heard:
