@@ -46,6 +46,10 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
                                                  "Invalid URL \"%s\": it holds a space or a control character",
                                                  shown);
         u = g_uri_parse(url, G_URI_FLAGS_ENCODED, &e);
+        if (!u && !streq(shown, escaped))
+                /* GLib's reason may quote a piece of the authority ("Could not parse port 'pw'"): a
+                 * password's, when one was given. */
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\"", shown);
         if (!u)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\": %s", shown,
                                          e->message);

@@ -455,6 +455,11 @@ class SecretsTest(PullTestCase):
                                                                            self.TOKEN), 'x', {})
         self.assertIn('ftp://***@127.0.0.1/x.tar?\u2026', e.message)
         self.assertNoSecret(e.message, 'the error reply')
+        # A '/' in the password makes it a port to any URL parser, which then says so.
+        e = self.assertDBusError(INVALID_ARGS, self.root.manager, 'PullTar',
+                                 'http://%s:%s/x@127.0.0.1/x.tar' % (self.USER_NAME, self.PASSWORD), 'x', {})
+        self.assertIn('Invalid URL "http://***@127.0.0.1/x.tar"', e.message)
+        self.assertNoSecret(e.message, 'the error reply')
         # What polkit is told (and may show an administrator asked to authenticate).
         self.set_rules('''polkit.addRule(function(action, subject) {
     if (action.id == "io.stamp.Stamp1.pull" && subject.user == "%s") {
