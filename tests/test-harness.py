@@ -7,6 +7,7 @@ harness, not at the daemon."""
 
 import os
 import pwd
+import time
 
 import stamptest
 from stamptest import ADMIN, ADMIN_PASSWORD, USER, USER2, run
@@ -46,6 +47,17 @@ class HarnessTest(stamptest.TestCase):
         self.stop_daemon(daemon)
         daemon = self.start_daemon(store=daemon.store, args=['--idle-timeout', '7'])
         self.assertEqual(idle_arguments(daemon), ['7'])
+
+    def test_keep_awake_holds_a_daemon_past_its_idle_timeout(self):
+        """What the idle tests rely on: the pings keep stampd as long as they
+        go on, and it exits on idle once they stop."""
+        with stamptest.KeepAwake(self.env.conn) as awake:
+            daemon = self.start_daemon(args=['--idle-timeout', '1'])
+            time.sleep(3)
+            self.assertTrue(daemon.running(), 'stampd exited while pinged')
+        stamptest.wait_for(lambda: not daemon.running(), 'stampd to exit when idle')
+        self.assertGreaterEqual(time.monotonic() - awake.last_sent, 1 - 0.1)
+        self.assertEqual(daemon.proc.returncode, 0)
 
     def test_pkaction_sees_project_actions_only(self):
         listed = set(run(['pkaction']).stdout.split())
