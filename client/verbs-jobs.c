@@ -21,6 +21,7 @@
 #include "formats.h"
 #include "names.h"
 #include "progress.h"
+#include "redact.h"
 #include "stampctl.h"
 #include "table.h"
 
@@ -750,18 +751,38 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
         return job_run(bus, m, label);
 }
 
+/* Any local user can read our command line: over an argument that may carry credentials or a token,
+ * write its redacted form (cut to the argument's length; the rest zeroed). The real value must
+ * have been copied first. Not a cure, since the argument was readable until now: a short window
+ * rather than the whole wait. */
+static void hide_url_argument(char *arg)
+{
+        _cleanup_(freep) char *shown = url_redact(arg);
+        size_t n = strlen(arg), m = shown ? MIN(strlen(shown), n) : 0;
+
+        if (shown)
+                memcpy(arg, shown, m);
+        memset(arg + m, 0, n - m);
+}
+
 int verb_pull_tar(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(freep) char *derived = NULL, *label = NULL;
-        const char *url = argv[1], *name = argc > 2 ? argv[2] : NULL;
+        _cleanup_(freep) char *url = NULL, *shown = NULL, *derived = NULL, *label = NULL;
+        const char *name = argc > 2 ? argv[2] : NULL;
         int r;
+
+        url = strdup(argv[1]);
+        shown = url_redact(argv[1]);
+        if (!url || !shown)
+                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+        hide_url_argument(argv[1]);
 
         if (!name) {
                 derived = image_name_from_filename(url);
                 if (!derived)
                         return log_error(EXIT_USAGE,
-                                         "Cannot make an image name from '%s'; give one as NAME.", url);
+                                         "Cannot make an image name from '%s'; give one as NAME.", shown);
                 name = derived;
         }
 

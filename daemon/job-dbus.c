@@ -2,6 +2,7 @@
 #include "authz.h"
 #include "errors.h"
 #include "job-dbus.h"
+#include "redact.h"
 
 static int job_from_path(Manager *m, const char *path, Job **ret)
 {
@@ -51,13 +52,25 @@ static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, ch
         return 0;
 }
 
-int job_send_log(Job *j, int priority, const char *text)
+/* What a job says, made fit to leave the daemon: valid UTF-8 (tools print what they like) and
+ * without the credentials or query of any URL in it. The job's own code already names URLs
+ * redacted; this catches what a tool it runs prints (a mirror URL in debootstrap's output, a URL in
+ * libcurl's words), since LogMessage goes to anyone on the bus. NULL only when out of memory. */
+static char *job_text_shown(const char *text)
 {
-        /* The log line must be valid UTF-8 on the bus; tools print what they like. */
         g_autofree char *valid = g_utf8_make_valid(text, -1);
 
+        return text_redact_urls(valid);
+}
+
+int job_send_log(Job *j, int priority, const char *text)
+{
+        _cleanup_free_ char *shown = job_text_shown(text);
+
+        if (!shown)
+                return -ENOMEM;
         return sd_bus_emit_signal(j->manager->bus, j->object_path, STAMP_JOB_IFACE, "LogMessage", "us",
-                                  (uint32_t) priority, valid);
+                                  (uint32_t) priority, shown);
 }
 
 static int on_progress_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -148,9 +161,12 @@ static int property_get_error_message(sd_bus *bus, const char *path, const char 
                                       sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
         Job *j = userdata;
-        g_autofree char *valid = g_utf8_make_valid(j->state == JOB_FAILED && j->error_message ? j->error_message : "",
-                                                   -1);
-        return sd_bus_message_append(reply, "s", valid);
+        const char *message = j->state == JOB_FAILED && j->error_message ? j->error_message : "";
+        _cleanup_free_ char *shown = job_text_shown(message);
+
+        if (!shown)
+                return -ENOMEM;
+        return sd_bus_message_append(reply, "s", shown);
 }
 
 const sd_bus_vtable job_vtable[] = {

@@ -12,6 +12,7 @@
 #include "options.h"
 #include "pool.h"
 #include "job-util.h"
+#include "redact.h"
 
 #define URL_MAX 4096
 #define SUMS_FILE "SHA256SUMS"
@@ -24,13 +25,20 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
 {
         g_autoptr(GUri) u = NULL;
         g_autoptr(GError) e = NULL;
-        g_autofree char *shown = NULL, *decoded = NULL, *sums_path = NULL, *sums = NULL;
+        g_autofree char *escaped = NULL, *decoded = NULL, *sums_path = NULL, *sums = NULL;
+        _cleanup_free_ char *shown = NULL;
         const char *scheme, *host, *path, *slash, *file;
 
         if (strnlen(url, URL_MAX + 1) > URL_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The URL is longer than %d bytes",
                                          URL_MAX);
-        shown = g_strescape(url, NULL);
+        /* Errors name the URL as every message about a pull does: without its credentials or query.
+         * Escaped first, so that the "…" of the redaction stays itself; escaping leaves alone the
+         * characters the redaction goes by. */
+        escaped = g_strescape(url, NULL);
+        shown = url_redact(escaped);
+        if (!shown)
+                return -ENOMEM;
         /* What libcurl refuses too. */
         for (const char *p = url; *p; p++)
                 if ((unsigned char) *p <= ' ' || *p == 0x7f)
@@ -38,6 +46,10 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
                                                  "Invalid URL \"%s\": it holds a space or a control character",
                                                  shown);
         u = g_uri_parse(url, G_URI_FLAGS_ENCODED, &e);
+        if (!u && !streq(shown, escaped))
+                /* GLib's reason may quote a piece of the authority ("Could not parse port 'pw'"): a
+                 * password's, when one was given. */
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\"", shown);
         if (!u)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\": %s", shown,
                                          e->message);
@@ -153,7 +165,11 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if ((k = bus_check_import_target(m, image, error)) < 0)
                 return k;
 
-        const char *details[] = {"verb", "pull", "image", image, "url", url, NULL};
+        /* polkit shows the details to whoever is asked to authenticate, an administrator perhaps. */
+        _cleanup_free_ char *shown_url = url_redact(url);
+        if (!shown_url)
+                return -ENOMEM;
+        const char *details[] = {"verb", "pull", "image", image, "url", shown_url, NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_PULL, details, error);
         if (k <= 0)
                 return k < 0 ? k : 1;

@@ -33,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import unittest
@@ -617,6 +618,10 @@ class Daemon:
 
     def start(self):
         cmd = [STAMPD, '--store', self.store, '--log-level', 'debug'] + self.args
+        # No idle exit unless the test is about it: a daemon started before slow set-up (a
+        # debootstrap, a big tree) on a busy machine would otherwise be gone when the test calls it.
+        if not any(a == '--idle-timeout' or a.startswith('--idle-timeout=') for a in self.args):
+            cmd += ['--idle-timeout', '0']
         with open(self.log_path, 'a') as log:
             log.write('\n==== %s\n' % shlex.join(cmd))
             log.flush()
@@ -657,6 +662,44 @@ class Daemon:
                 return f.read()
         except OSError:
             return ''
+
+
+class KeepAwake:
+    """Bus traffic to stampd every @interval seconds (Peer.Ping, which counts
+    as activity), so that a daemon a test started with a short idle timeout
+    is still there after slow set-up however busy the machine; stop() (or the
+    end of a with block) lets it go idle from then on. The interval is a
+    small part of any idle timeout a test uses (a second or more)."""
+
+    def __init__(self, conn, interval=0.05):
+        self.conn = conn
+        self.interval = interval
+        # monotonic time at which the last ping was sent: stampd's last activity is no earlier
+        self.last_sent = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            self.last_sent = time.monotonic()
+            try:
+                self.conn.call_sync(BUS_NAME, MANAGER_PATH, 'org.freedesktop.DBus.Peer', 'Ping', None,
+                                    None, Gio.DBusCallFlags.NO_AUTO_START, int(TIMEOUT * 1000), None)
+            except GLib.Error:
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def wrap_pdeathsig(cmd):
@@ -732,8 +775,20 @@ class Tmux:
         status = os.path.join(self.env.T, 'tmux-%s.status' % session)
         script = '%s; echo $? > %s' % (shell_cmd, shlex.quote(status + '.tmp')) + \
             ' && mv %s %s' % (shlex.quote(status + '.tmp'), shlex.quote(status))
-        p = self.cmd('new-session', '-d', '-s', session, '-x', '160', '-y', '40', '-P', '-F',
-                     '#{pane_tty} #{pid}', 'sh -c %s' % shlex.quote(script))
+        argv = ['new-session', '-d', '-s', session, '-x', '160', '-y', '40', '-P', '-F',
+                '#{pane_tty} #{pid}', 'sh -c %s' % shlex.quote(script)]
+        # The previous test's clean-up killed the last session and the server is on its way out: a
+        # new-session that reaches it then fails so (more often on a busy machine). The next
+        # attempt starts a server anew.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            p = self.cmd(*argv, check=False)
+            if p.returncode == 0 or 'server exited unexpectedly' not in p.stderr \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if p.returncode != 0:
+            raise AssertionError('tmux new-session failed (%d): %s%s' % (p.returncode, p.stdout, p.stderr))
         tty, pid = p.stdout.split()
         self.server_pid = int(pid)
         return Pane(self, session, tty, status)

@@ -244,7 +244,7 @@ class TemplateTestCase(stamptest.TestCase):
         self.assertEqual(self.temporaries(), [], 'temporaries left in the store')
         self.assertEqual(stamptest.mounts_under(self.store), [self.store],
                          'mounts left below the store')
-        stamptest.wait_for(lambda: not descendants(daemon.pid), 'the job processes to go', 10)
+        stamptest.wait_for(lambda: not descendants(daemon.pid), 'the job processes to go')
         self.assertEqual([(p, c) for p, c in processes_mentioning(self.store) if p != daemon.pid], [],
                          'processes still working in the store')
         self.assertNotIn(name, self.root.list_images())

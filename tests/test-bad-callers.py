@@ -164,7 +164,11 @@ class ParkedCallTest(BadCallerTestCase):
         self.set_rules(rule_for(USER, 'manage-images', 'AUTH_ADMIN')
                        + rule_for(USER2, 'manage-images', 'YES'))
         # An idle timeout: a parked call left behind would keep the daemon
-        # alive for ever, so its exit at the end shows none was.
+        # alive for ever, so its exit at the end shows none was. Until then
+        # it is kept awake: the measuring below may take longer than any idle
+        # timeout on a busy machine.
+        awake = stamptest.KeepAwake(self.env.conn)
+        self.addCleanup(awake.stop)
         daemon = self.start_daemon(args=['--idle-timeout', '15'])
         store = daemon.store
         make_image(store, 'base')
@@ -201,6 +205,7 @@ class ParkedCallTest(BadCallerTestCase):
         self.user2.manager('CloneImage', 'base', 'other', False)
         self.assertEqual(sorted(self.root.list_images()), ['base', 'other'])
         # ...and nothing is parked any more: it goes idle and exits by itself (status 0).
+        awake.stop()
         stamptest.wait_for(lambda: not daemon.running(), 'the daemon to exit when idle', 120)
         self.assertEqual(daemon.proc.returncode, 0)
 

@@ -117,16 +117,19 @@ class LifecycleTest(stamptest.TestCase):
         self.assertTrue(stamptest.is_subvolume(os.path.join(daemon.store, 'web')))
 
     def test_idle_timeout(self):
-        daemon = self.start_daemon(args=['--idle-timeout', '1'])
-        self.assertEqual(self.root.list_images(), {})
+        # awake until the call, however long the daemon's start and the call take
+        with stamptest.KeepAwake(self.env.conn):
+            daemon = self.start_daemon(args=['--idle-timeout', '1'])
+            self.assertEqual(self.root.list_images(), {})
         stamptest.wait_for(lambda: not daemon.running(), 'stampd to exit when idle')
         self.assertEqual(daemon.proc.returncode, 0)
         stamptest.wait_for(lambda: self.env.name_owner_pid(BUS_NAME) is None,
                            'the name to leave the bus')
 
     def test_idle_timeout_restarts_with_pool(self):
-        daemon = self.start_daemon(args=['--idle-timeout', '1'])
-        make_image(daemon.store, 'base')
+        with stamptest.KeepAwake(self.env.conn):
+            daemon = self.start_daemon(args=['--idle-timeout', '1'])
+            make_image(daemon.store, 'base')
         stamptest.wait_for(lambda: not daemon.running(), 'stampd to exit when idle')
         self.start_daemon(store=daemon.store)
         self.assertEqual(sorted(self.root.list_images()), ['base'])

@@ -7,6 +7,7 @@ harness, not at the daemon."""
 
 import os
 import pwd
+import time
 
 import stamptest
 from stamptest import ADMIN, ADMIN_PASSWORD, USER, USER2, run
@@ -30,6 +31,33 @@ class HarnessTest(stamptest.TestCase):
         self.assertTrue(os.path.samefile('/run/dbus/system_bus_socket',
                                          os.path.join(self.env.T, 'run/dbus/system_bus_socket')))
         self.assertIsNotNone(self.env.name_owner_pid(stamptest.POLKIT_NAME))
+
+    def test_daemons_have_no_idle_timeout_unless_asked(self):
+        """However long a test's set-up takes on a busy machine, its stampd is
+        still there: the harness starts it with --idle-timeout 0, unless the
+        test is about the idle timeout and gives its own."""
+        def idle_arguments(daemon):
+            with open('/proc/%d/cmdline' % daemon.pid, 'rb') as f:
+                argv = f.read().decode().split('\0')
+            self.assertTrue(argv[0].endswith('stampd'), argv)
+            return [argv[i + 1] for i, a in enumerate(argv) if a == '--idle-timeout']
+
+        daemon = self.start_daemon()
+        self.assertEqual(idle_arguments(daemon), ['0'])
+        self.stop_daemon(daemon)
+        daemon = self.start_daemon(store=daemon.store, args=['--idle-timeout', '7'])
+        self.assertEqual(idle_arguments(daemon), ['7'])
+
+    def test_keep_awake_holds_a_daemon_past_its_idle_timeout(self):
+        """What the idle tests rely on: the pings keep stampd as long as they
+        go on, and it exits on idle once they stop."""
+        with stamptest.KeepAwake(self.env.conn) as awake:
+            daemon = self.start_daemon(args=['--idle-timeout', '1'])
+            time.sleep(3)
+            self.assertTrue(daemon.running(), 'stampd exited while pinged')
+        stamptest.wait_for(lambda: not daemon.running(), 'stampd to exit when idle')
+        self.assertGreaterEqual(time.monotonic() - awake.last_sent, 1 - 0.1)
+        self.assertEqual(daemon.proc.returncode, 0)
 
     def test_pkaction_sees_project_actions_only(self):
         listed = set(run(['pkaction']).stdout.split())

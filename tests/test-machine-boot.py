@@ -6,7 +6,6 @@ on the console the caller passed, and StopMachine powers it off cleanly;
 then the same image as a read-only template, booted ephemeral. Slow suite."""
 
 import os
-import time
 
 import stamptest
 import templatetest
@@ -52,12 +51,12 @@ class BootTest(stamptest.TestCase):
             self.assertEqual(f.read().strip(), 'systemd', 'Leader is the container\'s init')
 
         seen = len(removed)
-        t0 = time.monotonic()
         self.root.manager('StopMachine', 'deb')
-        stamptest.spin_until(lambda: len(removed) > seen, 'MachineRemoved(deb)', timeout=60)
-        elapsed = time.monotonic() - t0
+        stamptest.spin_until(lambda: len(removed) > seen, 'MachineRemoved(deb)')
         self.assertEqual(removed[-1], ('deb', path, 0), 'a clean poweroff ends with status 0')
-        self.assertLess(elapsed, 10, 'powered off before the daemon would kill it')
+        # Powered off, not killed after the daemon's stop timeout (not timed here: a busy machine
+        # is slow, and a kill would say so in the log and in the status).
+        self.assertNotIn('did not stop within', self.daemons[-1].log())
         self.assertFalse(os.path.exists('/proc/%d' % props['Leader']))
         self.assertEqual(self.root.manager('ListMachines'), [])
 

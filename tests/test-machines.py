@@ -155,7 +155,7 @@ class MachineTestCase(stamptest.TestCase):
             return
         try:
             stamptest.wait_for(lambda: not self.processes_in_store(), 'no process left in the store',
-                               timeout=10, interval=0.05)
+                               interval=0.05)
         except AssertionError:
             left = self.processes_in_store()
             for pid in left:
@@ -343,13 +343,15 @@ class StateTest(MachineTestCase):
     def test_properties_and_list(self):
         t0 = time.time()
         props = self.sleeper()
+        t1 = time.time()
         self.assertEqual(props['Name'], 'base')
         self.assertEqual(props['Image'], 'base')
         self.assertEqual(props['State'], 'running')
         self.assertEqual(props['ExitStatus'], -1)
         self.assertFalse(props['Boot'])
         self.assertFalse(props['Ephemeral'])
-        self.assertLessEqual(abs(props['Timestamp'] / 1e6 - t0), 5)
+        # when it started, however long starting took (1 s of slack for clock granularity)
+        self.assertTrue(t0 - 1 <= props['Timestamp'] / 1e6 <= t1 + 1, (t0, props['Timestamp'], t1))
         leader = props['Leader']
         self.assertGreater(leader, 0)
         self.assertEqual(nspids(leader)[-1], 1, 'Leader is the container\'s PID 1')
@@ -378,12 +380,12 @@ class StateTest(MachineTestCase):
 
     def test_stop_ends_a_sleep(self):
         props = self.sleeper()
-        t0 = time.monotonic()
         self.root.manager('StopMachine', 'base')
         status = self.wait_removed('base')
-        # well before the daemon's 10 s SIGKILL: the payload was asked, not killed
-        self.assertLess(time.monotonic() - t0, 8)
+        # The payload was asked, not killed after the daemon's stop timeout: a kill ends it with
+        # 128 + SIGKILL and says so in the log. (Not timed here: a busy machine is slow.)
         self.assertEqual(status, 0)
+        self.assertNotIn('did not stop within', self.daemon.log())
         self.assertFalse(pid_alive(props['Leader']))
         self.assertEqual(self.list_machines(), {})
 
@@ -405,7 +407,7 @@ class StateTest(MachineTestCase):
         t0 = time.monotonic()
         self.root.manager('StopMachine', 'base')
         stamptest.wait_for(lambda: self.props('base')['State'] != 'running', 'state to change')
-        self.assertEqual(self.wait_removed('base', timeout=30), 128 + signal.SIGKILL)
+        self.assertEqual(self.wait_removed('base'), 128 + signal.SIGKILL)
         self.assertGreater(time.monotonic() - t0, 9, 'the daemon waits before it kills')
         self.assertFalse(pid_alive(props['Leader']))
 
@@ -422,12 +424,18 @@ class StateTest(MachineTestCase):
         self.assertNotEqual(self.wait_removed('base'), 0)
 
     def test_daemon_stays_while_a_machine_runs(self):
+        idle = 1
         self.stop_daemon(self.daemon)
-        self.daemon = self.start_daemon(self.store, args=['--idle-timeout', '1'])
-        self.removed = self.signals('MachineRemoved')
-        self.start(command=['/bin/sleep', '3'])
-        time.sleep(2)
+        # Awake until the machine runs, however slow the start; then only the machine keeps it.
+        with stamptest.KeepAwake(self.env.conn):
+            self.daemon = self.start_daemon(self.store, args=['--idle-timeout', str(idle)])
+            self.removed = self.signals('MachineRemoved')
+            self.start(command=['/bin/sh', '-c', 'while [ ! -e /srv/go ]; do sleep 0.1; done'])
+            self.wait_running('base')
+        time.sleep(3 * idle)
         self.assertTrue(self.daemon.running(), 'stampd went idle with a machine running')
+        with open(os.path.join(self.base, 'srv/go'), 'w'):
+            pass
         self.assertEqual(self.wait_removed('base'), 0)
         stamptest.wait_for(lambda: not self.daemon.running(), 'stampd to exit when idle')
 
@@ -437,8 +445,7 @@ class StateTest(MachineTestCase):
             self.root.manager('KillMachine', 'm%d' % i, signal.SIGKILL)
         stamptest.spin_until(lambda: len(self.removed) == 8, 'all eight MachineRemoved')
         self.assertEqual(self.list_machines(), {})
-        stamptest.wait_for(lambda: not self.processes_in_store(), 'no process left in the store',
-                           timeout=10)
+        stamptest.wait_for(lambda: not self.processes_in_store(), 'no process left in the store')
 
     def test_daemon_stop_ends_machines(self):
         props = self.sleeper(ephemeral=True)
@@ -457,8 +464,7 @@ class StateTest(MachineTestCase):
         os.kill(self.daemon.pid, signal.SIGKILL)
         self.daemon.proc.wait()
         for pid in (props['Leader'], nspawn, supervisor):
-            stamptest.wait_for(lambda: not pid_alive(pid), 'pid %d to die with the daemon' % pid,
-                               timeout=10)
+            stamptest.wait_for(lambda: not pid_alive(pid), 'pid %d to die with the daemon' % pid)
         self.start_daemon(self.store)
         self.assertEqual(hidden_entries(self.store), [],
                          'the next start removes the ephemeral snapshot')

@@ -1,20 +1,25 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """PullTar from a local HTTP server on 127.0.0.1: a good archive checked
-against its SHA256SUMS, streamed straight into the import; and every way a
+against its SHA256SUMS, streamed straight into the import; every way a
 download goes wrong (a wrong checksum, a corrupted archive, no SHA256SUMS, a
-404, a connection cut midway) fails the job and leaves nothing."""
+404, a connection cut midway) fails the job and leaves nothing; and a URL's
+credentials and query reach the server but nobody else."""
 
+import base64
 import hashlib
 import http.server
 import io
+import json
 import os
+import subprocess
 import tarfile
 import threading
 
 import stamptest
-from stamptest import (JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, GLib, JobWatch, fd_list, make_image,
-                       store_state, subvolume_read_only, tree_listing, wait_for)
+from stamptest import (JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, PYTHON, STAMPCTL, USER2, GLib,
+                       JobWatch, fd_list, make_image, store_state, subvolume_read_only, tree_listing,
+                       wait_for, wrap_pdeathsig)
 
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
 
@@ -29,6 +34,7 @@ class Route:
         self.held = threading.Event()
         self.release = threading.Event()
         self.requests = 0
+        self.authorization = []  # the Authorization header of each request (None: none)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -39,6 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         route.requests += 1
+        route.authorization.append(self.headers.get('Authorization'))
         self.send_response(200)
         self.send_header('Content-Type', 'application/octet-stream')
         self.send_header('Content-Length', str(len(route.body)))
@@ -299,6 +306,173 @@ class BadPullTest(PullTestCase):
         self.serve_sums('/evil/', [('img.tar', sha256(evil))])
         self.assertPullFailed(self.pull('/evil/img.tar', 'pulled'), 'pulled', 'absolute path')
         self.assertFalse(os.path.exists('/tmp/stamp-pull-escape'))
+
+
+class SignalListener:
+    """tests/listenas.py as a user: every signal the bus lets that user see."""
+
+    def __init__(self, env, user):
+        cmd = env.as_user(user, [PYTHON, os.path.join(stamptest.TESTS_DIR, 'listenas.py')])
+        self.proc = subprocess.Popen(wrap_pdeathsig(cmd), stdout=subprocess.PIPE, text=True)
+        self.lines = []
+        ready = self.proc.stdout.readline()
+        if json.loads(ready or '{}').get('ready') is not True:
+            raise AssertionError('the signal listener did not start: %r' % ready)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=stamptest.TIMEOUT)
+        self.thread.join(stamptest.TIMEOUT)
+        return self.lines
+
+
+def all_command_lines():
+    """{pid: command line} of every process."""
+    lines = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                lines[pid] = f.read().replace(b'\0', b' ').decode(errors='replace')
+        except OSError:
+            pass
+    return lines
+
+
+class SecretsTest(PullTestCase):
+    """A URL's user:password@ and its query go to the server, and nowhere
+    else: not in the LogMessage signals and PropertiesChanged that any user
+    can receive, not in the job's ErrorMessage, not on any command line
+    (stampctl's own included) while the job runs, not in stampd's log."""
+
+    USER_NAME, PASSWORD, TOKEN = 'puller-name', 'pw-S3cr3t-4242', 'tok-Q9zW7'
+
+    def setUp(self):
+        super().setUp()
+        self.secrets = (self.PASSWORD, self.TOKEN, self.USER_NAME)
+        self.listener = SignalListener(self.env, USER2)
+        self.addCleanup(self.listener.stop)
+        self.port = self.server.server_address[1]
+
+    def secret_url(self, path):
+        return 'http://%s:%s@127.0.0.1:%d%s?token=%s' % (self.USER_NAME, self.PASSWORD, self.port, path,
+                                                          self.TOKEN)
+
+    def shown_url(self, path):
+        return 'http://***@127.0.0.1:%d%s?\u2026' % (self.port, path)
+
+    def assertNoSecret(self, text, where):
+        for secret in self.secrets:
+            self.assertNotIn(secret, text, 'a secret of the URL in %s: %s' % (where, text))
+
+    def assertCredentialsSent(self, route):
+        expected = 'Basic ' + base64.b64encode(('%s:%s' % (self.USER_NAME, self.PASSWORD)).encode()).decode()
+        self.assertTrue(route.authorization, 'the server was never asked')
+        self.assertEqual(set(route.authorization), {expected})
+
+    def heard(self):
+        """What the other user received, once stampd's last signals are in."""
+        lines = self.listener.stop()
+        self.assertTrue(any(line.get('member') == 'JobRemoved' for line in lines),
+                        'the listener heard no job end: %s' % lines)
+        return lines
+
+    def test_good_pull_through_stampctl(self):
+        route = self.serve('/sec/img.tar.zst?token=' + self.TOKEN, self.archive,
+                           hold_at=len(self.archive) // 2)
+        sums = self.serve_sums('/sec/', [('img.tar.zst', sha256(self.archive))])
+        ctl = subprocess.Popen(wrap_pdeathsig([STAMPCTL, 'pull-tar', self.secret_url('/sec/img.tar.zst'),
+                                               'secret']),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        self.assertTrue(route.held.wait(stamptest.TIMEOUT), 'the download never started')
+        # While the download runs: stampctl, stampd, stamp-transfer and its downloader all exist.
+        lines = all_command_lines()
+        self.assertTrue([c for c in lines.values() if 'stamp-transfer' in c], lines)
+        self.assertTrue([c for c in lines.values() if 'pull-tar' in c], lines)
+        for pid, cmdline in lines.items():
+            self.assertNoSecret(cmdline, '/proc/%s/cmdline' % pid)
+        route.release.set()
+        out, err = ctl.communicate(timeout=stamptest.TIMEOUT * 5)
+        self.assertEqual(ctl.returncode, 0, err)
+        self.assertNoSecret(out + err, "stampctl's output")
+        self.assertEqual(tree_listing(os.path.join(self.store, 'secret')), tree_listing(self.src))
+        self.assertCredentialsSent(route)
+        self.assertCredentialsSent(sums)
+
+        heard = self.heard()
+        logs = [line['args'] for line in heard if line.get('member') == 'LogMessage']
+        # It heard the job's log, URL and all, redacted.
+        self.assertTrue([t for t in logs if 'http://***@127.0.0.1:%d/sec/SHA256SUMS' % self.port in t], logs)
+        for line in heard:
+            self.assertNoSecret(json.dumps(line), 'a signal another user received')
+        self.assertNoSecret(self.daemon.log(), "stampd's log")
+
+    def test_failed_pulls(self):
+        # a 404 (whose message names the URL) and a checksum mismatch (likewise)
+        self.serve('/sec/bad.tar.zst?token=' + self.TOKEN, self.archive)
+        sums = self.serve_sums('/sec/', [('bad.tar.zst', sha256(b'not this'))])
+        cases = [('/sec/missing.tar', {'verify': GLib.Variant('s', 'no')}, 'HTTP 404'),
+                 ('/sec/bad.tar.zst', {}, 'does not match its checksum')]
+        errors = {}
+        for path, opts, phrase in cases:
+            job = self.root.manager('PullTar', self.secret_url(path), 'failed', opts)
+            log = self.assertPullFailed(job, 'failed', phrase, self.shown_url(path))
+            self.assertNoSecret(log, 'the log of %s' % path)
+            self.assertNoSecret(self.jobs.final_error(job), 'the final error of %s' % path)
+            errors[job[1]] = path
+        self.assertCredentialsSent(sums)
+        # through stampctl: it exits 1 and says why, with the URL as shown everywhere
+        p = stamptest.run([STAMPCTL, 'pull-tar', '--verify=no', self.secret_url('/sec/missing.tar'), 'failed'],
+                          check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(self.shown_url('/sec/missing.tar'), p.stderr)
+        self.assertNoSecret(p.stdout + p.stderr, "stampctl's output")
+        self.assertNotIn('failed', self.root.list_images())
+
+        heard = self.heard()
+        for line in heard:
+            self.assertNoSecret(json.dumps(line), 'a signal another user received')
+        # ErrorMessage, as PropertiesChanged broadcast it when each job failed
+        messages = {line['path']: line['args'] for line in heard
+                    if line.get('member') == 'PropertiesChanged' and 'ErrorMessage' in line['args']
+                    and line['path'] in errors}
+        self.assertEqual(set(messages), set(errors), heard)
+        for job_path, args in messages.items():
+            self.assertIn(self.shown_url(errors[job_path]), args)
+        self.assertNoSecret(self.daemon.log(), "stampd's log")
+
+    def test_refused_url_and_polkit_details(self):
+        # An invalid URL's error names it without its secrets too.
+        e = self.assertDBusError(INVALID_ARGS, self.root.manager, 'PullTar',
+                                 'ftp://%s:%s@127.0.0.1/x.tar?token=%s' % (self.USER_NAME, self.PASSWORD,
+                                                                           self.TOKEN), 'x', {})
+        self.assertIn('ftp://***@127.0.0.1/x.tar?\u2026', e.message)
+        self.assertNoSecret(e.message, 'the error reply')
+        # A '/' in the password makes it a port to any URL parser, which then says so.
+        e = self.assertDBusError(INVALID_ARGS, self.root.manager, 'PullTar',
+                                 'http://%s:%s/x@127.0.0.1/x.tar' % (self.USER_NAME, self.PASSWORD), 'x', {})
+        self.assertIn('Invalid URL "http://***@127.0.0.1/x.tar"', e.message)
+        self.assertNoSecret(e.message, 'the error reply')
+        # What polkit is told (and may show an administrator asked to authenticate).
+        self.set_rules('''polkit.addRule(function(action, subject) {
+    if (action.id == "io.stamp.Stamp1.pull" && subject.user == "%s") {
+        polkit.log("PULL-DETAILS url=" + action.lookup("url"));
+        return polkit.Result.NO;
+    }
+});''' % stamptest.USER)
+        self.assertDBusError(stamptest.ACCESS_DENIED, self.user.manager, 'PullTar',
+                             self.secret_url('/sec/img.tar'), 'x', {})
+        polkit_log = wait_for(lambda: 'PULL-DETAILS' in self.env.log('polkitd') and self.env.log('polkitd'),
+                              'polkitd to log the details')
+        self.assertIn('PULL-DETAILS url=' + self.shown_url('/sec/img.tar'), polkit_log)
+        self.assertNoSecret(polkit_log, "polkitd's log")
 
 
 class ArgumentsTest(PullTestCase):

@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """stampctl end to end against the real daemon: list, show, clone, remove,
-rename, read-only, --json, exit codes, one-line errors, and a polkit
-password prompt typed into a real terminal."""
+rename, read-only, --json, exit codes, one-line errors, job verbs that exit
+with their job's outcome, and a polkit password prompt typed into a real
+terminal."""
 
 import json
 import os
+import subprocess
 
 import stamptest
-from stamptest import (store_names, ADMIN_PASSWORD, STAMPCTL, UINT64_MAX, USER, make_image, rule_for, run,
-                       store_state, subvolume_read_only)
+from stamptest import (store_names, ADMIN_PASSWORD, MANAGER_IFACE, MANAGER_PATH, STAMPCTL, UINT64_MAX, USER,
+                       make_image, rule_for, run, store_state, subvolume_read_only, wait_for,
+                       wrap_pdeathsig)
 
 # Exit codes documented in `stampctl --help`.
-EXIT_USAGE, EXIT_NOT_SUPPORTED, EXIT_NO_SUCH, EXIT_EXISTS = 2, 3, 4, 5
+EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_SUPPORTED, EXIT_NO_SUCH, EXIT_EXISTS = 1, 2, 3, 4, 5
 EXIT_UNAVAILABLE, EXIT_DENIED = 69, 77
 
 
@@ -185,6 +188,78 @@ class ChangeTest(StampctlTestCase):
         image = json.loads(self.ctl('--json', 'list').stdout)['images'][0]
         self.assertIsNone(image['usage'])
         self.assertEqual(self.root.list_images()['base'][4], UINT64_MAX)
+
+
+class JobVerbTest(StampctlTestCase):
+    """A job verb waits for its job and exits with its outcome: 0 when it is
+    done, 1 with a one-line error when it failed or was canceled."""
+
+    def entries(self):
+        """The store's entries, temporaries of jobs included."""
+        return sorted(os.listdir(self.store))
+
+    def assertJobFailed(self, stderr, label):
+        """Beside the progress lines (a line per percent when stderr is no
+        terminal), one line says that the job failed and why."""
+        others = [line for line in stderr.splitlines() if not line.startswith(label + ': ')]
+        self.assertOneLineError('\n'.join(others))
+        self.assertIn(label, others[0])
+
+    def test_import_of_random_bytes_fails(self):
+        junk = os.path.join(self.dir, 'junk.tar')
+        with open(junk, 'wb') as f:
+            f.write(os.urandom(256 << 10))
+        before = self.entries()
+        p = self.ctl('--quiet', 'import-tar', junk, 'junk', expect=EXIT_FAILURE)
+        self.assertIn('import-tar junk', p.stderr)
+        self.assertIn('not a tar archive', p.stderr)
+        p = run([STAMPCTL, 'import-tar', junk, 'junk'], check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, EXIT_FAILURE, p.stderr)
+        self.assertJobFailed(p.stderr, 'import-tar junk')
+        self.assertEqual(self.entries(), before)
+        self.assertNotIn('junk', self.root.list_images())
+
+    def test_export_import_round_trip(self):
+        for fmt in ('zstd', 'uncompressed'):
+            with self.subTest(format=fmt):
+                archive = os.path.join(self.dir, 'base-%s.tar' % fmt)
+                p = self.ctl('--quiet', 'export-tar', '--format', fmt, 'base', archive)
+                self.assertEqual(p.stderr, '')
+                self.assertGreater(os.path.getsize(archive), 0)
+                back = 'back-' + fmt
+                p = self.ctl('--quiet', 'import-tar', archive, back)
+                self.assertEqual(p.stderr, '')
+                self.assertSameTree(self.path('base'), self.path(back))
+                self.assertIn(back, self.root.list_images())
+        self.assertEqual([n for n in self.entries() if n.startswith('.')], [])
+
+    def test_canceled_wait_exits_non_zero(self):
+        """stampctl waits on an import whose input never comes; another
+        process cancels the job."""
+        before = self.entries()
+        r, w = os.pipe()
+        try:
+            ctl = subprocess.Popen(wrap_pdeathsig([STAMPCTL, 'import-tar', '-', 'held']), stdin=r,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(r)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        self.addCleanup(os.close, w)
+
+        def running_job():
+            jobs = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs')
+            return jobs and jobs[0][0]
+        job_id = wait_for(running_job, 'the import job to appear')
+        self.assertIsNone(ctl.poll(), 'stampctl stopped waiting')
+        self.ctl('cancel', str(job_id))
+        # The job ends at the cancel while its input is still open: stampctl must not wait for more.
+        out, err = ctl.communicate(timeout=stamptest.TIMEOUT)
+        self.assertEqual(ctl.returncode, EXIT_FAILURE, err)
+        self.assertJobFailed(err, 'import-tar held')
+        self.assertIn('canceled', err)
+        self.assertEqual(out, '')
+        self.assertNotIn('held', self.root.list_images())
+        wait_for(lambda: self.entries() == before, 'the canceled import to leave nothing in the store')
 
 
 class UserTest(StampctlTestCase):

@@ -8,6 +8,7 @@
 #include <glib.h>
 
 #include "config.h"
+#include "redact.h"
 #include "transfer.h"
 
 #define SUMS_MAX (1024 * 1024)
@@ -121,8 +122,9 @@ static void curl_easy_cleanupp(CURL **e)
 }
 
 /* Fetch @url into @d; 0, or a negative errno after job_child_fail() said why (-EPIPE silently: the
- * importer went away and has said why). */
-static int fetch(JobChild *c, const char *url, Download *d, const char *what)
+ * importer went away and has said why). Messages name the URL as @shown, without its secrets: they
+ * go to the job's log, which every local user may receive. */
+static int fetch(JobChild *c, const char *url, const char *shown, Download *d, const char *what)
 {
         _cleanup_(curl_easy_cleanupp) CURL *e = curl.easy_init();
         char errbuf[CURL_ERROR_SIZE] = "";
@@ -160,23 +162,23 @@ static int fetch(JobChild *c, const char *url, Download *d, const char *what)
         if (d->write_error == EPIPE)
                 return -EPIPE;
         if (d->write_error == EFBIG)
-                return job_child_fail(c, EFBIG, "%s at %s is larger than %d bytes", what, url, SUMS_MAX);
+                return job_child_fail(c, EFBIG, "%s at %s is larger than %d bytes", what, shown, SUMS_MAX);
         if (d->write_error)
                 return job_child_fail(c, d->write_error, "Cannot pass on %s: %s", what, strerror(d->write_error));
         if (code == CURLE_HTTP_RETURNED_ERROR)
                 return job_child_fail(c, EIO, "Cannot download %s: the server answered HTTP %ld for %s", what, status,
-                                      url);
+                                      shown);
         if (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR || code == CURLE_GOT_NOTHING) {
                 if (expected >= 0)
                         return job_child_fail(c, EIO,
                                               "The connection was cut while downloading %s from %s: got %" PRId64
                                               " of %" PRId64 " bytes",
-                                              what, url, (int64_t) got, (int64_t) expected);
+                                              what, shown, (int64_t) got, (int64_t) expected);
                 return job_child_fail(c, EIO,
                                       "The connection was cut while downloading %s from %s after %" PRId64 " bytes",
-                                      what, url, (int64_t) got);
+                                      what, shown, (int64_t) got);
         }
-        return job_child_fail(c, EIO, "Cannot download %s from %s: %s", what, url,
+        return job_child_fail(c, EIO, "Cannot download %s from %s: %s", what, shown,
                               errbuf[0] ? errbuf : curl.easy_strerror(code));
 }
 
@@ -211,10 +213,13 @@ static bool find_checksum(const char *sums, size_t size, const char *file, char 
 static int download(JobChild *c, const PullArgs *a, int out_fd)
 {
         g_autoptr(GChecksum) sha256 = NULL;
+        _cleanup_free_ char *shown_url = url_redact(a->url), *shown_sums_url = url_redact(a->sums_url);
         Download sums = {.c = c, .fd = -1};
         char expected[65] = "";
         int k;
 
+        if (!shown_url || (a->sums_url && !shown_sums_url))
+                return job_child_fail(c, ENOMEM, "Out of memory");
         (void) signal(SIGPIPE, SIG_IGN);
         k = curl_load(c);
         if (k < 0)
@@ -223,26 +228,26 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
                 return job_child_fail(c, EIO, "Cannot set up libcurl");
 
         if (a->verify) {
-                k = fetch(c, a->sums_url, &sums, SUMS_FILE);
+                k = fetch(c, a->sums_url, shown_sums_url, &sums, SUMS_FILE);
                 if (k >= 0 && !find_checksum(sums.buf ?: "", sums.size, a->file, expected))
-                        k = job_child_fail(c, EBADMSG, "%s at %s has no checksum for %s", SUMS_FILE, a->sums_url,
-                                           a->file);
+                        k = job_child_fail(c, EBADMSG, "%s at %s has no checksum for %s", SUMS_FILE,
+                                           shown_sums_url, a->file);
                 free(sums.buf);
                 if (k < 0)
                         return k;
                 sha256 = g_checksum_new(G_CHECKSUM_SHA256);
-                job_child_log(c, LOG_LEVEL_INFO, "Verifying %s against %s", a->file, a->sums_url);
+                job_child_log(c, LOG_LEVEL_INFO, "Verifying %s against %s", a->file, shown_sums_url);
         }
 
         Download d = {.c = c, .fd = out_fd, .sha256 = sha256};
-        k = fetch(c, a->url, &d, a->file);
+        k = fetch(c, a->url, shown_url, &d, a->file);
         safe_close(out_fd);
         if (k < 0)
                 return k;
 
         if (sha256 && !streq(g_checksum_get_string(sha256), expected))
                 return job_child_fail(c, EBADMSG, "%s does not match its checksum: its SHA-256 is %s, %s says %s",
-                                      a->url, g_checksum_get_string(sha256), SUMS_FILE, expected);
+                                      shown_url, g_checksum_get_string(sha256), SUMS_FILE, expected);
         return 0;
 }
 
