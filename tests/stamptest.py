@@ -60,6 +60,7 @@ IMAGE_IFACE = 'io.stamp.Stamp1.Image'
 STAMP_ERROR = 'io.stamp.Stamp1.Error.'
 ACCESS_DENIED = 'org.freedesktop.DBus.Error.AccessDenied'
 INTERACTIVE_REQUIRED = 'org.freedesktop.DBus.Error.InteractiveAuthorizationRequired'
+LIMITS_EXCEEDED = 'org.freedesktop.DBus.Error.LimitsExceeded'
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 ACTION_PREFIX = 'io.stamp.Stamp1.'
 UINT64_MAX = 2**64 - 1
