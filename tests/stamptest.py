@@ -866,12 +866,28 @@ class TestEnv:
         os.chmod(rules_dir, 0o755)
         run(['mount', '--bind', rules_dir, '/etc/polkit-1/rules.d'])
         self._write_rules('')
+        self.start_polkitd()
+
+    def start_polkitd(self):
+        """(Re)start polkitd; returns once it answers with the current rules."""
+        self.procs = [(n, p) for n, p in self.procs if n != 'polkitd' or p.poll() is None]
         self._spawn('polkitd', ['/usr/lib/polkit-1/polkitd'])
         wait_for(lambda: self.name_owner_pid(POLKIT_NAME) or self._dead('polkitd'),
                  'polkitd on the bus')
         if self._dead('polkitd'):
             raise AssertionError('polkitd died:\n' + self.log('polkitd'))
         self._wait_rules_applied()
+
+    def stop_polkitd(self):
+        """Stop polkitd (SIGTERM); returns once its name has left the bus."""
+        for name, proc in self.procs:
+            if name == 'polkitd' and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=TIMEOUT)
+        wait_for(lambda: self.name_owner_pid(POLKIT_NAME) is None, 'polkitd to leave the bus')
+
+    def polkitd_running(self):
+        return any(n == 'polkitd' and p.poll() is None for n, p in self.procs)
 
     def _spawn(self, name, cmd, **kw):
         log = open(os.path.join(self.T, 'logs', name + '.log'), 'a')
@@ -1063,6 +1079,11 @@ class TestCase(unittest.TestCase):
 
     def set_rules(self, body):
         ENV.set_rules(body)
+
+    def stop_polkitd(self):
+        """polkit goes away (until the test ends: then it is started again)."""
+        self.addCleanup(lambda: ENV.polkitd_running() or ENV.start_polkitd())
+        ENV.stop_polkitd()
 
     def allow(self, user=USER, action='manage-images', result='YES'):
         """A rule: action is decided as result for user."""

@@ -389,6 +389,46 @@ class SaturationTest(AuthzTestCase):
         return True
 
 
+class PolkitGoneTest(stamptest.TestCase):
+    """polkit out of reach is never a yes: an unprivileged caller's mutating
+    calls are refused with a named error and change nothing, root is still
+    served, and the user is served again once polkit is back; whether polkitd
+    goes away while stampd runs or is missing when stampd first needs it."""
+
+    def setUp(self):
+        super().setUp()
+        self.allow(USER)  # had polkit answered, the user would be allowed
+
+    def assertUserRefused(self, store):
+        before = store_state(store)
+        for label, call in MUTATIONS:
+            with self.subTest(call=label):
+                e = self.assertDBusError(ACCESS_DENIED, call, self.user)
+                self.assertIn('Cannot check authorization', e.message)
+                self.assertUnchanged(store, before, label)
+
+    def assertRootAndThenUserServed(self, store):
+        self.root.manager('CloneImage', 'base', 'by-root', False)
+        self.assertSnapshotOf(os.path.join(store, 'by-root'), os.path.join(store, 'base'))
+        self.env.start_polkitd()
+        self.user.manager('CloneImage', 'base', 'by-user', False)
+        self.assertSnapshotOf(os.path.join(store, 'by-user'), os.path.join(store, 'base'))
+
+    def test_polkitd_stops_while_stampd_serves(self):
+        store = self.start_daemon().store
+        make_image(store, 'base')
+        self.user.manager('CloneImage', 'base', 'first', False)  # polkit answered once
+        self.stop_polkitd()
+        self.assertUserRefused(store)
+        self.assertRootAndThenUserServed(store)
+
+    def test_polkitd_missing_when_stampd_starts(self):
+        self.stop_polkitd()
+        store = self.start_daemon().store
+        make_image(store, 'base')
+        self.assertUserRefused(store)
+        self.assertRootAndThenUserServed(store)
+
 
 def _is_callas(pid):
     try:
