@@ -69,6 +69,10 @@ UINT64_MAX = 2**64 - 1
 # These bound waits for things that must happen; they are never a pass/fail
 # criterion about speed.
 TIMEOUT = float(os.environ.get('STAMPTEST_TIMEOUT', '60'))
+# How long a canceled job may take to end. A cancel kills the job's whole namespace, which takes
+# moments on any machine: a wait after a cancel that ran this long means nothing was killed, and
+# says so in seconds rather than after a job's full timeout.
+CANCEL_TIMEOUT = float(os.environ.get('STAMPTEST_CANCEL_TIMEOUT', '30'))
 
 # Test users: (name, password). USER is the ordinary unprivileged caller;
 # USER2 a second one (member of group "stamp"); ADMIN the identity that
