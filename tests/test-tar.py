@@ -19,8 +19,9 @@ import time
 
 import stamptest
 from stamptest import (CANCEL_TIMEOUT, JOB_IFACE, LIMITS_EXCEEDED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER,
-                       JobWatch, fd_list, make_image, populate_image, run, store_state, subvolume_read_only,
-                       wait_for)
+                       USER2, JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
+                       subvolume_read_only, wait_for)
+from reliabilitytest import user_call_with_fd
 
 BAD_ARCHIVE = STAMP_ERROR + 'BadArchive'
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
@@ -739,6 +740,32 @@ class JobCapTest(StalledImportTestCase):
         self.assertEqual(self.root.list_images(), {})
         # the cap is free again for the caller it refused
         self.cancel_all([self.stalled_import('after', callers[4])])
+        self.assertEqual(temporaries(self.store), [])
+
+    def test_per_user_job_cap_across_connections(self):
+        """A user's jobs count together, whichever connection started them:
+        four from four connections, and the fifth, from a fifth, is refused
+        naming the per-user cap; another user still gets a job."""
+        self.set_rules(rule_for(USER, 'import', 'YES') + rule_for(USER2, 'import', 'YES'))
+        # A FIFO that the test holds open for writing and never writes: imports from it wait.
+        fifo = os.path.join(self.dir, 'never-written')
+        os.mkfifo(fifo, 0o666)
+        os.chmod(fifo, 0o666)
+        held = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+        self.addCleanup(os.close, held)
+
+        def user_import(user, name):
+            return user_call_with_fd(self, user, fifo, os.O_RDONLY | os.O_NONBLOCK, 'ImportTar',
+                                     (0, name, False))
+        jobs = [user_import(USER, 'mine-%d' % i) for i in range(4)]  # a process, a connection, each
+        e = self.assertDBusError(LIMITS_EXCEEDED, user_import, USER, 'mine-4')
+        self.assertIn('per user', e.message)
+        self.assertIn('at most 4', e.message)
+        jobs.append(user_import(USER2, 'theirs'))
+        self.assertEqual(len(self.root.manager('ListJobs')), 5)
+        wait_for(lambda: len(temporaries(self.store)) == 5, 'the imports to make their temporaries')
+        self.assertFalse([t for t in temporaries(self.store) if t.startswith('.#stamp-mine-4-')])
+        self.cancel_all(jobs)
         self.assertEqual(temporaries(self.store), [])
 
 
