@@ -661,6 +661,26 @@ class RefusalTest(MachineTestCase):
         self.assertIn('16', e.message)
         self.assertEqual(len(self.list_machines()), 16)
 
+    def test_limit_per_user_across_connections(self):
+        """A user's machines count together, whichever connection started
+        them: each call here comes from a process (a connection) of its own."""
+        self.allow(USER, 'start-machine')
+
+        def user_start(name):
+            self.addCleanup(self.kill_quietly, name)
+            return self.user.manager('StartMachine', 'base', {
+                'name': GLib.Variant('s', name), 'read_only': GLib.Variant('b', True),
+                'command': GLib.Variant('as', ['/bin/sleep', '1000'])})
+        for i in range(16):
+            user_start('u%d' % i)
+        e = self.assertDBusError(LIMITS_EXCEEDED, user_start, 'u16')
+        self.assertIn('per user', e.message)
+        self.assertIn('16', e.message)
+        self.assertEqual(len(self.list_machines()), 16)
+        # root is not held back by the user's machines
+        self.start(name='r0', read_only=True, command=['/bin/sleep', '1000'])
+        self.assertEqual(len(self.list_machines()), 17)
+
 
 class UserTest(MachineTestCase):
 
