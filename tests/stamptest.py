@@ -810,6 +810,24 @@ class TestEnv:
         for name in ('passwd', 'shadow', 'group', 'gshadow'):
             run(['mount', '--bind', os.path.join(etc, name), '/etc/' + name])
 
+    def add_users(self, prefix, n):
+        """n more users without a password, prefix0, prefix1, ...: written into the copies of the
+        user database in place (the bind mounts show them at once). Returns their names."""
+        etc = os.path.join(self.T, 'etc')
+        used = self._used_ids(etc)
+        names = []
+        for i in range(n):
+            name = '%s%d' % (prefix, i)
+            if name not in self.users:
+                uid = self._free_id(used)
+                self._append(etc, 'passwd', '%s:x:%d:%d::/nonexistent:/bin/sh' % (name, uid, uid))
+                self._append(etc, 'shadow', '%s:!:19000:0:99999:7:::' % name)
+                self._append(etc, 'group', '%s:x:%d:' % (name, uid))
+                self._append(etc, 'gshadow', '%s:!::' % name)
+                self.users[name] = uid
+            names.append(name)
+        return names
+
     @staticmethod
     def _used_ids(etc):
         used = set()

@@ -389,6 +389,47 @@ class SaturationTest(AuthzTestCase):
         return True
 
 
+class PolkitBudgetTest(AuthzTestCase):
+    """Many users at their cap at once: stampd keeps its checks at polkit
+    below what the bus lets its one connection to polkitd wait for, and
+    says so itself, instead of the bus failing checks for whoever comes."""
+
+    USERS, CALLS = 9, 16  # 144 checks if stampd sent them all: more than 128
+
+    def test_checks_at_polkit_stay_below_the_bus_limit(self):
+        script = os.path.join(stamptest.TESTS_DIR, 'never-answers.py')
+        procs, events = [], []
+        for user in self.env.add_users('stamp-crowd', self.USERS):
+            p = subprocess.Popen(self.env.as_user(user, [stamptest.PYTHON, script, '1', str(self.CALLS)]),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda p=p: (p.poll() is None and p.kill(), p.wait()))
+            procs.append(p)
+
+            def read_events(p=p):
+                for line in p.stdout:
+                    events.append(json.loads(line))
+            threading.Thread(target=read_events, daemon=True).start()
+
+        def replies():
+            return [e for e in events if e['event'] == 'reply']
+
+        total, budget = self.USERS * self.CALLS, 96
+        stamptest.wait_for(lambda: len(replies()) >= total - budget
+                           or any(p.poll() is not None for p in procs),
+                           '%d of the %d calls to be refused' % (total - budget, total))
+        for p in procs:
+            if p.poll() is not None:
+                self.fail('never-answers.py ended: %s' % p.stderr.read())
+        stamptest.time.sleep(1)  # a check the bus failed would come back now
+        for e in replies():
+            self.assertEqual(e.get('error'), LIMITS_EXCEEDED, e)
+            self.assertIn('at most 96 in all', e['message'])
+        self.assertEqual(len(replies()), total - budget)
+        # root is still served, and the store is as it was
+        self.root.manager('CloneImage', 'base', 'rooted', False)
+        self.assertEqual(sorted(os.listdir(self.store)), ['base', 'rooted'])
+
+
 class PolkitGoneTest(stamptest.TestCase):
     """polkit out of reach is never a yes: an unprivileged caller's mutating
     calls are refused with a named error and change nothing, root is still
