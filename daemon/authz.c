@@ -9,6 +9,10 @@
 
 typedef enum { REQ_QUERY_UID, REQ_POLKIT, REQ_DONE } RequestState;
 
+#define UID_UNKNOWN ((uid_t) -1)
+
+typedef enum { LIMIT_NONE, LIMIT_PER_UID, LIMIT_POLKIT } Limit;
+
 typedef struct Request {
         Authz *authz;
         sd_bus_message *msg; /* the parked call; also the key in Authz.requests */
@@ -27,6 +31,9 @@ typedef struct Request {
         const char *chosen_action; /* action or own_action */
 
         RequestState state;
+        uid_t uid;        /* UID_UNKNOWN until the bus said */
+        bool uid_charged; /* counted in Authz.per_uid */
+        Limit limit;      /* the cap that refused it once the uid was known */
         bool in_thread;  /* the polkit thread holds a pointer to us */
         bool abandoned;  /* the caller went away: free when the thread lets go */
         uint64_t done_usec;
@@ -44,6 +51,11 @@ struct Authz {
         sd_event *event;
         GHashTable *requests;  /* sd_bus_message* → Request* */
         GHashTable *per_sender; /* sender → count */
+        GHashTable *per_uid;    /* uid → count (GUINT_TO_POINTER both), of requests with a known uid */
+        unsigned n_charged;     /* sum of per_uid */
+        /* Requests whose caller left while polkit still had them: their calls to polkitd are pending
+         * until the cancellation is answered, so they still count against AUTHZ_PENDING_MAX. */
+        unsigned n_abandoned;
         /* Unique bus name → uid + 1 (GUINT_TO_POINTER). A unique name is never reused on a bus and a
          * connection keeps its credentials, so an answer stays true; the table is bounded. */
         GHashTable *uids;
@@ -88,6 +100,59 @@ static void sender_count_adjust(Authz *a, const char *sender, int delta)
                 g_hash_table_replace(a->per_sender, g_strdup(sender), GUINT_TO_POINTER(n));
 }
 
+static unsigned uid_count(Authz *a, uid_t uid)
+{
+        return GPOINTER_TO_UINT(g_hash_table_lookup(a->per_uid, GUINT_TO_POINTER(uid)));
+}
+
+static void uid_count_adjust(Authz *a, uid_t uid, int delta)
+{
+        unsigned n = (unsigned) ((int) uid_count(a, uid) + delta);
+
+        if (n == 0)
+                g_hash_table_remove(a->per_uid, GUINT_TO_POINTER(uid));
+        else
+                g_hash_table_replace(a->per_uid, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n));
+}
+
+/* Whether one more check for (non-root) @uid may go to polkit. The uid's own cap first: a user at it
+ * is told so, whatever the others do. */
+static Limit uid_limit(Authz *a, uid_t uid)
+{
+        if (uid_count(a, uid) >= AUTHZ_PENDING_PER_UID_MAX)
+                return LIMIT_PER_UID;
+        if (a->n_charged + a->n_abandoned >= AUTHZ_PENDING_MAX)
+                return LIMIT_POLKIT;
+        return LIMIT_NONE;
+}
+
+/* Count @r for its (non-root) uid, unless a cap says no: then that cap. */
+static Limit request_charge_uid(Request *r, uid_t uid)
+{
+        Limit l;
+
+        r->uid = uid;
+        l = uid_limit(r->authz, uid);
+        if (l != LIMIT_NONE)
+                return l;
+        uid_count_adjust(r->authz, uid, +1);
+        r->authz->n_charged++;
+        r->uid_charged = true;
+        return LIMIT_NONE;
+}
+
+static int set_limit_error(sd_bus_error *error, Limit l, uid_t uid)
+{
+        if (l == LIMIT_PER_UID)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "User %u has too many authorization checks pending (at most %d per user); "
+                                         "answer or cancel one first",
+                                         (unsigned) uid, AUTHZ_PENDING_PER_UID_MAX);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                 "Too many authorization checks pending (at most %d in all); try again later",
+                                 AUTHZ_PENDING_MAX);
+}
+
 /* Take @r out of the registry; free it now unless the polkit thread still points at it. */
 static void request_release(Request *r)
 {
@@ -95,10 +160,16 @@ static void request_release(Request *r)
 
         if (g_hash_table_steal(a->requests, r->msg))
                 sender_count_adjust(a, r->sender, -1);
+        if (r->uid_charged) {
+                uid_count_adjust(a, r->uid, -1);
+                a->n_charged--;
+                r->uid_charged = false;
+        }
         r->uid_slot = sd_bus_slot_unref(r->uid_slot);
         r->vanish_slot = sd_bus_slot_unref(r->vanish_slot);
         if (r->in_thread) {
                 r->abandoned = true;
+                a->n_abandoned++;
                 g_cancellable_cancel(r->cancellable);
                 return;
         }
@@ -235,6 +306,7 @@ static int on_eventfd(sd_event_source *s, int fd, uint32_t revents, void *userda
 
                 r->in_thread = false;
                 if (r->abandoned) {
+                        a->n_abandoned--;
                         request_free(r);
                         continue;
                 }
@@ -321,7 +393,14 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
         }
         uid_remember(r->authz, r->sender, uid);
         if (uid == 0) {
+                r->uid = 0;
                 request_finish(r, true, false, NULL);
+                return 0;
+        }
+        /* The connection's first call: only now is it known whose it is. */
+        r->limit = request_charge_uid(r, uid);
+        if (r->limit != LIMIT_NONE) {
+                request_finish(r, false, false, NULL);
                 return 0;
         }
         request_ask_polkit(r, uid);
@@ -393,8 +472,10 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
         r = g_hash_table_lookup(a->requests, msg);
         if (r) {
                 bool authorized = r->authorized, challenge = r->challenge;
+                Limit limit = r->limit;
                 _cleanup_free_ char *why = r->error_message ? strdup(r->error_message) : NULL;
                 bool interactive = r->interactive;
+                uid_t uid = r->uid;
                 char what[512];
 
                 const char *chosen = r->chosen_action ?: r->action;
@@ -411,7 +492,12 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
                 snprintf(chosen_copy, sizeof chosen_copy, "%s", chosen);
                 action = chosen_copy;
                 request_release(r);
+                if (limit != LIMIT_NONE)
+                        return set_limit_error(error, limit, uid);
                 if (authorized) {
+                        /* The handler's per-caller caps ask authz_caller_uid() next, in this dispatch:
+                         * the answer must be there even if the table was emptied meanwhile. */
+                        uid_remember(a, sender, uid);
                         if (ret_own)
                                 *ret_own = own;
                         return 1;
@@ -435,17 +521,27 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
         if (cached_uid == 1) /* root */
                 return 1;
 
-        if (g_hash_table_size(a->requests) >= AUTHZ_PENDING_MAX)
-                return sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                        "Too many authorization checks pending; try again later");
-        if (GPOINTER_TO_UINT(g_hash_table_lookup(a->per_sender, sender)) >= AUTHZ_PENDING_PER_CALLER_MAX)
+        if (cached_uid != 0) { /* known, and not root */
+                Limit l = uid_limit(a, cached_uid - 1);
+                if (l != LIMIT_NONE)
+                        return set_limit_error(error, l, cached_uid - 1);
+        }
+        if (GPOINTER_TO_UINT(g_hash_table_lookup(a->per_sender, sender)) >= AUTHZ_PENDING_PER_CONNECTION_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Caller %s has too many authorization checks pending", sender);
+                                         "Caller %s has too many calls waiting for authorization (at most %d per "
+                                         "connection)",
+                                         sender, AUTHZ_PENDING_PER_CONNECTION_MAX);
+        if (g_hash_table_size(a->requests) >= AUTHZ_PARKED_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many calls waiting for authorization (at most %d in all); try again "
+                                         "later",
+                                         AUTHZ_PARKED_MAX);
 
         r = calloc(1, sizeof *r);
         if (!r)
                 return -ENOMEM;
         r->authz = a;
+        r->uid = UID_UNKNOWN;
         r->msg = sd_bus_message_ref(msg);
         r->sender = strdup(sender);
         r->action = strdup(action);
@@ -485,6 +581,11 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
         }
 
         if (cached_uid != 0) { /* known, and not root */
+                Limit l = request_charge_uid(r, cached_uid - 1);
+                if (l != LIMIT_NONE) { /* cannot happen: checked above */
+                        request_release(r);
+                        return set_limit_error(error, l, cached_uid - 1);
+                }
                 request_ask_polkit(r, (uid_t) (cached_uid - 1));
                 return 0;
         }
@@ -512,25 +613,33 @@ int authz_verify_owned(Authz *a, sd_bus_message *msg, const char *action, const 
         return verify(a, msg, action, owner, details, ret_own, error);
 }
 
-int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret)
-{
-        const char *sender = sd_bus_message_get_sender(msg);
-        unsigned cached;
-
-        if (!sender) {
-                *ret = 0;
-                return 0;
-        }
-        cached = GPOINTER_TO_UINT(g_hash_table_lookup(a->uids, sender));
-        if (cached == 0)
-                return -ENODATA;
-        *ret = (uid_t) (cached - 1);
-        return 0;
-}
-
 unsigned authz_n_pending(Authz *a)
 {
         return a ? g_hash_table_size(a->requests) : 0;
+}
+
+int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret)
+{
+        const char *sender = sd_bus_message_get_sender(msg);
+        unsigned cached_uid;
+
+        Request *r;
+
+        if (!sender) { /* see authz_verify() */
+                *ret = 0;
+                return 0;
+        }
+        /* A call back from polkit whose handler asks before authz_verify() took the answer. */
+        r = g_hash_table_lookup(a->requests, msg);
+        if (r && r->uid != UID_UNKNOWN) {
+                *ret = r->uid;
+                return 0;
+        }
+        cached_uid = GPOINTER_TO_UINT(g_hash_table_lookup(a->uids, sender));
+        if (cached_uid == 0)
+                return -ENODATA;
+        *ret = cached_uid - 1;
+        return 0;
 }
 
 int authz_new(sd_event *event, Authz **ret)
@@ -544,6 +653,7 @@ int authz_new(sd_event *event, Authz **ret)
         a->event = sd_event_ref(event);
         a->requests = g_hash_table_new(g_direct_hash, g_direct_equal);
         a->per_sender = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        a->per_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
         a->uids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_mutex_init(&a->lock);
         g_queue_init(&a->done);
@@ -594,6 +704,7 @@ Authz *authz_free(Authz *a)
                 request_free(value);
         g_hash_table_destroy(a->requests);
         g_hash_table_destroy(a->per_sender);
+        g_hash_table_destroy(a->per_uid);
         g_hash_table_destroy(a->uids);
         g_queue_clear(&a->done);
 

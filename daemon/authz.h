@@ -3,9 +3,23 @@
 
 #include "bus-util.h"
 
-/* Caps on parked method calls waiting for an authorization decision. */
-#define AUTHZ_PENDING_MAX 256
-#define AUTHZ_PENDING_PER_CALLER_MAX 16
+/* Caps on parked method calls waiting for an authorization decision.
+ *
+ * Every check goes to polkitd over the one bus connection polkit-gobject keeps, and dbus-daemon lets
+ * a connection wait for at most 128 replies (max_replies_per_connection, the system bus's default):
+ * past that, the bus refuses the next check for whoever makes it, whoever that is. So the checks at
+ * polkit at once stay well below (AUTHZ_PENDING_MAX), with room for the cancellations polkit sends on
+ * that connection when callers leave.
+ *
+ * A caller is a uid: one user's connections share one count (AUTHZ_PENDING_PER_UID_MAX), so opening
+ * more connections buys nothing, and the total leaves room for several users at their cap. A call
+ * whose uid the bus has not told yet (a connection's first, for a moment) is counted per connection
+ * and in AUTHZ_PARKED_MAX only, never against a uid: root is authorized as soon as its uid is known,
+ * so no other user's checks can lock root out. */
+#define AUTHZ_PENDING_MAX 96
+#define AUTHZ_PENDING_PER_UID_MAX 16
+#define AUTHZ_PENDING_PER_CONNECTION_MAX 16
+#define AUTHZ_PARKED_MAX 1024
 /* Callers whose uid is remembered (see Authz.uids); the table is emptied when it is full. */
 #define AUTHZ_UID_CACHE_MAX 4096
 
@@ -20,7 +34,8 @@ Authz *authz_free(Authz *a);
  * Returns 1 when authorized, 0 when the decision is pending: the call is then parked and delivered
  * to its handler again once polkit has answered, at which point this returns the answer. A handler
  * that gets 0 returns 1 without replying. Returns a negative errno with @error set when refused
- * (AccessDenied or InteractiveAuthorizationRequired) or when the cap on pending checks is reached.
+ * (AccessDenied or InteractiveAuthorizationRequired) or when a cap on pending checks is reached
+ * (LimitsExceeded, naming the cap).
  *
  * Root callers are authorized without asking polkit. The event loop never waits: the caller's uid
  * is asked of the bus asynchronously (once per connection), and polkit runs in a thread of its own. */
@@ -44,9 +59,10 @@ typedef struct AuthzOwner {
 int authz_verify_owned(Authz *a, sd_bus_message *msg, const char *action, const AuthzOwner *owner,
                        const char *const *details, bool *ret_own, sd_bus_error *error);
 
-/* The uid of the sender of @msg, if known: always after authz_verify() returned 1 for @msg (until the
- * event loop runs again). -ENODATA if not known. A call without a sender (a direct connection) is
- * root's. */
-int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret);
-
 unsigned authz_n_pending(Authz *a);
+
+/* The uid of the sender of @msg, if known: always when @msg comes back with polkit's answer (before
+ * and, until the event loop runs again, after authz_verify() took it), else only when an earlier
+ * call on the same connection asked. -ENODATA if not known: before authorization, on a connection's
+ * first call. A call without a sender (a direct connection) is root's. */
+int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret);

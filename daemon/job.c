@@ -126,15 +126,23 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
             sd_bus_error *error)
 {
         _cleanup_(job_freep) Job *j = NULL;
-        const char *sender = sd_bus_message_get_sender(msg);
+        _cleanup_free_ char *caller = NULL;
+        int k;
 
+        /* Counted per uid (see manager_caller_key()). The uid is unknown only when a handler makes its
+         * job before authorization, on a connection's first call: polkit is asked then, and the job,
+         * dropped meanwhile, is made again when the call comes back, with the uid known. */
+        k = manager_caller_key(m, msg, &caller);
+        if (k < 0 && k != -ENODATA)
+                return k;
+        if (caller && jobs_of_owner(m, caller) >= JOBS_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many jobs running for %s (at most %d %s)", caller, JOBS_PER_CALLER_MAX,
+                                         manager_caller_cap_scope(caller));
         if (g_hash_table_size(m->jobs) >= JOBS_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many jobs running (at most %d); try again when one has ended",
+                                         "Too many jobs running (at most %d in all); try again when one has ended",
                                          JOBS_MAX);
-        if (jobs_of_owner(m, sender) >= JOBS_PER_CALLER_MAX)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "This caller has too many jobs running (at most %d)", JOBS_PER_CALLER_MAX);
 
         j = calloc(1, sizeof *j);
         if (!j)
@@ -145,7 +153,7 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
         j->progress = -1;
         j->state = JOB_RUNNING;
         j->image = strdup(image);
-        j->owner = strdup(sender ?: "");
+        j->owner = caller ? TAKE_PTR(caller) : strdup("a caller not known yet");
         if (!j->image || !j->owner)
                 return -ENOMEM;
 

@@ -24,7 +24,7 @@ struct Job {
         JobType type;
         char *image;        /* the image the job reads or makes */
         char *object_path;
-        char *owner;        /* unique bus name of the caller who started it */
+        char *owner;        /* who started it, as manager_caller_key() says: what the per-caller cap counts */
         const char *action; /* polkit action of the method that started it; CancelJob checks it too */
         bool makes_image;   /* ImageAdded on success */
         bool lock_held;

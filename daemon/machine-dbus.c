@@ -153,12 +153,41 @@ static int check_image_free(Manager *m, const Image *img, bool writable, sd_bus_
         return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", image, why);
 }
 
+/* The caps on machines, in all and for the caller. Before authorization the caller's uid may not be
+ * known yet (a connection's first call): its cap is then checked after, when @caller_needed. */
+static int check_machine_caps(Manager *m, sd_bus_message *msg, bool caller_needed, char **ret_caller,
+                              sd_bus_error *error)
+{
+        _cleanup_free_ char *caller = NULL;
+        int k;
+
+        if (g_hash_table_size(m->machines) >= MACHINES_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many machines running (at most %d in all); try again when one has "
+                                         "ended",
+                                         MACHINES_MAX);
+        k = manager_caller_key(m, msg, &caller);
+        if (k == -ENODATA && !caller_needed)
+                return 0;
+        if (k == -ENODATA)
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot tell who the caller is");
+        if (k < 0)
+                return k;
+        if (machines_of_owner(m, caller) >= MACHINES_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many machines running for %s (at most %d %s)", caller,
+                                         MACHINES_PER_CALLER_MAX, manager_caller_cap_scope(caller));
+        if (ret_caller)
+                *ret_caller = TAKE_PTR(caller);
+        return 0;
+}
+
 int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_(start_options_done) StartOptions o = {.stdio_fd = {-1, -1, -1}};
         _cleanup_(machine_freep) Machine *mc = NULL;
-        const char *sender = sd_bus_message_get_sender(msg);
+        _cleanup_free_ char *caller = NULL;
         const char *image, *name, *path;
         bool boot, ephemeral, read_only, userns = false;
         uid_t uid = 0, uid_base = 0;
@@ -201,14 +230,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
                 return k;
 
-        if (g_hash_table_size(m->machines) >= MACHINES_MAX)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many machines running (at most %d); try again when one has ended",
-                                         MACHINES_MAX);
-        if (machines_of_owner(m, sender ?: "") >= MACHINES_PER_CALLER_MAX)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "This caller has too many machines running (at most %d)",
-                                         MACHINES_PER_CALLER_MAX);
+        if ((k = check_machine_caps(m, msg, false, NULL, error)) < 0)
+                return k;
 
         {
                 const char *details[] = {"verb", "start", "image", image, "machine", name,
@@ -229,12 +252,14 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 if (k < 0)
                         return sd_bus_error_set_errnof(error, k, "Cannot tell who the caller is: %m");
         }
+        if ((k = check_machine_caps(m, msg, true, &caller, error)) < 0)
+                return k;
         if (userns && (k = uid_range_pick(m, &uid_base)) < 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
                                          "No free uid range for a user namespace: all %u are in use",
                                          (UID_RANGE_LAST - UID_RANGE_FIRST) / UID_RANGE_SIZE + 1);
 
-        k = machine_new(m, name, image, sender, &mc);
+        k = machine_new(m, name, image, caller, &mc);
         if (k < 0)
                 return k;
         mc->command = TAKE_PTR(o.command);

@@ -28,7 +28,7 @@ struct Machine {
         char *name;
         char *image;
         char *object_path;
-        char *owner; /* unique bus name of the caller who started it */
+        char *owner; /* who started it, as manager_caller_key() says: what the per-caller cap counts */
 
         char **command; /* NULL: nspawn's default shell */
         bool boot;

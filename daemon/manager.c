@@ -265,31 +265,54 @@ bool manager_image_has_readers(Manager *m, const char *name)
         return g_hash_table_contains(m->image_readers, name);
 }
 
-int manager_operation_acquire(Manager *m, const char *sender)
+int manager_caller_key(Manager *m, sd_bus_message *msg, char **ret)
 {
-        unsigned n;
+        const char *sender = sd_bus_message_get_sender(msg);
+        uid_t uid;
+        int k;
 
-        if (!sender)
-                sender = "";
-        n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, sender));
-        if (m->n_operations >= OPERATIONS_MAX || n >= OPERATIONS_PER_CALLER_MAX)
-                return -EUSERS;
-        g_hash_table_replace(m->operations_per_caller, g_strdup(sender), GUINT_TO_POINTER(n + 1));
+        k = authz_caller_uid(m->authz, msg, &uid);
+        if (k < 0)
+                return k;
+        if (uid == 0)
+                k = asprintf(ret, "root's connection %s", sender ?: "(direct)");
+        else
+                k = asprintf(ret, "user %u", (unsigned) uid);
+        return k < 0 ? -ENOMEM : 0;
+}
+
+const char *manager_caller_cap_scope(const char *key)
+{
+        return g_str_has_prefix(key, "user ") ? "per user" : "per connection of root";
+}
+
+int manager_operation_acquire(Manager *m, const char *caller, sd_bus_error *error)
+{
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, caller));
+
+        if (n >= OPERATIONS_PER_CALLER_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many operations in progress for %s (at most %d %s); try again when "
+                                         "some have ended",
+                                         caller, OPERATIONS_PER_CALLER_MAX, manager_caller_cap_scope(caller));
+        if (m->n_operations >= OPERATIONS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many operations in progress (at most %d in all); try again when "
+                                         "some have ended",
+                                         OPERATIONS_MAX);
+        g_hash_table_replace(m->operations_per_caller, g_strdup(caller), GUINT_TO_POINTER(n + 1));
         m->n_operations++;
         return 0;
 }
 
-void manager_operation_release(Manager *m, const char *sender)
+void manager_operation_release(Manager *m, const char *caller)
 {
-        unsigned n;
+        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, caller));
 
-        if (!sender)
-                sender = "";
-        n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, sender));
         if (n <= 1)
-                g_hash_table_remove(m->operations_per_caller, sender);
+                g_hash_table_remove(m->operations_per_caller, caller);
         else
-                g_hash_table_replace(m->operations_per_caller, g_strdup(sender), GUINT_TO_POINTER(n - 1));
+                g_hash_table_replace(m->operations_per_caller, g_strdup(caller), GUINT_TO_POINTER(n - 1));
         if (m->n_operations > 0)
                 m->n_operations--;
 }

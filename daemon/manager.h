@@ -10,7 +10,7 @@ typedef struct Authz Authz;
 typedef struct Job Job;
 typedef struct Machine Machine;
 
-/* Limits on what callers can make the daemon hold. */
+/* Limits on what callers can make the daemon hold: in all, and per caller (see manager_caller_key()). */
 #define JOBS_MAX 16
 #define JOBS_PER_CALLER_MAX 4
 #define MACHINES_MAX 64
@@ -41,7 +41,7 @@ typedef struct Manager {
         uint32_t next_job_id;
         GHashTable *machines; /* name → Machine* */
         unsigned n_operations;
-        GHashTable *operations_per_caller; /* sender → count (GUINT_TO_POINTER) */
+        GHashTable *operations_per_caller; /* caller key → count (GUINT_TO_POINTER) */
 
         uint64_t idle_timeout_usec; /* 0: never exit */
         sd_event_source *idle_timer;
@@ -93,9 +93,19 @@ void manager_image_reader_add(Manager *m, const char *name);
 void manager_image_reader_remove(Manager *m, const char *name);
 bool manager_image_has_readers(Manager *m, const char *name);
 
-/* Per-caller accounting of operations; -EUSERS (→ LimitsExceeded) when a cap is hit. */
-int manager_operation_acquire(Manager *m, const char *sender);
-void manager_operation_release(Manager *m, const char *sender);
+/* Who a per-caller cap counts @msg against, as words for messages: "user 1000" for an unprivileged
+ * caller, all its connections together (a user who opens more connections gets no more); "root's
+ * connection :1.42" for root, each connection on its own (no one but root can make more of them, and
+ * one root script at its cap must not hold up the administrator). -ENODATA while the caller's uid is
+ * unknown, which it never is once authz_verify() has returned 1 for @msg. */
+int manager_caller_key(Manager *m, sd_bus_message *msg, char **ret);
+/* "per user" or "per connection of root", for @key: how a message names the per-caller cap. */
+const char *manager_caller_cap_scope(const char *key);
+
+/* Per-caller accounting of operations (@caller from manager_caller_key()); LimitsExceeded naming the
+ * cap that was hit, in @error. */
+int manager_operation_acquire(Manager *m, const char *caller, sd_bus_error *error);
+void manager_operation_release(Manager *m, const char *caller);
 
 /* Signals. */
 int manager_send_image_added(Manager *m, const char *name);

@@ -12,7 +12,7 @@ typedef struct OperationResult {
 struct Operation {
         Manager *manager;
         sd_bus_message *msg;
-        char *sender;
+        char *caller; /* manager_caller_key(), while counted against the caps */
         char **locks;
         int result_fd;
         sd_event_source *result_source;
@@ -40,9 +40,9 @@ static void operation_free(Operation *o)
         for (char **l = o->locks; l && *l; l++)
                 manager_image_unlock(o->manager, *l);
         g_strfreev(o->locks);
-        if (o->sender)
-                manager_operation_release(o->manager, o->sender);
-        free(o->sender);
+        if (o->caller)
+                manager_operation_release(o->manager, o->caller);
+        free(o->caller);
         sd_event_source_disable_unref(o->result_source);
         safe_close(o->result_fd);
         sd_bus_message_unref(o->msg);
@@ -143,6 +143,7 @@ void operations_shutdown(Manager *m)
 int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error)
 {
+        _cleanup_free_ char *caller = NULL;
         Operation *o;
         int pipefd[2];
         size_t n_locks = 0;
@@ -167,13 +168,21 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
         o->done = done;
         o->msg = sd_bus_message_ref(msg);
 
-        k = manager_operation_acquire(m, sd_bus_message_get_sender(msg));
+        k = manager_caller_key(m, msg, &caller);
+        if (k == -ENODATA) { /* cannot happen after authorization: refuse rather than count no one */
+                operation_free(o);
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot tell who the caller is");
+        }
         if (k < 0) {
                 operation_free(o);
-                return sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                        "Too many operations in progress; try again when some have ended");
+                return k;
         }
-        o->sender = strdup(sd_bus_message_get_sender(msg) ?: "");
+        k = manager_operation_acquire(m, caller, error);
+        if (k < 0) {
+                operation_free(o);
+                return k;
+        }
+        o->caller = TAKE_PTR(caller);
 
         for (const char *const *l = locks; l && *l; l++)
                 n_locks++;

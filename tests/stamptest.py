@@ -61,6 +61,7 @@ IMAGE_IFACE = 'io.stamp.Stamp1.Image'
 STAMP_ERROR = 'io.stamp.Stamp1.Error.'
 ACCESS_DENIED = 'org.freedesktop.DBus.Error.AccessDenied'
 INTERACTIVE_REQUIRED = 'org.freedesktop.DBus.Error.InteractiveAuthorizationRequired'
+LIMITS_EXCEEDED = 'org.freedesktop.DBus.Error.LimitsExceeded'
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 ACTION_PREFIX = 'io.stamp.Stamp1.'
 UINT64_MAX = 2**64 - 1
@@ -69,6 +70,10 @@ UINT64_MAX = 2**64 - 1
 # These bound waits for things that must happen; they are never a pass/fail
 # criterion about speed.
 TIMEOUT = float(os.environ.get('STAMPTEST_TIMEOUT', '60'))
+# How long a canceled job may take to end. A cancel kills the job's whole namespace, which takes
+# moments on any machine: a wait after a cancel that ran this long means nothing was killed, and
+# says so in seconds rather than after a job's full timeout.
+CANCEL_TIMEOUT = float(os.environ.get('STAMPTEST_CANCEL_TIMEOUT', '30'))
 
 # Test users: (name, password). USER is the ordinary unprivileged caller;
 # USER2 a second one (member of group "stamp"); ADMIN the identity that
@@ -868,6 +873,24 @@ class TestEnv:
         for name in ('passwd', 'shadow', 'group', 'gshadow'):
             run(['mount', '--bind', os.path.join(etc, name), '/etc/' + name])
 
+    def add_users(self, prefix, n):
+        """n more users without a password, prefix0, prefix1, ...: written into the copies of the
+        user database in place (the bind mounts show them at once). Returns their names."""
+        etc = os.path.join(self.T, 'etc')
+        used = self._used_ids(etc)
+        names = []
+        for i in range(n):
+            name = '%s%d' % (prefix, i)
+            if name not in self.users:
+                uid = self._free_id(used)
+                self._append(etc, 'passwd', '%s:x:%d:%d::/nonexistent:/bin/sh' % (name, uid, uid))
+                self._append(etc, 'shadow', '%s:!:19000:0:99999:7:::' % name)
+                self._append(etc, 'group', '%s:x:%d:' % (name, uid))
+                self._append(etc, 'gshadow', '%s:!::' % name)
+                self.users[name] = uid
+            names.append(name)
+        return names
+
     @staticmethod
     def _used_ids(etc):
         used = set()
@@ -928,12 +951,28 @@ class TestEnv:
         os.chmod(rules_dir, 0o755)
         run(['mount', '--bind', rules_dir, '/etc/polkit-1/rules.d'])
         self._write_rules('')
+        self.start_polkitd()
+
+    def start_polkitd(self):
+        """(Re)start polkitd; returns once it answers with the current rules."""
+        self.procs = [(n, p) for n, p in self.procs if n != 'polkitd' or p.poll() is None]
         self._spawn('polkitd', ['/usr/lib/polkit-1/polkitd'])
         wait_for(lambda: self.name_owner_pid(POLKIT_NAME) or self._dead('polkitd'),
                  'polkitd on the bus')
         if self._dead('polkitd'):
             raise AssertionError('polkitd died:\n' + self.log('polkitd'))
         self._wait_rules_applied()
+
+    def stop_polkitd(self):
+        """Stop polkitd (SIGTERM); returns once its name has left the bus."""
+        for name, proc in self.procs:
+            if name == 'polkitd' and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=TIMEOUT)
+        wait_for(lambda: self.name_owner_pid(POLKIT_NAME) is None, 'polkitd to leave the bus')
+
+    def polkitd_running(self):
+        return any(n == 'polkitd' and p.poll() is None for n, p in self.procs)
 
     def _spawn(self, name, cmd, **kw):
         log = open(os.path.join(self.T, 'logs', name + '.log'), 'a')
@@ -1125,6 +1164,11 @@ class TestCase(unittest.TestCase):
 
     def set_rules(self, body):
         ENV.set_rules(body)
+
+    def stop_polkitd(self):
+        """polkit goes away (until the test ends: then it is started again)."""
+        self.addCleanup(lambda: ENV.polkitd_running() or ENV.start_polkitd())
+        ENV.stop_polkitd()
 
     def allow(self, user=USER, action='manage-images', result='YES'):
         """A rule: action is decided as result for user."""

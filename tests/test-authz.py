@@ -7,9 +7,10 @@ slow polkit answer (a person at a password prompt) stalls no one else."""
 import json
 import os
 import subprocess
+import threading
 
 import stamptest
-from stamptest import (store_names, ACCESS_DENIED, ADMIN_PASSWORD, INTERACTIVE_REQUIRED, USER, USER2,
+from stamptest import (store_names, ACCESS_DENIED, ADMIN_PASSWORD, INTERACTIVE_REQUIRED, LIMITS_EXCEEDED, USER, USER2,
                        image_path, make_image, rule_for, store_state, subvolume_read_only)
 
 # Each mutating call, as (label, call(caller, **kw)), all aimed at image "base".
@@ -319,6 +320,155 @@ class PromptTest(AuthzTestCase):
         with self.assertRaises(stamptest.DBusError):
             result()
         self.assertFalse(os.path.lexists(self.path('web')))
+
+
+class SaturationTest(AuthzTestCase):
+    """One user sits at the cap on pending checks, from many connections,
+    with an agent that never answers (tests/never-answers.py); everyone else
+    is still served."""
+
+    # 144 checks: more than dbus-daemon lets one connection wait for (128)
+    CONNECTIONS, CALLS, CAP = 9, 16, 16
+
+    def test_one_user_at_the_cap_blocks_no_one_else(self):
+        self.set_rules(rule_for(USER, 'manage-images', 'AUTH_ADMIN')
+                       + rule_for(USER2, 'manage-images', 'YES'))
+        script = os.path.join(stamptest.TESTS_DIR, 'never-answers.py')
+        p = subprocess.Popen(self.env.as_user(USER, [stamptest.PYTHON, script, str(self.CONNECTIONS),
+                                                     str(self.CALLS)]),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        events = []
+
+        def read_events():
+            for line in p.stdout:
+                events.append(json.loads(line))
+        threading.Thread(target=read_events, daemon=True).start()
+
+        def replies():
+            return [e for e in events if e['event'] == 'reply']
+
+        total = self.CONNECTIONS * self.CALLS
+        stamptest.wait_for(lambda: len(replies()) >= total - self.CAP or p.poll() is not None,
+                           "all but %d of the user's %d calls to be refused" % (self.CAP, total))
+        if p.poll() is not None:
+            self.fail('never-answers.py ended: %s' % p.stderr.read())
+        stamptest.wait_for(lambda: any(e['event'] == 'prompt' for e in events) or p.poll() is not None,
+                           'polkit to ask the agent')
+        for e in replies():
+            self.assertEqual(e.get('error'), LIMITS_EXCEEDED, e)
+        self.assertTrue(any('per user' in e['message'] for e in replies()), replies()[:3])
+
+        # Another user's check still goes through polkit and gets its answer...
+        self.user2.manager('CloneImage', 'base', 'other', False)
+        self.assertSnapshotOf(self.path('other'), self.base)
+        # ...root is served...
+        self.root.manager('CloneImage', 'base', 'rooted', False)
+        # ...and the user's next call, from yet another connection, hears which cap it hit.
+        e = self.assertDBusError(LIMITS_EXCEEDED, self.user.manager, 'CloneImage', 'base', 'late',
+                                 False, interactive=True)
+        self.assertIn('per user', e.message)
+        self.assertIn(str(self.CAP), e.message)
+        self.assertEqual(len(replies()), total - self.CAP, 'a parked call was answered')
+        self.assertEqual(store_names(self.store), ['base', 'other', 'rooted'])
+
+        # The user gives up: the parked calls go with their connections, and the next is asked again.
+        p.kill()
+        p.wait()
+        self.allow(USER)
+        stamptest.wait_for(lambda: self.clone_as_user('again'), "the user's parked calls to be dropped")
+        self.assertEqual(store_names(self.store), ['again', 'base', 'other', 'rooted'])
+
+    def clone_as_user(self, name):
+        try:
+            self.user.manager('CloneImage', 'base', name, False)
+        except stamptest.DBusError as e:
+            if e.name != LIMITS_EXCEEDED:
+                raise
+            return False
+        return True
+
+
+class PolkitBudgetTest(AuthzTestCase):
+    """Many users at their cap at once: stampd keeps its checks at polkit
+    below what the bus lets its one connection to polkitd wait for, and
+    says so itself, instead of the bus failing checks for whoever comes."""
+
+    USERS, CALLS = 9, 16  # 144 checks if stampd sent them all: more than 128
+
+    def test_checks_at_polkit_stay_below_the_bus_limit(self):
+        script = os.path.join(stamptest.TESTS_DIR, 'never-answers.py')
+        procs, events = [], []
+        for user in self.env.add_users('stamp-crowd', self.USERS):
+            p = subprocess.Popen(self.env.as_user(user, [stamptest.PYTHON, script, '1', str(self.CALLS)]),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda p=p: (p.poll() is None and p.kill(), p.wait()))
+            procs.append(p)
+
+            def read_events(p=p):
+                for line in p.stdout:
+                    events.append(json.loads(line))
+            threading.Thread(target=read_events, daemon=True).start()
+
+        def replies():
+            return [e for e in events if e['event'] == 'reply']
+
+        total, budget = self.USERS * self.CALLS, 96
+        stamptest.wait_for(lambda: len(replies()) >= total - budget
+                           or any(p.poll() is not None for p in procs),
+                           '%d of the %d calls to be refused' % (total - budget, total))
+        for p in procs:
+            if p.poll() is not None:
+                self.fail('never-answers.py ended: %s' % p.stderr.read())
+        stamptest.time.sleep(1)  # a check the bus failed would come back now
+        for e in replies():
+            self.assertEqual(e.get('error'), LIMITS_EXCEEDED, e)
+            self.assertIn('at most 96 in all', e['message'])
+        self.assertEqual(len(replies()), total - budget)
+        # root is still served, and the store is as it was
+        self.root.manager('CloneImage', 'base', 'rooted', False)
+        self.assertEqual(store_names(self.store), ['base', 'rooted'])
+
+
+class PolkitGoneTest(stamptest.TestCase):
+    """polkit out of reach is never a yes: an unprivileged caller's mutating
+    calls are refused with a named error and change nothing, root is still
+    served, and the user is served again once polkit is back; whether polkitd
+    goes away while stampd runs or is missing when stampd first needs it."""
+
+    def setUp(self):
+        super().setUp()
+        self.allow(USER)  # had polkit answered, the user would be allowed
+
+    def assertUserRefused(self, store):
+        before = store_state(store)
+        for label, call in MUTATIONS:
+            with self.subTest(call=label):
+                e = self.assertDBusError(ACCESS_DENIED, call, self.user)
+                self.assertIn('Cannot check authorization', e.message)
+                self.assertUnchanged(store, before, label)
+
+    def assertRootAndThenUserServed(self, store):
+        self.root.manager('CloneImage', 'base', 'by-root', False)
+        self.assertSnapshotOf(os.path.join(store, 'by-root'), os.path.join(store, 'base'))
+        self.env.start_polkitd()
+        self.user.manager('CloneImage', 'base', 'by-user', False)
+        self.assertSnapshotOf(os.path.join(store, 'by-user'), os.path.join(store, 'base'))
+
+    def test_polkitd_stops_while_stampd_serves(self):
+        store = self.start_daemon().store
+        make_image(store, 'base')
+        self.user.manager('CloneImage', 'base', 'first', False)  # polkit answered once
+        self.stop_polkitd()
+        self.assertUserRefused(store)
+        self.assertRootAndThenUserServed(store)
+
+    def test_polkitd_missing_when_stampd_starts(self):
+        self.stop_polkitd()
+        store = self.start_daemon().store
+        make_image(store, 'base')
+        self.assertUserRefused(store)
+        self.assertRootAndThenUserServed(store)
 
 
 def _is_callas(pid):

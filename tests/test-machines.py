@@ -299,6 +299,18 @@ class CommandTest(MachineTestCase):
         self.assertIn('ID=stamptest', output)
         self.assertNotIn('pid=1\n', output, 'the payload must not be PID 1 (nspawn --as-pid2)')
 
+    def test_root_allows_suid_inside_though_the_pool_does_not(self):
+        """The pool is nosuid,nodev on the host; the machine's root is not."""
+        status, output = self.run_command(['/bin/cat', '/proc/self/mountinfo'])
+        self.assertEqual(status, 0, output)
+        root = [line.split() for line in output.splitlines() if line.split()[4:5] == ['/']]
+        self.assertTrue(root, output)
+        self.assertNotIn('nosuid', root[-1][5].split(','), root[-1])
+        self.assertNotIn('nodev', root[-1][5].split(','), root[-1])
+        with open('/proc/self/mountinfo') as f:
+            pool = [line.split() for line in f if line.split()[4] == self.store]
+        self.assertIn('nosuid', pool[-1][5].split(','))
+
     def test_no_fds_given(self):
         self.start(command=['/bin/sh', '-c', 'echo nobody sees this; exit 3'])
         self.assertEqual(self.wait_removed('base'), 3)
@@ -730,6 +742,26 @@ class RefusalTest(MachineTestCase):
             name='m16', read_only=True, command=['/bin/true']))
         self.assertIn('16', e.message)
         self.assertEqual(len(self.list_machines()), 16)
+
+    def test_limit_per_user_across_connections(self):
+        """A user's machines count together, whichever connection started
+        them: each call here comes from a process (a connection) of its own."""
+        self.allow(USER, 'start-machine')
+
+        def user_start(name):
+            self.addCleanup(self.kill_quietly, name)
+            return self.user.manager('StartMachine', 'base', {
+                'name': GLib.Variant('s', name), 'read_only': GLib.Variant('b', True),
+                'command': GLib.Variant('as', ['/bin/sleep', '1000'])})
+        for i in range(16):
+            user_start('u%d' % i)
+        e = self.assertDBusError(LIMITS_EXCEEDED, user_start, 'u16')
+        self.assertIn('per user', e.message)
+        self.assertIn('16', e.message)
+        self.assertEqual(len(self.list_machines()), 16)
+        # root is not held back by the user's machines
+        self.start(name='r0', read_only=True, command=['/bin/sleep', '1000'])
+        self.assertEqual(len(self.list_machines()), 17)
 
 
 class UserTest(MachineTestCase):

@@ -234,7 +234,7 @@ class GoodPullTest(PullTestCase):
         job = self.pull('/slow/img.tar.zst', 'canceled', verify='no')
         route.held.wait(stamptest.TIMEOUT)
         self.root.manager('CancelJob', job[0])
-        result, _ = self.jobs.wait(job)
+        result, _ = self.jobs.wait(job, timeout=stamptest.CANCEL_TIMEOUT)
         self.assertEqual(result, 'canceled')
         self.assertNotIn('canceled', self.root.list_images())
         self.assertEqual(self.temporaries(), [])

@@ -18,8 +18,10 @@ import threading
 import time
 
 import stamptest
-from stamptest import (JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, JobWatch, fd_list,
-                       make_image, populate_image, run, store_state, subvolume_read_only, wait_for)
+from stamptest import (CANCEL_TIMEOUT, JOB_IFACE, LIMITS_EXCEEDED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER,
+                       USER2, JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
+                       subvolume_read_only, wait_for)
+from reliabilitytest import user_call_with_fd
 
 BAD_ARCHIVE = STAMP_ERROR + 'BadArchive'
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
@@ -656,11 +658,137 @@ class ReadOnlyInPlaceTest(TarTestCase):
         _, job, reader = self.start_paused_export()
         self.root.manager('CancelJob', job[0])
         reader.resume.set()
-        self.assertEqual(self.jobs.wait(job)[0], 'canceled')
+        self.assertEqual(self.jobs.wait(job, timeout=CANCEL_TIMEOUT)[0], 'canceled')
         reader.join()
         self.root.manager('RenameImage', 'tpl', 'moved')
         self.assertEqual(sorted(self.root.list_images()), ['moved'])
         self.assertEqual(temporaries(self.store), [])
+
+
+class StalledImportTestCase(TarTestCase):
+
+    def new_root_caller(self):
+        """Root on a bus connection of its own: another caller, as far as caps go."""
+        flags = stamptest.Gio.DBusConnectionFlags
+        conn = stamptest.Gio.DBusConnection.new_for_address_sync(
+            self.env.address, flags.AUTHENTICATION_CLIENT | flags.MESSAGE_BUS_CONNECTION, None, None)
+        self.addCleanup(conn.close_sync, None)
+        return stamptest.RootCaller(conn)
+
+    def stalled_import(self, name, caller=None):
+        """ImportTar from a pipe that nobody writes (and nobody closes): the job waits for its
+        input until it is canceled. Returns the job."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        self.addCleanup(os.close, w)
+        try:
+            return call_with_fd(caller or self.root, 'ImportTar', (0, name, False), r)
+        finally:
+            os.close(r)
+
+    def cancel_all(self, jobs):
+        for job in jobs:
+            self.root.manager('CancelJob', job[0])
+        for job in jobs:
+            self.assertEqual(self.jobs.wait(job, timeout=CANCEL_TIMEOUT)[0], 'canceled')
+
+    def helper_of(self, name):
+        """The pid of the stamp-transfer importing image name for our daemon."""
+        def ancestors(pid):
+            for _ in range(4):
+                try:
+                    with open('/proc/%d/stat' % pid) as f:
+                        pid = int(f.read().rsplit(')', 1)[1].split()[1])
+                except OSError:
+                    return
+                yield pid
+
+        def find():
+            for p in os.listdir('/proc'):
+                if not p.isdigit():
+                    continue
+                try:
+                    with open('/proc/%s/cmdline' % p, 'rb') as f:
+                        argv = f.read().split(b'\0')
+                except OSError:
+                    continue
+                if argv[:2] == [b'stamp-transfer', b'import'] and name.encode() in argv \
+                        and self.daemon.pid in ancestors(int(p)):
+                    return int(p)
+        return wait_for(find, 'the helper importing %s' % name)
+
+
+class JobCapTest(StalledImportTestCase):
+
+    def test_global_job_cap_across_callers(self):
+        """16 jobs in all, whoever holds them: four callers hold four each
+        (the per-caller cap), and a fifth caller is refused, naming the
+        global cap, with nothing made."""
+        callers = [self.root] + [self.new_root_caller() for _ in range(4)]
+        jobs = [self.stalled_import('held-%d-%d' % (i, j), caller)
+                for i, caller in enumerate(callers[:4]) for j in range(4)]
+        self.assertEqual(len(self.root.manager('ListJobs')), 16)
+        wait_for(lambda: len(temporaries(self.store)) == 16, 'the imports to make their temporaries')
+        before = store_state(self.store)
+
+        e = self.assertDBusError(LIMITS_EXCEEDED, self.stalled_import, 'one-too-many', callers[4])
+        self.assertIn('at most 16 in all', e.message)
+        self.assertUnchanged(self.store, before)
+        self.assertEqual(len(self.root.manager('ListJobs')), 16)
+
+        self.cancel_all(jobs)
+        self.assertEqual(temporaries(self.store), [])
+        self.assertEqual(self.root.list_images(), {})
+        # the cap is free again for the caller it refused
+        self.cancel_all([self.stalled_import('after', callers[4])])
+        self.assertEqual(temporaries(self.store), [])
+
+    def test_per_user_job_cap_across_connections(self):
+        """A user's jobs count together, whichever connection started them:
+        four from four connections, and the fifth, from a fifth, is refused
+        naming the per-user cap; another user still gets a job."""
+        self.set_rules(rule_for(USER, 'import', 'YES') + rule_for(USER2, 'import', 'YES'))
+        # A FIFO that the test holds open for writing and never writes: imports from it wait.
+        fifo = os.path.join(self.dir, 'never-written')
+        os.mkfifo(fifo, 0o666)
+        os.chmod(fifo, 0o666)
+        held = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+        self.addCleanup(os.close, held)
+
+        def user_import(user, name):
+            return user_call_with_fd(self, user, fifo, os.O_RDONLY | os.O_NONBLOCK, 'ImportTar',
+                                     (0, name, False))
+        jobs = [user_import(USER, 'mine-%d' % i) for i in range(4)]  # a process, a connection, each
+        e = self.assertDBusError(LIMITS_EXCEEDED, user_import, USER, 'mine-4')
+        self.assertIn('per user', e.message)
+        self.assertIn('at most 4', e.message)
+        jobs.append(user_import(USER2, 'theirs'))
+        self.assertEqual(len(self.root.manager('ListJobs')), 5)
+        wait_for(lambda: len(temporaries(self.store)) == 5, 'the imports to make their temporaries')
+        self.assertFalse([t for t in temporaries(self.store) if t.startswith('.#stamp-mine-4-')])
+        self.cancel_all(jobs)
+        self.assertEqual(temporaries(self.store), [])
+
+
+class ImportConfinementTest(StalledImportTestCase):
+
+    def test_helper_is_chrooted_into_the_temporary(self):
+        """The import's second layer on its own: whatever slipped past the
+        path checks would still land inside the new image, because the
+        helper's root is the store's temporary while it extracts."""
+        job = self.stalled_import('confined')
+        temp = wait_for(lambda: temporaries(self.store), 'the import to make its temporary')[0]
+        self.assertTrue(temp.startswith('.#stamp-'), temp)
+        pid = self.helper_of('confined')
+        temp_stat = os.stat(os.path.join(self.store, temp))
+
+        def root_is_temporary():
+            st = os.stat('/proc/%d/root' % pid)
+            return (st.st_dev, st.st_ino) == (temp_stat.st_dev, temp_stat.st_ino)
+        wait_for(root_is_temporary, "the helper's root to be the temporary %s" % temp, CANCEL_TIMEOUT)
+        self.assertTrue(os.readlink('/proc/%d/root' % pid).endswith('/' + temp))
+
+        self.cancel_all([job])
+        self.assertNoImageNoTemporary('confined')
 
 
 class EarlyCloseTest(TarTestCase):

@@ -165,7 +165,7 @@ class CancelTest(TemplateTestCase):
         self.assertEqual(len(temp), 1)
         self.assertTrue(any('dpkg' in c or 'debootstrap' in c for _, c in descendants(self.daemon.pid)))
         self.root.manager('CancelJob', job_id)
-        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertEqual(self.jobs.wait(job_id, stamptest.CANCEL_TIMEOUT), 'canceled')
         self.assertNothingLeft('gone')
         self.assertNotIn('gone', self.jobs.images_added)
 
@@ -173,7 +173,7 @@ class CancelTest(TemplateTestCase):
         job_id, job, _ = self.create_stalled('stalled')
         stamptest.wait_for(lambda: self.temporaries(), 'the temporary to appear')
         self.root.call(job, 'io.stamp.Stamp1.Job', 'Cancel')
-        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertEqual(self.jobs.wait(job_id, stamptest.CANCEL_TIMEOUT), 'canceled')
         self.assertNothingLeft('stalled')
         self.assertEqual(self.root.manager('ListJobs'), [])
 
@@ -344,7 +344,7 @@ class CapTest(TemplateTestCase):
         for job_id in ids:
             self.root.manager('CancelJob', job_id)
         for job_id in ids:
-            self.assertEqual(self.jobs.wait(job_id), 'canceled')
+            self.assertEqual(self.jobs.wait(job_id, stamptest.CANCEL_TIMEOUT), 'canceled')
         self.assertEqual(self.temporaries(), [])
         self.assertEqual(self.root.list_images(), {})
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Object paths of images: the bus-label escaping round trip, and that a path never names anything
- * but an image of the store (image_object_find, image_node_enumerator). */
+ * but an image of the store (image_object_find, image_node_enumerator, and image_load's own name
+ * check). */
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -180,6 +181,25 @@ static void test_node_enumerator(Store *s, gconstpointer data)
         sd_bus_error_free(&error);
 }
 
+/* image_load() checks the name itself, not only the bus handlers before it: a name that is no image
+ * name never loads, even where something by that name is there to open. */
+static void test_image_load_names(Store *s, gconstpointer data)
+{
+        static const char *const refused[] = {".#stamp-half-made-0000", "-dash", ".", "..", "../outside", "a/b",
+                                              "", "evil/", "./base"};
+        Image *img = NULL;
+
+        g_assert_cmpint(image_load(s->m, "base", &img), ==, 0);
+        g_assert_cmpstr(img->name, ==, "base");
+        image_free(img);
+        for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
+                img = NULL;
+                if (image_load(s->m, refused[i], &img) != -EINVAL)
+                        g_error("image_load(\"%s\") did not refuse the name", refused[i]);
+                g_assert_null(img);
+        }
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -188,5 +208,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/bus-path/any-string", test_any_string_round_trips);
         g_test_add("/bus-path/object-find", Store, NULL, store_setup, test_object_find, store_teardown);
         g_test_add("/bus-path/node-enumerator", Store, NULL, store_setup, test_node_enumerator, store_teardown);
+        g_test_add("/bus-path/image-load-names", Store, NULL, store_setup, test_image_load_names, store_teardown);
         return g_test_run();
 }
