@@ -3,6 +3,7 @@
 
 #include <glib.h>
 
+#include "btrfs-util.h"
 #include "manager.h"
 #include "store.h"
 
@@ -24,24 +25,10 @@ typedef struct Image {
         uint8_t parent_uuid[16];
 } Image;
 
-/* xattr on an image's root holding its recipe (GVariant text of an a{sv}); see template.c. */
-#define RECIPE_XATTR "user.stamp.recipe"
-
 /* How many UUID → name hints the manager keeps for Origin (see Manager.uuid_hints). */
 #define UUID_HINTS_MAX 8192
 
 const char *image_type_to_string(ImageType t);
-
-/* 32 lowercase hex digits and a NUL. */
-static inline void uuid_to_hex(const uint8_t uuid[16], char hex[33])
-{
-        static const char digits[] = "0123456789abcdef";
-        for (int i = 0; i < 16; i++) {
-                hex[2 * i] = digits[uuid[i] >> 4];
-                hex[2 * i + 1] = digits[uuid[i] & 15];
-        }
-        hex[32] = '\0';
-}
 
 Image *image_free(Image *i);
 static inline void image_freep(Image **i)

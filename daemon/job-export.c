@@ -12,13 +12,14 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_(job_freep) Job *j = NULL;
-        _cleanup_close_ int image_fd = -1;
-        bool snapshot = false;
+        _cleanup_(job_args_done) JobArgs a;
         const char *name, *format_name;
         ExportFormat format;
         Image *img;
+        Job *started;
         int fd, k;
 
+        job_args_init(&a, JOB_EXPORT_TAR);
         k = sd_bus_message_read(msg, "shs", &name, &fd, &format_name);
         if (k < 0)
                 return k;
@@ -38,21 +39,24 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if ((k = bus_check_image_exists(m, name, &img, error)) < 0)
                 return k;
 
-        const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
         /* No lock: exports read a snapshot or a read-only image, so they run beside machines, other
          * exports and changes. */
         k = job_new(m, JOB_EXPORT_TAR, name, false, msg, &j, error);
         if (k < 0)
                 return k;
 
-        image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (image_fd < 0)
+        const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
+        k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        a.export.image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (a.export.image_fd < 0)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
                                          strerror(errno));
+        a.export.out_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (a.export.out_fd < 0)
+                return -errno;
 
         /* A read-only image is read in place, held read-only until the export ends (its pages are
          * likely cached; a snapshot's are not). A writable subvolume is exported from a read-only
@@ -65,17 +69,20 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 j->temp_name = store_temp_name(name);
                 if (!j->temp_name)
                         return -ENOMEM;
-                snapshot = true;
+                a.export.snapshot = true;
         }
+        a.name = strdup(name);
+        a.export.format = strdup(export_format_to_string(format));
+        if (!a.name || !a.export.format)
+                return -ENOMEM;
+        a.export.read_only = j->reader_held;
+        a.export.usage = img->usage;
 
-        char usage[24];
-        snprintf(usage, sizeof usage, "%" PRIu64, img->usage);
-        const char *argv[] = {"stamp-transfer", "export", "--name", name, "--format", export_format_to_string(format),
-                              "--read-only", yes_no(j->reader_held), "--usage", usage, "--snapshot", yes_no(snapshot),
-                              NULL};
-        const int fds[] = {image_fd, fd};
-        k = job_start_exec(j, msg, argv, fds, ELEMENTSOF(fds));
-        if (job_find(m, j->id) == j)
-                TAKE_PTR(j);
-        return k;
+        k = job_start(j, &a);
+        if (k < 0)
+                return k;
+        started = TAKE_PTR(j); /* the manager's now */
+
+        job_emit_new(started);
+        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 #include <strings.h>
-#include <sys/mman.h>
 
 #include "authz.h"
 #include "errors.h"
@@ -108,12 +107,15 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_(job_freep) Job *j = NULL;
+        _cleanup_(job_args_done) JobArgs a;
         _cleanup_(pull_options_done) PullOptions o = {};
         _cleanup_free_ char *file = NULL, *sums_url = NULL, *image = NULL;
         const char *url, *name;
         bool verify;
+        Job *started;
         int k;
 
+        job_args_init(&a, JOB_PULL_TAR);
         k = sd_bus_message_read(msg, "ss", &url, &name);
         if (k < 0)
                 return k;
@@ -153,35 +155,35 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if ((k = bus_check_import_target(m, image, error)) < 0)
                 return k;
 
+        k = job_new(m, JOB_PULL_TAR, image, true, msg, &j, error);
+        if (k < 0)
+                return k;
+
         const char *details[] = {"verb", "pull", "image", image, "url", url, NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_PULL, details, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        k = job_new(m, JOB_PULL_TAR, image, true, msg, &j, error);
-        if (k < 0)
-                return k;
         j->makes_image = true;
         j->temp_name = store_temp_name(image);
         if (!j->temp_name)
                 return -ENOMEM;
+        /* The URLs go in the arguments' memfd, not on the command line: they may carry tokens. */
+        a.name = TAKE_PTR(image);
+        a.pull.url = strdup(url);
+        a.pull.sums_url = TAKE_PTR(sums_url);
+        a.pull.file = TAKE_PTR(file);
+        if (!a.pull.url)
+                return -ENOMEM;
+        a.pull.verify = verify;
+        a.pull.read_only = o.read_only > 0;
 
-        /* The URLs go by fd, not on the command line: they may carry tokens, and any local user can
-         * read a process's command line. */
-        _cleanup_close_ int urls_fd = memfd_create("stamp-pull-urls", MFD_CLOEXEC);
-        if (urls_fd < 0)
-                return -errno;
-        if ((k = loop_write(urls_fd, url, strlen(url) + 1)) < 0 ||
-            (k = loop_write(urls_fd, sums_url, strlen(sums_url) + 1)) < 0)
-                return k;
-        if (lseek(urls_fd, 0, SEEK_SET) < 0)
-                return -errno;
-
-        const char *argv[] = {"stamp-transfer", "pull", "--file", file, "--name", image, "--verify",
-                              yes_no(verify), "--read-only", yes_no(o.read_only > 0), NULL};
         pool_maybe_grow(m);
-        k = job_start_exec(j, msg, argv, &urls_fd, 1);
-        if (job_find(m, j->id) == j)
-                TAKE_PTR(j);
-        return k;
+        k = job_start(j, &a);
+        if (k < 0)
+                return k;
+        started = TAKE_PTR(j); /* the manager's now */
+
+        job_emit_new(started);
+        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }
