@@ -137,6 +137,61 @@ class OfflineTemplateTest(TemplateTestCase):
         self.assertEqual(self.temporaries(), [])
 
 
+class JailTest(TemplateTestCase):
+    """debootstrap's second stage, where the packages' maintainer scripts
+    run, holds no privilege over the host: a user namespace whose root is an
+    unprivileged uid range, while the files still land 0-based on disk."""
+
+    def test_package_scripts_run_without_host_root(self):
+        job_id, job = self.create_offline('jailed')
+        seen = {}
+
+        def dpkg_running():
+            for pid, cmdline in descendants(self.daemon.pid):
+                # dpkg installing or configuring (debootstrap also asks the host's dpkg for its
+                # architecture, which runs no package code)
+                words = cmdline.split()
+                if not words or os.path.basename(words[0]) != 'dpkg' or \
+                        not {'--install', '--unpack', '--configure'} & set(words):
+                    continue
+                try:
+                    with open('/proc/%d/status' % pid) as f:
+                        uids = [line.split()[1:] for line in f if line.startswith(('Uid:', 'Gid:'))]
+                    with open('/proc/%d/uid_map' % pid) as f:
+                        uid_map = f.read().split()
+                except OSError:
+                    continue
+                seen[pid] = (cmdline, uids, uid_map)
+            return seen
+        stamptest.wait_for(dpkg_running, 'dpkg to run', 300, interval=0.05)
+        for pid, (cmdline, uids, uid_map) in seen.items():
+            with self.subTest(cmdline=cmdline):
+                # as the host sees it: no uid or gid 0, and a mapping that is no identity
+                for ids in uids:
+                    for i in ids:
+                        self.assertGreaterEqual(int(i), 65536, uids)
+                self.assertEqual(uid_map[0], '0')
+                self.assertNotEqual(uid_map[1], '0')
+                self.assertEqual(uid_map[2], '65536')
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+
+        # on disk, everything 0-based, as the scripts meant it
+        tree = self.path('jailed')
+        outside = []
+        for top, dirs, files in os.walk(tree):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(top, name))
+                if st.st_uid >= 65536 or st.st_gid >= 65536:
+                    outside.append((os.path.join(top, name), st.st_uid, st.st_gid))
+        self.assertEqual(outside[:10], [])
+        with open(os.path.join(tree, 'etc/group')) as f:
+            shadow_gid = [int(line.split(':')[2]) for line in f if line.startswith('shadow:')][0]
+        st = os.stat(os.path.join(tree, 'etc/shadow'))
+        self.assertEqual((st.st_uid, st.st_gid), (0, shadow_gid))
+        self.assertEqual(self.temporaries(), [])
+        self.assertEqual(stamptest.mounts_under(self.store), [self.store])
+
+
 class PlainStoreTest(TemplateTestCase):
     """Where the store is no btrfs, a template is a directory, immutable."""
 

@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <grp.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -120,6 +122,10 @@ typedef struct Build {
 
         LineBuffer info, output;
 
+        int jail_lock_fd; /* holds the uid range of the jail */
+        const char *target; /* the tree's path */
+        bool jail_mounted;  /* the idmapped tree is mounted over it */
+
         /* The mirror's credentials for wget, see write_wgetrc(). */
         char *secret_dir;
         bool secret_mounted;
@@ -140,6 +146,9 @@ static void build_done(Build *b)
         for (size_t i = 0; i < ELEMENTSOF(b->tail); i++)
                 free(b->tail[i]);
         safe_close(b->cache_lock_fd);
+        if (b->jail_mounted)
+                (void) umount2(b->target, MNT_DETACH);
+        safe_close(b->jail_lock_fd);
         if (b->wgetrc)
                 (void) unlink(b->wgetrc);
         if (b->secret_mounted)
@@ -670,7 +679,224 @@ static void env_add_from_daemon(GPtrArray *env, const char *name)
                 g_ptr_array_add(env, g_strdup_printf("%s=%s", name, v));
 }
 
-static int run_debootstrap(Build *b, char **argv)
+/* ---- the second stage, without privilege over the host ---- */
+
+/* debootstrap's second stage runs the packages' maintainer scripts, and the packages come from a
+ * mirror or from a caller's tarball: it runs in a jail where nothing holds privilege over the host.
+ * A user namespace whose root is an unprivileged uid range of the host (never one of systemd-nspawn's
+ * machine ranges, which end at 0x6FFF0000, nor a real user's), with mount, PID, network, IPC and UTS
+ * namespaces it owns; its root is the tree (pivot_root, not chroot), seen through an idmapped mount
+ * that maps the range back to 0…65535 on disk, so that the template's files land 0-based, as in any
+ * image; its /dev holds only the harmless nodes, bound from the host, with every other device node
+ * of the tree unusable (nodev); its capabilities are those of its user namespace only. The first
+ * stage (download, extraction) runs no package code and stays outside. */
+
+#define JAIL_ID_BASE UINT32_C(0x7F000000)
+#define JAIL_ID_RANGE UINT32_C(0x10000)
+#define JAIL_ID_SLOTS 64
+
+static const char *const jail_devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+typedef struct Jail {
+        const char *target; /* the tree, by its path */
+        uint32_t base;      /* its root's uid and gid on the host */
+        int ready[2];       /* the jail's first process says it has its user namespace */
+        int go[2];          /* we say its ids are mapped and its tree mounted */
+} Jail;
+
+/* A uid range of the host for this build alone, held (flock) for as long as the build runs. */
+static int jail_pick_range(Build *b, uint32_t *ret_base)
+{
+        g_autofree char *dir = g_strdup_printf("%s/build-ids", cache_root());
+        int k = mkdir_parents(dir, 0700);
+
+        if (k < 0)
+                return job_child_fail(b->c, -k, "Cannot make %s: %s", dir, strerror(-k));
+        for (uint32_t i = 0; i < JAIL_ID_SLOTS; i++) {
+                g_autofree char *path = g_strdup_printf("%s/%" PRIu32, dir, i);
+                _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd < 0)
+                        return job_child_fail(b->c, errno, "Cannot open %s: %s", path, strerror(errno));
+                if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                        continue;
+                b->jail_lock_fd = TAKE_FD(fd);
+                *ret_base = JAIL_ID_BASE + i * JAIL_ID_RANGE;
+                return 0;
+        }
+        return job_child_fail(b->c, EBUSY, "All %d uid ranges for template builds are in use", JAIL_ID_SLOTS);
+}
+
+static int write_file_at_proc(pid_t pid, const char *what, const char *text)
+{
+        char path[64];
+        _cleanup_close_ int fd = -1;
+
+        snprintf(path, sizeof path, "/proc/%d/%s", (int) pid, what);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return loop_write(fd, text, strlen(text));
+}
+
+/* In the parent, once the jail's first process has its user namespace: map its ids, and mount the
+ * tree idmapped over itself (in this job's mount namespace only). */
+static int jail_prepare(Build *b, Jail *jail, pid_t pid)
+{
+        g_autofree char *map = g_strdup_printf("0 %" PRIu32 " %" PRIu32 "\n", jail->base, JAIL_ID_RANGE);
+        _cleanup_close_ int userns = -1, tree = -1;
+        struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV};
+        char byte, path[64];
+        int k;
+
+        if (read(jail->ready[0], &byte, 1) != 1)
+                return job_child_fail(b->c, EIO, "The build's jail did not start");
+        if ((k = write_file_at_proc(pid, "uid_map", map)) < 0 || (k = write_file_at_proc(pid, "gid_map", map)) < 0)
+                return job_child_fail(b->c, -k, "Cannot map the ids of the build's user namespace: %s", strerror(-k));
+
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int) pid);
+        userns = open(path, O_RDONLY | O_CLOEXEC);
+        if (userns < 0)
+                return job_child_fail(b->c, errno, "Cannot open the build's user namespace: %s", strerror(errno));
+        tree = open_tree(AT_FDCWD, jail->target, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+                return job_child_fail(b->c, errno, "Cannot clone the mount of the new tree: %s", strerror(errno));
+        attr.userns_fd = (uint64_t) userns;
+        if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+                return job_child_fail(b->c, errno, "Cannot make an idmapped mount of the new tree: %s",
+                                      strerror(errno));
+        if (move_mount(tree, "", AT_FDCWD, jail->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return job_child_fail(b->c, errno, "Cannot mount the new tree idmapped: %s", strerror(errno));
+        b->jail_mounted = true;
+        if (write(jail->go[1], "g", 1) != 1)
+                return job_child_fail(b->c, EIO, "The build's jail went away");
+        return 0;
+}
+
+/* The jail's root, from the tree (the current directory): a tmpfs /run with a /proc and a /sys of
+ * the jail's own kept there (the kernel lets a user namespace mount proc and sysfs only where such
+ * mounts are already visible, and debootstrap unmounts and mounts /proc itself), a /dev of bound
+ * host nodes; then pivot_root into it, and the host's tree detached. */
+static int jail_enter_root(const char **step)
+{
+        static const char *const spares[] = {"run/.stamp-proc", "run/.stamp-sys"};
+
+#define STEP(what, call)                                                                                  \
+        do {                                                                                              \
+                *step = what;                                                                             \
+                if ((call) < 0)                                                                           \
+                        return -errno;                                                                    \
+        } while (0)
+        STEP("mount /run", mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"));
+        STEP("make room for a spare /proc", mkdir(spares[0], 0555));
+        STEP("make room for a spare /sys", mkdir(spares[1], 0555));
+        STEP("mount a spare /proc", mount("proc", spares[0], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+        STEP("mount a spare /sys",
+             mount("sysfs", spares[1], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL));
+        STEP("mount /dev", mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755"));
+        for (size_t i = 0; i < ELEMENTSOF(jail_devices); i++) {
+                char from[32], to[32];
+                int fd;
+                snprintf(from, sizeof from, "/dev/%s", jail_devices[i]);
+                snprintf(to, sizeof to, "dev/%s", jail_devices[i]);
+                STEP("make a device's place",
+                     fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
+                close(fd);
+                STEP("bind a device", mount(from, to, NULL, MS_BIND, NULL));
+        }
+        STEP("populate /dev", mkdir("dev/pts", 0755));
+        STEP("populate /dev", mkdir("dev/shm", 01777));
+        STEP("populate /dev", symlink("/proc/self/fd", "dev/fd"));
+        STEP("populate /dev", symlink("/proc/self/fd/0", "dev/stdin"));
+        STEP("populate /dev", symlink("/proc/self/fd/1", "dev/stdout"));
+        STEP("populate /dev", symlink("/proc/self/fd/2", "dev/stderr"));
+        STEP("pivot_root", syscall(SYS_pivot_root, ".", "."));
+        STEP("detach the host's tree", umount2(".", MNT_DETACH));
+        STEP("enter the new root", chdir("/"));
+#undef STEP
+        return 0;
+}
+
+/* The jail's first process, with debootstrap's fds in place: its user namespace, then, once the
+ * parent mapped it, the other namespaces, root in them, and the second stage as their PID 1's
+ * work. Returns only on failure, before the exec. */
+static int jail_run(Jail *jail, char **argv, char **env)
+{
+        const char *step = "";
+        char byte;
+        pid_t pid;
+        int status, k;
+
+        safe_close(jail->ready[0]);
+        safe_close(jail->go[1]);
+        if (unshare(CLONE_NEWUSER) < 0)
+                return -errno;
+        if (write(jail->ready[1], "r", 1) != 1 || read(jail->go[0], &byte, 1) != 1)
+                return -EIO;
+        if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+                return -errno;
+        /* The idmapped mount came from the parent's namespace, so it is locked here, and a locked
+         * mount cannot become the root: a bind mount of it made here can. This is done with the
+         * host's uid still: the store may be closed to the jail's. */
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount(jail->target, jail->target, NULL, MS_BIND, NULL) < 0 || chdir(jail->target) < 0)
+                return -errno;
+        /* Root of the new user namespace, and no trace of the host's groups. */
+        if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+                return -errno;
+        (void) sethostname("stamp-build", strlen("stamp-build"));
+
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                /* No controlling terminal of the daemon's to reach through /dev/tty. */
+                (void) setsid();
+                k = jail_enter_root(&step);
+                if (k < 0) {
+                        fprintf(stderr, "Cannot set up the build's jail (%s): %s\n", step, strerror(-k));
+                        _exit(126);
+                }
+                execve(argv[0], argv, env);
+                fprintf(stderr, "Cannot run %s in the build's jail: %s\n", argv[0], strerror(errno));
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        _exit(126);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+static int run_debootstrap(Build *b, char **argv, Jail *jail);
+
+static int second_stage(Build *b, const char *target)
+{
+        char *argv[] = {(char *) "/debootstrap/debootstrap", (char *) "--second-stage", (char *) "--debian-installer",
+                        NULL};
+        Jail jail = {.target = target, .ready = {-1, -1}, .go = {-1, -1}};
+        int k;
+
+        k = jail_pick_range(b, &jail.base);
+        if (k < 0)
+                return k;
+        b->target = target;
+        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
+                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
+        else
+                k = run_debootstrap(b, argv, &jail);
+        for (size_t i = 0; i < 2; i++) {
+                safe_close(jail.ready[i]);
+                safe_close(jail.go[i]);
+        }
+        /* Out of the way of the rename into place. */
+        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
+                b->jail_mounted = false;
+        b->jail_lock_fd = safe_close(b->jail_lock_fd);
+        return k;
+}
+
+/* Run debootstrap (@jail NULL: on the host; else in @jail) and follow its progress and messages. */
+static int run_debootstrap(Build *b, char **argv, Jail *jail)
 {
         g_autoptr(GPtrArray) env = g_ptr_array_new_with_free_func(g_free);
         _cleanup_close_ int info_r = -1, out_r = -1, pidfd = -1;
@@ -688,6 +914,10 @@ static int run_debootstrap(Build *b, char **argv)
         env_add_from_daemon(env, "no_proxy");
         if (b->wgetrc)
                 g_ptr_array_add(env, g_strdup_printf("WGETRC=%s", b->wgetrc));
+        /* In the jail, device nodes cannot be made: debootstrap skips its mknod test for a
+         * container it knows, and the packages' scripts see they run in a container. */
+        if (jail)
+                g_ptr_array_add(env, g_strdup("container=lxc"));
         g_ptr_array_add(env, NULL);
 
         if (pipe2(info, O_CLOEXEC) < 0)
@@ -712,12 +942,28 @@ static int run_debootstrap(Build *b, char **argv)
                     chdir("/") < 0)
                         _exit(126);
                 umask(022);
+                if (jail) {
+                        int k = jail_run(jail, argv, (char **) env->pdata);
+                        fprintf(stderr, "Cannot start the build's jail: %s\n", strerror(-k));
+                        _exit(126);
+                }
                 execve("/usr/sbin/debootstrap", argv, (char **) env->pdata);
                 execvpe("debootstrap", argv, (char **) env->pdata);
                 _exit(127);
         }
         safe_close(info[1]);
         safe_close(out[1]);
+        if (jail) {
+                int k;
+                jail->ready[1] = safe_close(jail->ready[1]);
+                jail->go[0] = safe_close(jail->go[0]);
+                k = jail_prepare(b, jail, pid);
+                if (k < 0) {
+                        (void) kill(pid, SIGKILL);
+                        (void) waitpid(pid, NULL, 0);
+                        return k;
+                }
+        }
 
         /* Something debootstrap started may hold the pipes open after it ended: its exit, not their
          * end, ends the wait. */
@@ -964,7 +1210,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         const TemplateJobArgs *t = &a->template;
         int store_fd = c->store_fd;
         const char *temp = c->temp_name;
-        _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1};
+        _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1, .jail_lock_fd = -1};
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
         g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
@@ -1028,6 +1274,8 @@ int transfer_template(JobChild *c, const JobArgs *a)
         /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
          * stdout/stderr, instead of a log file in the target. */
         g_ptr_array_add(argv, g_strdup("--debian-installer"));
+        /* The first stage only, here on the host: the second runs package code, in the jail. */
+        g_ptr_array_add(argv, g_strdup("--foreign"));
         g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
         g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
         if (!isempty(includes))
@@ -1057,10 +1305,14 @@ int transfer_template(JobChild *c, const JobArgs *a)
         g_ptr_array_add(argv, g_strdup(mirror));
         g_ptr_array_add(argv, NULL);
 
-        k = run_debootstrap(&b, (char **) argv->pdata);
+        k = run_debootstrap(&b, (char **) argv->pdata, NULL);
         if (k < 0)
                 return k;
         b.cache_lock_fd = safe_close(b.cache_lock_fd);
+
+        k = second_stage(&b, target);
+        if (k < 0)
+                return k;
         build_progress(&b, PHASE_FINISH, 0);
 
         if (tarball && unlinkat(tree_fd, tarball, 0) < 0)
