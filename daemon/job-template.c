@@ -89,11 +89,13 @@ static bool package_name_is_valid(const char *s)
         return true;
 }
 
-/* A mirror as an error message may show it: "user:password@" becomes "***@". */
+/* A mirror as an error message may show it: "user:password@" becomes "***@", a query or fragment
+ * "?..." (either may hold a token). */
 static char *mirror_shown(const char *mirror)
 {
-        const char *authority = strstr(mirror, "://"), *at;
-        size_t n;
+        const char *authority = strstr(mirror, "://"), *at = NULL;
+        g_autofree char *redacted = NULL;
+        size_t n = 0, end;
 
         if (strlen(mirror) > 80)
                 return g_strdup("(too long to show)");
@@ -101,12 +103,14 @@ static char *mirror_shown(const char *mirror)
                 authority += 3;
                 n = strcspn(authority, "/?#");
                 at = memrchr(authority, '@', n);
-                if (at) {
-                        g_autofree char *redacted = g_strdup_printf("%.*s***%s", (int) (authority - mirror), mirror, at);
-                        return g_strescape(redacted, NULL);
-                }
         }
-        return g_strescape(mirror, NULL);
+        end = strcspn(mirror, "?#");
+        if (at)
+                redacted = g_strdup_printf("%.*s***%.*s%s", (int) (authority - mirror), mirror,
+                                           (int) (end - (size_t) (at - mirror)), at, mirror[end] ? "?..." : "");
+        else
+                redacted = g_strdup_printf("%.*s%s", (int) end, mirror, mirror[end] ? "?..." : "");
+        return g_strescape(redacted, NULL);
 }
 
 /* A credential of a mirror, decoded, goes into a line of wget's configuration: no control
@@ -138,6 +142,11 @@ static int split_mirror(const char *mirror, TemplateJobArgs *t, sd_bus_error *er
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
                                          shown);
+        /* debootstrap appends the archive's paths to the mirror: a query has no place there, and
+         * would show the token it may hold on a command line and in the recipe. */
+        if (query || fragment)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid mirror \"%s\": a mirror has no query or fragment", shown);
         if (!user && !password) {
                 t->mirror = strdup(mirror);
                 return t->mirror ? 0 : -ENOMEM;
