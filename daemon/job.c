@@ -268,7 +268,7 @@ static char *transfer_path(void)
  * job-args.h names. Everything the child needs is made before the fork: stampd has threads
  * (polkit's, GDBus's, the worker pool's), and a lock another thread held at the fork (malloc's,
  * GLib's) stays locked for ever in the child. So between fork() and execve() there are only
- * async-signal-safe calls: those of safe_fork() (close, sigaction, sigprocmask, prctl, getppid,
+ * async-signal-safe calls: those of safe_fork() (close, signal, sigprocmask, prctl, getppid,
  * setpgid), fcntl(), dup2(), send() and _exit(). */
 static int job_spawn(Job *j, const JobArgs *args, int comm_fd, pid_t *ret_pid)
 {
@@ -295,6 +295,7 @@ static int job_spawn(Job *j, const JobArgs *args, int comm_fd, pid_t *ret_pid)
         if (len < 0 || (size_t) len >= sizeof failed)
                 return -ENAMETOOLONG;
 
+        /* Fork and exec at once: between them only async-signal-safe calls (see above). */
         pid = safe_fork(true);
         if (pid < 0)
                 return (int) pid;
