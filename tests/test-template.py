@@ -498,6 +498,30 @@ class MirrorCredentialsTest(TemplateTestCase):
         self.assertUnchanged(self.store, before)
 
 
+class JobModelTest(TemplateTestCase):
+    """A template build is an exec of stamp-transfer like every job: stampd
+    (which has threads) runs no job code in a forked copy of itself."""
+
+    def test_build_runs_in_stamp_transfer(self):
+        job_id, job, _ = self.create_stalled('model', root_password_hashed=PASSWORD_HASH)
+        stamptest.wait_for(lambda: self.temporaries(), 'the temporary to appear')
+        stampd = os.readlink('/proc/%d/exe' % self.daemon.pid)
+        found = descendants(self.daemon.pid)
+        self.assertTrue(found)
+        for pid, cmdline in found:
+            with self.subTest(cmdline=cmdline):
+                try:
+                    exe = os.readlink('/proc/%d/exe' % pid)
+                except OSError:
+                    continue
+                self.assertNotEqual(exe, stampd)
+                self.assertEqual(os.path.basename(exe), 'stamp-transfer')
+                self.assertEqual(cmdline, 'stamp-transfer template model')
+        self.root.manager('CancelJob', job_id)
+        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertNothingLeft('model')
+
+
 class CapTest(TemplateTestCase):
 
     def test_per_caller_job_cap(self):
