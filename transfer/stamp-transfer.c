@@ -28,7 +28,9 @@
  * tmpfs), and a PID namespace in which the work is PID 1, so that when the job ends, is canceled, or
  * the daemon dies, the kernel takes every process it started and every mount it made along with it.
  * Only a hidden temporary in the store can remain, which the daemon removes (the verb
- * remove-temporary) or its next start does.
+ * remove-temporary) or its next start does. A template build goes one step further for the code
+ * that comes with the packages: debootstrap's second stage runs in a user namespace of its own,
+ * without privilege over the host (template.c).
  *
  * It is no command for people: it trusts what it is given. */
 
