@@ -3,6 +3,7 @@
 
 #include <glib.h>
 
+#include "btrfs-util.h"
 #include "manager.h"
 #include "options.h"
 #include "store.h"
@@ -25,11 +26,8 @@ typedef struct Image {
         uint8_t parent_uuid[16];
 } Image;
 
-/* xattr on an image's root holding its recipe (GVariant text of an a{sv}), written by the template
- * build. */
-#define RECIPE_XATTR "user.stamp.recipe"
-/* A recipe is a few hundred bytes, at most ~5 KiB with template.c's limits; a bigger xattr is not
- * read at all. */
+/* A recipe (written by the template build, see RECIPE_XATTR) is a few hundred bytes, at most ~5 KiB
+ * with template.c's limits; a bigger xattr is not read at all. */
 #define RECIPE_XATTR_MAX (8 * 1024)
 #define RECIPE_KEY_MAX 64
 
@@ -37,17 +35,6 @@ typedef struct Image {
 #define UUID_HINTS_MAX 8192
 
 const char *image_type_to_string(ImageType t);
-
-/* 32 lowercase hex digits and a NUL. */
-static inline void uuid_to_hex(const uint8_t uuid[16], char hex[33])
-{
-        static const char digits[] = "0123456789abcdef";
-        for (int i = 0; i < 16; i++) {
-                hex[2 * i] = digits[uuid[i] >> 4];
-                hex[2 * i + 1] = digits[uuid[i] & 15];
-        }
-        hex[32] = '\0';
-}
 
 Image *image_free(Image *i);
 static inline void image_freep(Image **i)

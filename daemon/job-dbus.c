@@ -73,6 +73,12 @@ int job_send_log(Job *j, int priority, const char *text)
                                   (uint32_t) priority, shown);
 }
 
+void job_emit_new(Job *j)
+{
+        (void) sd_bus_emit_signal(j->manager->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobNew", "uo", j->id,
+                                  j->object_path);
+}
+
 static int on_progress_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         Job *j = userdata;

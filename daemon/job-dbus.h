@@ -14,9 +14,11 @@ int job_method_cancel(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *err
  * JOB_PROGRESS_INTERVAL_USEC. */
 int job_send_log(Job *j, int priority, const char *text);
 void job_emit_progress(Job *j);
+/* The JobNew signal of a job just started, before its method replies with (u, o). */
+void job_emit_new(Job *j);
 
 /* The Manager methods that start a job, one file each (job-template.c, job-export.c, job-import.c,
- * job-pull.c): read, validate, cap, authorize, start. */
+ * job-pull.c): read, validate, cap, authorize, start, reply. */
 int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);

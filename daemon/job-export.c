@@ -3,23 +3,27 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "escape.h"
 #include "image.h"
 #include "job.h"
 #include "machine.h"
-#include "manager-methods.h"
+#include "image-dbus.h"
+#include "job-dbus.h"
 #include "job-util.h"
 
 int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_(job_freep) Job *j = NULL;
-        _cleanup_close_ int image_fd = -1;
+        _cleanup_(job_args_done) JobArgs a;
         bool snapshot, read_only_in_place;
         const char *name, *format_name;
         ExportFormat format;
         Image *img;
+        Job *started;
         int fd, k;
 
+        job_args_init(&a, JOB_EXPORT_TAR);
         k = sd_bus_message_read(msg, "shs", &name, &fd, &format_name);
         if (k < 0)
                 return k;
@@ -28,8 +32,7 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return k;
         format = export_format_from_string(format_name);
         if (format == _EXPORT_FORMAT_INVALID) {
-                g_autofree char *f = g_strescape(strnlen(format_name, 80) >= 80 ? "(too long to show)" : format_name,
-                                                 NULL);
+                g_autofree char *f = text_shown(format_name);
                 return sd_bus_error_setf(error, STAMP_ERROR_UNSUPPORTED_FORMAT,
                                          "Unsupported export format \"%s\" (known: zstd, xz, gzip, bzip2, uncompressed)",
                                          f);
@@ -51,21 +54,24 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                                          "here, and it is not exported in place while a machine runs on it",
                                          name, runner->name);
 
-        const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
         /* No lock: exports read a snapshot or a read-only image, so they run beside machines, other
          * exports and changes. */
         k = job_new(m, JOB_EXPORT_TAR, name, false, msg, &j, error);
         if (k < 0)
                 return k;
 
-        image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (image_fd < 0)
+        const char *details[] = {"verb", "export", "image", name, "format", export_format_to_string(format), NULL};
+        k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        a.export.image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (a.export.image_fd < 0)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
                                          strerror(errno));
+        a.export.out_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (a.export.out_fd < 0)
+                return -errno;
 
         /* A read-only image is read in place, held read-only until the export ends (its pages are
          * likely cached; a snapshot's are not). A writable subvolume is exported from a read-only
@@ -76,19 +82,23 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 j->temp_name = store_temp_name(name);
                 if (!j->temp_name)
                         return -ENOMEM;
+                a.export.snapshot = true;
         } else {
                 manager_image_reader_add(m, name);
                 j->reader_held = true;
         }
+        a.name = strdup(name);
+        a.export.format = strdup(export_format_to_string(format));
+        if (!a.name || !a.export.format)
+                return -ENOMEM;
+        a.export.read_only = read_only_in_place;
+        a.export.usage = img->usage;
 
-        char usage[24];
-        snprintf(usage, sizeof usage, "%" PRIu64, img->usage);
-        const char *argv[] = {"stamp-transfer", "export", "--name", name, "--format", export_format_to_string(format),
-                              "--read-only", yes_no(read_only_in_place), "--usage", usage, "--snapshot", yes_no(snapshot),
-                              NULL};
-        const int fds[] = {image_fd, fd};
-        k = job_start_exec(j, msg, argv, fds, ELEMENTSOF(fds));
-        if (job_find(m, j->id) == j)
-                TAKE_PTR(j);
-        return k;
+        k = job_start(j, &a);
+        if (k < 0)
+                return k;
+        started = TAKE_PTR(j); /* the manager's now */
+
+        job_emit_new(started);
+        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 #include <strings.h>
-#include <sys/mman.h>
 
 #include "authz.h"
 #include "errors.h"
+#include "formats.h"
+#include "escape.h"
 #include "image.h"
 #include "job.h"
-#include "manager-methods.h"
+#include "image-dbus.h"
+#include "job-dbus.h"
 #include "names.h"
 #include "options.h"
 #include "pool.h"
@@ -35,7 +37,7 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
         /* Errors name the URL as every message about a pull does: without its credentials or query.
          * Escaped first, so that the "…" of the redaction stays itself; escaping leaves alone the
          * characters the redaction goes by. */
-        escaped = g_strescape(url, NULL);
+        escaped = text_escape(url, 0, ESCAPE_MESSAGE);
         shown = url_redact(escaped);
         if (!shown)
                 return -ENOMEM;
@@ -84,18 +86,7 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
 /* "debian-12.tar.xz" → "debian-12". */
 static char *name_from_file(const char *file)
 {
-        static const char *const suffixes[] = {".tar.zst", ".tar.zstd", ".tar.xz", ".tar.gz", ".tar.bz2", ".tzst",
-                                               ".txz",     ".tgz",      ".tbz2",   ".tar",    NULL};
-        size_t n = strlen(file);
-
-        for (size_t i = 0; suffixes[i]; i++) {
-                size_t s = strlen(suffixes[i]);
-                if (n > s && strcasecmp(file + n - s, suffixes[i]) == 0) {
-                        n -= s;
-                        break;
-                }
-        }
-        return strndup(file, n);
+        return strndup(file, archive_name_strip_suffix(file, strlen(file)));
 }
 
 /* ---- the method ---- */
@@ -120,12 +111,15 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_(job_freep) Job *j = NULL;
+        _cleanup_(job_args_done) JobArgs a;
         _cleanup_(pull_options_done) PullOptions o = {};
         _cleanup_free_ char *file = NULL, *sums_url = NULL, *image = NULL;
         const char *url, *name;
         bool verify;
+        Job *started;
         int k;
 
+        job_args_init(&a, JOB_PULL_TAR);
         k = sd_bus_message_read(msg, "ss", &url, &name);
         if (k < 0)
                 return k;
@@ -141,7 +135,7 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 if (!image)
                         return -ENOMEM;
                 if (!image_name_is_valid(image)) {
-                        g_autofree char *f = g_strescape(file, NULL);
+                        g_autofree char *f = text_escape(file, 0, ESCAPE_MESSAGE);
                         return sd_bus_error_setf(error, STAMP_ERROR_INVALID_NAME,
                                                  "Cannot make an image name of \"%s\" (%s); give one", f,
                                                  image_name_invalid_reason(image));
@@ -158,11 +152,15 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         else if (streq(o.verify, "no"))
                 verify = false;
         else {
-                g_autofree char *v = g_strescape(o.verify, NULL);
+                g_autofree char *v = text_escape(o.verify, 0, ESCAPE_MESSAGE);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Unknown value \"%s\" for option verify (known: checksum, no)", v);
         }
         if ((k = bus_check_import_target(m, image, error)) < 0)
+                return k;
+
+        k = job_new(m, JOB_PULL_TAR, image, true, msg, &j, error);
+        if (k < 0)
                 return k;
 
         /* polkit shows the details to whoever is asked to authenticate, an administrator perhaps. */
@@ -174,30 +172,26 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        k = job_new(m, JOB_PULL_TAR, image, true, msg, &j, error);
-        if (k < 0)
-                return k;
         j->makes_image = true;
         j->temp_name = store_temp_name(image);
         if (!j->temp_name)
                 return -ENOMEM;
+        /* The URLs go in the arguments' memfd, not on the command line: they may carry tokens. */
+        a.name = TAKE_PTR(image);
+        a.pull.url = strdup(url);
+        a.pull.sums_url = TAKE_PTR(sums_url);
+        a.pull.file = TAKE_PTR(file);
+        if (!a.pull.url)
+                return -ENOMEM;
+        a.pull.verify = verify;
+        a.pull.read_only = o.read_only > 0;
 
-        /* The URLs go by fd, not on the command line: they may carry tokens, and any local user can
-         * read a process's command line. */
-        _cleanup_close_ int urls_fd = memfd_create("stamp-pull-urls", MFD_CLOEXEC);
-        if (urls_fd < 0)
-                return -errno;
-        if ((k = loop_write(urls_fd, url, strlen(url) + 1)) < 0 ||
-            (k = loop_write(urls_fd, sums_url, strlen(sums_url) + 1)) < 0)
-                return k;
-        if (lseek(urls_fd, 0, SEEK_SET) < 0)
-                return -errno;
-
-        const char *argv[] = {"stamp-transfer", "pull", "--file", file, "--name", image, "--verify",
-                              yes_no(verify), "--read-only", yes_no(o.read_only > 0), NULL};
         pool_maybe_grow(m);
-        k = job_start_exec(j, msg, argv, &urls_fd, 1);
-        if (job_find(m, j->id) == j)
-                TAKE_PTR(j);
-        return k;
+        k = job_start(j, &a);
+        if (k < 0)
+                return k;
+        started = TAKE_PTR(j); /* the manager's now */
+
+        job_emit_new(started);
+        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }

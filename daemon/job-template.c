@@ -1,57 +1,36 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <crypt.h>
 #include <ctype.h>
-#include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <poll.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/syscall.h>
-#include <sys/utsname.h>
-#include <sys/wait.h>
-#include <sys/xattr.h>
-
-#include <btrfsutil.h>
 
 #include "authz.h"
-#include "btrfs-util.h"
-#include "config.h"
 #include "errors.h"
+#include "escape.h"
 #include "image.h"
 #include "job.h"
-#include "manager-methods.h"
+#include "image-dbus.h"
+#include "job-dbus.h"
 #include "options.h"
 #include "pool.h"
 #include "template.h"
 
 /* CreateTemplate: a Debian base made by debootstrap, as a job, into a hidden temporary of the store
- * that is renamed into place only when it is complete. */
+ * that is renamed into place only when it is complete. Here the method: read, validate, cap,
+ * authorize, start, reply; the build itself is stamp-transfer's (transfer/template.c). */
 
 #define DEBOOTSTRAP_SCRIPTS "/usr/share/debootstrap/scripts"
-#define FALLBACK_MIRROR "http://deb.debian.org/debian"
-/* Where downloaded packages are kept, per suite and architecture. STAMP_CACHE_DIR in the daemon's
- * environment overrides it (the tests point it at a directory of their own). */
-#define CACHE_DIR_ENV "STAMP_CACHE_DIR"
 
 #define SUITE_MAX 64
-#define ARCH_MAX 32
 #define PACKAGE_NAME_MAX 64
 /* With the other limits, keeps a recipe well within what image_read_recipe() reads. */
 #define INCLUDE_MAX 64
 #define MIRROR_MAX 512
 #define PASSWORD_HASH_MAX 512
-/* Bounds what a caller's pipe can make us write before the job gives up. */
-#define TARBALL_MAX (UINT64_C(16) << 30)
-#define LINE_MAX_LEN 4000
-#define MESSAGE_ARGS_MAX 16
-/* The package tarball is copied into the tree being built and removed from it when debootstrap is done;
- * should the job fail, it goes with the temporary. */
-#define TARBALL_NAME ".stamp-package-tarball"
+/* debootstrap's scripts are a few KiB. */
+#define SCRIPT_MAX (64 * 1024)
 
 static const char *const variants[] = {"minbase", "buildd", "fakechroot", NULL};
-static const char *const bootable_packages[] = {"systemd-sysv", "dbus", "libpam-systemd", NULL};
 
 const OptionSpec template_options[] = {
         {"variant", OPTION_STRING, offsetof(TemplateOptions, variant)},
@@ -64,29 +43,16 @@ const OptionSpec template_options[] = {
         {},
 };
 
-typedef struct TemplateArgs {
+/* The options as read, freed only once bus_read_options() has set every field. */
+typedef struct ReadOptions {
         TemplateOptions o;
-        bool options_read;
-        char *name;
-        char *suite;
-} TemplateArgs;
+        bool read;
+} ReadOptions;
 
-static void template_args_free(void *p)
+static void read_options_done(ReadOptions *r)
 {
-        TemplateArgs *a = p;
-
-        if (!a)
-                return;
-        if (a->options_read)
-                options_free(template_options, &a->o);
-        free(a->name);
-        free(a->suite);
-        free(a);
-}
-
-static void template_args_freep(TemplateArgs **a)
-{
-        template_args_free(*a);
+        if (r->read)
+                options_free(template_options, &r->o);
 }
 
 /* ---- validation, in the daemon ---- */
@@ -112,18 +78,6 @@ static bool suite_is_valid(const char *s)
         return true;
 }
 
-static bool arch_is_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > ARCH_MAX)
-                return false;
-        for (; *s; s++)
-                if (!(islower((unsigned char) *s) || isdigit((unsigned char) *s)))
-                        return false;
-        return true;
-}
-
 /* Debian policy 5.6.1; also keeps commas out of debootstrap's --include list. */
 static bool package_name_is_valid(const char *s)
 {
@@ -137,23 +91,110 @@ static bool package_name_is_valid(const char *s)
         return true;
 }
 
-/* Only network mirrors: a file: or copy: mirror would have the daemon read a path the caller named. */
-static bool mirror_is_valid(const char *s)
+/* A mirror as an error message may show it: "user:password@" becomes "***@", a query or fragment
+ * "?..." (either may hold a token). */
+static char *mirror_shown(const char *mirror)
 {
-        const char *rest;
+        const char *authority = strstr(mirror, "://"), *at = NULL;
+        g_autofree char *redacted = NULL;
+        size_t n = 0, end;
 
-        if (strncmp(s, "http://", 7) == 0)
-                rest = s + 7;
-        else if (strncmp(s, "https://", 8) == 0)
-                rest = s + 8;
+        if (strlen(mirror) > 80)
+                return g_strdup("(too long to show)");
+        if (authority) {
+                authority += 3;
+                n = strcspn(authority, "/?#");
+                at = memrchr(authority, '@', n);
+        }
+        end = strcspn(mirror, "?#");
+        if (at)
+                redacted = g_strdup_printf("%.*s***%.*s%s", (int) (authority - mirror), mirror,
+                                           (int) (end - (size_t) (at - mirror)), at, mirror[end] ? "?..." : "");
         else
-                return false;
-        if (!isalnum((unsigned char) rest[0]) && rest[0] != '[')
+                redacted = g_strdup_printf("%.*s%s", (int) end, mirror, mirror[end] ? "?..." : "");
+        return text_escape(redacted, 0, ESCAPE_MESSAGE);
+}
+
+/* A credential of a mirror, decoded, goes into a line of wget's configuration: no control
+ * character, no space at either end (wget would drop it). */
+static bool credential_is_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 256 || s[0] == ' ' || s[n - 1] == ' ')
                 return false;
         for (; *s; s++)
-                if ((unsigned char) *s <= ' ' || (unsigned char) *s >= 0x7f || strchr("\"'\\`<>", *s))
+                if ((unsigned char) *s < ' ' || *s == 0x7f)
                         return false;
         return true;
+}
+
+/* Split a (valid) mirror into what debootstrap and the recipe see, without "user:password@", and the
+ * credentials, percent-decoded, which reach only wget (see transfer/template.c). */
+static int split_mirror(const char *mirror, TemplateJobArgs *t, sd_bus_error *error)
+{
+        g_autofree char *scheme = NULL, *user = NULL, *password = NULL, *host = NULL, *path = NULL,
+                        *query = NULL, *fragment = NULL, *shown = mirror_shown(mirror);
+        g_autoptr(GError) e = NULL;
+        int port;
+
+        if (!g_uri_split_with_user(mirror, G_URI_FLAGS_ENCODED | G_URI_FLAGS_HAS_PASSWORD, &scheme, &user, &password,
+                                   NULL, &host, &port, &path, &query, &fragment, &e) ||
+            isempty(host))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
+                                         shown);
+        /* debootstrap appends the archive's paths to the mirror: a query has no place there, and
+         * would show the token it may hold on a command line and in the recipe. */
+        if (query || fragment)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid mirror \"%s\": a mirror has no query or fragment", shown);
+        if (!user && !password) {
+                t->mirror = strdup(mirror);
+                return t->mirror ? 0 : -ENOMEM;
+        }
+        t->mirror = g_uri_join(G_URI_FLAGS_ENCODED, scheme, NULL, host, port, path, query, fragment);
+        t->mirror_user = g_uri_unescape_string(user ?: "", NULL);
+        t->mirror_password = password ? g_uri_unescape_string(password, NULL) : NULL;
+        if (!t->mirror_user || !credential_is_valid(t->mirror_user) ||
+            (password && (!t->mirror_password || !credential_is_valid(t->mirror_password))))
+                /* The credentials are not repeated back. */
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid mirror \"%s\": its user name or password is empty, holds a "
+                                         "control character or begins or ends with a space",
+                                         shown);
+        return 0;
+}
+
+/* The keyring debootstrap's script for @suite verifies the archive against ("keyring PATH"); NULL
+ * if it names none. */
+static int suite_keyring(const char *script, char **ret)
+{
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+        /* debootstrap's scripts are symlinks to one another (bookworm → sid): followed, to a file
+         * only; non-blocking, so that nothing there can stall the loop. */
+        _cleanup_close_ int fd = open(script, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        ssize_t n;
+
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size > SCRIPT_MAX)
+                return -EBADMSG;
+        text = g_malloc((size_t) st.st_size + 1);
+        n = read(fd, text, (size_t) st.st_size);
+        if (n < 0)
+                return -errno;
+        text[n] = '\0';
+        *ret = NULL;
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++)
+                if (g_str_has_prefix(*l, "keyring ")) {
+                        *ret = g_strdup(g_strstrip(*l + strlen("keyring ")));
+                        break;
+                }
+        return 0;
 }
 
 /* What goes into /etc/shadow: a crypt(3) hash of a method libcrypt knows, nothing that could break the
@@ -201,7 +242,7 @@ static int check_include(char **include, sd_bus_error *error)
 
         for (char **p = include; p && *p; p++, n++) {
                 if (!package_name_is_valid(*p)) {
-                        g_autofree char *shown = g_strescape(strnlen(*p, 80) >= 80 ? "(too long to show)" : *p, NULL);
+                        g_autofree char *shown = text_shown(*p);
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Option \"include\": \"%s\" is not a Debian package name", shown);
                 }
@@ -213,35 +254,43 @@ static int check_include(char **include, sd_bus_error *error)
         return 0;
 }
 
-static int check_options(const char *suite, TemplateOptions *o, sd_bus_error *error)
+/* Everything but the name, checked on the event loop before anything starts. What a build gets from
+ * it besides the options as given goes into @t: the mirror without its credentials and the
+ * credentials apart, and the keyring an online build must verify against. */
+static int check_options(const char *suite, TemplateOptions *o, TemplateJobArgs *t, sd_bus_error *error)
 {
         char script[sizeof DEBOOTSTRAP_SCRIPTS + SUITE_MAX + 1];
+        g_autofree char *keyring = NULL;
         int k;
 
         if (isempty(suite))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "No suite given (e.g. bookworm)");
         if (!suite_is_valid(suite)) {
-                g_autofree char *shown = g_strescape(strnlen(suite, 80) >= 80 ? "(too long to show)" : suite, NULL);
+                g_autofree char *shown = text_shown(suite);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Invalid suite \"%s\": a suite is a plain word like bookworm", shown);
         }
         if (o->variant && !strv_contains(variants, o->variant)) {
-                g_autofree char *shown = g_strescape(o->variant, NULL);
+                g_autofree char *shown = text_escape(o->variant, 0, ESCAPE_MESSAGE);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Unknown variant \"%s\": use minbase, buildd or fakechroot", shown);
         }
-        if (o->arch && !arch_is_valid(o->arch)) {
-                g_autofree char *shown = g_strescape(o->arch, NULL);
+        if (o->arch && !debian_arch_is_valid(o->arch)) {
+                g_autofree char *shown = text_escape(o->arch, 0, ESCAPE_MESSAGE);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Invalid arch \"%s\": a Debian architecture name like amd64", shown);
         }
         if ((k = check_include(o->include, error)) < 0)
                 return k;
-        if (o->mirror && (strlen(o->mirror) > MIRROR_MAX || !mirror_is_valid(o->mirror))) {
-                g_autofree char *shown = g_strescape(strlen(o->mirror) > 80 ? "(too long to show)" : o->mirror, NULL);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
-                                         shown);
+        if (o->mirror) {
+                if (strlen(o->mirror) > MIRROR_MAX || !debian_mirror_is_valid(o->mirror)) {
+                        g_autofree char *shown = mirror_shown(o->mirror);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
+                                                 shown);
+                }
+                if ((k = split_mirror(o->mirror, t, error)) < 0)
+                        return k;
         }
         if (o->root_password_hashed && !password_hash_is_valid(o->root_password_hashed))
                 /* The value is a secret of sorts: not repeated back. */
@@ -258,975 +307,28 @@ static int check_options(const char *suite, TemplateOptions *o, sd_bus_error *er
         if (access(script, R_OK) < 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Unknown suite \"%s\": debootstrap has no script for it", suite);
-        return 0;
-}
 
-/* ---- the job, in the child ---- */
-
-/* debootstrap's phases, in the order it goes through them, as named on its progress lines. */
-typedef enum {
-        PHASE_PREPARE, /* copying and unpacking the package tarball */
-        PHASE_INDEXES,
-        PHASE_SIZES,
-        PHASE_DOWNLOAD,
-        PHASE_EXTRACT,
-        PHASE_CORE,
-        PHASE_UNPACK_REQUIRED,
-        PHASE_CONFIGURE_REQUIRED,
-        PHASE_UNPACK_BASE,
-        PHASE_CONFIGURE_BASE,
-        PHASE_FINISH, /* ours: clean-up, recipe, read-only, rename */
-        _PHASE_MAX,
-} Phase;
-
-/* Rough shares of the time each phase takes in a bookworm minbase build: online, and from a tarball. */
-static const double phase_weight[2][_PHASE_MAX] = {
-        {0, .04, .01, .30, .10, .05, .15, .15, .08, .10, .02},
-        {.15, 0, 0, 0, .10, .05, .20, .20, .12, .15, .03},
-};
-
-static const struct {
-        const char *name;
-        Phase phase;
-} phase_names[] = {
-        {"DOWNREL", PHASE_INDEXES},
-        {"DOWNRELSIG", PHASE_INDEXES},
-        {"DOWNPKGS", PHASE_INDEXES},
-        {"DOWNMAINPKGS", PHASE_INDEXES},
-        {"SIZEDEBS", PHASE_SIZES},
-        {"DOWNDEBS", PHASE_DOWNLOAD},
-        {"EXTRACTPKGS", PHASE_EXTRACT},
-        {"INSTCORE", PHASE_CORE},
-        {"UNPACKREQ", PHASE_UNPACK_REQUIRED},
-        {"CONFREQ", PHASE_CONFIGURE_REQUIRED},
-        {"UNPACKBASE", PHASE_UNPACK_BASE},
-        {"CONFBASE", PHASE_CONFIGURE_BASE},
-};
-
-typedef struct LineBuffer {
-        char buf[LINE_MAX_LEN + 1];
-        size_t n;
-} LineBuffer;
-
-typedef struct Build {
-        JobChild *c;
-        const TemplateArgs *a;
-        bool offline;
-        int tree_fd;
-
-        Phase phase;
-        double reported;
-        int cache_lock_fd; /* held while debootstrap downloads into the shared cache */
-
-        /* debootstrap's messages (--debian-installer protocol on fd 3) come as a NAME line, argument
-         * lines, and a format line. */
-        char kind;
-        char *args[MESSAGE_ARGS_MAX];
-        size_t n_args;
-        char *last_error;
-        bool out_of_space; /* some tool said ENOSPC: debootstrap's own last word is then misleading */
-        char *tail[3]; /* last lines of the tools' own output, for a failure without an E: message */
-
-        LineBuffer info, output;
-} Build;
-
-static void build_clear_args(Build *b)
-{
-        for (size_t i = 0; i < b->n_args; i++)
-                free(b->args[i]);
-        b->n_args = 0;
-}
-
-static void build_done(Build *b)
-{
-        build_clear_args(b);
-        free(b->last_error);
-        for (size_t i = 0; i < ELEMENTSOF(b->tail); i++)
-                free(b->tail[i]);
-        safe_close(b->cache_lock_fd);
-}
-
-static double phase_start(const Build *b, Phase p)
-{
-        double s = 0;
-
-        for (Phase i = 0; i < p; i++)
-                s += phase_weight[b->offline][i];
-        return s;
-}
-
-/* Progress only goes forward, whatever order debootstrap's counters come in. */
-static void build_progress(Build *b, Phase p, double fraction)
-{
-        double v;
-
-        if (p < b->phase)
-                return;
-        b->phase = p;
-        if (!(fraction >= 0))
-                fraction = 0;
-        if (fraction > 1)
-                fraction = 1;
-        v = phase_start(b, p) + phase_weight[b->offline][p] * fraction;
-        if (v > 1)
-                v = 1;
-        /* The packages are all in the cache once extraction begins: let a waiting build have it. */
-        if (p > PHASE_DOWNLOAD)
-                b->cache_lock_fd = safe_close(b->cache_lock_fd);
-        if (v < b->reported + 0.0005 && !(v == 1 && b->reported < 1))
-                return;
-        b->reported = v;
-        job_child_progress(b->c, v);
-}
-
-static void handle_progress_line(Build *b, const char *rest)
-{
-        char name[32] = "";
-        unsigned long long now, end;
-        int n = sscanf(rest, "%llu %llu %31s", &now, &end, name);
-        Phase p = b->phase;
-
-        if (n < 2)
-                return;
-        if (n == 3) {
-                for (size_t i = 0; i < ELEMENTSOF(phase_names); i++)
-                        if (streq(phase_names[i].name, name))
-                                p = phase_names[i].phase;
-        }
-        build_progress(b, p, end > 0 ? (double) now / (double) end : 0);
-}
-
-/* debootstrap's formats take %s only; each conversion is the next argument. */
-static void format_message(const char *fmt, char *const *args, size_t n_args, char *out, size_t size)
-{
-        size_t o = 0, next = 0;
-
-        for (const char *p = fmt; *p && o + 1 < size; p++) {
-                const char *piece;
-                if (*p != '%') {
-                        out[o++] = *p;
-                        continue;
-                }
-                if (p[1] == '%') {
-                        out[o++] = '%';
-                        p++;
-                        continue;
-                }
-                while (p[1] && strchr("-+ #0123456789.lhz", p[1]))
-                        p++;
-                if (p[1])
-                        p++;
-                piece = next < n_args ? args[next] : "";
-                next++;
-                for (; *piece && o + 1 < size; piece++)
-                        out[o++] = *piece;
-        }
-        out[o] = '\0';
-}
-
-static void handle_info_line(Build *b, const char *line)
-{
-        char kind = line[0];
-
-        if (kind == 'P' && line[1] == ':' && line[2] == ' ') {
-                handle_progress_line(b, line + 3);
-                return;
-        }
-        if (kind == 'P' && (line[1] == 'A' || line[1] == 'F') && line[2] == ':')
-                return; /* the description of a progress phase: the log already says it */
-        if (kind != '\0' && strchr("IWE", kind)) {
-                if (line[1] == ':') {
-                        b->kind = kind;
-                        build_clear_args(b);
-                        return;
-                }
-                if (line[1] == 'A' && line[2] == ':' && b->kind == kind) {
-                        if (b->n_args < MESSAGE_ARGS_MAX)
-                                b->args[b->n_args++] = strdup(line[3] == ' ' ? line + 4 : line + 3);
-                        return;
-                }
-                if (line[1] == 'F' && line[2] == ':' && b->kind == kind) {
-                        char text[LINE_MAX_LEN];
-                        format_message(line[3] == ' ' ? line + 4 : line + 3, b->args, b->n_args, text, sizeof text);
-                        build_clear_args(b);
-                        b->kind = 0;
-                        job_child_log(b->c,
-                                      kind == 'E'   ? LOG_LEVEL_ERR
-                                      : kind == 'W' ? LOG_LEVEL_WARNING
-                                                    : LOG_LEVEL_INFO,
-                                      "%c: %s", kind, text);
-                        if (kind == 'E') {
-                                free(b->last_error);
-                                b->last_error = strdup(text);
-                        }
-                        return;
-                }
-        }
-        job_child_log(b->c, LOG_LEVEL_INFO, "%s", line);
-}
-
-static void handle_output_line(Build *b, const char *line)
-{
-        if (line[0] == '\0')
-                return;
-        /* The tools debootstrap runs (dpkg, tar, the maintainer scripts) talk a lot: a level below its own
-         * messages, so a client can choose. */
-        job_child_log(b->c, LOG_LEVEL_DEBUG, "%s", line);
-        if (strstr(line, "No space left on device") || strstr(line, "Disk quota exceeded"))
-                b->out_of_space = true;
-        free(b->tail[0]);
-        memmove(b->tail, b->tail + 1, sizeof b->tail - sizeof b->tail[0]);
-        b->tail[ELEMENTSOF(b->tail) - 1] = strdup(line);
-}
-
-static void line_buffer_feed(Build *b, LineBuffer *lb, const char *data, size_t n,
-                             void (*handle)(Build *b, const char *line))
-{
-        for (size_t i = 0; i < n; i++) {
-                if (data[i] == '\n' || lb->n == LINE_MAX_LEN) {
-                        lb->buf[lb->n] = '\0';
-                        handle(b, lb->buf);
-                        lb->n = 0;
-                        if (data[i] == '\n')
-                                continue;
-                }
-                lb->buf[lb->n++] = data[i];
-        }
-}
-
-static void line_buffer_flush(Build *b, LineBuffer *lb, void (*handle)(Build *b, const char *line))
-{
-        if (lb->n > 0) {
-                lb->buf[lb->n] = '\0';
-                handle(b, lb->buf);
-                lb->n = 0;
-        }
-}
-
-/* Read what is there: > 0 after data, 0 at EOF or on error, -EAGAIN when there is nothing yet. */
-static int pump(Build *b, int fd, LineBuffer *lb, void (*handle)(Build *b, const char *line))
-{
-        char buf[8192];
-        ssize_t n = read(fd, buf, sizeof buf);
-
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-                return -EAGAIN;
-        if (n <= 0) {
-                line_buffer_flush(b, lb, handle);
+        /* A package tarball is what the caller vouches for; what comes from a mirror must be signed
+         * by a key the host trusts for the suite. Without one, debootstrap would take unsigned
+         * packages from whatever mirror the caller named. */
+        if (o->package_tarball >= 0)
                 return 0;
-        }
-        line_buffer_feed(b, lb, buf, (size_t) n, handle);
-        return 1;
-}
-
-static int run_capture(char *const argv[], char *out, size_t size)
-{
-        _cleanup_close_ int rfd = -1;
-        int pipefd[2], status;
-        size_t o = 0;
-        pid_t pid;
-
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        pid = safe_fork(false);
-        if (pid < 0) {
-                safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
-                return (int) pid;
-        }
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (null >= 0) {
-                        (void) dup2(null, STDIN_FILENO);
-                        (void) dup2(null, STDERR_FILENO);
-                }
-                if (dup2(pipefd[1], STDOUT_FILENO) < 0)
-                        _exit(126);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        safe_close(pipefd[1]);
-        rfd = pipefd[0];
-        for (;;) {
-                ssize_t n = read(rfd, out + o, size - 1 - o);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        break;
-                o += (size_t) n;
-                if (o >= size - 1)
-                        break;
-        }
-        out[o] = '\0';
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                return -EIO;
-        return 0;
-}
-
-static int host_arch(char **ret)
-{
-        char *argv[] = {(char *) "dpkg", (char *) "--print-architecture", NULL};
-        static const struct {
-                const char *machine, *arch;
-        } map[] = {
-                {"x86_64", "amd64"}, {"aarch64", "arm64"}, {"i686", "i386"}, {"riscv64", "riscv64"},
-                {"ppc64le", "ppc64el"}, {"s390x", "s390x"},
-        };
-        char out[64];
-        struct utsname u;
-
-        if (run_capture(argv, out, sizeof out) >= 0) {
-                out[strcspn(out, "\n")] = '\0';
-                if (arch_is_valid(out))
-                        return (*ret = strdup(out)) ? 0 : -ENOMEM;
-        }
-        /* No dpkg on this host: the kernel's name for it will do for the common ones. */
-        if (uname(&u) < 0)
-                return -errno;
-        for (size_t i = 0; i < ELEMENTSOF(map); i++)
-                if (streq(u.machine, map[i].machine))
-                        return (*ret = strdup(map[i].arch)) ? 0 : -ENOMEM;
-        return -EOPNOTSUPP;
-}
-
-/* The first archive of the host's apt sources that serves a release itself (not -security, -updates,
- * …). One-line entries: "deb [options] URI suite components". */
-static char *mirror_from_list(FILE *f)
-{
-        char line[2048];
-
-        while (fgets(line, sizeof line, f)) {
-                char *save = NULL, *w, *uri, *suite;
-
-                w = strtok_r(line, " \t\r\n", &save);
-                if (!w || !streq(w, "deb"))
-                        continue;
-                uri = strtok_r(NULL, " \t\r\n", &save);
-                if (uri && uri[0] == '[') {
-                        while (uri && !strchr(uri, ']'))
-                                uri = strtok_r(NULL, " \t\r\n", &save);
-                        uri = strtok_r(NULL, " \t\r\n", &save);
-                }
-                suite = strtok_r(NULL, " \t\r\n", &save);
-                if (uri && suite && !strchr(suite, '-') && !strchr(suite, '/') && mirror_is_valid(uri))
-                        return strdup(uri);
-        }
-        return NULL;
-}
-
-/* deb822 stanzas: "Types: deb", "URIs: …", "Suites: …", maybe "Enabled: no". */
-static char *mirror_from_sources(FILE *f)
-{
-        char line[2048];
-        g_autofree char *uris = NULL, *suites = NULL;
-        bool deb = false, enabled = true, eof = false;
-
-        while (!eof) {
-                char *v;
-
-                eof = !fgets(line, sizeof line, f);
-                if (eof)
-                        line[0] = '\0';
-                g_strstrip(line);
-                if (eof || line[0] == '\0') {
-                        if (deb && enabled && uris && suites) {
-                                g_auto(GStrv) us = g_strsplit_set(uris, " \t", -1);
-                                g_auto(GStrv) ss = g_strsplit_set(suites, " \t", -1);
-                                bool release = false;
-                                for (char **s = ss; *s; s++)
-                                        if (**s && !strchr(*s, '-') && !strchr(*s, '/'))
-                                                release = true;
-                                for (char **u = us; release && *u; u++)
-                                        if (mirror_is_valid(*u))
-                                                return strdup(*u);
-                        }
-                        g_clear_pointer(&uris, g_free);
-                        g_clear_pointer(&suites, g_free);
-                        deb = false;
-                        enabled = true;
-                        continue;
-                }
-                if (line[0] == '#')
-                        continue;
-                v = strchr(line, ':');
-                if (!v)
-                        continue;
-                *v++ = '\0';
-                v = g_strstrip(v);
-                if (g_ascii_strcasecmp(line, "Types") == 0) {
-                        g_auto(GStrv) ts = g_strsplit_set(v, " \t", -1);
-                        deb = g_strv_contains((const char *const *) ts, "deb");
-                } else if (g_ascii_strcasecmp(line, "URIs") == 0) {
-                        g_free(uris);
-                        uris = g_strdup(v);
-                } else if (g_ascii_strcasecmp(line, "Suites") == 0) {
-                        g_free(suites);
-                        suites = g_strdup(v);
-                } else if (g_ascii_strcasecmp(line, "Enabled") == 0)
-                        enabled = g_ascii_strcasecmp(v, "no") != 0;
-        }
-        return NULL;
-}
-
-static gint compare_names(gconstpointer a, gconstpointer b)
-{
-        return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-static char *host_mirror(void)
-{
-        _cleanup_fclose_ FILE *f = fopen("/etc/apt/sources.list", "re");
-        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
-        char *found = NULL;
-        DIR *d;
-        struct dirent *de;
-
-        if (f && (found = mirror_from_list(f)))
-                return found;
-        d = opendir("/etc/apt/sources.list.d");
-        if (d) {
-                while ((de = readdir(d)))
-                        if (g_str_has_suffix(de->d_name, ".list") || g_str_has_suffix(de->d_name, ".sources"))
-                                g_ptr_array_add(names, g_strdup(de->d_name));
-                closedir(d);
-        }
-        g_ptr_array_sort(names, compare_names); /* apt's order */
-        for (guint i = 0; !found && i < names->len; i++) {
-                g_autofree char *path = g_build_filename("/etc/apt/sources.list.d", names->pdata[i], NULL);
-                _cleanup_fclose_ FILE *g = fopen(path, "re");
-                if (!g)
-                        continue;
-                found = g_str_has_suffix(path, ".sources") ? mirror_from_sources(g) : mirror_from_list(g);
-        }
-        return found ?: strdup(FALLBACK_MIRROR);
-}
-
-static int mkdir_parents(const char *path, mode_t mode)
-{
-        g_autofree char *p = g_strdup(path);
-
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = '\0';
-                if (mkdir(p, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
-static const char *cache_root(void)
-{
-        const char *e = getenv(CACHE_DIR_ENV);
-
-        if (e && e[0] == '/')
-                return e;
-        return CACHEDIR[0] == '/' ? CACHEDIR : "/var/cache/stamp";
-}
-
-static int open_in_tree(int tree_fd, const char *path, int flags, mode_t mode)
-{
-        struct open_how how = {
-                .flags = (uint64_t) (flags | O_CLOEXEC | O_NOFOLLOW),
-                .mode = (flags & O_CREAT) ? mode : 0,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-        };
-        long fd = syscall(SYS_openat2, tree_fd, path, &how, sizeof how);
-        return fd < 0 ? -errno : (int) fd;
-}
-
-/* Copy the caller's tarball into the tree; returns the name it got there. */
-static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
-{
-        static const struct {
-                const uint8_t magic[6];
-                size_t len;
-                const char *name;
-        } kinds[] = {
-                {{0x1f, 0x8b}, 2, TARBALL_NAME ".tgz"},
-                {{0xfd, '7', 'z', 'X', 'Z', 0}, 6, TARBALL_NAME ".tar.xz"},
-        };
-        _cleanup_close_ int dst = -1;
-        uint8_t buf[128 * 1024];
-        uint64_t total = 0, size = 0;
-        const char *name = TARBALL_NAME ".tar";
-        bool first = true;
-        struct stat st;
-
-        if (fstat(src, &st) >= 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-                size = (uint64_t) st.st_size;
-
-        for (;;) {
-                ssize_t n = read(src, buf, sizeof buf);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return job_child_fail(b->c, errno, "Cannot read the package tarball: %s", strerror(errno));
-                if (first) {
-                        /* debootstrap goes by the name to pick a decompressor. */
-                        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
-                                if ((size_t) n >= kinds[i].len && memcmp(buf, kinds[i].magic, kinds[i].len) == 0)
-                                        name = kinds[i].name;
-                        dst = openat(tree_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-                        if (dst < 0)
-                                return job_child_fail(b->c, errno, "Cannot store the package tarball: %s",
-                                                      strerror(errno));
-                        first = false;
-                }
-                if (n == 0)
-                        break;
-                total += (uint64_t) n;
-                if (total > TARBALL_MAX)
-                        return job_child_fail(b->c, EFBIG, "The package tarball is larger than %" PRIu64 " GiB",
-                                              TARBALL_MAX >> 30);
-                if (loop_write(dst, buf, (size_t) n) < 0)
-                        return job_child_fail(b->c, errno == ENOSPC ? ENOSPC : EIO,
-                                              "Cannot store the package tarball: %s", strerror(errno));
-                if (size > 0)
-                        build_progress(b, PHASE_PREPARE, (double) total / (double) size / 3);
-        }
-        if (total == 0)
-                return job_child_fail(b->c, EINVAL, "The package tarball is empty");
-        job_child_log(b->c, LOG_LEVEL_INFO, "Read a package tarball of %" PRIu64 " bytes.", total);
-        build_progress(b, PHASE_PREPARE, 1.0 / 3);
-        *ret_name = name;
-        return 0;
-}
-
-static int open_cache(Build *b, const char *suite, const char *arch, char **ret_dir)
-{
-        g_autofree char *dir = g_strdup_printf("%s/debootstrap/%s-%s", cache_root(), suite, arch);
-        _cleanup_close_ int fd = -1;
-        int k;
-
-        k = mkdir_parents(dir, 0755);
+        k = suite_keyring(script, &keyring);
         if (k < 0)
-                return job_child_fail(b->c, -k, "Cannot create the package cache %s: %s", dir, strerror(-k));
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return job_child_fail(b->c, errno, "Cannot open the package cache %s: %s", dir, strerror(errno));
-        /* Two builds downloading the same file into the cache at once would spoil it for both. */
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                job_child_log(b->c, LOG_LEVEL_INFO,
-                              "Waiting for another template build that is downloading into %s…", dir);
-                if (flock(fd, LOCK_EX) < 0)
-                        return job_child_fail(b->c, errno, "Cannot lock the package cache %s: %s", dir,
-                                              strerror(errno));
+                return sd_bus_error_set_errnof(error, -k, "Cannot read debootstrap's script for suite %s: %m", suite);
+        if (!keyring)
+                return sd_bus_error_setf(error, STAMP_ERROR_NOT_SUPPORTED,
+                                         "debootstrap names no keyring to verify suite %s against; "
+                                         "build it from a package_tarball instead",
+                                         suite);
+        if (keyring[0] != '/' || access(keyring, R_OK) < 0) {
+                g_autofree char *shown = text_escape(keyring, 0, ESCAPE_MESSAGE);
+                return sd_bus_error_setf(error, STAMP_ERROR_NOT_SUPPORTED,
+                                         "The keyring to verify suite %s against, %s, is not installed: install "
+                                         "the package that has it, or build from a package_tarball",
+                                         suite, shown);
         }
-        b->cache_lock_fd = TAKE_FD(fd);
-        *ret_dir = g_steal_pointer(&dir);
-        return 0;
-}
-
-static void env_add_from_daemon(GPtrArray *env, const char *name)
-{
-        const char *v = getenv(name);
-
-        if (v)
-                g_ptr_array_add(env, g_strdup_printf("%s=%s", name, v));
-}
-
-static int run_debootstrap(Build *b, char **argv)
-{
-        g_autoptr(GPtrArray) env = g_ptr_array_new_with_free_func(g_free);
-        _cleanup_close_ int info_r = -1, out_r = -1, pidfd = -1;
-        const char *what = "";
-        int info[2], out[2], status;
-        pid_t pid;
-
-        g_ptr_array_add(env, g_strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
-        g_ptr_array_add(env, g_strdup("LC_ALL=C"));
-        g_ptr_array_add(env, g_strdup("HOME=/root"));
-        g_ptr_array_add(env, g_strdup("DEBIAN_FRONTEND=noninteractive"));
-        /* A host behind a proxy needs it for the download. */
-        env_add_from_daemon(env, "http_proxy");
-        env_add_from_daemon(env, "https_proxy");
-        env_add_from_daemon(env, "no_proxy");
-        g_ptr_array_add(env, NULL);
-
-        if (pipe2(info, O_CLOEXEC) < 0)
-                return job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
-        info_r = info[0];
-        if (pipe2(out, O_CLOEXEC) < 0) {
-                safe_close(info[1]);
-                return job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
-        }
-        out_r = out[0];
-
-        pid = safe_fork(false);
-        if (pid < 0) {
-                safe_close(info[1]);
-                safe_close(out[1]);
-                return job_child_fail(b->c, (int) -pid, "Cannot start debootstrap: %s", strerror((int) -pid));
-        }
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-                    dup2(out[1], STDERR_FILENO) < 0 || dup2(info[1], 3) < 0 || fcntl(3, F_SETFD, 0) < 0 ||
-                    chdir("/") < 0)
-                        _exit(126);
-                umask(022);
-                execve("/usr/sbin/debootstrap", argv, (char **) env->pdata);
-                execvpe("debootstrap", argv, (char **) env->pdata);
-                _exit(127);
-        }
-        safe_close(info[1]);
-        safe_close(out[1]);
-
-        /* Something debootstrap started may hold the pipes open after it ended: its exit, not their
-         * end, ends the wait. */
-        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-
-        for (;;) {
-                struct pollfd p[] = {
-                        {.fd = info_r, .events = POLLIN},
-                        {.fd = out_r, .events = POLLIN},
-                        {.fd = pidfd, .events = POLLIN},
-                };
-                if (info_r < 0 && out_r < 0)
-                        break;
-                if (poll(p, ELEMENTSOF(p), -1) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        break;
-                }
-                if (p[0].revents && pump(b, info_r, &b->info, handle_info_line) == 0)
-                        info_r = safe_close(info_r);
-                if (p[1].revents && pump(b, out_r, &b->output, handle_output_line) == 0)
-                        out_r = safe_close(out_r);
-                if (p[2].revents) {
-                        /* Take what is left in the pipes without waiting for them to close. */
-                        if (info_r >= 0 && fcntl(info_r, F_SETFL, O_NONBLOCK) >= 0)
-                                while (pump(b, info_r, &b->info, handle_info_line) > 0)
-                                        ;
-                        if (out_r >= 0 && fcntl(out_r, F_SETFL, O_NONBLOCK) >= 0)
-                                while (pump(b, out_r, &b->output, handle_output_line) > 0)
-                                        ;
-                        line_buffer_flush(b, &b->info, handle_info_line);
-                        line_buffer_flush(b, &b->output, handle_output_line);
-                        break;
-                }
-        }
-
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return job_child_fail(b->c, errno, "Cannot wait for debootstrap: %s", strerror(errno));
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-                return 0;
-
-        /* What --make-tarball makes always has debootstrap's package lists in it. */
-        if (b->offline && faccessat(b->tree_fd, "debootstrap/required", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
-                what = "The package tarball is not one made by debootstrap --make-tarball: ";
-        {
-                struct statvfs sv;
-                if (b->out_of_space ||
-                    (fstatvfs(b->tree_fd, &sv) >= 0 && (uint64_t) sv.f_bavail * sv.f_frsize < (UINT64_C(4) << 20)))
-                        return job_child_fail(b->c, ENOSPC, "The image store is full: debootstrap failed: %s",
-                                              b->last_error ?: b->tail[2] ?: "no space left on device");
-        }
-        /* BadArchive only where the caller's tarball is at fault; a failed download is not. */
-        if (b->last_error)
-                return job_child_fail(b->c, b->offline ? EBADMSG : EIO, "%sdebootstrap failed: %s", what,
-                                      b->last_error);
-        if (!WIFEXITED(status))
-                return job_child_fail(b->c, EIO, "debootstrap was killed by signal %d", WTERMSIG(status));
-        return job_child_fail(b->c, *what ? EBADMSG : EIO, "%sdebootstrap failed with exit status %d: %s%s%s%s%s",
-                              what, WEXITSTATUS(status), b->tail[0] ?: "", b->tail[0] ? " / " : "",
-                              b->tail[1] ?: "", b->tail[1] ? " / " : "", b->tail[2] ?: "(no output)");
-}
-
-/* A package tarball decides what is installed, whatever --include says: make sure what was asked for is
- * there. */
-static int check_installed(Build *b, int tree_fd, GPtrArray *wanted)
-{
-        g_autoptr(GHashTable) installed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        g_autofree char *package = NULL, *missing = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        bool ok = false, eof = false;
-        char line[4096];
-        int fd;
-
-        if (wanted->len == 0)
-                return 0;
-        fd = open_in_tree(tree_fd, "var/lib/dpkg/status", O_RDONLY, 0);
-        if (fd < 0)
-                return job_child_fail(b->c, -fd, "The new tree has no dpkg status: %s", strerror(-fd));
-        f = fdopen(fd, "r");
-        if (!f) {
-                safe_close(fd);
-                return job_child_fail(b->c, ENOMEM, "Out of memory");
-        }
-        while (!eof) {
-                eof = !fgets(line, sizeof line, f);
-                if (eof || line[0] == '\n') {
-                        if (package && ok)
-                                g_hash_table_add(installed, g_steal_pointer(&package));
-                        g_clear_pointer(&package, g_free);
-                        ok = false;
-                } else if (g_str_has_prefix(line, "Package:")) {
-                        g_free(package);
-                        package = g_strstrip(g_strdup(line + strlen("Package:")));
-                } else if (g_str_has_prefix(line, "Status:"))
-                        ok = strstr(line, " installed") && g_str_has_prefix(line, "Status: install ");
-        }
-        for (guint i = 0; i < wanted->len; i++)
-                if (!g_hash_table_contains(installed, wanted->pdata[i])) {
-                        char *l = g_strjoin(missing ? ", " : "", missing ?: "", (char *) wanted->pdata[i], NULL);
-                        g_free(missing);
-                        missing = l;
-                }
-        if (missing)
-                return job_child_fail(b->c, ENOENT,
-                                      "Not installed although asked for (is it in the package tarball?): %s",
-                                      missing);
-        return 0;
-}
-
-static int set_root_password(Build *b, int tree_fd, const char *hash)
-{
-        _cleanup_close_ int etc = -1, fd = -1, out = -1;
-        g_autoptr(GString) text = g_string_new(NULL);
-        g_autofree char *old = NULL;
-        g_auto(GStrv) lines = NULL;
-        bool found = false;
-        struct stat st;
-        ssize_t n;
-
-        etc = open_in_tree(tree_fd, "etc", O_RDONLY | O_DIRECTORY, 0);
-        if (etc < 0)
-                return job_child_fail(b->c, -etc, "The new tree has no /etc: %s", strerror(-etc));
-        fd = openat(etc, "shadow", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 1024 * 1024)
-                return job_child_fail(b->c, EIO, "The new tree has no usable /etc/shadow");
-        old = g_malloc((size_t) st.st_size + 1);
-        n = read(fd, old, (size_t) st.st_size);
-        if (n != st.st_size)
-                return job_child_fail(b->c, EIO, "Cannot read /etc/shadow of the new tree");
-        old[n] = '\0';
-
-        lines = g_strsplit(old, "\n", -1);
-        for (char **l = lines; *l; l++) {
-                char *rest;
-                if (!l[1] && **l == '\0')
-                        break; /* after the final newline */
-                if (g_str_has_prefix(*l, "root:") && (rest = strchr(*l + 5, ':'))) {
-                        g_string_append_printf(text, "root:%s%s\n", hash, rest);
-                        found = true;
-                } else
-                        g_string_append_printf(text, "%s\n", *l);
-        }
-        if (!found)
-                return job_child_fail(b->c, ENOENT, "The new tree's /etc/shadow has no entry for root");
-
-        (void) unlinkat(etc, "shadow.stamp-new", 0);
-        out = openat(etc, "shadow.stamp-new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (out < 0 || fchown(out, st.st_uid, st.st_gid) < 0 || fchmod(out, st.st_mode & 07777) < 0 ||
-            loop_write(out, text->str, text->len) < 0 || fsync(out) < 0 ||
-            renameat(etc, "shadow.stamp-new", etc, "shadow") < 0)
-                return job_child_fail(b->c, errno, "Cannot write /etc/shadow of the new tree: %s", strerror(errno));
-        job_child_log(b->c, LOG_LEVEL_INFO, "Set the root password.");
-        return 0;
-}
-
-/* What debootstrap copied from the host or made for this one tree must not reach every machine cloned
- * from the template: the host's name, and a machine ID (emptied, systemd makes one on first boot). The
- * downloaded packages are in the daemon's cache already. */
-static void make_generic(Build *b, int tree_fd)
-{
-        _cleanup_close_ int etc = open_in_tree(tree_fd, "etc", O_RDONLY | O_DIRECTORY, 0);
-        _cleanup_close_ int dbus = open_in_tree(tree_fd, "var/lib/dbus", O_RDONLY | O_DIRECTORY, 0);
-        _cleanup_close_ int archives = open_in_tree(tree_fd, "var/cache/apt/archives", O_RDONLY | O_DIRECTORY, 0);
-        _cleanup_close_ int id = -1;
-        struct stat st;
-        DIR *d;
-        struct dirent *de;
-
-        if (etc >= 0) {
-                (void) unlinkat(etc, "hostname", 0);
-                id = openat(etc, "machine-id", O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-                if (id >= 0 && fstat(id, &st) >= 0 && S_ISREG(st.st_mode))
-                        (void) ftruncate(id, 0);
-        }
-        if (dbus >= 0 && fstatat(dbus, "machine-id", &st, AT_SYMLINK_NOFOLLOW) >= 0 && S_ISREG(st.st_mode))
-                (void) unlinkat(dbus, "machine-id", 0);
-        if (archives >= 0 && (d = fdopendir(archives))) {
-                archives = -1; /* owned by d */
-                while ((de = readdir(d)))
-                        if (de->d_type == DT_REG && g_str_has_suffix(de->d_name, ".deb"))
-                                (void) unlinkat(dirfd(d), de->d_name, 0);
-                closedir(d);
-        }
-}
-
-static char *recipe_text(const TemplateArgs *a, const char *variant, const char *arch, const char *mirror,
-                         bool bootable, bool offline, const char *uuid)
-{
-        static const char *const none[] = {NULL};
-        g_autoptr(GVariant) v = NULL;
-        GVariantBuilder bld;
-
-        g_variant_builder_init(&bld, G_VARIANT_TYPE_VARDICT);
-        g_variant_builder_add(&bld, "{sv}", "suite", g_variant_new_string(a->suite));
-        g_variant_builder_add(&bld, "{sv}", "variant", g_variant_new_string(variant));
-        g_variant_builder_add(&bld, "{sv}", "arch", g_variant_new_string(arch));
-        g_variant_builder_add(&bld, "{sv}", "include",
-                              g_variant_new_strv(a->o.include ? (const char *const *) a->o.include : none, -1));
-        g_variant_builder_add(&bld, "{sv}", "mirror", g_variant_new_string(mirror));
-        g_variant_builder_add(&bld, "{sv}", "created", g_variant_new_uint64(now_usec(CLOCK_REALTIME)));
-        g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
-        g_variant_builder_add(&bld, "{sv}", "offline", g_variant_new_boolean(offline));
-        if (uuid)
-                g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
-        v = g_variant_ref_sink(g_variant_builder_end(&bld));
-        return g_variant_print(v, TRUE);
-}
-
-/* The last step: recipe, read-only, and into place under its name, never replacing anything. */
-static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const char *temp, const char *name,
-                  const char *recipe)
-{
-        int k;
-
-        if (fsetxattr(tree_fd, RECIPE_XATTR, recipe, strlen(recipe), 0) < 0)
-                return job_child_fail(b->c, errno, "Cannot keep the recipe with the template: %s", strerror(errno));
-        if (subvolume) {
-                k = store_set_read_only_fd(tree_fd, true);
-                if (k < 0)
-                        return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));
-        }
-        if (renameat2(store_fd, temp, store_fd, name, RENAME_NOREPLACE) < 0) {
-                if (errno == EEXIST)
-                        return job_child_fail(b->c, EEXIST, "An image named %s appeared while the template was built",
-                                              name);
-                return job_child_fail(b->c, errno, "Cannot put the template in place as %s: %s", name,
-                                      strerror(errno));
-        }
-        if (!subvolume) {
-                /* An immutable directory cannot be renamed: the flag comes last, and if it cannot be set,
-                 * the tree goes back out of sight. */
-                k = store_set_read_only_fd(tree_fd, true);
-                if (k < 0) {
-                        (void) renameat2(store_fd, name, store_fd, temp, RENAME_NOREPLACE);
-                        return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));
-                }
-        }
-        return 0;
-}
-
-static int template_run(JobChild *c, void *userdata)
-{
-        const TemplateArgs *a = userdata;
-        int store_fd = c->store_fd;
-        const char *temp = c->temp_name;
-        _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1};
-        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(GPtrArray) wanted = g_ptr_array_new();
-        g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
-        g_autofree char *recipe = NULL;
-        const char *variant = a->o.variant ?: "minbase", *tarball = NULL;
-        bool bootable = a->o.bootable != 0, subvolume = false;
-        char uuid[33] = "";
-        _cleanup_close_ int tree_fd = -1;
-        int k;
-
-        b.offline = a->o.package_tarball >= 0;
-        job_child_progress(c, 0);
-
-        if (a->o.arch)
-                arch = g_strdup(a->o.arch);
-        else if ((k = host_arch(&arch)) < 0)
-                return job_child_fail(c, -k, "Cannot tell this host's architecture; say which with the arch option");
-        mirror = a->o.mirror ? g_strdup(a->o.mirror) : host_mirror();
-        if (!mirror)
-                return job_child_fail(c, ENOMEM, "Out of memory");
-
-        for (char **p = a->o.include; p && *p; p++)
-                if (!g_ptr_array_find_with_equal_func(wanted, *p, g_str_equal, NULL))
-                        g_ptr_array_add(wanted, *p);
-        for (const char *const *p = bootable_packages; bootable && *p; p++)
-                if (!g_ptr_array_find_with_equal_func(wanted, *p, g_str_equal, NULL))
-                        g_ptr_array_add(wanted, (char *) *p);
-        g_ptr_array_add(wanted, NULL);
-        includes = g_strjoinv(",", (char **) wanted->pdata);
-        g_ptr_array_remove_index(wanted, wanted->len - 1);
-
-        job_child_log(c, LOG_LEVEL_INFO, "Building template %s: Debian %s, %s, %s, from %s.", a->name, a->suite,
-                      variant, arch, b.offline ? "a package tarball" : mirror);
-
-        if (c->store_is_btrfs &&
-            btrfs_util_create_subvolume_fd(store_fd, temp, 0, NULL, NULL) == BTRFS_UTIL_OK)
-                subvolume = true;
-        else if (mkdirat(store_fd, temp, 0755) < 0)
-                return job_child_fail(c, errno, "Cannot make a directory in the image store: %s", strerror(errno));
-        tree_fd = openat(store_fd, temp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (tree_fd < 0 || fchmod(tree_fd, 0755) < 0)
-                return job_child_fail(c, errno, "Cannot open the new tree: %s", strerror(errno));
-        if (subvolume) {
-                BtrfsSubvolInfo info;
-                int r = btrfs_subvol_info_fd(tree_fd, &info);
-                if (r < 0)
-                        return job_child_fail(c, -r, "Cannot read the new subvolume's UUID: %s", strerror(-r));
-                uuid_to_hex(info.uuid, uuid);
-        }
-        b.tree_fd = tree_fd;
-        target = g_strdup_printf("%s/%s", c->store, temp);
-
-        g_ptr_array_add(argv, g_strdup("debootstrap"));
-        /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
-         * stdout/stderr, instead of a log file in the target. */
-        g_ptr_array_add(argv, g_strdup("--debian-installer"));
-        g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
-        g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
-        if (!isempty(includes))
-                g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
-        if (b.offline) {
-                k = copy_tarball(&b, a->o.package_tarball, tree_fd, &tarball);
-                if (k < 0)
-                        return k;
-                g_ptr_array_add(argv, g_strdup_printf("--unpack-tarball=%s/%s", target, tarball));
-        } else {
-                k = open_cache(&b, a->suite, arch, &cache);
-                if (k < 0)
-                        return k;
-                g_ptr_array_add(argv, g_strdup_printf("--cache-dir=%s", cache));
-        }
-        g_ptr_array_add(argv, g_strdup(a->suite));
-        g_ptr_array_add(argv, g_strdup(target));
-        g_ptr_array_add(argv, g_strdup(mirror));
-        g_ptr_array_add(argv, NULL);
-
-        k = run_debootstrap(&b, (char **) argv->pdata);
-        if (k < 0)
-                return k;
-        b.cache_lock_fd = safe_close(b.cache_lock_fd);
-        build_progress(&b, PHASE_FINISH, 0);
-
-        if (tarball && unlinkat(tree_fd, tarball, 0) < 0)
-                return job_child_fail(c, errno, "Cannot remove the package tarball from the tree: %s",
-                                      strerror(errno));
-        k = check_installed(&b, tree_fd, wanted);
-        if (k < 0)
-                return k;
-        if (a->o.root_password_hashed) {
-                k = set_root_password(&b, tree_fd, a->o.root_password_hashed);
-                if (k < 0)
-                        return k;
-        }
-        make_generic(&b, tree_fd);
-        build_progress(&b, PHASE_FINISH, 0.5);
-
-        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL);
-        k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
-        if (k < 0)
-                return k;
-        build_progress(&b, PHASE_FINISH, 1);
-        job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
+        t->keyring = TAKE_PTR(keyring);
         return 0;
 }
 
@@ -1235,24 +337,26 @@ static int template_run(JobChild *c, void *userdata)
 int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
-        _cleanup_(template_args_freep) TemplateArgs *a = NULL;
         _cleanup_(job_freep) Job *j = NULL;
+        _cleanup_(job_args_done) JobArgs a;
+        _cleanup_(read_options_done) ReadOptions r = {};
+        TemplateOptions *o = &r.o;
+        TemplateJobArgs *t = &a.template;
         const char *name, *suite;
+        Job *started;
         int k;
 
+        job_args_init(&a, JOB_CREATE_TEMPLATE);
         k = sd_bus_message_read(msg, "ss", &name, &suite);
         if (k < 0)
                 return k;
-        a = calloc(1, sizeof *a);
-        if (!a)
-                return -ENOMEM;
-        k = bus_read_options(msg, template_options, &a->o, error);
+        k = bus_read_options(msg, template_options, o, error);
         if (k < 0)
                 return k;
-        a->options_read = true;
+        r.read = true;
 
-        if ((k = bus_check_image_name(name, "image name", error)) < 0 || (k = check_options(suite, &a->o, error)) < 0 ||
-            (k = bus_check_image_absent(m, name, error)) < 0)
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
+            (k = check_options(suite, o, t, error)) < 0 || (k = bus_check_image_absent(m, name, error)) < 0)
                 return k;
 
         /* The caps and the lock on the name, before polkit is asked; the job is made again when the
@@ -1266,16 +370,25 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        a->name = strdup(name);
-        a->suite = strdup(suite);
         j->makes_image = true;
         j->temp_name = store_temp_name(name);
-        if (!a->name || !a->suite || !j->temp_name)
+        a.name = strdup(name);
+        t->suite = strdup(suite);
+        if (!j->temp_name || !a.name || !t->suite)
                 return -ENOMEM;
+        t->variant = TAKE_PTR(o->variant);
+        t->arch = TAKE_PTR(o->arch);
+        t->include = TAKE_PTR(o->include);
+        t->root_password_hashed = TAKE_PTR(o->root_password_hashed);
+        t->bootable = o->bootable != 0; /* bootable unless asked not to be */
+        t->package_tarball = TAKE_FD(o->package_tarball);
 
         pool_maybe_grow(m);
-        k = job_start(j, msg, template_run, TAKE_PTR(a), template_args_free);
-        if (job_find(m, j->id) == j)
-                TAKE_PTR(j); /* the manager's now, whatever became of the reply */
-        return k;
+        k = job_start(j, &a);
+        if (k < 0)
+                return k;
+        started = TAKE_PTR(j); /* the manager's now */
+
+        job_emit_new(started);
+        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }

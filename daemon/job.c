@@ -1,18 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "config.h"
 #include "errors.h"
 #include "image.h"
-#include "job.h"
+#include "job-dbus.h"
 
-#define PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_CREATE_TEMPLATE] = "create-template",
@@ -78,7 +74,7 @@ Job *job_free(Job *j)
                 manager_image_unlock(j->manager, j->image);
         if (j->reader_held)
                 manager_image_reader_remove(j->manager, j->image);
-        if (j->pid > 0 && j->child_source) {
+        if (j->pid > 0) {
                 /* Daemon shutting down with the job running: its namespace goes with it. */
                 (void) kill(-j->pid, SIGKILL);
                 (void) kill(j->pid, SIGKILL);
@@ -89,8 +85,6 @@ Job *job_free(Job *j)
         sd_event_source_disable_unref(j->progress_timer);
         sd_event_source_disable_unref(j->kill_timer);
         safe_close(j->comm_fd);
-        if (j->free_userdata)
-                j->free_userdata(j->userdata);
         free(j->image);
         free(j->object_path);
         free(j->owner);
@@ -172,65 +166,6 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
 
         *ret = TAKE_PTR(j);
         return 0;
-}
-
-/* ---- the child side ---- */
-
-_noreturn_ static void job_child_main(Job *j, int fd)
-{
-        JobChild c = {
-                .fd = fd,
-                .store_fd = j->manager->store_fd,
-                .store_is_btrfs = j->manager->store_is_btrfs,
-                .store = j->manager->store,
-                .temp_name = j->temp_name,
-        };
-        sigset_t ss;
-        pid_t pid;
-        int status;
-
-        /* A namespace of our own for mounts the work makes (debootstrap mounts /proc in its target),
-         * and for processes: the work is PID 1 there, so all it spawned dies with it. */
-        if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) {
-                job_child_log(&c, LOG_LEVEL_WARNING, "Running without private namespaces: %s", strerror(errno));
-                _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
-        }
-        (void) mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
-
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGTERM);
-        sigaddset(&ss, SIGCHLD);
-        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
-        pid = fork();
-        if (pid < 0) {
-                job_child_fail(&c, errno, "Cannot start the job's process: %s", strerror(errno));
-                _exit(EXIT_FAILURE);
-        }
-        if (pid == 0) {
-                (void) sigprocmask(SIG_UNBLOCK, &ss, NULL);
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                /* A /proc of this namespace's own: with the host's, /proc/self and /proc/1 would be
-                 * other processes than ours (LeakSanitizer, for one, reads /proc/self/task). */
-                if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-                        job_child_log(&c, LOG_LEVEL_DEBUG, "Cannot mount /proc for the job: %s", strerror(errno));
-                _exit(j->run(&c, j->userdata) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
-        }
-        /* On cancel, the whole namespace goes (SIGKILL to its PID 1), and this process, the one the
-         * daemon waits for, ends only once the last process in there has: nothing writes into the
-         * temporary any more when the daemon removes it. */
-        for (;;) {
-                siginfo_t si;
-                if (sigwaitinfo(&ss, &si) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        _exit(EXIT_FAILURE);
-                }
-                if (si.si_signo == SIGTERM)
-                        (void) kill(pid, SIGKILL);
-                if (waitpid(pid, &status, WNOHANG) == pid)
-                        break;
-        }
-        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILURE);
 }
 
 /* ---- the parent side ---- */
@@ -316,6 +251,106 @@ static void job_finalize(Job *j)
         job_free(j);
 }
 
+/* ---- running stamp-transfer ---- */
+
+/* Next to the running stampd if it is there (an installation, also one below a destdir), in the
+ * build tree's transfer/ beside daemon/, else where it was installed. */
+static char *transfer_path(void)
+{
+        g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+
+        if (exe) {
+                g_autofree char *dir = g_path_get_dirname(exe);
+                const char *candidates[] = {"stamp-transfer", "../transfer/stamp-transfer"};
+                for (size_t i = 0; i < ELEMENTSOF(candidates); i++) {
+                        g_autofree char *p = g_build_filename(dir, candidates[i], NULL);
+                        if (access(p, X_OK) == 0)
+                                return strdup(p);
+                }
+        }
+        return strdup(LIBEXECDIR "/stamp-transfer");
+}
+
+/* Execute stamp-transfer for @args with @comm_fd as its socket to the daemon, the fds in the places
+ * job-args.h names. Everything the child needs is made before the fork: stampd has threads
+ * (polkit's, GDBus's, the worker pool's), and a lock another thread held at the fork (malloc's,
+ * GLib's) stays locked for ever in the child. So between fork() and execve() there are only
+ * async-signal-safe calls: those of safe_fork() (close, signal, sigprocmask, prctl, getppid,
+ * setpgid), fcntl(), dup2(), send() and _exit(). */
+static int job_spawn(Job *j, const JobArgs *args, int comm_fd, pid_t *ret_pid)
+{
+        _cleanup_free_ char *path = transfer_path();
+        _cleanup_close_ int args_fd = -1;
+        char *argv[] = {(char *) "stamp-transfer", (char *) job_verb_to_string(args->type), args->name, NULL};
+        int fds[3 + JOB_ARGS_FDS_MAX];
+        char failed[PATH_MAX + 64];
+        size_t n_fds = 0, n;
+        int len;
+        pid_t pid;
+
+        if (!path)
+                return -ENOMEM;
+        args_fd = job_args_encode(args, fds + 3, &n_fds);
+        if (args_fd < 0)
+                return args_fd;
+        fds[0] = comm_fd;
+        fds[1] = j->manager->store_fd;
+        fds[2] = args_fd;
+        n = 3 + n_fds;
+        /* What the child says if the exec fails, made here: the job-child protocol's 'E' message. */
+        len = snprintf(failed, sizeof failed, "E%d Cannot run %s", ENOENT, path);
+        if (len < 0 || (size_t) len >= sizeof failed)
+                return -ENAMETOOLONG;
+
+        /* Fork and exec at once: between them only async-signal-safe calls (see above). */
+        pid = safe_fork(true);
+        if (pid < 0)
+                return (int) pid;
+        if (pid == 0) {
+                /* Out of the way of the numbers they get first, then into place: dup2() leaves the
+                 * copies open across exec. */
+                for (size_t i = 0; i < n; i++) {
+                        fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, (int) (JOB_ARGS_FD_COMM + n));
+                        if (fds[i] < 0)
+                                _exit(EXIT_FAILURE);
+                }
+                for (size_t i = 0; i < n; i++)
+                        if (dup2(fds[i], (int) (JOB_ARGS_FD_COMM + i)) < 0)
+                                _exit(EXIT_FAILURE);
+                execve(path, argv, environ);
+                (void) send(JOB_ARGS_FD_COMM, failed, (size_t) len, MSG_NOSIGNAL);
+                _exit(EXIT_FAILURE);
+        }
+        *ret_pid = pid;
+        return 0;
+}
+
+static int on_cleanup_done(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+/* Remove what the work left half-made, off the loop, in stamp-transfer too. */
+static int job_start_cleanup(Job *j)
+{
+        _cleanup_(job_args_done) JobArgs a;
+        _cleanup_close_ int ours = -1, theirs = -1;
+        int sv[2], k;
+
+        job_args_init(&a, JOB_REMOVE_TEMPORARY);
+        a.name = strdup(j->image);
+        a.temp_name = strdup(j->temp_name);
+        a.store_is_btrfs = j->manager->store_is_btrfs;
+        if (!a.name || !a.temp_name)
+                return -ENOMEM;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        /* What it could say would only overwrite why the job failed: nobody listens. */
+        ours = sv[0];
+        theirs = sv[1];
+        k = job_spawn(j, &a, theirs, &j->pid);
+        if (k < 0)
+                return k;
+        return sd_event_add_child(j->manager->event, &j->child_source, j->pid, WEXITED, on_cleanup_done, j);
+}
+
 static int on_cleanup_done(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         Job *j = userdata;
@@ -329,7 +364,6 @@ static int on_cleanup_done(sd_event_source *s, const siginfo_t *si, void *userda
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         Job *j = userdata;
-        pid_t pid;
 
         j->child_source = sd_event_source_disable_unref(j->child_source);
         j->kill_timer = sd_event_source_disable_unref(j->kill_timer);
@@ -359,53 +393,39 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
                 return 0;
         }
 
-        /* Remove what the work left half-made, off the loop; then report. */
-        pid = safe_fork(true);
-        if (pid == 0)
-                _exit(store_remove_tree(j->manager->store_fd, j->temp_name) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
-        if (pid < 0 || sd_event_add_child(j->manager->event, &j->child_source, pid, WEXITED, on_cleanup_done, j) < 0) {
-                if (pid > 0)
-                        (void) waitpid(pid, NULL, 0);
+        /* Report once the temporary is gone. */
+        if (job_start_cleanup(j) < 0) {
+                if (j->pid > 0)
+                        (void) waitpid(j->pid, NULL, 0);
+                j->pid = 0;
                 job_finalize(j);
-                return 0;
         }
-        j->pid = pid;
         return 0;
 }
 
-int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*free_userdata)(void *))
+int job_start(Job *j, JobArgs *args)
 {
         Manager *m = j->manager;
-        int sv[2];
-        int k;
+        _cleanup_close_ int theirs = -1;
+        int sv[2], k;
 
-        j->run = run;
-        j->userdata = userdata;
-        j->free_userdata = free_userdata;
+        if (args->type != j->type)
+                return -EINVAL;
+        args->store_is_btrfs = m->store_is_btrfs;
+        free(args->store_path);
+        args->store_path = strdup(m->store);
+        free(args->temp_name);
+        args->temp_name = j->temp_name ? strdup(j->temp_name) : NULL;
+        if (!args->store_path || (j->temp_name && !args->temp_name))
+                return -ENOMEM;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return -errno;
-
-        j->pid = safe_fork(true);
-        if (j->pid < 0) {
-                k = (int) j->pid;
-                j->pid = 0;
-                safe_close(sv[0]);
-                safe_close(sv[1]);
-                return k;
-        }
-        if (j->pid == 0) {
-                safe_close(sv[0]);
-                job_child_main(j, sv[1]);
-        }
-        safe_close(sv[1]);
         j->comm_fd = sv[0];
-
-        /* The child has its copy of what userdata holds (fds from the caller): let go of ours. */
-        if (j->free_userdata)
-                j->free_userdata(j->userdata);
-        j->userdata = NULL;
-        j->free_userdata = NULL;
+        theirs = sv[1];
+        k = job_spawn(j, args, theirs, &j->pid);
+        if (k < 0)
+                return k;
 
         k = sd_event_add_io(m->event, &j->comm_source, j->comm_fd, EPOLLIN, on_comm, j);
         if (k >= 0)
@@ -416,118 +436,7 @@ int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*
         g_hash_table_insert(m->jobs, GUINT_TO_POINTER(j->id), j);
         log_info("Job %" PRIu32 ": %s %s started for %s.", j->id, job_type_to_string(j->type), j->image, j->owner);
         (void) sd_bus_emit_object_added(m->bus, j->object_path);
-        (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobNew", "uo", j->id,
-                                  j->object_path);
-        return sd_bus_reply_method_return(msg, "uo", j->id, j->object_path);
-}
-
-/* ---- work done by stamp-transfer ---- */
-
-/* Its socket to the daemon, the store, and the job's own fds. */
-#define EXEC_FDS_MAX 8
-
-typedef struct ExecArgs {
-        char *path;
-        char **argv;
-        int *fds;
-        size_t n_fds;
-} ExecArgs;
-
-static void exec_args_free(void *p)
-{
-        ExecArgs *a = p;
-
-        if (!a)
-                return;
-        for (size_t i = 0; i < a->n_fds; i++)
-                safe_close(a->fds[i]);
-        free(a->fds);
-        g_strfreev(a->argv);
-        free(a->path);
-        free(a);
-}
-
-static void exec_args_freep(ExecArgs **a)
-{
-        exec_args_free(*a);
-}
-
-/* Next to the running stampd if it is there (an installation, also one below a destdir), in the
- * build tree's transfer/ beside daemon/, else where it was installed. */
-static char *transfer_path(void)
-{
-        g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
-
-        if (exe) {
-                g_autofree char *dir = g_path_get_dirname(exe);
-                const char *candidates[] = {"stamp-transfer", "../transfer/stamp-transfer"};
-                for (size_t i = 0; i < ELEMENTSOF(candidates); i++) {
-                        g_autofree char *p = g_build_filename(dir, candidates[i], NULL);
-                        if (access(p, X_OK) == 0)
-                                return strdup(p);
-                }
-        }
-        return strdup(LIBEXECDIR "/stamp-transfer");
-}
-
-static int exec_run(JobChild *c, void *userdata)
-{
-        ExecArgs *a = userdata;
-        size_t n = 2 + a->n_fds;
-        int src[EXEC_FDS_MAX];
-
-        src[0] = c->fd;
-        src[1] = c->store_fd;
-        for (size_t i = 0; i < a->n_fds; i++)
-                src[2 + i] = a->fds[i];
-        /* Out of the way of the numbers they get first, then into place: dup2() leaves the copies
-         * open across exec. */
-        for (size_t i = 0; i < n; i++) {
-                src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, (int) (3 + n));
-                if (src[i] < 0)
-                        return job_child_fail(c, errno, "Cannot pass a file descriptor to %s: %s", a->path,
-                                              strerror(errno));
-        }
-        for (size_t i = 0; i < n; i++)
-                if (dup2(src[i], (int) (3 + i)) < 0)
-                        return job_child_fail(c, errno, "Cannot pass a file descriptor to %s: %s", a->path,
-                                              strerror(errno));
-        c->fd = src[0]; /* its old number may name another fd now */
-
-        execv(a->path, a->argv);
-        return job_child_fail(c, errno, "Cannot run %s: %s", a->path, strerror(errno));
-}
-
-int job_start_exec(Job *j, sd_bus_message *msg, const char *const *argv, const int *fds, size_t n_fds)
-{
-        _cleanup_(exec_args_freep) ExecArgs *a = calloc(1, sizeof *a);
-        GPtrArray *args;
-
-        if (!a)
-                return -ENOMEM;
-        if (2 + n_fds > EXEC_FDS_MAX)
-                return -E2BIG;
-        args = g_ptr_array_new();
-        for (const char *const *p = argv; *p; p++)
-                g_ptr_array_add(args, g_strdup(*p));
-        g_ptr_array_add(args, g_strdup("--store-btrfs"));
-        g_ptr_array_add(args, g_strdup(yes_no(j->manager->store_is_btrfs)));
-        if (j->temp_name) {
-                g_ptr_array_add(args, g_strdup("--temp"));
-                g_ptr_array_add(args, g_strdup(j->temp_name));
-        }
-        g_ptr_array_add(args, NULL);
-        a->argv = (char **) g_ptr_array_free(args, false);
-        a->path = transfer_path();
-        a->fds = calloc(n_fds ?: 1, sizeof *a->fds);
-        if (!a->path || !a->fds)
-                return -ENOMEM;
-        for (; a->n_fds < n_fds; a->n_fds++) {
-                a->fds[a->n_fds] = fcntl(fds[a->n_fds], F_DUPFD_CLOEXEC, 3);
-                if (a->fds[a->n_fds] < 0)
-                        return -errno;
-        }
-        return job_start(j, msg, exec_run, TAKE_PTR(a), exec_args_free);
+        return 0;
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata)

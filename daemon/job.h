@@ -1,22 +1,25 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include "job-args.h"
 #include "job-child.h"
 #include "manager.h"
 
-/* A long operation (template, export, import, pull): a bus object with progress, log and cancel,
- * whose work runs in a child process. The method that starts it answers at once with the job.
+/* A long operation (template, export, import, pull): a bus object with progress, log and cancel.
  *
- * The work runs as PID 1 of a new PID namespace with a private mount namespace: when the job ends,
- * is cancelled, or the daemon dies, the kernel takes every process the work started and every mount
- * it made along with it; only a hidden temporary in the store can remain, which the next start
- * removes. */
+ * One model for all of them: the work is an exec of stamp-transfer (transfer/), with the job's
+ * arguments and fds encoded as store/job-args.h says, reporting progress, log lines and its error
+ * over the socket of store/job-child.h. stampd itself never runs job code in a forked child: it
+ * forks only to execute the helper at once (job_spawn()). The helper makes the job's namespaces
+ * itself: the work runs as PID 1 of a new PID namespace with a private mount namespace, so when the
+ * job ends, is canceled, or the daemon dies, the kernel takes every process the work started and
+ * every mount it made along with it; only a hidden temporary in the store can remain, which the
+ * daemon removes (stamp-transfer again) or its next start does.
+ *
+ * A job method goes: read, validate, cap and lock (job_new()), authorize, act (job_start()), reply
+ * (job_emit_new() and the (u, o) reply, both sent by the method itself). */
 
-typedef enum { JOB_CREATE_TEMPLATE, JOB_EXPORT_TAR, JOB_IMPORT_TAR, JOB_PULL_TAR, _JOB_TYPE_MAX } JobType;
 typedef enum { JOB_RUNNING, JOB_CANCELING, JOB_DONE, JOB_FAILED, JOB_CANCELED } JobState;
-
-/* Runs in the child. Returns 0 on success, or a negative errno after job_child_fail() said why. */
-typedef int (*JobRunFn)(JobChild *c, void *userdata);
 
 struct Job {
         Manager *manager;
@@ -45,10 +48,6 @@ struct Job {
         char *temp_name;    /* removed from the store if the job does not succeed */
         int error;          /* errno of the failure */
         char *error_message;
-
-        JobRunFn run;
-        void *userdata;
-        void (*free_userdata)(void *);
 };
 typedef struct Job Job;
 
@@ -60,15 +59,12 @@ const char *job_result_to_string(JobState s);
 /* Check the caps, lock @image (if @lock), and make the job object (not started yet). */
 int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,
             sd_bus_error *error);
-/* Start the work: @run(child, @userdata) runs in the child; @userdata is freed in the parent once the
- * child has it (close fds only the child needs there). Sends JobNew and replies (u, o) to @msg. */
-int job_start(Job *j, sd_bus_message *msg, JobRunFn run, void *userdata, void (*free_userdata)(void *));
-/* Start the work as the helper stamp-transfer (a separate executable, so that the daemon links
- * neither libarchive nor libcurl), as PID 1 of the job's namespace like any job's work. It runs with
- * @argv (argv[0] included) and "--store-btrfs yes|no" and, if the job has one, "--temp NAME" added;
- * its socket to the daemon on fd 3, the store on fd 4, and @fds (duplicated here; the caller keeps
- * its own) on 5, 6, ... */
-int job_start_exec(Job *j, sd_bus_message *msg, const char *const *argv, const int *fds, size_t n_fds);
+/* Start the work: execute stamp-transfer with @args (of the job's type; the store, its kind and the
+ * job's temporary are filled in here). @args stays the caller's, fds included: the helper gets
+ * copies. On success the job is the manager's, listed and on the bus, and the caller emits JobNew
+ * (job_emit_new()) and replies; on failure it is still the caller's to free (job_free() kills a
+ * helper that was started). */
+int job_start(Job *j, JobArgs *args);
 /* Drop a job that never started. */
 Job *job_free(Job *j);
 static inline void job_freep(Job **j)
@@ -79,8 +75,3 @@ int job_cancel(Job *j);
 Job *job_find(Manager *m, uint32_t id);
 void jobs_free_all(Manager *m);
 
-/* Bus face (job-dbus.c). */
-int method_cancel_job_object(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error);
-extern const sd_bus_vtable job_vtable[];
-int job_send_log(Job *j, int priority, const char *text);
-void job_emit_progress(Job *j);

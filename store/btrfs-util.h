@@ -24,6 +24,17 @@ typedef struct BtrfsSubvolInfo {
  * directory; callers check st_ino == BTRFS_FIRST_FREE_OBJECTID first, which is cheaper. */
 int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret);
 
+/* 32 lowercase hex digits and a NUL. */
+static inline void uuid_to_hex(const uint8_t uuid[16], char hex[33])
+{
+        static const char digits[] = "0123456789abcdef";
+        for (int i = 0; i < 16; i++) {
+                hex[2 * i] = digits[uuid[i] >> 4];
+                hex[2 * i + 1] = digits[uuid[i] & 15];
+        }
+        hex[32] = '\0';
+}
+
 /* Simple quotas where the kernel has them (*@ret_simple true), else full quota groups. */
 int btrfs_quota_enable(int fd, bool *ret_simple);
 /* > 0 if quota groups are enabled on the filesystem of @fd. */

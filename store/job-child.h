@@ -3,10 +3,11 @@
 
 #include "util.h"
 
-/* The child side of a job: what its work may use, and how it reports back to the daemon. The same
- * in the daemon's own job children (template) and in stamp-transfer, which builds it from its
- * arguments. Messages go over a SOCK_SEQPACKET socket, one per packet: 'P' progress, 'L' a log line
- * with its priority, 'E' the error the job fails with. */
+/* The child side of a job: what its work may use, and how it reports back to the daemon.
+ * stamp-transfer, where every job runs, builds it from the job's arguments (job-args.h). Messages go
+ * over a SOCK_SEQPACKET socket, one per packet: 'P' progress, 'L' a log line with its priority, 'E'
+ * the error the job fails with ("E<errno> <text>"; the daemon's job_spawn() sends one itself when
+ * the helper cannot be executed). */
 
 #define JOB_MSG_MAX 4096
 /* A job reports progress at most this often: enough for a smooth bar, few enough messages. */
@@ -16,7 +17,7 @@ typedef struct JobChild {
         int fd;                /* the socket to the daemon */
         int store_fd;          /* O_DIRECTORY fd of the image store */
         bool store_is_btrfs;
-        const char *store;     /* path of the store; NULL in stamp-transfer */
+        const char *store;     /* path of the store, for tools that take a path; may be NULL */
         const char *temp_name; /* the job's hidden temporary in the store, or NULL */
 } JobChild;
 

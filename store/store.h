@@ -6,6 +6,10 @@
 /* Acts on the image store through its directory fd, shared by stampd and stamp-transfer. Nothing here
  * knows the daemon or the bus. */
 
+/* xattr on an image's root holding its recipe (GVariant text of an a{sv}): written by a template
+ * build (transfer/template.c), read by stampd. */
+#define RECIPE_XATTR "user.stamp.recipe"
+
 /* Prefix of hidden temporaries in the store; removed when the daemon starts. */
 #define STORE_TEMP_PREFIX ".#stamp-"
 

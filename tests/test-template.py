@@ -5,6 +5,9 @@ fd, into the daemon's own pool; progress, log, cancel, a killed daemon, bad
 input, concurrency, caps and authorization. The online build is in
 test-template-online.py (slow suite). See templatetest.py for the tarball."""
 
+import base64
+import glob
+import http.server
 import os
 import signal
 import socket
@@ -20,9 +23,11 @@ from templatetest import (BOOTABLE, INVALID_ARGS, JOB_PREFIX, LIMITS_EXCEEDED, L
                           processes_mentioning)
 
 INVALID_NAME = STAMP_ERROR + 'InvalidName'
+NOT_SUPPORTED = STAMP_ERROR + 'NotSupported'
 IMAGE_EXISTS = STAMP_ERROR + 'ImageExists'
 IMAGE_BUSY = STAMP_ERROR + 'ImageBusy'
 BAD_NAMES = ['../x', 'a/b', '.x', '-x', '', 'a' * 65, 'ü', '.', '..', 'a b', 'x\ny']
+SECRET = 'S3cr3t-mirror-pw'
 # openssl passwd -6 -salt stampsalt secret
 PASSWORD_HASH = ('$6$stampsalt$/./4UV3iV/GnFowdoBkUWU9izC6C.1Bezic0KkZqiYUOGd7R0l6wP4oM5rkXk8XJ3'
                  '.qxtBXvltkAijLjG1rJM0')
@@ -132,14 +137,72 @@ class OfflineTemplateTest(TemplateTestCase):
         self.assertEqual(self.temporaries(), [])
 
 
+class JailTest(TemplateTestCase):
+    """debootstrap's second stage, where the packages' maintainer scripts
+    run, holds no privilege over the host: a user namespace whose root is an
+    unprivileged uid range, while the files still land 0-based on disk."""
+
+    def test_package_scripts_run_without_host_root(self):
+        job_id, job = self.create_offline('jailed')
+        seen = {}
+
+        def dpkg_running():
+            for pid, cmdline in descendants(self.daemon.pid):
+                # dpkg installing or configuring (debootstrap also asks the host's dpkg for its
+                # architecture, which runs no package code)
+                words = cmdline.split()
+                if not words or os.path.basename(words[0]) != 'dpkg' or \
+                        not {'--install', '--unpack', '--configure'} & set(words):
+                    continue
+                try:
+                    with open('/proc/%d/status' % pid) as f:
+                        uids = [line.split()[1:] for line in f if line.startswith(('Uid:', 'Gid:'))]
+                    with open('/proc/%d/uid_map' % pid) as f:
+                        uid_map = f.read().split()
+                except OSError:
+                    continue
+                seen[pid] = (cmdline, uids, uid_map)
+            return seen
+        stamptest.wait_for(dpkg_running, 'dpkg to run', 300, interval=0.05)
+        for pid, (cmdline, uids, uid_map) in seen.items():
+            with self.subTest(cmdline=cmdline):
+                # as the host sees it: no uid or gid 0, and a mapping that is no identity
+                for ids in uids:
+                    for i in ids:
+                        self.assertGreaterEqual(int(i), 65536, uids)
+                self.assertEqual(uid_map[0], '0')
+                self.assertNotEqual(uid_map[1], '0')
+                self.assertEqual(uid_map[2], '65536')
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+
+        # on disk, everything 0-based, as the scripts meant it
+        tree = self.path('jailed')
+        outside = []
+        for top, dirs, files in os.walk(tree):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(top, name))
+                if st.st_uid >= 65536 or st.st_gid >= 65536:
+                    outside.append((os.path.join(top, name), st.st_uid, st.st_gid))
+        self.assertEqual(outside[:10], [])
+        with open(os.path.join(tree, 'etc/group')) as f:
+            shadow_gid = [int(line.split(':')[2]) for line in f if line.startswith('shadow:')][0]
+        st = os.stat(os.path.join(tree, 'etc/shadow'))
+        self.assertEqual((st.st_uid, st.st_gid), (0, shadow_gid))
+        self.assertEqual(self.temporaries(), [])
+        self.assertEqual(stamptest.mounts_under(self.store), [self.store])
+
+
 class PlainStoreTest(TemplateTestCase):
     """Where the store is no btrfs, a template is a directory, immutable."""
 
     store_kind = 'plain'
 
     def test_template_in_a_directory_store(self):
-        job_id, job = self.create_offline('plain')
+        # with a mirror that carries credentials: they reach neither the log, the recipe, nor the tree
+        # (the mirror the tarball was made from: debootstrap finds its package lists by it)
+        job_id, job = self.create_offline('plain', mirror='http://stamp:%s@deb.debian.org/debian' % SECRET)
         self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+        self.assertNotIn(SECRET, self.jobs.log_text(job))
         tree = self.path('plain')
         self.assertFalse(stamptest.is_subvolume(tree))
         self.assertTrue(stamptest.has_immutable_flag(tree))
@@ -148,6 +211,11 @@ class PlainStoreTest(TemplateTestCase):
         self.assertEqual((img['Type'], img['ReadOnly'], img['Template']), ('directory', True, True))
         self.assertNotIn('uuid', img['Recipe'])
         self.assertEqual(img['Recipe']['suite'], SUITE)
+        self.assertEqual(img['Recipe']['mirror'], 'http://deb.debian.org/debian')
+        with open(os.path.join(tree, 'etc/apt/sources.list')) as f:
+            sources = f.read()
+        self.assertIn('http://deb.debian.org/debian', sources)
+        self.assertNotIn(SECRET, sources)
         self.assertEqual(img['OSRelease']['ID'], 'debian')
         self.assertIn('dpkg', installed_packages(tree))
         # and it goes away again like any image
@@ -317,6 +385,141 @@ class BadInputTest(TemplateTestCase):
         e = self.assertDBusError(IMAGE_BUSY, self.create, 'busy')
         self.assertIn('busy', e.message)
         self.assertEqual(len(self.root.manager('ListJobs')), 1)
+
+
+def suites_without_keyring():
+    """Suites debootstrap has a script for whose keyring is not installed."""
+    found = []
+    for script in sorted(glob.glob('/usr/share/debootstrap/scripts/*')):
+        with open(script, errors='replace') as f:
+            keyrings = [line.split()[1] for line in f if line.startswith('keyring ')]
+        if keyrings and not os.path.exists(keyrings[0]):
+            found.append((os.path.basename(script), keyrings[0]))
+    return found
+
+
+class KeyringTest(TemplateTestCase):
+    """An online build must verify what the mirror serves: a suite whose
+    keyring is not installed is refused, unless a package tarball is given."""
+
+    def test_suite_without_keyring_refused_online(self):
+        missing = suites_without_keyring()
+        if not missing:
+            self.skipTest('every suite debootstrap knows has its keyring installed here')
+        suite, keyring = missing[0]
+        before = store_state(self.store)
+        for options in ({}, {'mirror': 'http://127.0.0.1:9/ubuntu'}):
+            with self.subTest(options=options):
+                e = self.assertDBusError(NOT_SUPPORTED, self.create, 'nokey', suite, **options)
+                self.assertIn(keyring, e.message)
+                self.assertIn('package_tarball', e.message)
+        self.jobs.spin()
+        self.assertEqual(self.jobs.new, [])
+        self.assertUnchanged(self.store, before)
+
+    def test_suite_without_keyring_from_a_tarball_starts(self):
+        missing = suites_without_keyring()
+        if not missing:
+            self.skipTest('every suite debootstrap knows has its keyring installed here')
+        job_id, job, _ = self.create_stalled('nokey', suite=missing[0][0])
+        stamptest.spin_until(lambda: job_id in self.jobs.new, 'JobNew')
+        self.root.manager('CancelJob', job_id)
+        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertNothingLeft('nokey')
+
+
+class MirrorCredentialsTest(TemplateTestCase):
+    """A mirror's user:password@ reaches the mirror (as HTTP basic
+    authentication, through wget) and nothing else: no command line, no log
+    line, no error."""
+
+    def serve(self):
+        seen = {'auth': [], 'cmdlines': []}
+        store = self.store
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                # the download is running now: what can every local user read of it?
+                seen['cmdlines'] += [c for _, c in processes_mentioning(store)]
+                auth = self.headers.get('Authorization')
+                if auth is None:
+                    self.send_response(401)
+                    self.send_header('WWW-Authenticate', 'Basic realm="mirror"')
+                else:
+                    seen['auth'].append(auth)
+                    self.send_response(404)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(server.shutdown)
+        return server.server_address[1], seen
+
+    def test_credentials_go_to_the_mirror_only(self):
+        port, seen = self.serve()
+        mirror = 'http://st%%40mp:%s@127.0.0.1:%d/debian' % (SECRET, port)
+        job_id, job = self.create('cred', mirror=mirror, bootable=False)
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        expected = 'Basic ' + base64.b64encode(('st@mp:%s' % SECRET).encode()).decode()
+        self.assertIn(expected, seen['auth'])
+        self.assertTrue(seen['cmdlines'], 'no process of the job was seen during the download')
+        for cmdline in seen['cmdlines']:
+            self.assertNotIn(SECRET, cmdline)
+            self.assertNotIn('st%40mp', cmdline)
+        self.assertIn('127.0.0.1:%d' % port, self.jobs.log_text(job))
+        self.assertNotIn(SECRET, self.jobs.log_text(job))
+        props_error = self.jobs.log_text(job, LOG_ERR)
+        self.assertNotIn(SECRET, props_error)
+        self.assertNothingLeft('cred')
+
+    def test_bad_credentials_not_repeated(self):
+        before = store_state(self.store)
+        for mirror in ('http://user:%s%%0a@127.0.0.1:9/debian' % SECRET,
+                       'http://:%s@127.0.0.1:9/debian' % SECRET):
+            with self.subTest(mirror=mirror):
+                e = self.assertDBusError(INVALID_ARGS, self.create, 'x', mirror=mirror)
+                self.assertNotIn(SECRET, e.message)
+                self.assertIn('127.0.0.1:9', e.message)
+        # a token in the query: debootstrap would show it on its command line, the recipe keep it
+        for mirror in ('http://127.0.0.1:9/debian?token=%s' % SECRET,
+                       'http://127.0.0.1:9/debian#%s' % SECRET,
+                       'ftp://u:%s@h/debian' % SECRET, 'http://u:%s@h/deb?x=%s' % (SECRET, SECRET)):
+            with self.subTest(mirror=mirror):
+                e = self.assertDBusError(INVALID_ARGS, self.create, 'x', mirror=mirror)
+                self.assertNotIn(SECRET, e.message)
+        self.jobs.spin()
+        self.assertEqual(self.jobs.new, [])
+        self.assertUnchanged(self.store, before)
+
+
+class JobModelTest(TemplateTestCase):
+    """A template build is an exec of stamp-transfer like every job: stampd
+    (which has threads) runs no job code in a forked copy of itself."""
+
+    def test_build_runs_in_stamp_transfer(self):
+        job_id, job, _ = self.create_stalled('model', root_password_hashed=PASSWORD_HASH)
+        stamptest.wait_for(lambda: self.temporaries(), 'the temporary to appear')
+        stampd = os.readlink('/proc/%d/exe' % self.daemon.pid)
+        found = descendants(self.daemon.pid)
+        self.assertTrue(found)
+        for pid, cmdline in found:
+            with self.subTest(cmdline=cmdline):
+                try:
+                    exe = os.readlink('/proc/%d/exe' % pid)
+                except OSError:
+                    continue
+                self.assertNotEqual(exe, stampd)
+                self.assertEqual(os.path.basename(exe), 'stamp-transfer')
+                self.assertEqual(cmdline, 'stamp-transfer template model')
+        self.root.manager('CancelJob', job_id)
+        self.assertEqual(self.jobs.wait(job_id), 'canceled')
+        self.assertNothingLeft('model')
 
 
 class CapTest(TemplateTestCase):

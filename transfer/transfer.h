@@ -2,10 +2,14 @@
 #pragma once
 
 #include "archive-util.h"
+#include "job-args.h"
 
-/* The bodies of the ExportTar, ImportTar and PullTar jobs, run by stamp-transfer (see
- * stamp-transfer.c for how the daemon hands them their arguments). Each returns 0, or a negative
- * errno after job_child_fail() said why. */
+/* The bodies of the jobs, run by stamp-transfer (see stamp-transfer.c, and job-args.h for how the
+ * daemon hands them their arguments). Each returns 0, or a negative errno after job_child_fail() said
+ * why. */
+
+/* CreateTemplate (template.c). */
+int transfer_template(JobChild *c, const JobArgs *a);
 
 typedef struct ExportArgs {
         const char *name;
