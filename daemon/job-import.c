@@ -44,6 +44,8 @@ int method_import_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (k <= 0)
                 return k < 0 ? k : 1;
 
+        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
+                return k;
         j->makes_image = true;
         j->temp_name = store_temp_name(name);
         a.name = strdup(name);

@@ -369,6 +369,8 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         k = authz_verify(m->authz, msg, STAMP_ACTION_CREATE_TEMPLATE, details, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
+        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
+                return k;
 
         j->makes_image = true;
         j->temp_name = store_temp_name(name);

@@ -6,6 +6,8 @@
 
 #include "config.h"
 #include "errors.h"
+#include "image-dbus.h"
+#include "authz.h"
 #include "image.h"
 #include "job-dbus.h"
 
@@ -74,6 +76,8 @@ Job *job_free(Job *j)
                 manager_image_unlock(j->manager, j->image);
         if (j->reader_held)
                 manager_image_reader_remove(j->manager, j->image);
+        if (j->image_pending)
+                manager_image_pending(j->manager, j->image_owner, -1);
         if (j->pid > 0) {
                 /* Daemon shutting down with the job running: its namespace goes with it. */
                 (void) kill(-j->pid, SIGKILL);
@@ -129,19 +133,20 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
         k = manager_caller_key(m, msg, &caller);
         if (k < 0 && k != -ENODATA)
                 return k;
-        if (caller && jobs_of_owner(m, caller) >= JOBS_PER_CALLER_MAX)
+        if (caller && jobs_of_owner(m, caller) >= m->settings.jobs_per_user_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many jobs running for %s (at most %d %s)", caller, JOBS_PER_CALLER_MAX,
+                                         "Too many jobs running for %s (at most %u %s)", caller, m->settings.jobs_per_user_max,
                                          manager_caller_cap_scope(caller));
-        if (g_hash_table_size(m->jobs) >= JOBS_MAX)
+        if (g_hash_table_size(m->jobs) >= m->settings.jobs_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many jobs running (at most %d in all); try again when one has ended",
-                                         JOBS_MAX);
+                                         "Too many jobs running (at most %u in all); try again when one has ended",
+                                         m->settings.jobs_max);
 
         j = calloc(1, sizeof *j);
         if (!j)
                 return -ENOMEM;
         j->comm_fd = -1;
+        j->image_owner = UID_INVALID;
         j->type = type;
         j->action = job_action(type);
         j->progress = -1;
@@ -403,6 +408,22 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         return 0;
 }
 
+int job_claim_owner(Job *j, sd_bus_message *msg, JobArgs *args, sd_bus_error *error)
+{
+        uid_t uid;
+        int k;
+
+        k = authz_caller_uid(j->manager->authz, msg, &uid);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot tell who the caller is: %m");
+        k = bus_check_user_limits(j->manager, uid, error);
+        if (k < 0)
+                return k;
+        j->image_owner = uid;
+        args->owner = uid;
+        return 0;
+}
+
 int job_start(Job *j, JobArgs *args)
 {
         Manager *m = j->manager;
@@ -434,6 +455,10 @@ int job_start(Job *j, JobArgs *args)
                 return k; /* job_free() kills the child */
 
         g_hash_table_insert(m->jobs, GUINT_TO_POINTER(j->id), j);
+        if (j->image_owner != UID_INVALID) {
+                manager_image_pending(m, j->image_owner, +1);
+                j->image_pending = true;
+        }
         log_info("Job %" PRIu32 ": %s %s started for %s.", j->id, job_type_to_string(j->type), j->image, j->owner);
         (void) sd_bus_emit_object_added(m->bus, j->object_path);
         return 0;

@@ -32,6 +32,8 @@ struct Job {
         bool makes_image;   /* ImageAdded on success */
         bool lock_held;
         bool reader_held;   /* reads its (read-only) image in place: see manager_image_reader_add() */
+        uid_t image_owner;  /* whom the image it makes will belong to; UID_INVALID if it makes none */
+        bool image_pending; /* counted in Manager.images_pending until it ends */
 
         double progress; /* 0..1, -1 unknown */
         uint64_t progress_emitted_usec;
@@ -55,6 +57,11 @@ const char *job_type_to_string(JobType t);
 const char *job_state_to_string(JobState s);
 /* "done", "failed", "canceled"; "" while the job runs. */
 const char *job_result_to_string(JobState s);
+
+/* After authorization, for a job that makes an image: the caller's uid is its owner (recorded by the
+ * job before the image is renamed into sight), and QuotaExceeded if the caller is at a per-user limit
+ * of stampd.conf. */
+int job_claim_owner(Job *j, sd_bus_message *msg, JobArgs *args, sd_bus_error *error);
 
 /* Check the caps, lock @image (if @lock), and make the job object (not started yet). */
 int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,

@@ -161,11 +161,11 @@ static int check_machine_caps(Manager *m, sd_bus_message *msg, bool caller_neede
         _cleanup_free_ char *caller = NULL;
         int k;
 
-        if (g_hash_table_size(m->machines) >= MACHINES_MAX)
+        if (g_hash_table_size(m->machines) >= m->settings.machines_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many machines running (at most %d in all); try again when one has "
+                                         "Too many machines running (at most %u in all); try again when one has "
                                          "ended",
-                                         MACHINES_MAX);
+                                         m->settings.machines_max);
         k = manager_caller_key(m, msg, &caller);
         if (k == -ENODATA && !caller_needed)
                 return 0;
@@ -173,10 +173,10 @@ static int check_machine_caps(Manager *m, sd_bus_message *msg, bool caller_neede
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Cannot tell who the caller is");
         if (k < 0)
                 return k;
-        if (machines_of_owner(m, caller) >= MACHINES_PER_CALLER_MAX)
+        if (machines_of_owner(m, caller) >= m->settings.machines_per_user_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many machines running for %s (at most %d %s)", caller,
-                                         MACHINES_PER_CALLER_MAX, manager_caller_cap_scope(caller));
+                                         "Too many machines running for %s (at most %u %s)", caller,
+                                         m->settings.machines_per_user_max, manager_caller_cap_scope(caller));
         if (ret_caller)
                 *ret_caller = TAKE_PTR(caller);
         return 0;

@@ -290,16 +290,16 @@ int manager_operation_acquire(Manager *m, const char *caller, sd_bus_error *erro
 {
         unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(m->operations_per_caller, caller));
 
-        if (n >= OPERATIONS_PER_CALLER_MAX)
+        if (n >= m->settings.operations_per_user_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many operations in progress for %s (at most %d %s); try again when "
+                                         "Too many operations in progress for %s (at most %u %s); try again when "
                                          "some have ended",
-                                         caller, OPERATIONS_PER_CALLER_MAX, manager_caller_cap_scope(caller));
-        if (m->n_operations >= OPERATIONS_MAX)
+                                         caller, m->settings.operations_per_user_max, manager_caller_cap_scope(caller));
+        if (m->n_operations >= m->settings.operations_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many operations in progress (at most %d in all); try again when "
+                                         "Too many operations in progress (at most %u in all); try again when "
                                          "some have ended",
-                                         OPERATIONS_MAX);
+                                         m->settings.operations_max);
         g_hash_table_replace(m->operations_per_caller, g_strdup(caller), GUINT_TO_POINTER(n + 1));
         m->n_operations++;
         return 0;

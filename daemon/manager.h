@@ -10,13 +10,8 @@ typedef struct Authz Authz;
 typedef struct Job Job;
 typedef struct Machine Machine;
 
-/* Limits on what callers can make the daemon hold: in all, and per caller (see manager_caller_key()). */
-#define JOBS_MAX 16
-#define JOBS_PER_CALLER_MAX 4
-#define MACHINES_MAX 64
-#define MACHINES_PER_CALLER_MAX 16
-#define OPERATIONS_MAX 64
-#define OPERATIONS_PER_CALLER_MAX 16
+/* The limits on what callers can make the daemon hold, in all and per caller (see
+ * manager_caller_key()), are Manager.settings' (stampd.conf [Limits]). */
 
 typedef struct Manager {
         sd_event *event;

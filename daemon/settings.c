@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <glib.h>
@@ -12,6 +13,12 @@ void settings_defaults(Settings *s)
         *s = (Settings){
                 .images_per_user = SETTINGS_DEFAULT_IMAGES_PER_USER,
                 .bytes_per_user = UINT64_MAX,
+                .jobs_max = SETTINGS_DEFAULT_JOBS,
+                .jobs_per_user_max = SETTINGS_DEFAULT_JOBS_PER_USER,
+                .machines_max = SETTINGS_DEFAULT_MACHINES,
+                .machines_per_user_max = SETTINGS_DEFAULT_MACHINES_PER_USER,
+                .operations_max = SETTINGS_DEFAULT_OPERATIONS,
+                .operations_per_user_max = SETTINGS_DEFAULT_OPERATIONS_PER_USER,
         };
 }
 
@@ -45,7 +52,22 @@ int parse_size(const char *s, uint64_t *ret)
         return 0;
 }
 
-static const char *const known_limits[] = {"ImagesPerUser", "BytesPerUser", NULL};
+/* The caps of [Limits]: a number from 1 to SETTINGS_CAP_MAX each. */
+static const struct {
+        const char *key;
+        size_t offset;
+} caps[] = {
+        {"Jobs", offsetof(Settings, jobs_max)},
+        {"JobsPerUser", offsetof(Settings, jobs_per_user_max)},
+        {"Machines", offsetof(Settings, machines_max)},
+        {"MachinesPerUser", offsetof(Settings, machines_per_user_max)},
+        {"Operations", offsetof(Settings, operations_max)},
+        {"OperationsPerUser", offsetof(Settings, operations_per_user_max)},
+};
+
+static const char *const known_limits[] = {"ImagesPerUser",   "BytesPerUser", "Jobs",       "JobsPerUser",
+                                           "Machines",        "MachinesPerUser", "Operations", "OperationsPerUser",
+                                           NULL};
 
 int settings_load(Settings *s, const char *path)
 {
@@ -92,6 +114,19 @@ int settings_load(Settings *s, const char *path)
                 else
                         log_warning("%s: BytesPerUser=%s is not a size such as 20G (or infinity); ignored", path,
                                     v ?: "");
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
+                unsigned *field = (unsigned *) ((char *) s + caps[i].offset);
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", caps[i].key, NULL);
+                guint64 n;
+
+                if (!v)
+                        continue;
+                if (g_ascii_string_to_unsigned(v, 10, 1, SETTINGS_CAP_MAX, &n, NULL))
+                        *field = (unsigned) n;
+                else
+                        log_warning("%s: %s=%s is not a number from 1 to %d; keeping %u", path, caps[i].key, v,
+                                    SETTINGS_CAP_MAX, *field);
         }
         return 0;
 }

@@ -10,11 +10,24 @@
  * and keeps its default, so that a typo never leaves the service unreachable. */
 
 #define SETTINGS_DEFAULT_IMAGES_PER_USER 32
+/* What callers can make stampd hold at once, in all and per user (each of root's connections
+ * counting as a user of its own): jobs, machines, short acts on disk. */
+#define SETTINGS_DEFAULT_JOBS 16
+#define SETTINGS_DEFAULT_JOBS_PER_USER 4
+#define SETTINGS_DEFAULT_MACHINES 64
+#define SETTINGS_DEFAULT_MACHINES_PER_USER 16
+#define SETTINGS_DEFAULT_OPERATIONS 64
+#define SETTINGS_DEFAULT_OPERATIONS_PER_USER 16
+/* Above this, a cap would let callers hold more than the daemon is built for (fds, processes). */
+#define SETTINGS_CAP_MAX 4096
 
 typedef struct Settings {
         /* [Limits]: what one user (not root) may have in the store at once */
         unsigned images_per_user; /* UINT_MAX: no limit */
         uint64_t bytes_per_user;  /* UINT64_MAX: no limit */
+        unsigned jobs_max, jobs_per_user_max;
+        unsigned machines_max, machines_per_user_max;
+        unsigned operations_max, operations_per_user_max;
 } Settings;
 
 void settings_defaults(Settings *s);

@@ -26,6 +26,7 @@ static const ArgField common_fields[] = {
         FIELD("store-path", ARG_STRING, store_path, false),
         FIELD("store-btrfs", ARG_BOOL, store_is_btrfs, false),
         FIELD("temp", ARG_STRING, temp_name, false),
+        FIELD("owner", ARG_U64, owner, false),
         {},
 };
 
@@ -110,6 +111,7 @@ void job_args_init(JobArgs *a, JobType type)
         for (JobType t = 0; t < _JOB_VERB_MAX; t++)
                 fields_init(a, verbs[t].fields);
         a->export.usage = UINT64_MAX;
+        a->owner = UINT64_MAX;
 }
 
 static void fields_done(JobArgs *a, const ArgField *fields)

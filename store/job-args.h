@@ -88,6 +88,7 @@ typedef struct JobArgs {
         char *store_path; /* for tools that take a path (debootstrap) */
         bool store_is_btrfs;
         char *temp_name; /* the job's hidden temporary in the store, or NULL */
+        uint64_t owner;  /* the uid the image a job makes is recorded for (owners.h); UINT64_MAX: none */
 
         /* The one of @type; the others stay empty. */
         TemplateJobArgs template;

@@ -2,6 +2,7 @@
 #include <sys/socket.h>
 
 #include "job-child.h"
+#include "owners.h"
 
 static void child_send(JobChild *c, char kind, int num, const char *text)
 {
@@ -44,4 +45,23 @@ int job_child_fail(JobChild *c, int error, const char *fmt, ...)
         va_end(ap);
         child_send(c, 'E', abs(error), text);
         return -abs(error);
+}
+
+int job_child_record_owner(JobChild *c, const char *name, int image_fd)
+{
+        int k;
+
+        if (c->owner == UINT64_MAX)
+                return 0;
+        k = store_owner_write(c->store_fd, name, image_fd, (uid_t) c->owner);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot record the owner of %s: %s", name, strerror(-k));
+        return 0;
+}
+
+void job_child_drop_owner(JobChild *c, const char *name)
+{
+        /* The record names our temporary's identity: whoever holds @name now, it is stale there. */
+        if (c->owner != UINT64_MAX)
+                (void) store_owner_remove_if_stale(c->store_fd, name);
 }

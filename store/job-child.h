@@ -19,9 +19,15 @@ typedef struct JobChild {
         bool store_is_btrfs;
         const char *store;     /* path of the store, for tools that take a path; may be NULL */
         const char *temp_name; /* the job's hidden temporary in the store, or NULL */
+        uint64_t owner;        /* whom the image the job makes belongs to (owners.h); UINT64_MAX: nobody's */
 } JobChild;
 
 void job_child_progress(JobChild *c, double progress);
 void job_child_log(JobChild *c, int priority, const char *fmt, ...) _printf_(3, 4);
+/* Before the image the job made at @image_fd is renamed to @name: record its owner, if the job has
+ * one. Returns 0, or a negative errno after job_child_fail(). After a failed rename,
+ * job_child_drop_owner() takes the record back. */
+int job_child_record_owner(JobChild *c, const char *name, int image_fd);
+void job_child_drop_owner(JobChild *c, const char *name);
 /* Record why the job fails (the message callers see); returns -@error. */
 int job_child_fail(JobChild *c, int error, const char *fmt, ...) _printf_(3, 4);

@@ -228,6 +228,67 @@ class BytesLimitTest(SelfServiceTestCase):
         self.user2.manager('CloneImage', 'base', 'theirs', False)
 
 
+class JobOwnerTest(SelfServiceTestCase):
+    """Images that jobs make (an import here; pulls and templates alike) are
+    their caller's, recorded by stamp-transfer before the image is renamed
+    into sight, and count against the same limits."""
+
+    limits = 'ImagesPerUser=2\n'
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.dir, 0o755)
+        self.tar = os.path.join(self.dir, 'base.tar')
+        run(['tar', '--numeric-owner', '-C', self.path('base'), '-cf', self.tar, '.'])
+        os.chmod(self.tar, 0o644)
+        self.set_rules(''.join(rule_for(USER, a, 'YES') for a in OWN_ACTIONS + ('import',)))
+
+    def user_import(self, name):
+        return run(stamptest.ENV.as_user(USER, [STAMPCTL, '--quiet', 'import-tar', self.tar, name]), check=False)
+
+    def test_import_is_the_callers(self):
+        p = self.user_import('imported')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.owner('imported'), self.uid)
+        self.assertIn('imported', os.listdir(self.path('.stamp/owners')))
+        self.user.manager('RemoveImage', 'imported')  # and so the user's to remove
+        run([STAMPCTL, '--quiet', 'import-tar', self.tar, 'roots'])
+        self.assertEqual(self.owner('roots'), 0)
+
+    def test_import_counts_against_the_limit(self):
+        self.user.manager('CloneImage', 'base', 'one', False)
+        self.assertEqual(self.user_import('two').returncode, 0)
+        before = store_state(self.store)
+        p = self.user_import('three')
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn('ImagesPerUser=2', p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertUnchanged(self.store, before)
+        self.assertEqual(self.root.manager('GetUserUsage', self.uid)[0], 2)
+
+
+class CapsFromConfigTest(SelfServiceTestCase):
+    """The daemon's caps come from stampd.conf too."""
+
+    limits = 'Jobs=1\n'
+
+    def import_from_pipe(self, name):
+        r, w = os.pipe()  # nobody writes: the import waits
+        self.addCleanup(os.close, w)
+        try:
+            return self.root.call(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE, 'ImportTar', 0, name, False,
+                                  fd_list=stamptest.fd_list(r))
+        finally:
+            os.close(r)
+
+    def test_jobs_cap(self):
+        job_id, path = self.import_from_pipe('first')
+        self.addCleanup(lambda: self.root.manager('CancelJob', job_id) if job_id in
+                        [j[0] for j in self.root.manager('ListJobs')] else None)
+        e = self.assertDBusError(stamptest.LIMITS_EXCEEDED, self.import_from_pipe, 'second')
+        self.assertIn('at most 1 in all', e.message)
+
+
 class BadConfigTest(stamptest.TestCase):
 
     def test_missing_config_file_named_on_the_command_line(self):

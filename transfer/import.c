@@ -72,10 +72,15 @@ int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const cha
                         return job_child_fail(c, -k, "Cannot mark image %s read-only: %s", name, strerror(-k));
         }
 
+        k = job_child_record_owner(c, name, root_fd);
+        if (k < 0)
+                return k;
         if (renameat2(store_fd, temp, store_fd, name, RENAME_NOREPLACE) < 0) {
-                if (errno == EEXIST)
+                k = errno;
+                job_child_drop_owner(c, name);
+                if (k == EEXIST)
                         return job_child_fail(c, EEXIST, "An image named %s already exists", name);
-                return job_child_fail(c, errno, "Cannot put image %s in place: %s", name, strerror(errno));
+                return job_child_fail(c, k, "Cannot put image %s in place: %s", name, strerror(k));
         }
 
         if (read_only && !is_subvolume) {

@@ -144,7 +144,7 @@ static int run_remove_temporary(JobChild *c)
 
 int main(int argc, char *argv[])
 {
-        JobChild c = {.fd = JOB_ARGS_FD_COMM, .store_fd = JOB_ARGS_FD_STORE};
+        JobChild c = {.fd = JOB_ARGS_FD_COMM, .store_fd = JOB_ARGS_FD_STORE, .owner = UINT64_MAX};
         _cleanup_(job_args_done) JobArgs a;
         int k;
 
@@ -167,6 +167,7 @@ int main(int argc, char *argv[])
         c.store_is_btrfs = a.store_is_btrfs;
         c.store = a.store_path;
         c.temp_name = a.temp_name;
+        c.owner = a.owner;
 
         if (a.type == JOB_REMOVE_TEMPORARY)
                 return run_remove_temporary(&c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

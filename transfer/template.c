@@ -1181,12 +1181,16 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
                 if (k < 0)
                         return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));
         }
+        k = job_child_record_owner(b->c, name, tree_fd);
+        if (k < 0)
+                return k;
         if (renameat2(store_fd, temp, store_fd, name, RENAME_NOREPLACE) < 0) {
-                if (errno == EEXIST)
+                k = errno;
+                job_child_drop_owner(b->c, name);
+                if (k == EEXIST)
                         return job_child_fail(b->c, EEXIST, "An image named %s appeared while the template was built",
                                               name);
-                return job_child_fail(b->c, errno, "Cannot put the template in place as %s: %s", name,
-                                      strerror(errno));
+                return job_child_fail(b->c, k, "Cannot put the template in place as %s: %s", name, strerror(k));
         }
         if (!subvolume) {
                 /* An immutable directory cannot be renamed: the flag comes last, and if it cannot be set,
