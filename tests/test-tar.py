@@ -495,6 +495,146 @@ class PlainStoreRoundTripTest(TarTestCase):
         self.assertEqual(state, expected)
 
 
+TIB = 1 << 40
+# Data blocks of a 1 TiB file that is a hole everywhere else: at the start, in
+# the middle (not on a block boundary), and at the very end.
+HUGE_LAYOUT = [(0, b'head' * 1024), ((TIB // 2) + 12345, b'middle' * 2000), (TIB - 4096, b'tail' * 1024)]
+
+
+def data_extents(path):
+    """The (offset, bytes) runs that hold data, found with SEEK_DATA/SEEK_HOLE."""
+    runs = []
+    with open(path, 'rb') as f:
+        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            runs.append((start, end - start))
+            pos = end
+    return runs
+
+
+def sparse_state(path):
+    """What must survive of a huge sparse file, read without reading its holes:
+    its size, and the content of every data run."""
+    s = os.stat(path)
+    contents = []
+    with open(path, 'rb') as f:
+        for offset, n in data_extents(path):
+            f.seek(offset)
+            contents.append((offset, hashlib.sha256(f.read(n)).hexdigest()))
+    return s.st_size, contents
+
+
+class HugeSparseTest(TarTestCase):
+    """Files with holes of a TiB and more (root in a machine makes one in a
+    moment) are exported as holes and data, quickly and small, and come back
+    sparse. Holes were handed to the tar writer as zeros, a MiB at a time: a
+    file claiming exabytes made an export that never ended."""
+
+    # Without the fix such an export runs for days: fail after a minute instead.
+    EXPORT_TIMEOUT = 60
+
+    def make_sparse_image(self, kind):
+        src = make_image(self.store, 'holes', kind=kind, populate=False)
+        os.mkdir(os.path.join(src, 'srv'))
+        write_sparse(os.path.join(src, 'srv/huge'), HUGE_LAYOUT, TIB)
+        write_sparse(os.path.join(src, 'srv/huge-tail-hole'), HUGE_LAYOUT[:1], TIB)
+        write_sparse(os.path.join(src, 'srv/all-hole'), [], TIB)
+        return src
+
+    def export_bounded(self, name, fmt, path):
+        """Export to a file; (outcome, seconds), failing the test if it does
+        not end in EXPORT_TIMEOUT."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            job = call_with_fd(self.root, 'ExportTar', (name, 0, fmt), fd)
+        finally:
+            os.close(fd)
+        t0 = time.monotonic()
+        try:
+            outcome = self.jobs.wait(job, timeout=self.EXPORT_TIMEOUT)
+        except AssertionError:
+            self.root.call(job[1], JOB_IFACE, 'Cancel')
+            self.jobs.wait(job)
+            self.fail('the export of image %s did not end within %d s' % (name, self.EXPORT_TIMEOUT))
+        return job, outcome, time.monotonic() - t0
+
+    def check_round_trip(self, kind):
+        src = self.make_sparse_image(kind)
+        names = ('huge', 'huge-tail-hole', 'all-hole')
+        expected = {n: sparse_state(os.path.join(src, 'srv', n)) for n in names}
+        for fmt in ('uncompressed', 'zstd'):
+            with self.subTest(format=fmt):
+                path = os.path.join(self.dir, 'holes.' + fmt)
+                _, outcome, took = self.export_bounded('holes', fmt, path)
+                self.assertJobDone(outcome)
+                self.assertLess(took, 10)
+                # the data is a few KiB: holes are not in the archive
+                self.assertLess(os.path.getsize(path), 1 << 20)
+                listing = run(['bsdtar', '-tvf', path]).stdout
+                self.assertRegex(listing, r" %d [^\n]*srv/huge\n" % TIB)
+
+                copy = 'holes-' + fmt
+                self.assertJobDone(self.import_file(path, copy))
+                for n in names:
+                    got = os.path.join(self.store, copy, 'srv', n)
+                    self.assertEqual(sparse_state(got), expected[n], n)
+                    # still holes on disk: a few data blocks, not a TiB
+                    self.assertLess(os.stat(got).st_blocks * 512, 4 << 20, n)
+        self.assertEqual(temporaries(self.store), [])
+
+    def test_huge_holes_round_trip(self):
+        self.check_round_trip('subvolume')
+
+    def test_exabyte_hole_at_the_end_round_trip(self):
+        """A hole at a file's end costs the export nothing, however long."""
+        src = make_image(self.store, 'tail', populate=False)
+        size = (1 << 63) - (1 << 20)
+        write_sparse(os.path.join(src, 'big'), [(0, b'data' * 1024)], size)
+        expected = sparse_state(os.path.join(src, 'big'))
+        path = os.path.join(self.dir, 'tail.tar')
+        _, outcome, took = self.export_bounded('tail', 'uncompressed', path)
+        self.assertJobDone(outcome)
+        self.assertLess(took, 10)
+        self.assertLess(os.path.getsize(path), 1 << 20)
+        self.assertJobDone(self.import_file(path, 'tail-copy'))
+        got = os.path.join(self.store, 'tail-copy', 'big')
+        self.assertEqual(sparse_state(got), expected)
+        self.assertLess(os.stat(got).st_blocks * 512, 1 << 20)
+
+    def test_exabyte_holes_between_data_are_refused(self):
+        """Holes before data must be handed to the tar writer: what that may
+        cost is bounded, and an image beyond it is refused at once, with a
+        named error and nothing left in the store."""
+        src = make_image(self.store, 'absurd', populate=False)
+        write_sparse(os.path.join(src, 'big'), [(0, b'a' * 4096), (1 << 62, b'b' * 4096)],
+                     (1 << 62) + 4096)
+        before = store_state(self.store)['absurd']
+        path = os.path.join(self.dir, 'absurd.tar')
+        job, outcome, took = self.export_bounded('absurd', 'zstd', path)
+        self.assertJobFailed(outcome, 'TiB of holes', 'big')
+        self.assertEqual(self.jobs.error_name(job), STAMP_ERROR + 'NotSupported')
+        self.assertLess(took, 10)
+        # the snapshot it was read from is gone, the image untouched
+        self.assertEqual(temporaries(self.store), [])
+        self.assertEqual(store_state(self.store)['absurd'], before)
+
+
+class HugeSparsePlainStoreTest(HugeSparseTest):
+    """The same on a store without btrfs (ext4 takes files of up to 16 TiB)."""
+
+    store_kind = 'plain'
+    test_exabyte_hole_at_the_end_round_trip = None
+    test_exabyte_holes_between_data_are_refused = None
+
+    def test_huge_holes_round_trip(self):
+        self.check_round_trip('directory')
+
+
 USER_EXPORT_SCRIPT = r'''
 import os, sys
 import gi
