@@ -727,6 +727,74 @@ class ConsistencyTest(TarTestCase):
         self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
 
 
+    def test_big_file_rewritten_during_export_is_the_snapshot(self):
+        """Big files of a writable image are read through the live image
+        while their extents show they are still the snapshot's. A file
+        rewritten all through the export must still come out as it was at the
+        snapshot (one instant of the writer: rounds g+1 then g), not a mix of
+        what the live file held at different times."""
+        img = make_image(self.store, 'busy', populate=False)
+        os.mkdir(os.path.join(img, 'srv'))
+        big = os.path.join(img, 'srv/big')
+        with open(big, 'wb') as f:
+            f.write(round_pattern(0) * (BIG_REWRITTEN // 4096))
+        counter = os.path.join(self.dir, 'rounds')
+        writer = subprocess.Popen([stamptest.PYTHON, '-c', BIG_WRITER_SCRIPT, big, counter])
+        self.addCleanup(lambda: (writer.kill(), writer.wait()))
+        rounds = lambda: int(open(counter).read() or 0) if os.path.exists(counter) else 0  # noqa: E731
+        wait_for(lambda: rounds() >= 2, 'the writer to get going')
+
+        path = os.path.join(self.dir, 'busy.tar')
+        job, reader = self.export_to_pipe('busy', 'uncompressed', path, pause_after=1 << 20)
+        reader.paused.wait(stamptest.TIMEOUT)
+        self.assertTrue(reader.paused.is_set(), 'the export never produced 1 MiB')
+        seen = rounds()
+        wait_for(lambda: rounds() >= seen + 3, 'three more rounds of the writer')
+        reader.resume.set()
+        self.assertJobDone(self.jobs.wait(job))
+        reader.join()
+        writer.kill()
+        writer.wait()
+
+        with tarfile.open(path) as t:
+            data = t.extractfile('./srv/big').read()
+        self.assertEqual(len(data), BIG_REWRITTEN)
+        # The snapshot may fall in the middle of a round: the file's first blocks
+        # at round g+1, the rest at round g. Anything else mixes instants.
+        numbers = [int(data[i:i + 16]) for i in range(0, len(data), 4096)]
+        g = min(numbers)
+        k = numbers.count(g + 1)
+        self.assertEqual(numbers, [g + 1] * k + [g] * (len(numbers) - k),
+                         'the export mixes rounds of srv/big: %s' % sorted(set(numbers)))
+        self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
+
+
+BIG_REWRITTEN = 24 << 20
+
+
+def round_pattern(n):
+    """4 KiB that say which round of the writer wrote them."""
+    return (b'%015d\n' % n) * 256
+
+
+BIG_WRITER_SCRIPT = r'''
+import os, sys
+big, counter = sys.argv[1], sys.argv[2]
+size = %d
+n = 0
+while True:
+    n += 1
+    block = (b'%%015d\n' %% n) * 256 * 256
+    fd = os.open(big, os.O_WRONLY)
+    for off in range(0, size, len(block)):
+        os.pwrite(fd, block, off)
+    os.fsync(fd)
+    os.close(fd)
+    with open(counter + '.new', 'w') as f:
+        f.write(str(n))
+    os.rename(counter + '.new', counter)
+''' % BIG_REWRITTEN
+
 WRITER_SCRIPT = r'''
 import os, sys
 img, counter = sys.argv[1], sys.argv[2]
