@@ -769,6 +769,44 @@ class ConsistencyTest(TarTestCase):
         self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
 
 
+    def test_live_files_swapped_during_export_are_not_followed(self):
+        """What the export reads through the live image is opened beneath
+        it, never through a symlink, never as a FIFO or device: files swapped
+        for those after the snapshot come out as the snapshot has them."""
+        img = make_image(self.store, 'swapped', populate=False)
+        os.mkdir(os.path.join(img, 'srv'))
+        with open(os.path.join(img, 'srv/big'), 'wb') as f:
+            f.write(os.urandom(16 << 20))
+        later = {}
+        for name in ('z-fifo', 'z-link', 'z-dir'):
+            later[name] = os.urandom(256 << 10)
+            with open(os.path.join(img, 'srv', name), 'wb') as f:
+                f.write(later[name])
+        secret = os.path.join(self.dir, 'host-secret')
+        with open(secret, 'wb') as f:
+            f.write(b'host secret\n' * 30000)
+
+        path = os.path.join(self.dir, 'swapped.tar')
+        job, reader = self.export_to_pipe('swapped', 'uncompressed', path, pause_after=1 << 20)
+        reader.paused.wait(stamptest.TIMEOUT)
+        self.assertTrue(reader.paused.is_set(), 'the export never produced 1 MiB')
+        srv = os.path.join(img, 'srv')
+        os.unlink(os.path.join(srv, 'z-fifo'))
+        os.mkfifo(os.path.join(srv, 'z-fifo'))
+        os.unlink(os.path.join(srv, 'z-link'))
+        os.symlink(secret, os.path.join(srv, 'z-link'))
+        os.unlink(os.path.join(srv, 'z-dir'))
+        os.mkdir(os.path.join(srv, 'z-dir'))
+        os.symlink(secret, os.path.join(srv, 'z-dir', 'x'))
+        reader.resume.set()
+        self.assertJobDone(self.jobs.wait(job, timeout=60))
+        reader.join()
+        with tarfile.open(path) as t:
+            for name, data in later.items():
+                self.assertEqual(t.extractfile('./srv/' + name).read(), data, name)
+        self.assertEqual(temporaries(self.store), [])
+
+
 BIG_REWRITTEN = 24 << 20
 
 

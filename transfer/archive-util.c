@@ -357,17 +357,21 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
  * (FIEMAP_FLAG_SYNC: a page changed before or during the read is written, to new extents) and its
  * extent map over the chunk compared with the snapshot's: the same, the chunk is the snapshot's;
  * not, the chunk and the rest of the file are read from the snapshot. Both files are opened beneath
- * their trees without following a symlink or leaving the file system, and must be the same inode. */
+ * their trees without following a symlink or leaving the file system, and must be the same regular
+ * file (inode). A writer that changes the live file and then clones the snapshot's very extents
+ * back into it (FICLONE from a copy it kept) could pass off what it wrote in between: only root in
+ * the image can, and only with the image's own data. */
 
-/* Smaller files are mostly inline in btrfs's metadata, which the snapshot shares and which is
- * cached: they are read from the snapshot. */
-#define LIVE_READ_MIN 4096
+/* Files up to btrfs's max_inline (2048 bytes by default) keep their data in the metadata, which the
+ * snapshot shares and which is cached: they are read from the snapshot. */
+#define LIVE_READ_MIN 2049
 #define LIVE_CHUNK (4 * 1024 * 1024)
 #define LIVE_EXTENTS 32
 
 typedef struct LiveTree {
         int live_fd;  /* borrowed; -1: not in use */
         int snap_fd;  /* borrowed */
+        dev_t live_dev, snap_dev;
         uint8_t *buf; /* LIVE_CHUNK bytes */
         uint64_t live_bytes, snap_bytes;
 } LiveTree;
@@ -377,13 +381,30 @@ typedef struct ExtentMap {
         struct fiemap_extent extents[LIVE_EXTENTS];
 } ExtentMap;
 
-static int open_beneath(int dir_fd, const char *path)
+/* Open @path beneath @dir_fd for reading if it is a regular file, inode @ino on @dev (the tree's
+ * own subvolume, not one nested in it), without following a symlink or leaving the file system;
+ * fills @st. In a live image anything may be at that path by now: with @live it is looked at
+ * through O_PATH first, so that no device node or FIFO is ever opened (an open alone can do things
+ * to a device), then reopened through /proc as the inode it is. A read-only snapshot holds still. */
+static int open_regular_beneath(int dir_fd, const char *path, bool live, ino_t ino, dev_t dev, struct stat *st)
 {
         struct open_how how = {
-                .flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+                .flags = (live ? O_PATH : O_RDONLY | O_NONBLOCK | O_NOCTTY) | O_NOFOLLOW | O_CLOEXEC,
                 .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
         };
-        return (int) syscall(SYS_openat2, dir_fd, path, &how, sizeof how);
+        _cleanup_close_ int p = (int) syscall(SYS_openat2, dir_fd, path, &how, sizeof how);
+        char proc[64];
+        int fd;
+
+        if (p < 0 || fstat(p, st) < 0)
+                return -errno;
+        if (!S_ISREG(st->st_mode) || st->st_ino != ino || st->st_dev != dev)
+                return -ESTALE;
+        if (!live)
+                return TAKE_FD(p);
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
+        fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
 }
 
 /* The extents over [@start, @start + @len) of @fd, flushed first if @sync; false if they cannot be
@@ -450,13 +471,11 @@ static int export_copy_data_live(LiveTree *lt, struct archive *w, const Sink *si
 
         if (lt->live_fd < 0 || !path || size < LIVE_READ_MIN || archive_entry_sparse_count(e) > 0)
                 return 0;
-        snap = open_beneath(lt->snap_fd, path);
-        if (snap < 0 || fstat(snap, &ss) < 0 || !S_ISREG(ss.st_mode) || ss.st_size != size ||
-            (uint64_t) ss.st_ino != (uint64_t) archive_entry_ino64(e))
+        snap = open_regular_beneath(lt->snap_fd, path, false, (ino_t) archive_entry_ino64(e), lt->snap_dev, &ss);
+        if (snap < 0 || ss.st_size != size)
                 return 0;
-        live = open_beneath(lt->live_fd, path);
-        if (live < 0 || fstat(live, &ls) < 0 || !S_ISREG(ls.st_mode) || ls.st_ino != ss.st_ino ||
-            ls.st_size != ss.st_size)
+        live = open_regular_beneath(lt->live_fd, path, true, ss.st_ino, lt->live_dev, &ls);
+        if (live < 0 || ls.st_size != ss.st_size)
                 return 0;
 
         for (uint64_t off = 0; off < (uint64_t) size;) {
@@ -545,9 +564,18 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
         LiveTree lt = {.live_fd = live_buf ? live_fd : -1, .snap_fd = tree_fd, .buf = live_buf};
         Progress progress = {.c = c, .live_total = total};
         Sink sink = {.fd = out_fd};
+        struct stat st;
         int r, k;
 
         holes_init(&holes);
+        if (lt.live_fd >= 0) {
+                if (fstat(lt.live_fd, &st) < 0)
+                        lt.live_fd = -1;
+                lt.live_dev = st.st_dev;
+                if (fstat(lt.snap_fd, &st) < 0)
+                        lt.live_fd = -1;
+                lt.snap_dev = st.st_dev;
+        }
 
         if (!disk || !w || !resolver)
                 return errbuf_set(err, errlen, ENOMEM, "Out of memory");
@@ -636,6 +664,11 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
 
         if (archive_write_close(w) != ARCHIVE_OK)
                 return export_write_failure(w, &sink, err, errlen);
+        if (lt.live_fd >= 0)
+                job_child_log(c, LOG_LEVEL_DEBUG,
+                              "Read %" PRIu64 " MiB of the snapshot's files through the live image, %" PRIu64
+                              " MiB of them from the snapshot",
+                              lt.live_bytes >> 20, lt.snap_bytes >> 20);
         return 0;
 }
 
