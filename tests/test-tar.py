@@ -925,6 +925,31 @@ class EarlyCloseTest(TarTestCase):
         self.assertTrue(self.daemon.running())
         self.assertEqual(sorted(self.root.list_images()), ['big'])
 
+    def test_full_file_system_under_the_archive(self):
+        """Into a regular file the archive is written by a thread of its own:
+        its failure still fails the job, named, with nothing left behind."""
+        img = make_image(self.store, 'big')
+        with open(os.path.join(img, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(8 << 20))
+        small = os.path.join(self.dir, 'small')
+        os.mkdir(small)
+        run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'stamp-small', small])
+        self.addCleanup(run, ['umount', small])
+        for fmt in ('uncompressed', 'zstd'):
+            with self.subTest(format=fmt):
+                path = os.path.join(small, 'big.' + fmt)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    job = call_with_fd(self.root, 'ExportTar', ('big', 0, fmt), fd)
+                finally:
+                    os.close(fd)
+                self.assertJobFailed(self.jobs.wait(job), 'No space left where the archive is written')
+                self.assertEqual(self.jobs.error_name(job), STAMP_ERROR + 'NoSpace')
+                self.assertEqual(temporaries(self.store), [])
+                os.unlink(path)
+        self.assertTrue(self.daemon.running())
+        self.assertEqual(sorted(self.root.list_images()), ['big'])
+
 
 class ArgumentsTest(TarTestCase):
 

@@ -155,9 +155,23 @@ static void progress_add(Progress *p, uint64_t n)
 
 /* ---- export ---- */
 
+/* Where the archive goes. Into a regular file, write(2) is a third of the export's CPU (the copy
+ * into the page cache, btrfs's space reservations): a thread of its own does it there, on the
+ * other CPU, while the walk reads on, through SINK_SLOTS blocks. Into a pipe or socket the writes
+ * stay in line, so that progress never runs ahead of what the reader took. */
+#define SINK_SLOTS 2
+
 typedef struct Sink {
         int fd;
-        int error;
+        _Atomic int error; /* errno of the write that failed */
+        bool threaded;
+        pthread_t thread;
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        uint8_t *slot[SINK_SLOTS];
+        size_t len[SINK_SLOTS];
+        unsigned head, filled; /* the next slot to write; how many are waiting */
+        bool closing;
 } Sink;
 
 static int wait_fd(int fd, short events)
@@ -170,27 +184,154 @@ static int wait_fd(int fd, short events)
         return 0;
 }
 
-static la_ssize_t sink_write(struct archive *a, void *userdata, const void *buf, size_t n)
+/* 0 or a positive errno. */
+static int write_all(int fd, const uint8_t *p, size_t left)
 {
-        Sink *s = userdata;
-        const uint8_t *p = buf;
-        size_t left = n;
-
         while (left > 0) {
-                ssize_t k = write(s->fd, p, left);
+                ssize_t k = write(fd, p, left);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno == EAGAIN && wait_fd(s->fd, POLLOUT) >= 0)
+                        if (errno == EAGAIN && wait_fd(fd, POLLOUT) >= 0)
                                 continue;
-                        s->error = errno;
-                        archive_set_error(a, errno, "Cannot write the archive: %s", strerror(errno));
-                        return -1;
+                        return errno;
                 }
                 p += k;
                 left -= (size_t) k;
         }
+        return 0;
+}
+
+static void *sink_thread(void *userdata)
+{
+        Sink *s = userdata;
+
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                unsigned i;
+                int e = 0;
+
+                while (s->filled == 0 && !s->closing)
+                        pthread_cond_wait(&s->changed, &s->lock);
+                if (s->filled == 0)
+                        break;
+                i = s->head;
+                if (!s->error) {
+                        pthread_mutex_unlock(&s->lock);
+                        e = write_all(s->fd, s->slot[i], s->len[i]);
+                        pthread_mutex_lock(&s->lock);
+                }
+                if (e && !s->error)
+                        s->error = e;
+                s->head = (i + 1) % SINK_SLOTS;
+                s->filled--;
+                pthread_cond_broadcast(&s->changed);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+static void sink_start(Sink *s, int fd, bool threaded)
+{
+        struct stat st;
+
+        *s = (Sink) {.fd = fd};
+        if (!threaded || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return;
+        for (unsigned i = 0; i < SINK_SLOTS; i++)
+                if (!(s->slot[i] = malloc(EXPORT_BLOCK_SIZE)))
+                        goto fail;
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->changed, NULL);
+        if (pthread_create(&s->thread, NULL, sink_thread, s) != 0) {
+                pthread_cond_destroy(&s->changed);
+                pthread_mutex_destroy(&s->lock);
+                goto fail;
+        }
+        s->threaded = true;
+        return;
+fail:
+        for (unsigned i = 0; i < SINK_SLOTS; i++)
+                free(TAKE_PTR(s->slot[i]));
+}
+
+/* Wait until every block is written and end the thread; the first error, or 0. */
+static int sink_stop(Sink *s)
+{
+        int e;
+
+        if (!s->threaded)
+                return s->error;
+        pthread_mutex_lock(&s->lock);
+        s->closing = true;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+        (void) pthread_join(s->thread, NULL);
+        s->threaded = false;
+        pthread_cond_destroy(&s->changed);
+        pthread_mutex_destroy(&s->lock);
+        for (unsigned i = 0; i < SINK_SLOTS; i++)
+                free(TAKE_PTR(s->slot[i]));
+        e = s->error;
+        return e;
+}
+
+static void sink_stopp(Sink *s)
+{
+        (void) sink_stop(s);
+}
+
+static la_ssize_t sink_write(struct archive *a, void *userdata, const void *buf, size_t n)
+{
+        Sink *s = userdata;
+        const uint8_t *p = buf;
+        int e;
+
+        if (!s->threaded) {
+                e = write_all(s->fd, p, n);
+                if (e) {
+                        s->error = e;
+                        archive_set_error(a, e, "Cannot write the archive: %s", strerror(e));
+                        return -1;
+                }
+                return (la_ssize_t) n;
+        }
+        for (size_t done = 0; done < n;) {
+                size_t k = MIN(n - done, (size_t) EXPORT_BLOCK_SIZE);
+                unsigned i;
+
+                pthread_mutex_lock(&s->lock);
+                while (s->filled == SINK_SLOTS && !s->error)
+                        pthread_cond_wait(&s->changed, &s->lock);
+                e = s->error;
+                i = (s->head + s->filled) % SINK_SLOTS;
+                pthread_mutex_unlock(&s->lock);
+                if (e) {
+                        archive_set_error(a, e, "Cannot write the archive: %s", strerror(e));
+                        return -1;
+                }
+                /* Slot i is free: the thread only reads the filled ones. */
+                memcpy(s->slot[i], p + done, k);
+                pthread_mutex_lock(&s->lock);
+                s->len[i] = k;
+                s->filled++;
+                pthread_cond_broadcast(&s->changed);
+                pthread_mutex_unlock(&s->lock);
+                done += k;
+        }
         return (la_ssize_t) n;
+}
+
+static int sink_close(struct archive *a, void *userdata)
+{
+        Sink *s = userdata;
+        int e = sink_stop(s);
+
+        if (e) {
+                archive_set_error(a, e, "Cannot write the archive: %s", strerror(e));
+                return ARCHIVE_FATAL;
+        }
+        return ARCHIVE_OK;
 }
 
 static int n_cpus(void)
@@ -556,6 +697,8 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
 {
         _cleanup_(archive_read_freep) struct archive *disk = archive_read_disk_new();
         _cleanup_(archive_write_freep) struct archive *w = archive_write_new();
+        /* Declared after w: its thread is ended before w is freed. */
+        _cleanup_(sink_stopp) Sink sink = {.fd = -1};
         _cleanup_(linkresolver_freep) struct archive_entry_linkresolver *resolver =
                 archive_entry_linkresolver_new();
         _cleanup_(archive_entry_freep) struct archive_entry *e = NULL;
@@ -563,7 +706,6 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
         _cleanup_free_ uint8_t *live_buf = live_fd >= 0 ? malloc(LIVE_CHUNK) : NULL;
         LiveTree lt = {.live_fd = live_buf ? live_fd : -1, .snap_fd = tree_fd, .buf = live_buf};
         Progress progress = {.c = c, .live_total = total};
-        Sink sink = {.fd = out_fd};
         struct stat st;
         int r, k;
 
@@ -591,7 +733,8 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
         /* Padding after a compressed stream makes readers refuse it, and pipes are not tapes. */
         archive_write_set_bytes_per_block(w, EXPORT_BLOCK_SIZE);
         archive_write_set_bytes_in_last_block(w, 1);
-        if (archive_write_open(w, &sink, NULL, sink_write, NULL) != ARCHIVE_OK)
+        sink_start(&sink, out_fd, n_cpus() > 1);
+        if (archive_write_open(w, &sink, NULL, sink_write, sink_close) != ARCHIVE_OK)
                 return export_write_failure(w, &sink, err, errlen);
         archive_entry_linkresolver_set_strategy(resolver, archive_format(w));
 
