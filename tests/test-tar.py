@@ -497,6 +497,146 @@ class PlainStoreRoundTripTest(TarTestCase):
         self.assertEqual(state, expected)
 
 
+TIB = 1 << 40
+# Data blocks of a 1 TiB file that is a hole everywhere else: at the start, in
+# the middle (not on a block boundary), and at the very end.
+HUGE_LAYOUT = [(0, b'head' * 1024), ((TIB // 2) + 12345, b'middle' * 2000), (TIB - 4096, b'tail' * 1024)]
+
+
+def data_extents(path):
+    """The (offset, bytes) runs that hold data, found with SEEK_DATA/SEEK_HOLE."""
+    runs = []
+    with open(path, 'rb') as f:
+        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            runs.append((start, end - start))
+            pos = end
+    return runs
+
+
+def sparse_state(path):
+    """What must survive of a huge sparse file, read without reading its holes:
+    its size, and the content of every data run."""
+    s = os.stat(path)
+    contents = []
+    with open(path, 'rb') as f:
+        for offset, n in data_extents(path):
+            f.seek(offset)
+            contents.append((offset, hashlib.sha256(f.read(n)).hexdigest()))
+    return s.st_size, contents
+
+
+class HugeSparseTest(TarTestCase):
+    """Files with holes of a TiB and more (root in a machine makes one in a
+    moment) are exported as holes and data, quickly and small, and come back
+    sparse. Holes were handed to the tar writer as zeros, a MiB at a time: a
+    file claiming exabytes made an export that never ended."""
+
+    # Without the fix such an export runs for days: fail after a minute instead.
+    EXPORT_TIMEOUT = 60
+
+    def make_sparse_image(self, kind):
+        src = make_image(self.store, 'holes', kind=kind, populate=False)
+        os.mkdir(os.path.join(src, 'srv'))
+        write_sparse(os.path.join(src, 'srv/huge'), HUGE_LAYOUT, TIB)
+        write_sparse(os.path.join(src, 'srv/huge-tail-hole'), HUGE_LAYOUT[:1], TIB)
+        write_sparse(os.path.join(src, 'srv/all-hole'), [], TIB)
+        return src
+
+    def export_bounded(self, name, fmt, path):
+        """Export to a file; (outcome, seconds), failing the test if it does
+        not end in EXPORT_TIMEOUT."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            job = call_with_fd(self.root, 'ExportTar', (name, 0, fmt), fd)
+        finally:
+            os.close(fd)
+        t0 = time.monotonic()
+        try:
+            outcome = self.jobs.wait(job, timeout=self.EXPORT_TIMEOUT)
+        except AssertionError:
+            self.root.call(job[1], JOB_IFACE, 'Cancel')
+            self.jobs.wait(job)
+            self.fail('the export of image %s did not end within %d s' % (name, self.EXPORT_TIMEOUT))
+        return job, outcome, time.monotonic() - t0
+
+    def check_round_trip(self, kind):
+        src = self.make_sparse_image(kind)
+        names = ('huge', 'huge-tail-hole', 'all-hole')
+        expected = {n: sparse_state(os.path.join(src, 'srv', n)) for n in names}
+        for fmt in ('uncompressed', 'zstd'):
+            with self.subTest(format=fmt):
+                path = os.path.join(self.dir, 'holes.' + fmt)
+                _, outcome, took = self.export_bounded('holes', fmt, path)
+                self.assertJobDone(outcome)
+                self.assertLess(took, 10)
+                # the data is a few KiB: holes are not in the archive
+                self.assertLess(os.path.getsize(path), 1 << 20)
+                listing = run(['bsdtar', '-tvf', path]).stdout
+                self.assertRegex(listing, r" %d [^\n]*srv/huge\n" % TIB)
+
+                copy = 'holes-' + fmt
+                self.assertJobDone(self.import_file(path, copy))
+                for n in names:
+                    got = os.path.join(self.store, copy, 'srv', n)
+                    self.assertEqual(sparse_state(got), expected[n], n)
+                    # still holes on disk: a few data blocks, not a TiB
+                    self.assertLess(os.stat(got).st_blocks * 512, 4 << 20, n)
+        self.assertEqual(temporaries(self.store), [])
+
+    def test_huge_holes_round_trip(self):
+        self.check_round_trip('subvolume')
+
+    def test_exabyte_hole_at_the_end_round_trip(self):
+        """A hole at a file's end costs the export nothing, however long."""
+        src = make_image(self.store, 'tail', populate=False)
+        size = (1 << 63) - (1 << 20)
+        write_sparse(os.path.join(src, 'big'), [(0, b'data' * 1024)], size)
+        expected = sparse_state(os.path.join(src, 'big'))
+        path = os.path.join(self.dir, 'tail.tar')
+        _, outcome, took = self.export_bounded('tail', 'uncompressed', path)
+        self.assertJobDone(outcome)
+        self.assertLess(took, 10)
+        self.assertLess(os.path.getsize(path), 1 << 20)
+        self.assertJobDone(self.import_file(path, 'tail-copy'))
+        got = os.path.join(self.store, 'tail-copy', 'big')
+        self.assertEqual(sparse_state(got), expected)
+        self.assertLess(os.stat(got).st_blocks * 512, 1 << 20)
+
+    def test_exabyte_holes_between_data_are_refused(self):
+        """Holes before data must be handed to the tar writer: what that may
+        cost is bounded, and an image beyond it is refused at once, with a
+        named error and nothing left in the store."""
+        src = make_image(self.store, 'absurd', populate=False)
+        write_sparse(os.path.join(src, 'big'), [(0, b'a' * 4096), (1 << 62, b'b' * 4096)],
+                     (1 << 62) + 4096)
+        before = store_state(self.store)['absurd']
+        path = os.path.join(self.dir, 'absurd.tar')
+        job, outcome, took = self.export_bounded('absurd', 'zstd', path)
+        self.assertJobFailed(outcome, 'TiB of holes', 'big')
+        self.assertEqual(self.jobs.error_name(job), STAMP_ERROR + 'NotSupported')
+        self.assertLess(took, 10)
+        # the snapshot it was read from is gone, the image untouched
+        self.assertEqual(temporaries(self.store), [])
+        self.assertEqual(store_state(self.store)['absurd'], before)
+
+
+class HugeSparsePlainStoreTest(HugeSparseTest):
+    """The same on a store without btrfs (ext4 takes files of up to 16 TiB)."""
+
+    store_kind = 'plain'
+    test_exabyte_hole_at_the_end_round_trip = None
+    test_exabyte_holes_between_data_are_refused = None
+
+    def test_huge_holes_round_trip(self):
+        self.check_round_trip('directory')
+
+
 USER_EXPORT_SCRIPT = r'''
 import os, sys
 import gi
@@ -588,6 +728,112 @@ class ConsistencyTest(TarTestCase):
                          'the export mixes rounds: not one instant of the image')
         self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
 
+
+    def test_big_file_rewritten_during_export_is_the_snapshot(self):
+        """Big files of a writable image are read through the live image
+        while their extents show they are still the snapshot's. A file
+        rewritten all through the export must still come out as it was at the
+        snapshot (one instant of the writer: rounds g+1 then g), not a mix of
+        what the live file held at different times."""
+        img = make_image(self.store, 'busy', populate=False)
+        os.mkdir(os.path.join(img, 'srv'))
+        big = os.path.join(img, 'srv/big')
+        with open(big, 'wb') as f:
+            f.write(round_pattern(0) * (BIG_REWRITTEN // 4096))
+        counter = os.path.join(self.dir, 'rounds')
+        writer = subprocess.Popen([stamptest.PYTHON, '-c', BIG_WRITER_SCRIPT, big, counter])
+        self.addCleanup(lambda: (writer.kill(), writer.wait()))
+        rounds = lambda: int(open(counter).read() or 0) if os.path.exists(counter) else 0  # noqa: E731
+        wait_for(lambda: rounds() >= 2, 'the writer to get going')
+
+        path = os.path.join(self.dir, 'busy.tar')
+        job, reader = self.export_to_pipe('busy', 'uncompressed', path, pause_after=1 << 20)
+        reader.paused.wait(stamptest.TIMEOUT)
+        self.assertTrue(reader.paused.is_set(), 'the export never produced 1 MiB')
+        seen = rounds()
+        wait_for(lambda: rounds() >= seen + 3, 'three more rounds of the writer')
+        reader.resume.set()
+        self.assertJobDone(self.jobs.wait(job))
+        reader.join()
+        writer.kill()
+        writer.wait()
+
+        with tarfile.open(path) as t:
+            data = t.extractfile('./srv/big').read()
+        self.assertEqual(len(data), BIG_REWRITTEN)
+        # The snapshot may fall in the middle of a round: the file's first blocks
+        # at round g+1, the rest at round g. Anything else mixes instants.
+        numbers = [int(data[i:i + 16]) for i in range(0, len(data), 4096)]
+        g = min(numbers)
+        k = numbers.count(g + 1)
+        self.assertEqual(numbers, [g + 1] * k + [g] * (len(numbers) - k),
+                         'the export mixes rounds of srv/big: %s' % sorted(set(numbers)))
+        self.assertEqual(temporaries(self.store), [], 'the export snapshot was left behind')
+
+
+    def test_live_files_swapped_during_export_are_not_followed(self):
+        """What the export reads through the live image is opened beneath
+        it, never through a symlink, never as a FIFO or device: files swapped
+        for those after the snapshot come out as the snapshot has them."""
+        img = make_image(self.store, 'swapped', populate=False)
+        os.mkdir(os.path.join(img, 'srv'))
+        with open(os.path.join(img, 'srv/big'), 'wb') as f:
+            f.write(os.urandom(16 << 20))
+        later = {}
+        for name in ('z-fifo', 'z-link', 'z-dir'):
+            later[name] = os.urandom(256 << 10)
+            with open(os.path.join(img, 'srv', name), 'wb') as f:
+                f.write(later[name])
+        secret = os.path.join(self.dir, 'host-secret')
+        with open(secret, 'wb') as f:
+            f.write(b'host secret\n' * 30000)
+
+        path = os.path.join(self.dir, 'swapped.tar')
+        job, reader = self.export_to_pipe('swapped', 'uncompressed', path, pause_after=1 << 20)
+        reader.paused.wait(stamptest.TIMEOUT)
+        self.assertTrue(reader.paused.is_set(), 'the export never produced 1 MiB')
+        srv = os.path.join(img, 'srv')
+        os.unlink(os.path.join(srv, 'z-fifo'))
+        os.mkfifo(os.path.join(srv, 'z-fifo'))
+        os.unlink(os.path.join(srv, 'z-link'))
+        os.symlink(secret, os.path.join(srv, 'z-link'))
+        os.unlink(os.path.join(srv, 'z-dir'))
+        os.mkdir(os.path.join(srv, 'z-dir'))
+        os.symlink(secret, os.path.join(srv, 'z-dir', 'x'))
+        reader.resume.set()
+        self.assertJobDone(self.jobs.wait(job, timeout=60))
+        reader.join()
+        with tarfile.open(path) as t:
+            for name, data in later.items():
+                self.assertEqual(t.extractfile('./srv/' + name).read(), data, name)
+        self.assertEqual(temporaries(self.store), [])
+
+
+BIG_REWRITTEN = 24 << 20
+
+
+def round_pattern(n):
+    """4 KiB that say which round of the writer wrote them."""
+    return (b'%015d\n' % n) * 256
+
+
+BIG_WRITER_SCRIPT = r'''
+import os, sys
+big, counter = sys.argv[1], sys.argv[2]
+size = %d
+n = 0
+while True:
+    n += 1
+    block = (b'%%015d\n' %% n) * 256 * 256
+    fd = os.open(big, os.O_WRONLY)
+    for off in range(0, size, len(block)):
+        os.pwrite(fd, block, off)
+    os.fsync(fd)
+    os.close(fd)
+    with open(counter + '.new', 'w') as f:
+        f.write(str(n))
+    os.rename(counter + '.new', counter)
+''' % BIG_REWRITTEN
 
 WRITER_SCRIPT = r'''
 import os, sys
@@ -804,6 +1050,31 @@ class EarlyCloseTest(TarTestCase):
                 self.assertJobFailed(self.jobs.wait(job), 'reader closed the stream')
                 reader.join()
                 self.assertEqual(temporaries(self.store), [])
+        self.assertTrue(self.daemon.running())
+        self.assertEqual(sorted(self.root.list_images()), ['big'])
+
+    def test_full_file_system_under_the_archive(self):
+        """Into a regular file the archive is written by a thread of its own:
+        its failure still fails the job, named, with nothing left behind."""
+        img = make_image(self.store, 'big')
+        with open(os.path.join(img, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(8 << 20))
+        small = os.path.join(self.dir, 'small')
+        os.mkdir(small)
+        run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'stamp-small', small])
+        self.addCleanup(run, ['umount', small])
+        for fmt in ('uncompressed', 'zstd'):
+            with self.subTest(format=fmt):
+                path = os.path.join(small, 'big.' + fmt)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    job = call_with_fd(self.root, 'ExportTar', ('big', 0, fmt), fd)
+                finally:
+                    os.close(fd)
+                self.assertJobFailed(self.jobs.wait(job), 'No space left where the archive is written')
+                self.assertEqual(self.jobs.error_name(job), STAMP_ERROR + 'NoSpace')
+                self.assertEqual(temporaries(self.store), [])
+                os.unlink(path)
         self.assertTrue(self.daemon.running())
         self.assertEqual(sorted(self.root.list_images()), ['big'])
 

@@ -37,10 +37,12 @@ const char *archive_symlink_unsafe_reason(const char *path, const char *target);
 
 /* How deep the count of a tree goes; what lies deeper is left out of the estimate. */
 #define TREE_COUNT_MAX_DEPTH 128
+/* How long an export runs before its tree is counted. */
+#define TREE_COUNT_DELAY_MSEC 500
 
 /* The bytes of file data an export will read (holes not counted), for its progress: known at once
- * (quota groups), or counted by a thread of its own while the export already runs, so the walk
- * costs the export no time; 0 (no progress said) until then. */
+ * (quota groups), or counted by a thread of its own once the export has run for
+ * TREE_COUNT_DELAY_MSEC, so the walk costs the export no time; 0 (no progress said) until then. */
 typedef struct TreeTotal {
         _Atomic uint64_t bytes;
         _Atomic bool stop;
@@ -57,10 +59,12 @@ int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known);
 void tree_total_stop(TreeTotal *t);
 
 /* Write the tree at @tree_fd as a tar stream in @format to @out_fd, reporting progress against
- * @total. Returns 0 or a negative errno, with a sentence for the caller in @err: -EPIPE when the
- * reader went away. Changes the working directory. */
-int archive_write_tree(JobChild *c, int tree_fd, int out_fd, ExportFormat format, const TreeTotal *total, char *err,
-                       size_t errlen);
+ * @total. If @tree_fd is a read-only snapshot of the live tree at @live_fd (else -1), the data of
+ * big files is read through the live tree where its extents show it is still the snapshot's (see
+ * archive-util.c). Returns 0 or a negative errno, with a sentence for the caller in @err: -EPIPE
+ * when the reader went away. Changes the working directory. */
+int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, ExportFormat format, const TreeTotal *total,
+                       char *err, size_t errlen);
 
 typedef struct ExtractResult {
         bool input_ended; /* the input reached its end (a writer on the other side is done) */

@@ -42,7 +42,8 @@ int transfer_export(JobChild *c, const ExportArgs *a)
         (void) tree_total_start(&total, tree_fd, a->usage);
         job_child_progress(c, 0);
 
-        k = archive_write_tree(c, tree_fd, a->out_fd, a->format, &total, err, sizeof err);
+        k = archive_write_tree(c, tree_fd, snapshot_fd >= 0 ? a->image_fd : -1, a->out_fd, a->format, &total, err,
+                               sizeof err);
         tree_total_stop(&total);
         (void) fchdir(store_fd);
         snapshot_fd = safe_close(snapshot_fd);
