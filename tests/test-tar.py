@@ -949,6 +949,9 @@ class StalledImportTestCase(TarTestCase):
                 yield pid
 
         def find():
+            # stamp-transfer makes the job's namespaces itself and does the work in a child, PID 1
+            # there: of the processes with its command line, the one whose parent is another.
+            found = []
             for p in os.listdir('/proc'):
                 if not p.isdigit():
                     continue
@@ -959,7 +962,11 @@ class StalledImportTestCase(TarTestCase):
                     continue
                 if argv[:2] == [b'stamp-transfer', b'import'] and name.encode() in argv \
                         and self.daemon.pid in ancestors(int(p)):
-                    return int(p)
+                    found.append(int(p))
+            for pid in found:
+                if next(ancestors(pid), None) in found:
+                    return pid
+            return None
         return wait_for(find, 'the helper importing %s' % name)
 
 
