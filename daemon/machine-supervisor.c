@@ -10,7 +10,6 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/wait.h>
 
 #include <glib.h>
@@ -235,31 +234,6 @@ static void private_nspawn_dir(void)
         (void) mount("stampd", NSPAWN_RUNTIME_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
 }
 
-/* The pool is mounted nosuid,nodev so that nothing a machine made works as such on the host (see
- * pool_mount()). Inside the machine, set-uid programs (su, a booted system's helpers) and the image's
- * device nodes should work as on any root file system: in this process's own mount namespace the
- * image's directory gets a bind mount of its own without those two flags. The host never sees it. */
-static void image_mount_allow_suid(const char *directory, const char *name)
-{
-        static const struct {
-                unsigned long st, ms;
-        } keep[] = {
-                {ST_RDONLY, MS_RDONLY},         {ST_NOEXEC, MS_NOEXEC},     {ST_NOATIME, MS_NOATIME},
-                {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME},
-        };
-        unsigned long flags = MS_BIND | MS_REMOUNT;
-        struct statvfs sv;
-
-        if (statvfs(directory, &sv) < 0 || !(sv.f_flag & (ST_NOSUID | ST_NODEV)))
-                return;
-        for (size_t i = 0; i < ELEMENTSOF(keep); i++)
-                if (sv.f_flag & keep[i].st)
-                        flags |= keep[i].ms;
-        if (mount(directory, directory, NULL, MS_BIND, NULL) < 0 || mount(NULL, directory, NULL, flags, NULL) < 0)
-                log_warning("Machine %s: set-uid programs will not work inside: cannot remount its image: %s", name,
-                            strerror(errno));
-}
-
 static int parse_setup(int argc, char *argv[], MachineSetup *s)
 {
         *s = (MachineSetup){.store_fd = -1, .stdio = {-1, -1, -1}};
@@ -409,7 +383,9 @@ int machine_supervisor_main(int argc, char *argv[])
         if (booted) {
                 /* A mount namespace only: the pids machined registers stay the host's. */
                 if (unshare(CLONE_NEWNS) >= 0 && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) >= 0)
-                        image_mount_allow_suid(directory, mc->name);
+                        if (store_mount_allow_dev_suid(directory) < 0)
+                        log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
+                                    "image: %s", mc->name, strerror(errno));
                 exec_nspawn(mc, nspawn, mc->notify_address, stdio);
         }
 
@@ -421,7 +397,9 @@ int machine_supervisor_main(int argc, char *argv[])
                 exec_nspawn(mc, nspawn, mc->notify_address, stdio);
         }
         private_nspawn_dir();
-        image_mount_allow_suid(directory, mc->name);
+        if (store_mount_allow_dev_suid(directory) < 0)
+                        log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
+                                    "image: %s", mc->name, strerror(errno));
 
         /* Its read end tells nspawn whether we died before it asked to die with us. */
         if (pipe2(alive, O_CLOEXEC) < 0) {

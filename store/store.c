@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -685,4 +686,27 @@ int store_set_image_read_only(int store_fd, const char *name, bool read_only, ch
                 return errbuf_set(err, errlen, -k, "Cannot mark %s %s: %s", name, read_only ? "read-only" : "writable",
                             strerror(-k));
         return 0;
+}
+
+int store_mount_allow_dev_suid(const char *path)
+{
+        static const struct {
+                unsigned long st, ms;
+        } keep[] = {
+                {ST_RDONLY, MS_RDONLY},         {ST_NOEXEC, MS_NOEXEC},     {ST_NOATIME, MS_NOATIME},
+                {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME},
+        };
+        unsigned long flags = MS_BIND | MS_REMOUNT;
+        struct statvfs sv;
+
+        if (statvfs(path, &sv) < 0)
+                return -errno;
+        if (!(sv.f_flag & (ST_NOSUID | ST_NODEV)))
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(keep); i++)
+                if (sv.f_flag & keep[i].st)
+                        flags |= keep[i].ms;
+        if (mount(path, path, NULL, MS_BIND, NULL) < 0 || mount(NULL, path, NULL, flags, NULL) < 0)
+                return -errno;
+        return 1;
 }

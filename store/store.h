@@ -48,3 +48,10 @@ int store_remove_tree(int store_fd, const char *name);
 /* The same, retrying for up to 5 s while it is busy: the mounts of a namespace that used it (a
  * container's, a job's) may take a moment to go after its last process ended. Blocking. */
 int store_remove_tree_retrying(int store_fd, const char *name);
+
+/* The pool is mounted nosuid,nodev, so that nothing a machine made works as such on the host (see
+ * pool_mount()). Inside a machine, and for a template build's tools, its tree should work as any root
+ * file system: give @path a bind mount of its own without those two flags. Only in a private mount
+ * namespace (a machine's supervisor, a job): the host never sees it. 1 if remounted, 0 if there was
+ * nothing to lift, negative errno (and errno set) on failure. */
+int store_mount_allow_dev_suid(const char *path);

@@ -105,6 +105,7 @@ typedef struct Build {
         const JobArgs *a;
         bool offline;
         int tree_fd;
+        const char *mounted; /* the tree's path, where it has a bind mount of its own (see below) */
 
         Phase phase;
         double reported;
@@ -1181,6 +1182,10 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
                 if (k < 0)
                         return job_child_fail(b->c, -k, "Cannot mark the template read-only: %s", strerror(-k));
         }
+        /* A mount point cannot be renamed: the tree's own bind mount goes first. */
+        if (b->mounted && umount2(b->mounted, MNT_DETACH) < 0)
+                return job_child_fail(b->c, errno, "Cannot unmount the new tree: %s", strerror(errno));
+        b->mounted = NULL;
         k = job_child_record_owner(b->c, name, tree_fd);
         if (k < 0)
                 return k;
@@ -1267,6 +1272,13 @@ int transfer_template(JobChild *c, const JobArgs *a)
         }
         b.tree_fd = tree_fd;
         target = g_strdup_printf("%s/%s", c->store, temp);
+        /* debootstrap makes device nodes in the tree and refuses a nodev one; this is the job's own
+         * mount namespace. */
+        k = store_mount_allow_dev_suid(target);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot mount the new tree for debootstrap: %s", strerror(-k));
+        if (k > 0)
+                b.mounted = target;
 
         g_ptr_array_add(argv, g_strdup("debootstrap"));
         /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
