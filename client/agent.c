@@ -27,7 +27,7 @@ static pid_t agent_pid = 0;
 static void close_all_fds_from(int lowest)
 {
 #ifdef SYS_close_range
-        if (syscall(SYS_close_range, (unsigned)lowest, ~0U, 0) >= 0)
+        if (syscall(SYS_close_range, (unsigned) lowest, ~0U, 0) >= 0)
                 return;
 #endif
         long max = sysconf(_SC_OPEN_MAX);
@@ -67,7 +67,7 @@ static _Noreturn void agent_exec(int notify_fd, pid_t parent, bool fallback)
         close_all_fds_from(AGENT_NOTIFY_FD + 1);
 
         snprintf(notify, sizeof(notify), "%d", AGENT_NOTIFY_FD);
-        snprintf(process, sizeof(process), "%d", (int)parent);
+        snprintf(process, sizeof(process), "%d", (int) parent);
         argv[n++] = "pkttyagent";
         argv[n++] = "--notify-fd";
         argv[n++] = notify;
@@ -79,8 +79,8 @@ static _Noreturn void agent_exec(int notify_fd, pid_t parent, bool fallback)
                 argv[n++] = "--fallback";
         argv[n] = NULL;
 
-        execvp("pkttyagent", (char **)argv);
-        execv("/usr/bin/pkttyagent", (char **)argv);
+        execvp("pkttyagent", (char **) argv);
+        execv("/usr/bin/pkttyagent", (char **) argv);
         _exit(127);
 }
 
@@ -139,7 +139,7 @@ int polkit_agent_open(void)
 
         /* pkttyagent closes the notify fd once it is registered; an agent that
          * failed to start closes it by exiting. */
-        pfd = (struct pollfd){.fd = fds[0], .events = POLLIN};
+        pfd = (struct pollfd) {.fd = fds[0], .events = POLLIN};
         do
                 r = poll(&pfd, 1, AGENT_REGISTER_TIMEOUT_MS);
         while (r < 0 && errno == EINTR);
@@ -149,10 +149,9 @@ int polkit_agent_open(void)
                 log_debug("pkttyagent did not register within %d s; going on without waiting.",
                           AGENT_REGISTER_TIMEOUT_MS / 1000);
         else if (!agent_alive())
-                log_debug(
-                        "pkttyagent exited instead of registering; polkit cannot ask for a password here.");
+                log_debug("pkttyagent exited instead of registering; polkit cannot ask for a password here.");
         else
-                log_debug("pkttyagent (pid %d) registered for pid %d%s.", (int)pid, (int)parent,
+                log_debug("pkttyagent (pid %d) registered for pid %d%s.", (int) pid, (int) parent,
                           fallback ? " as a fallback agent" : "");
         return 0;
 }

@@ -67,14 +67,12 @@ int log_bus_error(const sd_bus_error *error, int r, const char *what)
                 if (error->message && *error->message) {
                         /* A message may quote what an image or an archive holds. */
                         _cleanup_(freep) char *message = text_escape(error->message, 0, ESCAPE_TERMINAL);
-                        return log_error(exit_code_from_bus_error(error->name), "%s",
-                                         message ? message : error->name);
+                        return log_error(exit_code_from_bus_error(error->name), "%s", message ? message : error->name);
                 }
                 return log_error(exit_code_from_bus_error(error->name), "%s: %s", what, error->name);
         }
         if (r == -ECONNRESET || r == -ENOTCONN || r == -ECONNREFUSED || r == -ENOENT)
-                return log_error(EXIT_UNAVAILABLE, "%s: cannot reach the system bus: %s", what,
-                                 strerror(-r));
+                return log_error(EXIT_UNAVAILABLE, "%s: cannot reach the system bus: %s", what, strerror(-r));
         if (r == -EACCES || r == -EPERM)
                 return log_error(EXIT_PERMISSION, "%s: %s", what, strerror(-r));
         return log_error(EXIT_FAILURE_GENERIC, "%s: %s", what, strerror(r < 0 ? -r : EIO));
@@ -82,8 +80,8 @@ int log_bus_error(const sd_bus_error *error, int r, const char *what)
 
 int bus_new_manager_call(sd_bus *bus, sd_bus_message **ret, const char *member)
 {
-        return sd_bus_message_new_method_call(bus, ret, STAMP_BUS_NAME, STAMP_MANAGER_PATH,
-                                              STAMP_MANAGER_IFACE, member);
+        return sd_bus_message_new_method_call(bus, ret, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
+                                              member);
 }
 
 int bus_call_mutating(sd_bus *bus, sd_bus_message *m, sd_bus_error *error, sd_bus_message **reply)
@@ -96,7 +94,7 @@ int bus_call_mutating(sd_bus *bus, sd_bus_message *m, sd_bus_error *error, sd_bu
                         return r;
                 /* Failing to start an agent is no reason to fail the call: polkit may
                  * not need to ask, or another agent may answer. */
-                (void)polkit_agent_open();
+                (void) polkit_agent_open();
         }
         return sd_bus_call(bus, m, UINT64_MAX, error, reply);
 }
@@ -108,10 +106,9 @@ int bus_check_fd_passing(sd_bus *bus)
                 return log_error(EXIT_UNAVAILABLE, "Cannot tell whether the bus passes file descriptors: %s",
                                  strerror(-r));
         if (r == 0)
-                return log_error(
-                        EXIT_NOT_SUPPORTED,
-                        "This connection cannot pass file descriptors%s; run stampctl on that host.",
-                        arg_host ? " (it goes over ssh)" : "");
+                return log_error(EXIT_NOT_SUPPORTED,
+                                 "This connection cannot pass file descriptors%s; run stampctl on that host.",
+                                 arg_host ? " (it goes over ssh)" : "");
         return EXIT_OK;
 }
 
@@ -219,7 +216,7 @@ static int json_value(sd_bus_message *m, FILE *f, unsigned level)
                 bool first = true;
                 char entry[256];
 
-                snprintf(entry, sizeof(entry), "%.*s", (int)strlen(contents) - 2, contents + 1);
+                snprintf(entry, sizeof(entry), "%.*s", (int) strlen(contents) - 2, contents + 1);
                 r = sd_bus_message_enter_container(m, type, contents);
                 if (r < 0)
                         return r;
@@ -294,8 +291,8 @@ int print_properties_json(sd_bus *bus, const char *path, const char *iface)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll",
-                               &error, &reply, "s", iface);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply,
+                               "s", iface);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to get properties");
 

@@ -16,7 +16,7 @@ unsigned terminal_columns(int fd)
                 return ws.ws_col;
         e = getenv("COLUMNS");
         if (e && atoi(e) > 0)
-                return (unsigned)atoi(e);
+                return (unsigned) atoi(e);
         return 80;
 }
 
@@ -33,13 +33,13 @@ void progress_format(char *buf, size_t size, const char *label, double fraction,
         else {
                 if (fraction > 1)
                         fraction = 1;
-                snprintf(pct, sizeof(pct), "%3d%%", (int)floor(fraction * 100));
+                snprintf(pct, sizeof(pct), "%3d%%", (int) floor(fraction * 100));
         }
 
         if (columns < 12)
                 columns = 12;
         if (columns > size - 1)
-                columns = (unsigned)size - 1;
+                columns = (unsigned) size - 1;
         /* Room: label, " [", bar, "] ", pct. Keep at least 10 cells of bar. */
         size_t fixed = 2 + 2 + strlen(pct);
         if (label_len + fixed + 10 > columns)
@@ -55,7 +55,7 @@ void progress_format(char *buf, size_t size, const char *label, double fraction,
         if (fraction < 0 || isnan(fraction))
                 filled = 0;
         else
-                filled = (size_t)floor(fraction * (double)bar);
+                filled = (size_t) floor(fraction * (double) bar);
         for (size_t i = 0; i < bar; i++)
                 buf[pos++] = i < filled ? '#' : (fraction < 0 ? '-' : ' ');
         buf[pos++] = ']';
@@ -67,7 +67,7 @@ void progress_format(char *buf, size_t size, const char *label, double fraction,
 
 void progress_init(struct progress *p, FILE *out, bool tty, bool quiet, const char *label)
 {
-        *p = (struct progress){
+        *p = (struct progress) {
                 .out = out,
                 .tty = tty,
                 .quiet = quiet,
@@ -100,7 +100,7 @@ void progress_update(struct progress *p, double fraction)
         }
         if (fraction < 0 || isnan(fraction))
                 return;
-        percent = (int)floor((fraction > 1 ? 1 : fraction) * 100);
+        percent = (int) floor((fraction > 1 ? 1 : fraction) * 100);
         if (percent == p->last_percent)
                 return;
         p->last_percent = percent;

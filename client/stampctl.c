@@ -68,12 +68,11 @@ enum {
         OPT_MINE = 1u << 19,
 };
 
-#define OPTS_TEMPLATE                                                                                       \
-        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL |              \
-         OPT_ROOT_PASSWORD)
+#define OPTS_TEMPLATE                                                                                                  \
+        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
 
-#define ARGS_ANY ((unsigned)-1)
+#define ARGS_ANY ((unsigned) -1)
 
 struct verb {
         const char *name;
@@ -446,10 +445,9 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_FORMAT:
                         if (!export_format_is_valid(optarg) || !*optarg)
-                                return log_error(
-                                        EXIT_USAGE,
-                                        "Unknown format '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
-                                        optarg);
+                                return log_error(EXIT_USAGE,
+                                                 "Unknown format '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
+                                                 optarg);
                         arg_format = optarg;
                         break;
                 case ARG_CHECKSUM:
@@ -457,8 +455,7 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_VERIFY:
                         if (strcmp(optarg, "no") != 0 && strcmp(optarg, "checksum") != 0)
-                                return log_error(EXIT_USAGE,
-                                                 "Unknown verification '%s': use no or checksum.", optarg);
+                                return log_error(EXIT_USAGE, "Unknown verification '%s': use no or checksum.", optarg);
                         arg_verify = optarg;
                         break;
                 case 'b':
@@ -484,10 +481,8 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case '?':
                         if (optopt)
-                                return log_error(EXIT_USAGE, "Unknown option '-%c'; see 'stampctl --help'.",
-                                                 optopt);
-                        return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.",
-                                         argv[optind - 1]);
+                                return log_error(EXIT_USAGE, "Unknown option '-%c'; see 'stampctl --help'.", optopt);
+                        return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.", argv[optind - 1]);
                 case ':':
                         return log_error(EXIT_USAGE, "Option '%s' needs a value.", argv[optind - 1]);
                 default:
@@ -543,9 +538,9 @@ int main(int argc, char *argv[])
         table_style.colors = colors_wanted();
 
         args = argv + optind;
-        nargs = (unsigned)(argc - optind);
+        nargs = (unsigned) (argc - optind);
         if (nargs == 0) {
-                static char *default_args[] = {(char *)"list", NULL};
+                static char *default_args[] = {(char *) "list", NULL};
                 args = default_args;
                 nargs = 1;
         }
@@ -565,18 +560,18 @@ int main(int argc, char *argv[])
         if (given & ~verb->options) {
                 unsigned bit = given & ~verb->options;
                 bit &= -bit;
-                return log_error(EXIT_USAGE, "Option --%s does not apply to '%s': stampctl %s",
-                                 option_name(bit), verb->name, verb->synopsis);
+                return log_error(EXIT_USAGE, "Option --%s does not apply to '%s': stampctl %s", option_name(bit),
+                                 verb->name, verb->synopsis);
         }
 
         if (verb->run == verb_help)
-                return verb_help(NULL, (int)nargs, args);
+                return verb_help(NULL, (int) nargs, args);
 
         r = bus_connect(&bus);
         if (r != EXIT_OK)
                 return r;
 
-        r = verb->run(bus, (int)nargs, args);
+        r = verb->run(bus, (int) nargs, args);
 
         polkit_agent_close();
         fflush(stdout);

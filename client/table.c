@@ -64,7 +64,7 @@ char *format_timestamp(char *buf, size_t size, uint64_t usec)
                 snprintf(buf, size, "-");
                 return buf;
         }
-        sec = (time_t)(usec / 1000000);
+        sec = (time_t) (usec / 1000000);
         if (!localtime_r(&sec, &tm) || strftime(buf, size, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
                 snprintf(buf, size, "-");
         return buf;
@@ -83,8 +83,7 @@ struct libscols_table *table_new(const char *name)
         return t;
 }
 
-struct libscols_column *table_add_column(struct libscols_table *t, const char *header, int flags,
-                                         int json_type)
+struct libscols_column *table_add_column(struct libscols_table *t, const char *header, int flags, int json_type)
 {
         struct libscols_column *c = scols_table_new_column(t, header, 0, flags);
 
@@ -131,7 +130,7 @@ int table_print(struct libscols_table *t, const char *singular, const char *plur
 
 void print_field(unsigned width, const char *label, const char *value)
 {
-        printf("%*s: %s\n", (int)width, label, value ? value : "-");
+        printf("%*s: %s\n", (int) width, label, value ? value : "-");
 }
 
 const char *color_highlight(void)

@@ -37,12 +37,10 @@ static inline void scols_unref_tablep(struct libscols_table **t)
 struct libscols_table *table_new(const char *name);
 
 /* A column; @json_type one of SCOLS_JSON_*. */
-struct libscols_column *table_add_column(struct libscols_table *t, const char *header, int flags,
-                                         int json_type);
+struct libscols_column *table_add_column(struct libscols_table *t, const char *header, int flags, int json_type);
 
 /* Sets cell @col of @line; formatted printf-style; NULL @fmt leaves it empty. */
-int table_set(struct libscols_line *line, size_t col, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+int table_set(struct libscols_line *line, size_t col, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Prints the table; with the legend on, an empty table prints "No @plural." and a
  * non-empty one a footer "N @plural listed." (or @singular for one). */

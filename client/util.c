@@ -81,7 +81,7 @@ static int parse_small_int(const char *s, int max)
         v = strtol(s, &end, 10);
         if (errno != 0 || *end != '\0' || v > max)
                 return -EINVAL;
-        return (int)v;
+        return (int) v;
 }
 
 int signal_from_string(const char *s)
@@ -216,7 +216,7 @@ void json_fputs(const char *s, FILE *f)
                 return;
         }
         fputc('"', f);
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
                 switch (*p) {
                 case '"':
                         fputs("\\\"", f);
@@ -249,8 +249,8 @@ void json_fputs(const char *s, FILE *f)
 }
 
 /* Appends i's children (by name) after i, depth first. */
-static void tree_visit(const char *const *name, size_t n, const long *parent, size_t i, unsigned d,
-                       bool *seen, size_t *order, size_t *k, unsigned *depth)
+static void tree_visit(const char *const *name, size_t n, const long *parent, size_t i, unsigned d, bool *seen,
+                       size_t *order, size_t *k, unsigned *depth)
 {
         const char *last = NULL;
 
@@ -262,17 +262,17 @@ static void tree_visit(const char *const *name, size_t n, const long *parent, si
         for (;;) {
                 long best = -1;
                 for (size_t j = 0; j < n; j++) {
-                        if (seen[j] || parent[j] != (long)i)
+                        if (seen[j] || parent[j] != (long) i)
                                 continue;
                         if (last && strcmp(name[j], last) < 0)
                                 continue;
                         if (best < 0 || strcmp(name[j], name[best]) < 0)
-                                best = (long)j;
+                                best = (long) j;
                 }
                 if (best < 0)
                         break;
                 last = name[best];
-                tree_visit(name, n, parent, (size_t)best, d + 1, seen, order, k, depth);
+                tree_visit(name, n, parent, (size_t) best, d + 1, seen, order, k, depth);
         }
 }
 
@@ -298,7 +298,7 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
                         continue;
                 for (size_t j = 0; j < n; j++)
                         if (j != i && strcmp(name[j], origin[i]) == 0) {
-                                parent[i] = (long)j;
+                                parent[i] = (long) j;
                                 break;
                         }
         }
@@ -307,7 +307,7 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
          * smallest name, which becomes a root. */
         for (size_t i = 0; i < n; i++) {
                 size_t steps = 0;
-                long p = (long)i;
+                long p = (long) i;
                 while (p >= 0 && steps <= n) {
                         p = parent[p];
                         steps++;
@@ -315,7 +315,7 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
                 if (p < 0)
                         continue;
                 /* i leads into a loop; find the loop's smallest member. */
-                long start = (long)i;
+                long start = (long) i;
                 for (size_t s = 0; s < n; s++)
                         start = parent[start];
                 long min = start;
@@ -332,10 +332,10 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
                         if (seen[j] || parent[j] >= 0)
                                 continue;
                         if (best < 0 || strcmp(name[j], name[best]) < 0)
-                                best = (long)j;
+                                best = (long) j;
                 }
                 if (best < 0)
                         break;
-                tree_visit(name, n, parent, (size_t)best, 0, seen, order, &k, depth);
+                tree_visit(name, n, parent, (size_t) best, 0, seen, order, &k, depth);
         }
 }

@@ -13,7 +13,7 @@
 
 static inline void freep(void *p)
 {
-        free(*(void **)p);
+        free(*(void **) p);
 }
 
 static inline void strv_freep(char ***p)
@@ -25,11 +25,11 @@ static inline void strv_freep(char ***p)
 }
 
 /* Hand a pointer over to a new owner: returns it and leaves NULL behind. */
-#define steal_pointer(pp)                                                                                   \
-        ({                                                                                                  \
-                __typeof__(*(pp)) _tmp = *(pp);                                                             \
-                *(pp) = NULL;                                                                               \
-                _tmp;                                                                                       \
+#define steal_pointer(pp)                                                                                              \
+        ({                                                                                                             \
+                __typeof__(*(pp)) _tmp = *(pp);                                                                        \
+                *(pp) = NULL;                                                                                          \
+                _tmp;                                                                                                  \
         })
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))

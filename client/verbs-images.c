@@ -38,7 +38,7 @@ static void image_list_free(struct image_list *l)
                 free(l->items[i].origin);
         }
         free(l->items);
-        *l = (struct image_list){0};
+        *l = (struct image_list) {0};
 }
 
 /* Fills @l (emptied by the caller's cleanup, also on failure). */
@@ -50,14 +50,14 @@ static int list_images(sd_bus *bus, struct image_list *l)
         uint64_t crtime, mtime, usage;
         int ro, r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListImages",
-                               &error, &reply, NULL);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListImages", &error,
+                               &reply, NULL);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to list images");
 
         r = sd_bus_message_enter_container(reply, 'a', "(ssbttto)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssbttto)", &name, &type, &ro, &crtime, &mtime,
-                                                  &usage, &path)) > 0) {
+        while (r >= 0 &&
+               (r = sd_bus_message_read(reply, "(ssbttto)", &name, &type, &ro, &crtime, &mtime, &usage, &path)) > 0) {
                 struct image *items = realloc(l->items, sizeof(struct image) * (l->n + 1));
                 struct image *img;
 
@@ -65,7 +65,7 @@ static int list_images(sd_bus *bus, struct image_list *l)
                         return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
                 l->items = items;
                 img = &l->items[l->n++];
-                *img = (struct image){
+                *img = (struct image) {
                         .name = strdup(name),
                         .type = strdup(type),
                         .read_only = ro,
@@ -78,8 +78,7 @@ static int list_images(sd_bus *bus, struct image_list *l)
                         return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
         }
         if (r < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of images: %s",
-                                 strerror(-r));
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of images: %s", strerror(-r));
         return EXIT_OK;
 }
 
@@ -197,13 +196,13 @@ static void fill_origins(sd_bus *bus, struct image_list *l)
 
         for (size_t i = 0; i < l->n; i++) {
                 _cleanup_(freep) char *origin = NULL;
-                if (sd_bus_get_property_string(bus, STAMP_BUS_NAME, l->items[i].path, STAMP_IMAGE_IFACE,
-                                               "Origin", NULL, &origin) >= 0) {
+                if (sd_bus_get_property_string(bus, STAMP_BUS_NAME, l->items[i].path, STAMP_IMAGE_IFACE, "Origin", NULL,
+                                               &origin) >= 0) {
                         free(l->items[i].origin);
                         l->items[i].origin = steal_pointer(&origin);
                 }
-                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, l->items[i].path, STAMP_IMAGE_IFACE,
-                                                   "Owner", NULL, 'u', &l->items[i].owner);
+                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, l->items[i].path, STAMP_IMAGE_IFACE, "Owner",
+                                                   NULL, 'u', &l->items[i].owner);
         }
 }
 
@@ -297,8 +296,7 @@ int verb_list(sd_bus *bus, int argc, char **argv)
                 _cleanup_(freep) size_t *order = calloc(l.n + 1, sizeof(size_t));
                 _cleanup_(freep) long *parent = calloc(l.n + 1, sizeof(long));
                 _cleanup_(freep) unsigned *depth = calloc(l.n + 1, sizeof(unsigned));
-                _cleanup_(freep) struct libscols_line **lines =
-                        calloc(l.n + 1, sizeof(struct libscols_line *));
+                _cleanup_(freep) struct libscols_line **lines = calloc(l.n + 1, sizeof(struct libscols_line *));
 
                 if (!names || !origins || !order || !parent || !depth || !lines)
                         return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
@@ -369,7 +367,7 @@ static void rendered_list_free(struct rendered_list *l)
                 free(l->items[i].text);
         }
         free(l->items);
-        *l = (struct rendered_list){0};
+        *l = (struct rendered_list) {0};
 }
 
 /* Takes @text. */
@@ -382,7 +380,7 @@ static int rendered_list_add(struct rendered_list *l, const char *property, char
                 return -ENOMEM;
         }
         l->items = items;
-        l->items[l->n] = (struct rendered){.property = strdup(property), .text = text};
+        l->items[l->n] = (struct rendered) {.property = strdup(property), .text = text};
         if (!l->items[l->n].property) {
                 free(text);
                 return -ENOMEM;
@@ -398,8 +396,7 @@ static bool is_size_property(const char *name)
 
 static bool is_timestamp_key(const char *name)
 {
-        return strstr(name, "Timestamp") || strcasecmp(name, "created") == 0 ||
-               strcasecmp(name, "modified") == 0;
+        return strstr(name, "Timestamp") || strcasecmp(name, "created") == 0 || strcasecmp(name, "modified") == 0;
 }
 
 /* A basic-typed value with the property's meaning applied: sizes, timestamps. */
@@ -502,14 +499,14 @@ static void print_multiline(unsigned width, const char *label, const char *text)
 {
         const char *p = text;
 
-        printf("%*s: ", (int)width, label);
+        printf("%*s: ", (int) width, label);
         for (;;) {
                 size_t n = strcspn(p, "\n");
-                printf("%.*s\n", (int)n, p);
+                printf("%.*s\n", (int) n, p);
                 if (!p[n])
                         break;
                 p += n + 1;
-                printf("%*s  ", (int)width, "");
+                printf("%*s  ", (int) width, "");
         }
 }
 
@@ -576,8 +573,7 @@ static int render_properties(sd_bus_message *reply, struct rendered_list *l)
         return r;
 }
 
-static int print_properties_text(sd_bus *bus, const char *path, const char *iface,
-                                 const struct field *fields)
+static int print_properties_text(sd_bus *bus, const char *path, const char *iface, const struct field *fields)
 {
         _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -585,8 +581,8 @@ static int print_properties_text(sd_bus *bus, const char *path, const char *ifac
         unsigned width = 0;
         int r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll",
-                               &error, &reply, "s", iface);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply,
+                               "s", iface);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to get properties");
 
@@ -596,10 +592,10 @@ static int print_properties_text(sd_bus *bus, const char *path, const char *ifac
 
         for (const struct field *f = fields; f->property; f++)
                 if (strlen(f->label) > width)
-                        width = (unsigned)strlen(f->label);
+                        width = (unsigned) strlen(f->label);
         for (size_t i = 0; i < l.n; i++)
                 if (!field_known(fields, l.items[i].property) && strlen(l.items[i].property) > width)
-                        width = (unsigned)strlen(l.items[i].property);
+                        width = (unsigned) strlen(l.items[i].property);
 
         /* Known properties in a fixed order, then whatever else the daemon has. */
         for (const struct field *f = fields; f->property; f++) {
@@ -614,7 +610,7 @@ static int print_properties_text(sd_bus *bus, const char *path, const char *ifac
                                 print_field(width, "OS", pretty);
                 }
                 if (strcmp(f->property, "ReadOnly") == 0 && strcmp(text, "yes") == 0 && color_highlight())
-                        printf("%*s: %syes\033[0m\n", (int)width, f->label, color_highlight());
+                        printf("%*s: %syes\033[0m\n", (int) width, f->label, color_highlight());
                 else
                         print_multiline(width, f->label, text);
         }
@@ -631,14 +627,13 @@ static int get_image_path(sd_bus *bus, const char *name, char **ret)
         const char *path;
         int r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetImage",
-                               &error, &reply, "s", name);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetImage", &error, &reply,
+                               "s", name);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to get the image");
         r = sd_bus_message_read(reply, "o", &path);
         if (r < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the reply of GetImage: %s",
-                                 strerror(-r));
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the reply of GetImage: %s", strerror(-r));
         *ret = strdup(path);
         return *ret ? EXIT_OK : log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 }
@@ -653,12 +648,12 @@ static void print_own_usage(sd_bus *bus)
         int r;
 
         r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetUserUsage", NULL,
-                               &reply, "u", (uint32_t)getuid());
+                               &reply, "u", (uint32_t) getuid());
         if (r >= 0)
                 r = sd_bus_message_read(reply, "uutt", &images, &images_max, &bytes, &bytes_max);
         if (r < 0)
                 return; /* an older stampd: the pool's lines are all there is */
-        format_user(user, sizeof(user), (uint32_t)getuid());
+        format_user(user, sizeof(user), (uint32_t) getuid());
         if (images_max == UINT32_MAX)
                 printf("Yours: %" PRIu32 " images of %s, no limit\n", images, user);
         else
@@ -720,7 +715,7 @@ static int call_manager(sd_bus *bus, const char *member, const char *what, const
 int verb_clone(sd_bus *bus, int argc, char **argv)
 {
         return call_manager(bus, "CloneImageEx", "Failed to clone the image", "ssa{sv}", argv[1], argv[2], 2,
-                            "read_only", "b", (int)arg_read_only, "keep_identity", "b", (int)arg_keep_identity);
+                            "read_only", "b", (int) arg_read_only, "keep_identity", "b", (int) arg_keep_identity);
 }
 
 int verb_remove(sd_bus *bus, int argc, char **argv)

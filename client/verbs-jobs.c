@@ -141,10 +141,9 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
                 return 0;
         while (sd_bus_message_read(m, "s", &prop) > 0)
                 if (strcmp(prop, "Progress") == 0 && !w->progress_slot)
-                        (void)sd_bus_call_method_async(w->bus, &w->progress_slot, STAMP_BUS_NAME, w->path,
-                                                       "org.freedesktop.DBus.Properties", "Get",
-                                                       on_progress_reply, w, "ss", STAMP_JOB_IFACE,
-                                                       "Progress");
+                        (void) sd_bus_call_method_async(w->bus, &w->progress_slot, STAMP_BUS_NAME, w->path,
+                                                        "org.freedesktop.DBus.Properties", "Get", on_progress_reply, w,
+                                                        "ss", STAMP_JOB_IFACE, "Progress");
         return 0;
 }
 
@@ -194,8 +193,8 @@ static int send_cancel(struct job_wait *w)
         if (r < 0)
                 return r;
         if (arg_ask_password) {
-                (void)sd_bus_message_set_allow_interactive_authorization(m, true);
-                (void)polkit_agent_open();
+                (void) sd_bus_message_set_allow_interactive_authorization(m, true);
+                (void) polkit_agent_open();
         }
         return sd_bus_call_async(w->bus, &w->cancel_slot, m, on_cancel_reply, w, UINT64_MAX);
 }
@@ -208,8 +207,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (si->ssi_signo != SIGINT) {
                 /* Terminated or hung up: ask for the cancel, do not stay for it. */
                 if (!w->cancel_sent)
-                        (void)send_cancel(w);
-                (void)sd_bus_flush(w->bus);
+                        (void) send_cancel(w);
+                (void) sd_bus_flush(w->bus);
                 w->detached = true;
                 sd_event_exit(w->event, 0);
                 return 0;
@@ -247,11 +246,11 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
 
         /* Subscribe before the call: a short job may end before its reply is read. */
         if (arg_block) {
-                r = sd_bus_match_signal(bus, &s1, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
-                                        "JobRemoved", on_job_removed, &w);
+                r = sd_bus_match_signal(bus, &s1, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobRemoved",
+                                        on_job_removed, &w);
                 if (r >= 0)
-                        r = sd_bus_match_signal(bus, &s2, STAMP_BUS_NAME, NULL, STAMP_JOB_IFACE,
-                                                "LogMessage", on_log_message, &w);
+                        r = sd_bus_match_signal(bus, &s2, STAMP_BUS_NAME, NULL, STAMP_JOB_IFACE, "LogMessage",
+                                                on_log_message, &w);
                 if (r >= 0)
                         r = sd_bus_add_match(bus, &s3,
                                              "type='signal',"
@@ -264,8 +263,7 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
                 if (r >= 0)
                         r = match_daemon_vanished(bus, &s4, on_name_owner_changed, &w);
                 if (r < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Failed to subscribe to job signals: %s",
-                                         strerror(-r));
+                        return log_error(EXIT_FAILURE_GENERIC, "Failed to subscribe to job signals: %s", strerror(-r));
         }
 
         r = bus_call_mutating(bus, call, &error, &reply);
@@ -300,11 +298,10 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
         progress_update(&w.progress, -1);
         r = sd_event_loop(event);
         progress_clear(&w.progress);
-        (void)sd_bus_detach_event(bus);
+        (void) sd_bus_detach_event(bus);
 
         if (r < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Failed to wait for job %" PRIu32 ": %s", w.id,
-                                 strerror(-r));
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to wait for job %" PRIu32 ": %s", w.id, strerror(-r));
         if (w.detached)
                 return log_error(EXIT_FAILURE_GENERIC, "Stopped waiting for job %" PRIu32 "%s.", w.id,
                                  w.cancel_sent ? "; it is being canceled" : "");
@@ -330,7 +327,7 @@ static int append_bool_option(sd_bus_message *m, const char *key, bool value, bo
 {
         if (!given)
                 return 0;
-        return sd_bus_message_append(m, "{sv}", key, "b", (int)value);
+        return sd_bus_message_append(m, "{sv}", key, "b", (int) value);
 }
 
 /* Reads a line from @fd, echo off when it is a terminal. */
@@ -361,7 +358,7 @@ static int read_line_noecho(int fd, const char *prompt, char *buf, size_t size)
         sigaction(SIGTERM, &sa, &old_term);
         sigaction(SIGHUP, &sa, &old_hup);
         t = saved_termios;
-        t.c_lflag &= ~(tcflag_t)ECHO;
+        t.c_lflag &= ~(tcflag_t) ECHO;
         t.c_lflag |= ICANON;
         if (tcsetattr(fd, TCSAFLUSH, &t) < 0)
                 r = -errno;
@@ -390,7 +387,7 @@ static int read_line_noecho(int fd, const char *prompt, char *buf, size_t size)
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
         sigaction(SIGHUP, &old_hup, NULL);
-        (void)!write(fd, "\n", 1);
+        (void) !write(fd, "\n", 1);
         return r;
 }
 
@@ -409,8 +406,7 @@ static int ask_root_password_hash(const char *image, char **ret)
 
                 fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
                 if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot open the terminal: %s",
-                                         strerror(errno));
+                        return log_error(EXIT_FAILURE_GENERIC, "Cannot open the terminal: %s", strerror(errno));
                 snprintf(prompt, sizeof(prompt), "Root password for template %s: ", image);
                 if (read_line_noecho(fd, prompt, pw1, sizeof(pw1)) < 0 ||
                     read_line_noecho(fd, "Repeat the password: ", pw2, sizeof(pw2)) < 0) {
@@ -457,7 +453,7 @@ static int ask_root_password_hash(const char *image, char **ret)
         }
         *ret = strdup(hash);
         if (data)
-                explicit_bzero(data, (size_t)size);
+                explicit_bzero(data, (size_t) size);
         free(data);
         return *ret ? EXIT_OK : log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 }
@@ -534,7 +530,7 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
 static void unlink_tempp(char **path)
 {
         if (*path) {
-                (void)unlink(*path);
+                (void) unlink(*path);
                 free(*path);
         }
 }
@@ -602,9 +598,8 @@ static int update_sha256sums(const char *file)
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot read %s back: %s", file,
-                                         strerror(errno));
-                g_checksum_update(checksum, buf, (gssize)k);
+                        return log_error(EXIT_FAILURE_GENERIC, "Cannot read %s back: %s", file, strerror(errno));
+                g_checksum_update(checksum, buf, (gssize) k);
         }
 
         r = sums_without(sums, base, &old, &old_len);
@@ -620,10 +615,10 @@ static int update_sha256sums(const char *file)
         if (!out || !tmp_owned) {
                 if (!out)
                         close(tfd);
-                (void)unlink(tmp);
+                (void) unlink(tmp);
                 return log_error(EXIT_FAILURE_GENERIC, "Cannot write %s: %s", sums, strerror(errno));
         }
-        (void)fchmod(tfd, 0644);
+        (void) fchmod(tfd, 0644);
         if (old)
                 fwrite(old, 1, old_len, out);
         fprintf(out, "%s  %s\n", g_checksum_get_string(checksum), base);
@@ -664,8 +659,7 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
                 _cleanup_(freep) char *dircopy = strdup(file), *basecopy = strdup(file);
                 mode_t mask;
 
-                if (!dircopy || !basecopy ||
-                    asprintf(&temp, "%s/.%s.XXXXXX", dirname(dircopy), basename(basecopy)) < 0)
+                if (!dircopy || !basecopy || asprintf(&temp, "%s/.%s.XXXXXX", dirname(dircopy), basename(basecopy)) < 0)
                         return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
                 fd = mkostemp(temp, O_CLOEXEC);
                 if (fd < 0) {
@@ -675,15 +669,13 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
                 }
                 mask = umask(0);
                 umask(mask);
-                (void)fchmod(fd, 0666 & ~mask);
+                (void) fchmod(fd, 0666 & ~mask);
         } else {
                 if (arg_checksum)
-                        return log_error(EXIT_USAGE,
-                                         "--checksum needs to wait for the export; drop --no-block.");
+                        return log_error(EXIT_USAGE, "--checksum needs to wait for the export; drop --no-block.");
                 fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
                 if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file,
-                                         strerror(errno));
+                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file, strerror(errno));
         }
 
         r = bus_new_manager_call(bus, &m, "ExportTar");
@@ -725,8 +717,7 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
                         return log_error(EXIT_USAGE, "Reading from standard input needs a NAME.");
                 derived = image_name_from_filename(file);
                 if (!derived)
-                        return log_error(EXIT_USAGE,
-                                         "Cannot make an image name from '%s'; give one as NAME.", file);
+                        return log_error(EXIT_USAGE, "Cannot make an image name from '%s'; give one as NAME.", file);
                 name = derived;
         }
 
@@ -741,8 +732,7 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
 
         r = bus_new_manager_call(bus, &m, "ImportTar");
         if (r >= 0)
-                r = sd_bus_message_append(m, "hsb", from_stdin ? STDIN_FILENO : fd, name,
-                                          (int)arg_read_only);
+                r = sd_bus_message_append(m, "hsb", from_stdin ? STDIN_FILENO : fd, name, (int) arg_read_only);
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
 
@@ -781,8 +771,7 @@ int verb_pull_tar(sd_bus *bus, int argc, char **argv)
         if (!name) {
                 derived = image_name_from_filename(url);
                 if (!derived)
-                        return log_error(EXIT_USAGE,
-                                         "Cannot make an image name from '%s'; give one as NAME.", shown);
+                        return log_error(EXIT_USAGE, "Cannot make an image name from '%s'; give one as NAME.", shown);
                 name = derived;
         }
 
@@ -815,8 +804,8 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
         double progress;
         int r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListJobs",
-                               &error, &reply, NULL);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListJobs", &error, &reply,
+                               NULL);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to list jobs");
 
@@ -829,8 +818,7 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "PROGRESS", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
 
         r = sd_bus_message_enter_container(reply, 'a', "(ussdo)");
-        while (r >= 0 &&
-               (r = sd_bus_message_read(reply, "(ussdo)", &id, &type, &image, &progress, &path)) > 0) {
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ussdo)", &id, &type, &image, &progress, &path)) > 0) {
                 struct libscols_line *line = scols_table_new_line(t, NULL);
                 bool known = progress >= 0 && isfinite(progress);
                 if (!line)
@@ -874,10 +862,9 @@ int verb_cancel(sd_bus *bus, int argc, char **argv)
 
                 r = bus_new_manager_call(bus, &m, "CancelJob");
                 if (r >= 0)
-                        r = sd_bus_message_append(m, "u", (uint32_t)id);
+                        r = sd_bus_message_append(m, "u", (uint32_t) id);
                 if (r < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s",
-                                         strerror(-r));
+                        return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
                 r = bus_call_mutating(bus, m, &error, NULL);
                 if (r < 0) {
                         r = log_bus_error(&error, r, "Failed to cancel the job");

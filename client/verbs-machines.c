@@ -84,8 +84,8 @@ static int send_stop(struct machine_wait *w)
         if (r < 0)
                 return r;
         if (arg_ask_password) {
-                (void)sd_bus_message_set_allow_interactive_authorization(m, true);
-                (void)polkit_agent_open();
+                (void) sd_bus_message_set_allow_interactive_authorization(m, true);
+                (void) polkit_agent_open();
         }
         return sd_bus_call_async(w->bus, &w->stop_slot, m, on_stop_reply, w, UINT64_MAX);
 }
@@ -97,8 +97,8 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (si->ssi_signo != SIGINT || w->stop_sent) {
                 /* Terminated, hung up, or a second Ctrl-C: stop waiting. */
                 if (!w->stop_sent && si->ssi_signo != SIGINT)
-                        (void)send_stop(w);
-                (void)sd_bus_flush(w->bus);
+                        (void) send_stop(w);
+                (void) sd_bus_flush(w->bus);
                 w->detached = true;
                 sd_event_exit(w->event, 0);
                 return 0;
@@ -140,8 +140,7 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
         if (shell) {
                 tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
                 if (tty < 0)
-                        return log_error(EXIT_USAGE,
-                                         "shell needs a terminal; use 'start NAME -- CMD' without one.");
+                        return log_error(EXIT_USAGE, "shell needs a terminal; use 'start NAME -- CMD' without one.");
                 in = out = err = tty;
         }
 
@@ -177,8 +176,7 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
         if (r >= 0 && arg_private_network)
                 r = sd_bus_message_append(m, "{sv}", "private_network", "b", 1);
         if (r >= 0)
-                r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr",
-                                          "h", err);
+                r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr", "h", err);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -220,7 +218,7 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
         w.event = event;
 
         r = sd_event_loop(event);
-        (void)sd_bus_detach_event(bus);
+        (void) sd_bus_detach_event(bus);
 
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to wait for the machine: %s", strerror(-r));
@@ -252,20 +250,18 @@ static int call_machines(sd_bus *bus, int argc, char **argv, const char *member,
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
                 int r;
 
-                r = sd_bus_message_new_method_call(bus, &m, STAMP_BUS_NAME, STAMP_MANAGER_PATH,
-                                                   STAMP_MANAGER_IFACE, member);
+                r = sd_bus_message_new_method_call(bus, &m, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
+                                                   member);
                 if (r >= 0)
                         r = sd_bus_message_append(m, "s", argv[i]);
                 if (r >= 0 && with_signal)
-                        r = sd_bus_message_append(m, "i", (int32_t)arg_signal);
+                        r = sd_bus_message_append(m, "i", (int32_t) arg_signal);
                 if (r < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s",
-                                         strerror(-r));
+                        return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
                 r = bus_call_mutating(bus, m, &error, NULL);
                 if (r < 0) {
                         r = log_bus_error(&error, r,
-                                          with_signal ? "Failed to kill the machine"
-                                                      : "Failed to stop the machine");
+                                          with_signal ? "Failed to kill the machine" : "Failed to stop the machine");
                         if (ret == EXIT_OK)
                                 ret = r;
                 }
@@ -292,8 +288,8 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
         uint32_t leader;
         int r;
 
-        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListMachines",
-                               &error, &reply, NULL);
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListMachines", &error,
+                               &reply, NULL);
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to list machines");
 
@@ -308,8 +304,7 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "OWNER", 0, SCOLS_JSON_NUMBER);
 
         r = sd_bus_message_enter_container(reply, 'a', "(sssuo)");
-        while (r >= 0 &&
-               (r = sd_bus_message_read(reply, "(sssuo)", &name, &image, &state, &leader, &path)) > 0) {
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssuo)", &name, &image, &state, &leader, &path)) > 0) {
                 struct libscols_line *line = scols_table_new_line(t, NULL);
                 if (!line)
                         return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
@@ -327,8 +322,8 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
                 /* Facts ListMachines does not carry; a machine that ended meanwhile shows the defaults. */
                 (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "UserNamespace",
                                                    NULL, 'b', &userns);
-                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "Owner", NULL,
-                                                   'u', &owner);
+                (void) sd_bus_get_property_trivial(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "Owner", NULL, 'u',
+                                                   &owner);
                 if (table_style.json) {
                         table_set(line, 4, "%s", userns ? "1" : "0");
                         table_set(line, 5, "%" PRIu32, owner);
@@ -338,8 +333,7 @@ int verb_machines(sd_bus *bus, int argc, char **argv)
                 }
         }
         if (r < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of machines: %s",
-                                 strerror(-r));
+                return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of machines: %s", strerror(-r));
 
         r = table_print(t, "machine", "machines");
         if (r < 0)

@@ -31,8 +31,8 @@ static size_t utf8_printable_length(const unsigned char *p, size_t n)
                         return 0;
                 c = (c << 6) | (p[i] & 0x3f);
         }
-        if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) ||
-            (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f))
+        if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff) ||
+            (c >= 0x80 && c <= 0x9f))
                 return 0;
         return len;
 }
@@ -57,13 +57,27 @@ char *text_escape(const char *s, size_t max, EscapeFlags flags)
                 const char *named = NULL;
 
                 switch (c) {
-                case '\b': named = "\\b"; break;
-                case '\f': named = "\\f"; break;
-                case '\n': named = "\\n"; break;
-                case '\r': named = "\\r"; break;
-                case '\t': named = "\\t"; break;
-                case '\v': named = "\\v"; break;
-                case '\\': named = "\\\\"; break;
+                case '\b':
+                        named = "\\b";
+                        break;
+                case '\f':
+                        named = "\\f";
+                        break;
+                case '\n':
+                        named = "\\n";
+                        break;
+                case '\r':
+                        named = "\\r";
+                        break;
+                case '\t':
+                        named = "\\t";
+                        break;
+                case '\v':
+                        named = "\\v";
+                        break;
+                case '\\':
+                        named = "\\\\";
+                        break;
                 case '"':
                         if (flags & ESCAPE_MESSAGE)
                                 named = "\\\"";

@@ -8,8 +8,10 @@
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
 static const char *const export_format_table[_EXPORT_FORMAT_MAX] = {
-        [EXPORT_ZSTD] = "zstd",   [EXPORT_XZ] = "xz",
-        [EXPORT_GZIP] = "gzip",   [EXPORT_BZIP2] = "bzip2",
+        [EXPORT_ZSTD] = "zstd",
+        [EXPORT_XZ] = "xz",
+        [EXPORT_GZIP] = "gzip",
+        [EXPORT_BZIP2] = "bzip2",
         [EXPORT_UNCOMPRESSED] = "uncompressed",
 };
 
@@ -20,10 +22,10 @@ static const struct {
         ExportFormat format;
         bool has_tar;
 } suffix_table[] = {
-        {".zst", EXPORT_ZSTD, false},  {".zstd", EXPORT_ZSTD, false}, {".tzst", EXPORT_ZSTD, true},
-        {".xz", EXPORT_XZ, false},     {".txz", EXPORT_XZ, true},     {".gz", EXPORT_GZIP, false},
-        {".tgz", EXPORT_GZIP, true},   {".bz2", EXPORT_BZIP2, false}, {".tbz2", EXPORT_BZIP2, true},
-        {".tbz", EXPORT_BZIP2, true},  {".tar", EXPORT_UNCOMPRESSED, true},
+        {".zst", EXPORT_ZSTD, false}, {".zstd", EXPORT_ZSTD, false},       {".tzst", EXPORT_ZSTD, true},
+        {".xz", EXPORT_XZ, false},    {".txz", EXPORT_XZ, true},           {".gz", EXPORT_GZIP, false},
+        {".tgz", EXPORT_GZIP, true},  {".bz2", EXPORT_BZIP2, false},       {".tbz2", EXPORT_BZIP2, true},
+        {".tbz", EXPORT_BZIP2, true}, {".tar", EXPORT_UNCOMPRESSED, true},
 };
 
 ExportFormat export_format_from_string(const char *s)

@@ -11,8 +11,8 @@
 
 static bool is_scheme_char(char c)
 {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
-               c == '-' || c == '.';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+               c == '.';
 }
 
 static bool is_alpha(char c)
@@ -27,8 +27,8 @@ static bool is_space_or_end(char c)
 
 static bool is_closing(char c)
 {
-        return c == ':' || c == ',' || c == ';' || c == '.' || c == '"' || c == '\'' || c == '`' ||
-               c == '>' || c == ')' || c == ']';
+        return c == ':' || c == ',' || c == ';' || c == '.' || c == '"' || c == '\'' || c == '`' || c == '>' ||
+               c == ')' || c == ']';
 }
 
 /* Where a URL inside free text ends: at white space or a control character, which no URL that

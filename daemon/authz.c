@@ -34,8 +34,8 @@ typedef struct Request {
         uid_t uid;        /* UID_UNKNOWN until the bus said */
         bool uid_charged; /* counted in Authz.per_uid */
         Limit limit;      /* the cap that refused it once the uid was known */
-        bool in_thread;  /* the polkit thread holds a pointer to us */
-        bool abandoned;  /* the caller went away: free when the thread lets go */
+        bool in_thread;   /* the polkit thread holds a pointer to us */
+        bool abandoned;   /* the caller went away: free when the thread lets go */
         uint64_t done_usec;
 
         bool authorized;
@@ -49,7 +49,7 @@ typedef struct Request {
 
 struct Authz {
         sd_event *event;
-        GHashTable *requests;  /* sd_bus_message* → Request* */
+        GHashTable *requests;   /* sd_bus_message* → Request* */
         GHashTable *per_sender; /* sender → count */
         GHashTable *per_uid;    /* uid → count (GUINT_TO_POINTER both), of requests with a known uid */
         unsigned n_charged;     /* sum of per_uid */
@@ -247,8 +247,8 @@ static gboolean polkit_start_check(gpointer userdata)
         if (r->interactive && !r->asking_own)
                 flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
 
-        polkit_authority_check_authorization(a->authority, subject, r->chosen_action, details, flags,
-                                             r->cancellable, on_polkit_result, r);
+        polkit_authority_check_authorization(a->authority, subject, r->chosen_action, details, flags, r->cancellable,
+                                             on_polkit_result, r);
         return G_SOURCE_REMOVE;
 }
 
@@ -511,8 +511,7 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
                                                  "Authentication is required to %s (%s); call with interactive "
                                                  "authorization allowed",
                                                  what, action);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)", what,
-                                         action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)", what, action);
         }
 
         if (!sender) /* direct connection without a bus: only root can reach us that way */
@@ -590,8 +589,7 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
                 return 0;
         }
         k = sd_bus_call_method_async(bus, &r->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, r, "s",
-                                     sender);
+                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, r, "s", sender);
         if (k < 0) {
                 request_release(r);
                 return sd_bus_error_set_errnof(error, k, "Cannot ask the bus who the caller is: %m");
@@ -599,8 +597,7 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
         return 0;
 }
 
-int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
-                 sd_bus_error *error)
+int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details, sd_bus_error *error)
 {
         return verify(a, msg, action, NULL, details, NULL, error);
 }
@@ -666,8 +663,8 @@ int authz_new(sd_event *event, Authz **ret)
         }
         k = sd_event_add_io(event, &a->eventfd_source, a->eventfd, EPOLLIN, on_eventfd, a);
         if (k >= 0)
-                k = sd_event_add_time_relative(event, &a->purge_timer, CLOCK_MONOTONIC, 10 * USEC_PER_SEC,
-                                               USEC_PER_SEC, on_purge_timer, a);
+                k = sd_event_add_time_relative(event, &a->purge_timer, CLOCK_MONOTONIC, 10 * USEC_PER_SEC, USEC_PER_SEC,
+                                               on_purge_timer, a);
         if (k >= 0)
                 k = sd_event_source_set_enabled(a->purge_timer, SD_EVENT_ON);
         if (k < 0) {

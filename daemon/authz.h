@@ -39,8 +39,7 @@ Authz *authz_free(Authz *a);
  *
  * Root callers are authorized without asking polkit. The event loop never waits: the caller's uid
  * is asked of the bus asynchronously (once per connection), and polkit runs in a thread of its own. */
-int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details,
-                 sd_bus_error *error);
+int authz_verify(Authz *a, sd_bus_message *msg, const char *action, const char *const *details, sd_bus_error *error);
 
 /* What decides between an action for one's own things and the administrator's: the call touches
  * something owned by @owner. For a caller whose uid is @owner, or anyone if @shared (a template others

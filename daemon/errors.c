@@ -14,23 +14,23 @@
  * EINVAL stands for a bad name when a caller names a thing, but a failure with EINVAL is only an
  * invalid argument; ENXIO and EPROTONOSUPPORT can come from elsewhere than a machine or a format.
  * For either direction the first row that matches wins. */
-#define STAMP_ERRORS(X)                                                                                   \
-        X(SD_BUS_ERROR_INVALID_ARGS, EINVAL, true)                                                        \
-        X(SD_BUS_ERROR_NO_MEMORY, ENOMEM, true)                                                           \
-        X(STAMP_ERROR_NO_SUCH_IMAGE, ENOENT, true)                                                        \
-        X(STAMP_ERROR_IMAGE_EXISTS, EEXIST, true)                                                         \
-        X(STAMP_ERROR_IMAGE_EXISTS, ENOTEMPTY, true)                                                      \
-        X(STAMP_ERROR_INVALID_NAME, EINVAL, false)                                                        \
-        X(STAMP_ERROR_IMAGE_BUSY, EBUSY, true)                                                            \
-        X(STAMP_ERROR_IMAGE_READ_ONLY, EROFS, true)                                                       \
-        X(STAMP_ERROR_NO_SUCH_MACHINE, ENXIO, false)                                                      \
-        X(STAMP_ERROR_MACHINE_EXISTS, EEXIST, false)                                                      \
-        X(STAMP_ERROR_NO_SUCH_JOB, ENOENT, false)                                                         \
-        X(STAMP_ERROR_UNSUPPORTED_FORMAT, EPROTONOSUPPORT, false)                                         \
-        X(STAMP_ERROR_BAD_ARCHIVE, EBADMSG, true)                                                         \
-        X(STAMP_ERROR_NOT_SUPPORTED, EOPNOTSUPP, true)                                                    \
-        X(STAMP_ERROR_NO_SPACE, ENOSPC, true)                                                             \
-        X(STAMP_ERROR_NO_SPACE, EDQUOT, true)                                                             \
+#define STAMP_ERRORS(X)                                                                                                \
+        X(SD_BUS_ERROR_INVALID_ARGS, EINVAL, true)                                                                     \
+        X(SD_BUS_ERROR_NO_MEMORY, ENOMEM, true)                                                                        \
+        X(STAMP_ERROR_NO_SUCH_IMAGE, ENOENT, true)                                                                     \
+        X(STAMP_ERROR_IMAGE_EXISTS, EEXIST, true)                                                                      \
+        X(STAMP_ERROR_IMAGE_EXISTS, ENOTEMPTY, true)                                                                   \
+        X(STAMP_ERROR_INVALID_NAME, EINVAL, false)                                                                     \
+        X(STAMP_ERROR_IMAGE_BUSY, EBUSY, true)                                                                         \
+        X(STAMP_ERROR_IMAGE_READ_ONLY, EROFS, true)                                                                    \
+        X(STAMP_ERROR_NO_SUCH_MACHINE, ENXIO, false)                                                                   \
+        X(STAMP_ERROR_MACHINE_EXISTS, EEXIST, false)                                                                   \
+        X(STAMP_ERROR_NO_SUCH_JOB, ENOENT, false)                                                                      \
+        X(STAMP_ERROR_UNSUPPORTED_FORMAT, EPROTONOSUPPORT, false)                                                      \
+        X(STAMP_ERROR_BAD_ARCHIVE, EBADMSG, true)                                                                      \
+        X(STAMP_ERROR_NOT_SUPPORTED, EOPNOTSUPP, true)                                                                 \
+        X(STAMP_ERROR_NO_SPACE, ENOSPC, true)                                                                          \
+        X(STAMP_ERROR_NO_SPACE, EDQUOT, true)                                                                          \
         X(STAMP_ERROR_QUOTA_EXCEEDED, EDQUOT, false)
 
 #define AS_MAP(name, error, from_errno) SD_BUS_ERROR_MAP(name, error),

@@ -117,7 +117,7 @@ static AuthzOwner image_authz_owner(Manager *m, const Image *img, bool as_clone_
 {
         uid_t owner = image_owner(m, img);
 
-        return (AuthzOwner){
+        return (AuthzOwner) {
                 .own_action = STAMP_ACTION_MANAGE_OWN_IMAGES,
                 .owner = owner,
                 .shared = as_clone_source && owner == 0 && img->read_only,
@@ -171,8 +171,8 @@ static void clone_done(Manager *m, int result, void *userdata)
         }
 }
 
-int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name,
-                       const CloneOptions *o, sd_bus_error *error)
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, const CloneOptions *o,
+                       sd_bus_error *error)
 {
         const char *details[] = {"verb", "clone", "image", source, "new_name", new_name, NULL};
         const char *locks[] = {new_name, NULL};
@@ -189,7 +189,8 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
                 return k;
         owner = image_authz_owner(m, img, true);
         read_only_source = img->read_only;
-        if ((k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, new_name, error)) < 0)
+        if ((k = bus_check_image_absent(m, new_name, error)) < 0 ||
+            (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
@@ -288,8 +289,7 @@ static void rename_done(Manager *m, int result, void *userdata)
         }
 }
 
-int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
-                        sd_bus_error *error)
+int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name, sd_bus_error *error)
 {
         const char *details[] = {"verb", "rename", "image", name, "new_name", new_name, NULL};
         const char *locks[] = {name, new_name, NULL};
@@ -303,7 +303,8 @@ int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const
             (k = bus_check_image_exists(m, name, &img, error)) < 0)
                 return k;
         owner = image_authz_owner(m, img, false);
-        if ((k = bus_check_image_absent(m, new_name, error)) < 0 || (k = bus_check_image_not_busy(m, name, error)) < 0 ||
+        if ((k = bus_check_image_absent(m, new_name, error)) < 0 ||
+            (k = bus_check_image_not_busy(m, name, error)) < 0 ||
             (k = bus_check_image_not_busy(m, new_name, error)) < 0)
                 return k;
 
@@ -349,8 +350,7 @@ static void read_only_done(Manager *m, int result, void *userdata)
                 (void) sd_bus_emit_properties_changed(m->bus, path, STAMP_IMAGE_IFACE, "ReadOnly", NULL);
 }
 
-int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only,
-                                sd_bus_error *error)
+int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only, sd_bus_error *error)
 {
         const char *details[] = {"verb", read_only ? "mark-read-only" : "mark-writable", "image", name, NULL};
         const char *locks[] = {name, NULL};
@@ -448,7 +448,7 @@ static int property_get_read_only(sd_bus *bus, const char *path, const char *int
 }
 
 static int property_get_template(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                      sd_bus_message *reply, void *userdata, sd_bus_error *error)
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
         Image *img = userdata;
         return sd_bus_message_append(reply, "b", image_is_template(img->manager, img));
@@ -575,7 +575,7 @@ static int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (k < 0)
                 return k;
         return image_method_clone(img->manager, msg, img->name, new_name,
-                                  &(CloneOptions){.read_only = read_only, .keep_identity = -1}, error);
+                                  &(CloneOptions) {.read_only = read_only, .keep_identity = -1}, error);
 }
 
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -604,8 +604,7 @@ static int method_mark_read_only(sd_bus_message *msg, void *userdata, sd_bus_err
         k = sd_bus_message_read(msg, "b", &read_only);
         if (k < 0)
                 return k;
-        return image_method_mark_read_only(img->manager, msg, img->name, read_only,
-                                           error);
+        return image_method_mark_read_only(img->manager, msg, img->name, read_only, error);
 }
 
 const sd_bus_vtable image_vtable[] = {
@@ -623,12 +622,12 @@ const sd_bus_vtable image_vtable[] = {
         SD_BUS_PROPERTY("Owner", "u", property_get_owner, 0, 0),
         SD_BUS_PROPERTY("Recipe", "a{sv}", property_get_recipe, 0, 0),
         SD_BUS_PROPERTY("OSRelease", "a{ss}", property_get_os_release, 0, 0),
-        SD_BUS_METHOD_WITH_ARGS("Clone", SD_BUS_ARGS("s", new_name, "b", read_only), SD_BUS_NO_RESULT,
-                                method_clone, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Clone", SD_BUS_ARGS("s", new_name, "b", read_only), SD_BUS_NO_RESULT, method_clone,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Remove", "", "", method_remove, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Rename", SD_BUS_ARGS("s", new_name), SD_BUS_NO_RESULT, method_rename,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("MarkReadOnly", SD_BUS_ARGS("b", read_only), SD_BUS_NO_RESULT,
-                                method_mark_read_only, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MarkReadOnly", SD_BUS_ARGS("b", read_only), SD_BUS_NO_RESULT, method_mark_read_only,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

@@ -12,13 +12,11 @@ int image_bus_path(const char *name, char **ret);
 
 /* The image verbs, shared by the Manager's methods (CloneImage, ...) and the Image object's (Clone,
  * ...): <object>_method_<verb>, as machine_method_stop() and job_method_cancel(). */
-int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name,
-                       const CloneOptions *o, sd_bus_error *error);
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, const CloneOptions *o,
+                       sd_bus_error *error);
 int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bus_error *error);
-int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name,
-                        sd_bus_error *error);
-int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only,
-                                sd_bus_error *error);
+int image_method_rename(Manager *m, sd_bus_message *msg, const char *name, const char *new_name, sd_bus_error *error);
+int image_method_mark_read_only(Manager *m, sd_bus_message *msg, const char *name, int read_only, sd_bus_error *error);
 
 /* Checks every handler makes before authorizing; each fills @error with the named error and returns
  * negative when the check fails. InvalidName with the reason, for an argument called @what: */

@@ -100,8 +100,7 @@ static int image_load_fd(Manager *m, const char *name, int fd, Image **ret)
 
         /* A subvolume's root directory is always inode 256; one ioctl then says the rest (a foreign
          * file system mounted in the store answers it with ENOTTY and is a directory image). */
-        if (m->store_is_btrfs && stx.stx_ino == BTRFS_FIRST_FREE_OBJECTID &&
-            btrfs_subvol_info_fd(fd, &info) >= 0) {
+        if (m->store_is_btrfs && stx.stx_ino == BTRFS_FIRST_FREE_OBJECTID && btrfs_subvol_info_fd(fd, &info) >= 0) {
                 image_set_subvolume(img, &info);
                 if (m->quota_enabled && img->subvol_id != 0)
                         (void) btrfs_qgroup_usage(fd, img->subvol_id, &img->usage, &img->usage_exclusive);
@@ -233,8 +232,7 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
                 hint = g_hash_table_lookup(m->uuid_hints, hex);
                 if (hint) {
                         _cleanup_image_ Image *o = NULL;
-                        if (image_load(m, hint, &o) >= 0 && o->has_uuid &&
-                            memcmp(o->uuid, img->parent_uuid, 16) == 0) {
+                        if (image_load(m, hint, &o) >= 0 && o->has_uuid && memcmp(o->uuid, img->parent_uuid, 16) == 0) {
                                 *ret = strdup(o->name);
                                 return *ret ? 1 : -ENOMEM;
                         }

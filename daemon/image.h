@@ -66,5 +66,5 @@ typedef struct CloneOptions {
         int keep_identity; /* -1: absent (no): a clone of a template gets a fresh identity */
 } CloneOptions;
 extern const OptionSpec clone_options[];
-int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name,
-                       const CloneOptions *o, sd_bus_error *error);
+int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, const char *new_name, const CloneOptions *o,
+                       sd_bus_error *error);

@@ -107,7 +107,6 @@ void job_emit_progress(Job *j)
         (void) sd_bus_emit_properties_changed(j->manager->bus, j->object_path, STAMP_JOB_IFACE, "Progress", NULL);
 }
 
-
 int job_method_cancel(Manager *m, Job *j, sd_bus_message *msg, sd_bus_error *error)
 {
         char id[16];
@@ -192,8 +191,8 @@ const sd_bus_vtable job_vtable[] = {
 
 int manager_add_job_objects(Manager *m)
 {
-        int k = sd_bus_add_fallback_vtable(m->bus, NULL, STAMP_JOB_PREFIX, STAMP_JOB_IFACE, job_vtable,
-                                           job_object_find, m);
+        int k = sd_bus_add_fallback_vtable(m->bus, NULL, STAMP_JOB_PREFIX, STAMP_JOB_IFACE, job_vtable, job_object_find,
+                                           m);
         if (k < 0)
                 return k;
         return sd_bus_add_node_enumerator(m->bus, NULL, STAMP_JOB_PREFIX, job_node_enumerator, m);

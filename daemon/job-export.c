@@ -33,9 +33,9 @@ int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         format = export_format_from_string(format_name);
         if (format == _EXPORT_FORMAT_INVALID) {
                 g_autofree char *f = text_shown(format_name);
-                return sd_bus_error_setf(error, STAMP_ERROR_UNSUPPORTED_FORMAT,
-                                         "Unsupported export format \"%s\" (known: zstd, xz, gzip, bzip2, uncompressed)",
-                                         f);
+                return sd_bus_error_setf(
+                        error, STAMP_ERROR_UNSUPPORTED_FORMAT,
+                        "Unsupported export format \"%s\" (known: zstd, xz, gzip, bzip2, uncompressed)", f);
         }
         if ((k = bus_check_archive_fd(fd, true, error)) < 0)
                 return k;

@@ -32,8 +32,7 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
         const char *scheme, *host, *path, *slash, *file;
 
         if (strnlen(url, URL_MAX + 1) > URL_MAX)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The URL is longer than %d bytes",
-                                         URL_MAX);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The URL is longer than %d bytes", URL_MAX);
         /* Errors name the URL as every message about a pull does: without its credentials or query.
          * Escaped first, so that the "…" of the redaction stays itself; escaping leaves alone the
          * characters the redaction goes by. */
@@ -45,16 +44,14 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
         for (const char *p = url; *p; p++)
                 if ((unsigned char) *p <= ' ' || *p == 0x7f)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Invalid URL \"%s\": it holds a space or a control character",
-                                                 shown);
+                                                 "Invalid URL \"%s\": it holds a space or a control character", shown);
         u = g_uri_parse(url, G_URI_FLAGS_ENCODED, &e);
         if (!u && !streq(shown, escaped))
                 /* GLib's reason may quote a piece of the authority ("Could not parse port 'pw'"): a
                  * password's, when one was given. */
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\"", shown);
         if (!u)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\": %s", shown,
-                                         e->message);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URL \"%s\": %s", shown, e->message);
         scheme = g_uri_get_scheme(u);
         if (g_ascii_strcasecmp(scheme, "http") != 0 && g_ascii_strcasecmp(scheme, "https") != 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -71,8 +68,8 @@ static int pull_parse_url(const char *url, char **ret_file, char **ret_sums_url,
 
         slash = strrchr(path, '/');
         sums_path = g_strdup_printf("%.*s/" SUMS_FILE, slash ? (int) (slash - path) : 0, path);
-        sums = g_uri_join(G_URI_FLAGS_ENCODED, scheme, g_uri_get_userinfo(u), host, g_uri_get_port(u), sums_path,
-                          NULL, NULL);
+        sums = g_uri_join(G_URI_FLAGS_ENCODED, scheme, g_uri_get_userinfo(u), host, g_uri_get_port(u), sums_path, NULL,
+                          NULL);
         *ret_file = strdup(file);
         *ret_sums_url = strdup(sums);
         if (!*ret_file || !*ret_sums_url) {

@@ -133,8 +133,8 @@ static bool credential_is_valid(const char *s)
  * credentials, percent-decoded, which reach only wget (see transfer/template.c). */
 static int split_mirror(const char *mirror, TemplateJobArgs *t, sd_bus_error *error)
 {
-        g_autofree char *scheme = NULL, *user = NULL, *password = NULL, *host = NULL, *path = NULL,
-                        *query = NULL, *fragment = NULL, *shown = mirror_shown(mirror);
+        g_autofree char *scheme = NULL, *user = NULL, *password = NULL, *host = NULL, *path = NULL, *query = NULL,
+                        *fragment = NULL, *shown = mirror_shown(mirror);
         g_autoptr(GError) e = NULL;
         int port;
 
@@ -285,9 +285,9 @@ static int check_options(const char *suite, TemplateOptions *o, TemplateJobArgs 
         if (o->mirror) {
                 if (strlen(o->mirror) > MIRROR_MAX || !debian_mirror_is_valid(o->mirror)) {
                         g_autofree char *shown = mirror_shown(o->mirror);
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
-                                                 shown);
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS,
+                                "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive", shown);
                 }
                 if ((k = split_mirror(o->mirror, t, error)) < 0)
                         return k;
@@ -355,8 +355,8 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return k;
         r.read = true;
 
-        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = check_options(suite, o, t, error)) < 0 || (k = bus_check_image_absent(m, name, error)) < 0)
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 || (k = check_options(suite, o, t, error)) < 0 ||
+            (k = bus_check_image_absent(m, name, error)) < 0)
                 return k;
 
         /* The caps and the lock on the name, before polkit is asked; the job is made again when the

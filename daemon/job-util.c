@@ -28,8 +28,9 @@ int bus_check_archive_fd(int fd, bool for_writing, sd_bus_error *error)
         if (flags < 0 || fstat(fd, &st) < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot use the file descriptor %d: %m", fd);
         if (flags & O_PATH)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "The file descriptor is an O_PATH descriptor, which can be neither read nor written");
+                return sd_bus_error_setf(
+                        error, SD_BUS_ERROR_INVALID_ARGS,
+                        "The file descriptor is an O_PATH descriptor, which can be neither read nor written");
         if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "The file descriptor refers to %s, not to a file or a pipe",

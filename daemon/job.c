@@ -11,7 +11,6 @@
 #include "image.h"
 #include "job-dbus.h"
 
-
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_CREATE_TEMPLATE] = "create-template",
         [JOB_EXPORT_TAR] = "export-tar",
@@ -120,8 +119,7 @@ static unsigned jobs_of_owner(Manager *m, const char *owner)
         return n;
 }
 
-int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret,
-            sd_bus_error *error)
+int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_message *msg, Job **ret, sd_bus_error *error)
 {
         _cleanup_(job_freep) Job *j = NULL;
         _cleanup_free_ char *caller = NULL;
@@ -135,8 +133,8 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
                 return k;
         if (caller && jobs_of_owner(m, caller) >= m->settings.jobs_per_user_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many jobs running for %s (at most %u %s)", caller, m->settings.jobs_per_user_max,
-                                         manager_caller_cap_scope(caller));
+                                         "Too many jobs running for %s (at most %u %s)", caller,
+                                         m->settings.jobs_per_user_max, manager_caller_cap_scope(caller));
         if (g_hash_table_size(m->jobs) >= m->settings.jobs_max)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
                                          "Too many jobs running (at most %u in all); try again when one has ended",
@@ -245,8 +243,8 @@ static void job_finalize(Job *j)
                 (void) sd_bus_emit_properties_changed(m->bus, j->object_path, STAMP_JOB_IFACE, "Progress", NULL);
         /* How it ended, with the named error of a failure, for callers that watch the job object:
          * JobRemoved carries only the result word. */
-        (void) sd_bus_emit_properties_changed(m->bus, j->object_path, STAMP_JOB_IFACE, "State", "Result",
-                                              "ErrorName", "ErrorMessage", NULL);
+        (void) sd_bus_emit_properties_changed(m->bus, j->object_path, STAMP_JOB_IFACE, "State", "Result", "ErrorName",
+                                              "ErrorMessage", NULL);
         if (j->state == JOB_DONE && j->makes_image)
                 (void) manager_send_image_added(m, j->image);
         (void) sd_bus_emit_signal(m->bus, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "JobRemoved", "uos", j->id,
@@ -483,8 +481,8 @@ int job_cancel(Job *j)
                 /* The work is PID 1 of its namespace: SIGTERM from here reaches it; if it does not end
                  * soon, SIGKILL to the whole group. */
                 (void) kill(-j->pid, SIGTERM);
-                (void) sd_event_add_time_relative(j->manager->event, &j->kill_timer, CLOCK_MONOTONIC,
-                                                  3 * USEC_PER_SEC, 0, on_kill_timer, j);
+                (void) sd_event_add_time_relative(j->manager->event, &j->kill_timer, CLOCK_MONOTONIC, 3 * USEC_PER_SEC,
+                                                  0, on_kill_timer, j);
         }
         return 1;
 }

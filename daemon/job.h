@@ -25,7 +25,7 @@ struct Job {
         Manager *manager;
         uint32_t id;
         JobType type;
-        char *image;        /* the image the job reads or makes */
+        char *image; /* the image the job reads or makes */
         char *object_path;
         char *owner;        /* who started it, as manager_caller_key() says: what the per-caller cap counts */
         const char *action; /* polkit action of the method that started it; CancelJob checks it too */
@@ -47,8 +47,8 @@ struct Job {
         sd_event_source *child_source;
         sd_event_source *kill_timer;
 
-        char *temp_name;    /* removed from the store if the job does not succeed */
-        int error;          /* errno of the failure */
+        char *temp_name; /* removed from the store if the job does not succeed */
+        int error;       /* errno of the failure */
         char *error_message;
 };
 typedef struct Job Job;
@@ -81,4 +81,3 @@ static inline void job_freep(Job **j)
 int job_cancel(Job *j);
 Job *job_find(Manager *m, uint32_t id);
 void jobs_free_all(Manager *m);
-

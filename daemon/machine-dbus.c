@@ -223,8 +223,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return k;
         if (img->read_only && !ephemeral && !read_only)
                 return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_READ_ONLY,
-                                         "Image %s is read-only; it can only be started ephemeral or read-only",
-                                         image);
+                                         "Image %s is read-only; it can only be started ephemeral or read-only", image);
         if (machine_find(m, name))
                 return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
         if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
@@ -234,9 +233,19 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return k;
 
         {
-                const char *details[] = {"verb", "start", "image", image, "machine", name,
-                                         "boot", boot ? "yes" : "no", "ephemeral", ephemeral ? "yes" : "no",
-                                         "private_users", o.private_users == 0 ? "no" : "yes", NULL};
+                const char *details[] = {"verb",
+                                         "start",
+                                         "image",
+                                         image,
+                                         "machine",
+                                         name,
+                                         "boot",
+                                         boot ? "yes" : "no",
+                                         "ephemeral",
+                                         ephemeral ? "yes" : "no",
+                                         "private_users",
+                                         o.private_users == 0 ? "no" : "yes",
+                                         NULL};
                 AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
                 /* On one's own image a machine may start without the administrator, but only in a user
                  * namespace: one that explicitly asks for root mapping (private_users false) asks for
@@ -334,8 +343,7 @@ static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int
                 return k < 0 ? k : 1;
         k = machine_kill(mc, signo);
         if (k == -ESRCH)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended",
-                                         mc->name);
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
         if (k < 0)
                 return sd_bus_error_set_errnof(error, k, "Cannot send signal %d to machine %s: %m", signo, mc->name);
         return sd_bus_reply_method_return(msg, NULL);
@@ -402,8 +410,7 @@ static int machine_object_find(sd_bus *bus, const char *path, const char *interf
         return 1;
 }
 
-static int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-                                   sd_bus_error *error)
+static int machine_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
 {
         Manager *m = userdata;
         GHashTableIter it;

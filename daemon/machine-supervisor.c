@@ -37,7 +37,7 @@ typedef struct MachineSetup {
         bool boot, read_only, private_users, private_network;
         unsigned uid_base; /* > 0: a user namespace of stampd's choosing, this host uid as its root */
         const char *notify_address;
-        int stdio[3]; /* the caller's fds, -1 for /dev/null */
+        int stdio[3];   /* the caller's fds, -1 for /dev/null */
         char **command; /* NULL: nspawn's default shell */
 } MachineSetup;
 
@@ -118,8 +118,7 @@ static int enter_scope(const MachineSetup *mc)
                 k = sd_bus_message_append(call, "(sv)(sv)(sv)", "Description", "s", description, "PIDs", "au", 1,
                                           (uint32_t) getpid(), "CollectMode", "s", "inactive-or-failed");
         if (k >= 0 && own_unit)
-                k = sd_bus_message_append(call, "(sv)(sv)", "BindsTo", "as", 1, own_unit, "After", "as", 1,
-                                          own_unit);
+                k = sd_bus_message_append(call, "(sv)(sv)", "BindsTo", "as", 1, own_unit, "After", "as", 1, own_unit);
         if (k >= 0)
                 k = sd_bus_message_close_container(call);
         if (k >= 0)
@@ -236,7 +235,7 @@ static void private_nspawn_dir(void)
 
 static int parse_setup(int argc, char *argv[], MachineSetup *s)
 {
-        *s = (MachineSetup){.store_fd = -1, .stdio = {-1, -1, -1}};
+        *s = (MachineSetup) {.store_fd = -1, .stdio = {-1, -1, -1}};
 
         for (int i = 0; i < argc; i++) {
                 const char *a = argv[i], *eq = strchr(a, '='), *v;
@@ -360,11 +359,11 @@ int machine_supervisor_main(int argc, char *argv[])
 
         if (mc->temp_name) {
                 char err[1024] = "";
-                k = store_clone_image(mc->store_fd, mc->store_is_btrfs, mc->image, mc->temp_name, 0, UID_INVALID,
-                                      err, sizeof err);
+                k = store_clone_image(mc->store_fd, mc->store_is_btrfs, mc->image, mc->temp_name, 0, UID_INVALID, err,
+                                      sizeof err);
                 if (k < 0) {
-                        supervisor_fail(stdio[2], "Machine %s: cannot make the ephemeral snapshot of %s: %s",
-                                        mc->name, mc->image, err[0] ? err : strerror(-k));
+                        supervisor_fail(stdio[2], "Machine %s: cannot make the ephemeral snapshot of %s: %s", mc->name,
+                                        mc->image, err[0] ? err : strerror(-k));
                         _exit(EXIT_FAILURE);
                 }
         }
@@ -384,8 +383,9 @@ int machine_supervisor_main(int argc, char *argv[])
                 /* A mount namespace only: the pids machined registers stay the host's. */
                 if (unshare(CLONE_NEWNS) >= 0 && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) >= 0)
                         if (store_mount_allow_dev_suid(directory) < 0)
-                        log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
-                                    "image: %s", mc->name, strerror(errno));
+                                log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
+                                            "image: %s",
+                                            mc->name, strerror(errno));
                 exec_nspawn(mc, nspawn, mc->notify_address, stdio);
         }
 
@@ -398,8 +398,9 @@ int machine_supervisor_main(int argc, char *argv[])
         }
         private_nspawn_dir();
         if (store_mount_allow_dev_suid(directory) < 0)
-                        log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
-                                    "image: %s", mc->name, strerror(errno));
+                log_warning("Machine %s: set-uid programs will not work inside: cannot remount its "
+                            "image: %s",
+                            mc->name, strerror(errno));
 
         /* Its read end tells nspawn whether we died before it asked to die with us. */
         if (pipe2(alive, O_CLOEXEC) < 0) {

@@ -119,8 +119,8 @@ static int machine_lock_image(Machine *mc)
 
         if (mc->ephemeral)
                 return 0;
-        if (asprintf(&mc->lock_reason, "%s as machine %s", mc->read_only ? "running read-only" : "running",
-                     mc->name) < 0)
+        if (asprintf(&mc->lock_reason, "%s as machine %s", mc->read_only ? "running read-only" : "running", mc->name) <
+            0)
                 return -ENOMEM;
         holder = machine_holding_image(m, mc->image);
         if (holder && holder->read_only && mc->read_only)
@@ -273,8 +273,7 @@ static pid_t find_leader(pid_t nspawn, pid_t inner)
 
 static void machine_emit_changed(Machine *mc, const char *property)
 {
-        (void) sd_bus_emit_properties_changed(mc->manager->bus, mc->object_path, STAMP_MACHINE_IFACE, property,
-                                              NULL);
+        (void) sd_bus_emit_properties_changed(mc->manager->bus, mc->object_path, STAMP_MACHINE_IFACE, property, NULL);
 }
 
 static void machine_set_state(Machine *mc, MachineState state)
@@ -337,8 +336,8 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 uint8_t buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
         } control;
         struct iovec iov = {.iov_base = buf, .iov_len = NOTIFY_MSG_MAX};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
-                            .msg_controllen = sizeof control};
+        struct msghdr mh = {
+                .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
         const struct ucred *ucred = NULL;
         pid_t inner = 0;
         bool ready = false;
@@ -405,8 +404,8 @@ static int on_cleanup_exit(sd_event_source *s, const siginfo_t *si, void *userda
         if (si->si_code == CLD_EXITED && si->si_status == 0)
                 log_debug("Machine %s: removed its ephemeral snapshot %s.", mc->name, mc->temp_name);
         else
-                log_warning("Machine %s: its ephemeral snapshot %s stays until the next start of the daemon.",
-                            mc->name, mc->temp_name);
+                log_warning("Machine %s: its ephemeral snapshot %s stays until the next start of the daemon.", mc->name,
+                            mc->temp_name);
         machine_finalize(mc);
         return 0;
 }

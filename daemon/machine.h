@@ -9,8 +9,8 @@
  * as step.h says). Without systemd as PID 1, nspawn runs as PID 1 of a PID namespace of its own, under
  * that supervisor: when the daemon dies, the supervisor dies (PDEATHSIG), nspawn with it, and the
  * kernel takes the container along. Where systemd is PID 1 the supervisor first moves itself into a
- * transient scope bound to the daemon's unit and becomes nspawn, which then registers with machined. Either way an ephemeral snapshot is the only thing that can outlive a crash, and the
- * next start removes it as a stale temporary. */
+ * transient scope bound to the daemon's unit and becomes nspawn, which then registers with machined. Either way an
+ * ephemeral snapshot is the only thing that can outlive a crash, and the next start removes it as a stale temporary. */
 
 typedef enum {
         MACHINE_STARTING,
@@ -36,9 +36,9 @@ struct Machine {
         bool read_only;
         bool private_users;
         bool private_network;
-        uid_t uid;         /* who started it (the caller's uid) */
-        bool userns;       /* in a user namespace of stampd's choosing (see uid-range.h) */
-        uid_t uid_base;    /* with userns: host uid of the container's root */
+        uid_t uid;       /* who started it (the caller's uid) */
+        bool userns;     /* in a user namespace of stampd's choosing (see uid-range.h) */
+        uid_t uid_base;  /* with userns: host uid of the container's root */
         int stdio_fd[3]; /* the caller's fds, until the supervisor has them */
 
         char *lock_reason; /* what ImageBusy says while this machine holds its image */
@@ -49,10 +49,10 @@ struct Machine {
         /* nspawn's exit status: the payload's, 0 after a poweroff; 128+N if killed by signal N; -1 until
          * the machine ended. */
         int exit_status;
-        pid_t pid;          /* the supervisor */
+        pid_t pid; /* the supervisor */
         pid_t nspawn_pid;
-        int nspawn_pidfd;   /* where nspawn is not the supervising child itself */
-        uint32_t leader;    /* the container's PID 1, 0 until known */
+        int nspawn_pidfd; /* where nspawn is not the supervising child itself */
+        uint32_t leader;  /* the container's PID 1, 0 until known */
         int leader_pidfd;
         pid_t leader_inner; /* the leader as nspawn names it, in nspawn's PID namespace */
         bool killed;        /* SIGKILL sent after the stop timeout */

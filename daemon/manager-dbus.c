@@ -122,7 +122,7 @@ static int method_clone_image(sd_bus_message *msg, void *userdata, sd_bus_error 
         if (k < 0)
                 return k;
         return image_method_clone(userdata, msg, source, new_name,
-                                  &(CloneOptions){.read_only = read_only, .keep_identity = -1}, error);
+                                  &(CloneOptions) {.read_only = read_only, .keep_identity = -1}, error);
 }
 
 const OptionSpec clone_options[] = {
@@ -198,8 +198,8 @@ static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 k = sd_bus_message_open_container(reply, 'a', "(ussdo)");
         for (GList *l = ids; k >= 0 && l; l = l->next) {
                 Job *j = job_find(m, GPOINTER_TO_UINT(l->data));
-                k = sd_bus_message_append(reply, "(ussdo)", j->id, job_type_to_string(j->type), j->image,
-                                          j->progress, j->object_path);
+                k = sd_bus_message_append(reply, "(ussdo)", j->id, job_type_to_string(j->type), j->image, j->progress,
+                                          j->object_path);
         }
         if (k >= 0)
                 k = sd_bus_message_close_container(reply);
@@ -229,15 +229,15 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("PoolPath", "s", property_get_pool_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("PoolUsage", "t", property_get_pool_usage, 0, 0),
         SD_BUS_PROPERTY("PoolLimit", "t", property_get_pool_usage, 0, 0),
-        SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssbttto)", images),
-                                method_list_images, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssbttto)", images), method_list_images,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image), method_get_image,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CreateTemplate", SD_BUS_ARGS("s", name, "s", suite, "a{sv}", options),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_create_template,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("CloneImage", SD_BUS_ARGS("s", source, "s", new_name, "b", read_only),
-                                SD_BUS_NO_RESULT, method_clone_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CloneImage", SD_BUS_ARGS("s", source, "s", new_name, "b", read_only), SD_BUS_NO_RESULT,
+                                method_clone_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetUserUsage", SD_BUS_ARGS("u", uid),
                                 SD_BUS_RESULT("u", images, "u", images_max, "t", bytes, "t", bytes_max),
                                 method_get_user_usage, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -249,8 +249,8 @@ const sd_bus_vtable manager_vtable[] = {
                                 method_rename_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("MarkImageReadOnly", SD_BUS_ARGS("s", name, "b", read_only), SD_BUS_NO_RESULT,
                                 method_mark_image_read_only, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", image, "a{sv}", options),
-                                SD_BUS_RESULT("o", machine), method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", image, "a{sv}", options), SD_BUS_RESULT("o", machine),
+                                method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListMachines", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssuo)", machines),
                                 method_list_machines, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StopMachine", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT, method_stop_machine,

@@ -111,11 +111,14 @@ int manager_open_store(Manager *m)
          * 0-based) can make setuid-root files and device nodes: no host user may reach them. */
         if (fstat(m->store_fd, &st) >= 0 && (st.st_mode & 0077) != 0) {
                 if (fchmod(m->store_fd, 0700) < 0)
-                        log_warning_errno(errno, "The image store %s can be entered by others (mode %04o) and "
-                                          "cannot be made private", m->store, st.st_mode & 07777);
+                        log_warning_errno(errno,
+                                          "The image store %s can be entered by others (mode %04o) and "
+                                          "cannot be made private",
+                                          m->store, st.st_mode & 07777);
                 else
                         log_notice("Made the image store %s private (mode 0700, was %04o): machines write files "
-                                   "owned by root into it.", m->store, st.st_mode & 07777);
+                                   "owned by root into it.",
+                                   m->store, st.st_mode & 07777);
         }
 
         store_remove_temporaries(m->store_fd, m->store_is_btrfs);

@@ -17,12 +17,12 @@ typedef struct Manager {
         sd_event *event;
         sd_bus *bus;
 
-        char *store;     /* absolute path of the image store */
-        int store_fd;    /* O_DIRECTORY fd of the store; every image operation is relative to it */
+        char *store;  /* absolute path of the image store */
+        int store_fd; /* O_DIRECTORY fd of the store; every image operation is relative to it */
         bool store_is_btrfs;
         bool quota_enabled;
         bool no_pool;
-        char *pool_raw;  /* "<store>.raw" when the pool is one we made/mounted, else NULL */
+        char *pool_raw; /* "<store>.raw" when the pool is one we made/mounted, else NULL */
 
         Authz *authz;
 
@@ -32,7 +32,7 @@ typedef struct Manager {
          * rename or unlock them meanwhile; machines may still run on them read-only. */
         GHashTable *image_readers;
 
-        GHashTable *jobs;     /* uint32 id → Job* */
+        GHashTable *jobs; /* uint32 id → Job* */
         uint32_t next_job_id;
         GHashTable *machines; /* name → Machine* */
         unsigned n_operations;
@@ -52,7 +52,7 @@ typedef struct Manager {
         GHashTable *uuid_hints;
         uint64_t last_activity_usec;
 
-        Settings settings;     /* stampd.conf */
+        Settings settings; /* stampd.conf */
         /* Images being made for a user that are not in the store yet (uid → count, GUINT_TO_POINTER),
          * so that calls racing each other cannot pass ImagesPerUser= together. */
         GHashTable *images_pending;

@@ -227,7 +227,7 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
                 operation_free(o);
                 return -ENOMEM;
         }
-        *w = (WorkerArgs){.operation = o, .write_fd = pipefd[1]};
+        *w = (WorkerArgs) {.operation = o, .write_fd = pipefd[1]};
         g_hash_table_add(operations, o);
         /* Queued even when no new thread could be started (it says FALSE then): a worker that runs
          * takes it. It must not be freed here. */

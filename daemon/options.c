@@ -196,8 +196,8 @@ int bus_read_options(sd_bus_message *msg, const OptionSpec *table, void *base, s
                         goto fail;
                 if (!streq(contents, type_signature(o->type))) {
                         k = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                              "Option \"%s\" must be of type %s, not %s", key,
-                                              type_signature(o->type), contents);
+                                              "Option \"%s\" must be of type %s, not %s", key, type_signature(o->type),
+                                              contents);
                         goto fail;
                 }
                 k = sd_bus_message_enter_container(msg, 'v', contents);

@@ -10,9 +10,9 @@
 /* Reading an a{sv} options argument into a struct, by a table. Unknown keys, repeated keys and values of
  * the wrong type are refused with InvalidArgs naming the key; every size is capped. */
 
-#define OPTIONS_MAX 64             /* entries in one dictionary */
-#define OPTIONS_STRING_MAX 4096    /* bytes in one string */
-#define OPTIONS_STRV_MAX 1024      /* strings in one array */
+#define OPTIONS_MAX 64          /* entries in one dictionary */
+#define OPTIONS_STRING_MAX 4096 /* bytes in one string */
+#define OPTIONS_STRV_MAX 1024   /* strings in one array */
 
 typedef enum {
         OPTION_STRING, /* "s" → char* (malloc'd), NULL when absent */

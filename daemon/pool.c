@@ -57,13 +57,19 @@ static int path_is_btrfs(const char *path)
  * (see manager_open_store()); nothing on the pool may ever work as such on the host. */
 static int pool_mount(const char *raw, const char *store)
 {
-        char *argv[] = {(char *) "mount", (char *) "-t", (char *) "btrfs", (char *) "-o", (char *) "loop,noatime,nosuid,nodev",
-                        (char *) raw, (char *) store, NULL};
+        char *argv[] = {(char *) "mount",
+                        (char *) "-t",
+                        (char *) "btrfs",
+                        (char *) "-o",
+                        (char *) "loop,noatime,nosuid,nodev",
+                        (char *) raw,
+                        (char *) store,
+                        NULL};
         int k = run_command(argv);
 
         if (k != 0)
-                return log_error_errno(k < 0 ? k : EIO, "Cannot mount the pool %s on %s (mount exited %d)", raw,
-                                       store, k);
+                return log_error_errno(k < 0 ? k : EIO, "Cannot mount the pool %s on %s (mount exited %d)", raw, store,
+                                       k);
         return 0;
 }
 
@@ -82,8 +88,7 @@ static int pool_create(const char *raw)
         }
         fd = safe_close(fd);
 
-        char *argv[] = {(char *) "mkfs.btrfs", (char *) "-q", (char *) "-L", (char *) "stamp-pool", (char *) raw,
-                        NULL};
+        char *argv[] = {(char *) "mkfs.btrfs", (char *) "-q", (char *) "-L", (char *) "stamp-pool", (char *) raw, NULL};
         k = run_command(argv);
         if (k != 0) {
                 (void) unlink(raw);
@@ -283,7 +288,7 @@ void pool_maybe_grow(Manager *m)
                  grow >> 20);
         snprintf(fd_arg, sizeof fd_arg, "%d", m->store_fd);
         snprintf(size_arg, sizeof size_arg, "%" PRIu64, size + grow);
-        pid = step_spawn("pool-grow", (char *[]){m->pool_raw, m->store, fd_arg, size_arg, NULL}, &m->store_fd, 1,
+        pid = step_spawn("pool-grow", (char *[]) {m->pool_raw, m->store, fd_arg, size_arg, NULL}, &m->store_fd, 1,
                          true);
         if (pid < 0)
                 return;

@@ -10,7 +10,7 @@
 
 void settings_defaults(Settings *s)
 {
-        *s = (Settings){
+        *s = (Settings) {
                 .images_per_user = SETTINGS_DEFAULT_IMAGES_PER_USER,
                 .bytes_per_user = UINT64_MAX,
                 .jobs_max = SETTINGS_DEFAULT_JOBS,
@@ -65,9 +65,9 @@ static const struct {
         {"OperationsPerUser", offsetof(Settings, operations_per_user_max)},
 };
 
-static const char *const known_limits[] = {"ImagesPerUser",   "BytesPerUser", "Jobs",       "JobsPerUser",
-                                           "Machines",        "MachinesPerUser", "Operations", "OperationsPerUser",
-                                           NULL};
+static const char *const known_limits[] = {"ImagesPerUser", "BytesPerUser",      "Jobs",
+                                           "JobsPerUser",   "Machines",          "MachinesPerUser",
+                                           "Operations",    "OperationsPerUser", NULL};
 
 int settings_load(Settings *s, const char *path)
 {

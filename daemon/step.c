@@ -136,7 +136,7 @@ pid_t step_spawn_remove_tree(int store_fd, const char *name, bool new_pgrp)
         char fd_arg[16];
 
         snprintf(fd_arg, sizeof fd_arg, "%d", store_fd);
-        return step_spawn("remove-tree", (char *[]){fd_arg, (char *) name, NULL}, &store_fd, 1, new_pgrp);
+        return step_spawn("remove-tree", (char *[]) {fd_arg, (char *) name, NULL}, &store_fd, 1, new_pgrp);
 }
 
 int step_dispatch(int argc, char *argv[])

@@ -5,9 +5,9 @@
 
 /* Work stampd does in a process of its own (a machine's supervisor, removing an ephemeral snapshot,
  * growing the pool) runs in a fresh copy of stampd: fork, and at once exec /proc/self/exe with
- * STEP_ARG, the step's name, the daemon's log level and the step's arguments. The daemon has threads (polkit's, GDBus's, the
- * operation workers), so the child of a plain fork may only make async-signal-safe calls; a fresh
- * exec may do anything. */
+ * STEP_ARG, the step's name, the daemon's log level and the step's arguments. The daemon has threads (polkit's,
+ * GDBus's, the operation workers), so the child of a plain fork may only make async-signal-safe calls; a fresh exec may
+ * do anything. */
 #define STEP_ARG "--internal-step"
 
 /* Open stampd's executable for the steps to run; at start, before anything is upgraded under us.

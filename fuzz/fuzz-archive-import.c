@@ -30,7 +30,7 @@
 #include "archive-util.h"
 #include "fuzz-util.h"
 
-static int base_fd = -1;   /* the work directory; holds only "root" while an input is extracted */
+static int base_fd = -1; /* the work directory; holds only "root" while an input is extracted */
 static int cwd_fd = -1;
 static char base_path[PATH_MAX];
 
@@ -263,13 +263,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         result.entries, err);
         if (k >= 0) {
                 int f = tree_flatten_single_dir(root_fd);
-                FUZZ_CHECK(f >= 0 || f == -EEXIST || f == -ENOTEMPTY || f == -ENOSPC,
-                           "tree_flatten_single_dir: %s", strerror(-f));
+                FUZZ_CHECK(f >= 0 || f == -EEXIST || f == -ENOTEMPTY || f == -ENOSPC, "tree_flatten_single_dir: %s",
+                           strerror(-f));
         } else {
                 FUZZ_CHECK(k != -EROFS, "tried to write outside the image: %s", err);
                 FUZZ_CHECK(err[0], "failed (%s) without a message", strerror(-k));
-                FUZZ_CHECK(k == -EBADMSG || k == -ENOSPC || k == -ENOMEM || k == -EIO,
-                           "unexpected error %d (%s): %s", -k, strerror(-k), err);
+                FUZZ_CHECK(k == -EBADMSG || k == -ENOSPC || k == -ENOMEM || k == -EIO, "unexpected error %d (%s): %s",
+                           -k, strerror(-k), err);
         }
         if (fchdir(cwd_fd) < 0)
                 abort();

@@ -22,8 +22,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         char tmpl[] = "/tmp/stamp-fuzz-label-XXXXXX";
         char *top = mkdtemp(tmpl);
-        static const char *const dirs[] = {"store", "outside", "store/base", "store/a", "store/a/b",
-                                           "store/my-image.v2", "store/.#stamp-web-0000", "store/-x", NULL};
+        static const char *const dirs[] = {"store",
+                                           "outside",
+                                           "store/base",
+                                           "store/a",
+                                           "store/a/b",
+                                           "store/my-image.v2",
+                                           "store/.#stamp-web-0000",
+                                           "store/-x",
+                                           NULL};
         char p[PATH_MAX];
 
         if (!top)
@@ -94,8 +101,7 @@ static void check_decode(const char *path)
                 FUZZ_CHECK(strcmp(img->name, "base") == 0 || strcmp(img->name, "a") == 0 ||
                                    strcmp(img->name, "my-image.v2") == 0,
                            "%s found %s, which is no image", path, img->name);
-                FUZZ_CHECK(fstatat(manager->store_fd, img->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                                   S_ISDIR(st.st_mode),
+                FUZZ_CHECK(fstatat(manager->store_fd, img->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode),
                            "%s: %s is no directory of the store", path, img->name);
         }
         /* Found images are cached per dispatched call; empty the cache as the event loop would. */

@@ -349,8 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 char **l = *(char ***) field(&o, spec);
                                 FUZZ_CHECK(l && g_strv_length(l) == expect[i].strv->len, "%s", spec->key);
                                 for (guint j = 0; j < expect[i].strv->len; j++)
-                                        FUZZ_CHECK(strcmp(l[j], expect[i].strv->pdata[j]) == 0, "%s[%u]", spec->key,
-                                                   j);
+                                        FUZZ_CHECK(strcmp(l[j], expect[i].strv->pdata[j]) == 0, "%s[%u]", spec->key, j);
                                 break;
                         }
                         case OPTION_FD: {

@@ -17,14 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* An invariant: when it does not hold, that is a finding, and the fuzzer must stop on it. */
-#define FUZZ_CHECK(cond, ...)                                                                             \
-        do {                                                                                              \
-                if (!(cond)) {                                                                            \
-                        fprintf(stderr, "%s:%d: invariant failed: %s: ", __FILE__, __LINE__, #cond);      \
-                        fprintf(stderr, __VA_ARGS__);                                                     \
-                        fputc('\n', stderr);                                                              \
-                        abort();                                                                          \
-                }                                                                                         \
+#define FUZZ_CHECK(cond, ...)                                                                                          \
+        do {                                                                                                           \
+                if (!(cond)) {                                                                                         \
+                        fprintf(stderr, "%s:%d: invariant failed: %s: ", __FILE__, __LINE__, #cond);                   \
+                        fprintf(stderr, __VA_ARGS__);                                                                  \
+                        fputc('\n', stderr);                                                                           \
+                        abort();                                                                                       \
+                }                                                                                                      \
         } while (0)
 
 /* The input, consumed from the front; past its end every read yields zeros. */

@@ -42,7 +42,7 @@ int btrfs_subvol_info_fd(int fd, BtrfsSubvolInfo *ret)
 
         if (ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &args) < 0)
                 return -errno;
-        *ret = (BtrfsSubvolInfo){
+        *ret = (BtrfsSubvolInfo) {
                 .id = args.treeid,
                 .read_only = (args.flags & BTRFS_ROOT_SUBVOL_RDONLY) != 0,
                 .otime_usec = args.otime.sec * UINT64_C(1000000) + args.otime.nsec / 1000,
@@ -68,7 +68,7 @@ int btrfs_quota_enable(int fd, bool *ret_simple)
                         *ret_simple = true;
                 return 0;
         }
-        args = (struct btrfs_ioctl_quota_ctl_args){.cmd = BTRFS_QUOTA_CTL_ENABLE};
+        args = (struct btrfs_ioctl_quota_ctl_args) {.cmd = BTRFS_QUOTA_CTL_ENABLE};
         if (ioctl(fd, BTRFS_IOC_QUOTA_CTL, &args) < 0)
                 return -errno;
         if (ret_simple)
@@ -80,18 +80,19 @@ int btrfs_quota_enable(int fd, bool *ret_simple)
 static int quota_tree_find(int fd, uint8_t type, uint64_t offset, void *buf, size_t size)
 {
         struct btrfs_ioctl_search_args args = {
-                .key = {
-                        .tree_id = BTRFS_QUOTA_TREE_OBJECTID,
-                        .min_objectid = 0,
-                        .max_objectid = UINT64_MAX,
-                        .min_type = type,
-                        .max_type = type,
-                        .min_offset = offset,
-                        .max_offset = offset,
-                        .min_transid = 0,
-                        .max_transid = UINT64_MAX,
-                        .nr_items = 1,
-                },
+                .key =
+                        {
+                                .tree_id = BTRFS_QUOTA_TREE_OBJECTID,
+                                .min_objectid = 0,
+                                .max_objectid = UINT64_MAX,
+                                .min_type = type,
+                                .max_type = type,
+                                .min_offset = offset,
+                                .max_offset = offset,
+                                .min_transid = 0,
+                                .max_transid = UINT64_MAX,
+                                .nr_items = 1,
+                        },
         };
         struct btrfs_ioctl_search_header sh;
 
@@ -231,7 +232,7 @@ static int on_root_tree_item(const struct btrfs_ioctl_search_header *sh, const v
                         return 0;
                 memcpy(&ri, body, MIN(sizeof ri, (size_t) sh->len));
                 s->current_id = sh->objectid;
-                s->current = (BtrfsSubvolInfo){
+                s->current = (BtrfsSubvolInfo) {
                         .id = sh->objectid,
                         .read_only = (le64toh(ri.flags) & BTRFS_ROOT_SUBVOL_RDONLY) != 0,
                         .otime_usec = le64toh(ri.otime.sec) * UINT64_C(1000000) + le32toh(ri.otime.nsec) / 1000,
@@ -287,8 +288,7 @@ static int on_qgroup_info(const struct btrfs_ioctl_search_header *sh, const void
         BtrfsQgroupUsage *u;
 
         /* Level-0 groups only: their id is the subvolume's. */
-        if (sh->type != BTRFS_QGROUP_INFO_KEY || sh->objectid != 0 || (sh->offset >> 48) != 0 ||
-            sh->len < sizeof info)
+        if (sh->type != BTRFS_QGROUP_INFO_KEY || sh->objectid != 0 || (sh->offset >> 48) != 0 || sh->len < sizeof info)
                 return 0;
         memcpy(&info, body, sizeof info);
         u = g_new(BtrfsQgroupUsage, 1);

@@ -138,9 +138,8 @@ static int make_host_key(int keys_fd, const char *keys, int ssh_fd, const char *
         if (asprintf(&file, "%s/" SSH_HOST_KEY_PREFIX "%s_key", keys, type) < 0 ||
             asprintf(&pub, SSH_HOST_KEY_PREFIX "%s_key.pub", type) < 0 || asprintf(&comment, "root@%s", hostname) < 0)
                 return -ENOMEM;
-        char *argv[] = {(char *) "ssh-keygen", (char *) "-q", (char *) "-t", (char *) type, (char *) "-N",
-                        (char *) "",           (char *) "-C", comment,       (char *) "-f", file,
-                        NULL};
+        char *argv[] = {(char *) "ssh-keygen", (char *) "-q", (char *) "-t", (char *) type, (char *) "-N", (char *) "",
+                        (char *) "-C",         comment,       (char *) "-f", file,          NULL};
         k = run_command(argv);
         if (k != 0)
                 return k < 0 ? k : -EIO;
@@ -201,7 +200,8 @@ static int renew_ssh_host_keys(int root_fd, const char *hostname)
                         continue;
                 k = make_host_key(keys_fd, keys, ssh, type, hostname);
                 if (k < 0) {
-                        log_warning_errno(k, "Cannot make a new ssh host key of type %s for %s; it is removed and "
+                        log_warning_errno(k,
+                                          "Cannot make a new ssh host key of type %s for %s; it is removed and "
                                           "sshd will need one made",
                                           type, hostname);
                         if (r == 0)
@@ -229,7 +229,6 @@ int store_reset_identity(int root_fd, const char *hostname, char *err, size_t er
                 return errbuf_set(err, errlen, -k, "Cannot set /etc/hostname of %s: %s", hostname, strerror(-k));
         k = renew_ssh_host_keys(root_fd, hostname);
         if (k < 0)
-                return errbuf_set(err, errlen, -k, "Cannot renew the ssh host keys of %s: %s", hostname,
-                                  strerror(-k));
+                return errbuf_set(err, errlen, -k, "Cannot renew the ssh host keys of %s: %s", hostname, strerror(-k));
         return 0;
 }

@@ -18,7 +18,10 @@ typedef struct ArgField {
         bool required;
 } ArgField;
 
-#define FIELD(key, type, member, required) {key, type, offsetof(JobArgs, member), required}
+#define FIELD(key, type, member, required)                                                                             \
+        {                                                                                                              \
+                key, type, offsetof(JobArgs, member), required                                                         \
+        }
 
 /* What every job gets. */
 static const ArgField common_fields[] = {
@@ -318,8 +321,8 @@ int job_args_decode(int args_fd, JobArgs *ret)
         n = pread(args_fd, data, (size_t) st.st_size, 0);
         if (n != st.st_size)
                 return n < 0 ? -errno : -EBADMSG;
-        v = g_variant_ref_sink(g_variant_new_from_data(G_VARIANT_TYPE("(sa{sv})"), data, (gsize) n, FALSE, g_free,
-                                                       data));
+        v = g_variant_ref_sink(
+                g_variant_new_from_data(G_VARIANT_TYPE("(sa{sv})"), data, (gsize) n, FALSE, g_free, data));
         data = NULL; /* v's */
         if (!g_variant_is_normal_form(v))
                 return -EBADMSG;

@@ -51,8 +51,8 @@ typedef struct TemplateJobArgs {
         char *variant;
         char *arch; /* NULL: the host's */
         char **include;
-        char *mirror;          /* NULL: the host's; never with credentials: debootstrap and the recipe see it */
-        char *mirror_user;     /* the mirror's credentials, percent-decoded; NULL if it has none */
+        char *mirror;      /* NULL: the host's; never with credentials: debootstrap and the recipe see it */
+        char *mirror_user; /* the mirror's credentials, percent-decoded; NULL if it has none */
         char *mirror_password;
         char *keyring; /* online: the keyring debootstrap must verify the archive against */
         char *root_password_hashed;

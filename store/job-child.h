@@ -14,8 +14,8 @@
 #define JOB_PROGRESS_INTERVAL_USEC (USEC_PER_SEC / 10)
 
 typedef struct JobChild {
-        int fd;                /* the socket to the daemon */
-        int store_fd;          /* O_DIRECTORY fd of the image store */
+        int fd;       /* the socket to the daemon */
+        int store_fd; /* O_DIRECTORY fd of the image store */
         bool store_is_btrfs;
         const char *store;     /* path of the store, for tools that take a path; may be NULL */
         const char *temp_name; /* the job's hidden temporary in the store, or NULL */

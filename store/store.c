@@ -111,8 +111,8 @@ int store_remove_tree(int store_fd, const char *name)
                 (void) ioctl(fd, FS_IOC_SETFLAGS, &attr);
         }
         {
-                char *argv[] = {(char *) "rm", (char *) "-rf", (char *) "--one-file-system", (char *) "--",
-                                (char *) name, NULL};
+                char *argv[] = {(char *) "rm", (char *) "-rf", (char *) "--one-file-system",
+                                (char *) "--", (char *) name,  NULL};
                 int k = run_in_store(store_fd, argv);
                 if (k != 0)
                         return k < 0 ? k : -EIO;
@@ -302,8 +302,7 @@ static int copy_data(CopyTree *c, int src_fd, int dst_fd, const struct stat *st)
                 while (data < hole) {
                         off_t in = data, out = data;
                         ssize_t n = copy_file_range(src_fd, &in, dst_fd, &out, (size_t) (hole - data), 0);
-                        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-                                      errno == EOPNOTSUPP)) {
+                        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
                                 uint8_t buf[64 * 1024];
                                 n = pread(src_fd, buf, (size_t) MIN((off_t) sizeof buf, hole - data), data);
                                 if (n > 0 && pwrite(dst_fd, buf, (size_t) n, data) != n)
@@ -328,8 +327,7 @@ static int copy_data(CopyTree *c, int src_fd, int dst_fd, const struct stat *st)
 static int copy_dir_contents(CopyTree *c, int src_dir_fd, int dst_dir_fd, const char *rel, unsigned depth);
 
 /* Copy the entry @name of the directory @src_dir_fd into @dst_dir_fd. @rel is its path in the image. */
-static int copy_entry(CopyTree *c, int src_dir_fd, int dst_dir_fd, const char *name, const char *rel,
-                      unsigned depth)
+static int copy_entry(CopyTree *c, int src_dir_fd, int dst_dir_fd, const char *name, const char *rel, unsigned depth)
 {
         _cleanup_close_ int pin = openat(src_dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
         _cleanup_close_ int src = -1, dst = -1;
@@ -528,7 +526,7 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
         src = openat(store_fd, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (src < 0)
                 return errbuf_set(err, errlen, errno == ENOTDIR || errno == ELOOP ? ENOENT : errno,
-                            "Cannot open image %s: %s", source, strerror(errno));
+                                  "Cannot open image %s: %s", source, strerror(errno));
 
         if (is_btrfs && fd_is_subvolume(src) > 0) {
                 int snapshot_flags = BTRFS_UTIL_CREATE_SNAPSHOT_RECURSIVE;
@@ -543,7 +541,7 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                         k = errno ? errno : EIO;
                         (void) store_remove_tree(store_fd, tmp);
                         return errbuf_set(err, errlen, k, "Cannot snapshot image %s: %s", source,
-                                    btrfs_util_strerror(e));
+                                          btrfs_util_strerror(e));
                 }
         } else {
                 g_autofree char *failed = NULL;
@@ -554,7 +552,7 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                         (void) store_remove_tree(store_fd, tmp);
                         if (k == -ENOSPC || k == -EDQUOT)
                                 return errbuf_set(err, errlen, ENOSPC, "No space left in the store to copy image %s",
-                                            source);
+                                                  source);
                         if (k == -ELOOP)
                                 return errbuf_set(err, errlen, ELOOP,
                                                   "Copying image %s failed at %s: more than %d directories deep",
@@ -597,8 +595,7 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                 k = dst < 0 ? -errno : store_owner_write(store_fd, new_name, dst, owner);
                 if (k < 0) {
                         (void) store_remove_tree(store_fd, tmp);
-                        return errbuf_set(err, errlen, -k, "Cannot record the owner of %s: %s", new_name,
-                                          strerror(-k));
+                        return errbuf_set(err, errlen, -k, "Cannot record the owner of %s: %s", new_name, strerror(-k));
                 }
         }
 
@@ -618,7 +615,7 @@ int store_clone_image(int store_fd, bool is_btrfs, const char *source, const cha
                 if (k < 0) {
                         (void) store_remove_tree(store_fd, new_name);
                         return errbuf_set(err, errlen, -k, "Cannot mark the copy %s read-only: %s", new_name,
-                                    strerror(-k));
+                                          strerror(-k));
                 }
         }
         return 0;
@@ -640,8 +637,7 @@ int store_remove_image(int store_fd, bool is_btrfs, const char *name, char *err,
         (void) store_owner_remove(store_fd, name);
         k = store_remove_tree(store_fd, tmp);
         if (k < 0)
-                log_warning_errno(k, "Removed image %s, but its data at %s remains until the next start", name,
-                                  tmp);
+                log_warning_errno(k, "Removed image %s, but its data at %s remains until the next start", name, tmp);
         return 0;
 }
 
@@ -684,7 +680,7 @@ int store_set_image_read_only(int store_fd, const char *name, bool read_only, ch
         k = store_set_read_only_fd(fd, read_only);
         if (k < 0)
                 return errbuf_set(err, errlen, -k, "Cannot mark %s %s: %s", name, read_only ? "read-only" : "writable",
-                            strerror(-k));
+                                  strerror(-k));
         return 0;
 }
 

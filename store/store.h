@@ -18,8 +18,8 @@ char *store_temp_name(const char *name);
 /* Remove what a crash left behind: every hidden temporary of the store. Blocking; run at start. */
 void store_remove_temporaries(int store_fd, bool is_btrfs);
 
-/* The blocking acts on disk. They run in stampd's worker threads (operation.c) or in stamp-transfer, never on the event loop.
- * Each returns 0 or a negative errno, with a sentence for the caller in @err. */
+/* The blocking acts on disk. They run in stampd's worker threads (operation.c) or in stamp-transfer, never on the event
+ * loop. Each returns 0 or a negative errno, with a sentence for the caller in @err. */
 typedef enum StoreCloneFlags {
         STORE_CLONE_READ_ONLY = 1 << 0,
         STORE_CLONE_FRESH_IDENTITY = 1 << 1, /* see store_reset_identity() */

@@ -43,8 +43,8 @@ void log_open(const char *ident)
 int log_level_from_string(const char *s)
 {
         static const char *const names[] = {
-                [LOG_LEVEL_ERR] = "err",       [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
-                [LOG_LEVEL_INFO] = "info",     [LOG_LEVEL_DEBUG] = "debug",
+                [LOG_LEVEL_ERR] = "err",   [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
+                [LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
         };
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (names[i] && streq(names[i], s))

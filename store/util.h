@@ -12,7 +12,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
@@ -27,17 +26,17 @@
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Hand a pointer or fd over to a new owner: the cleanup of the old one sees NULL/-1. */
-#define TAKE_PTR(p)                                                                                       \
-        ({                                                                                                \
-                __typeof__(p) _p = (p);                                                                   \
-                (p) = NULL;                                                                               \
-                _p;                                                                                       \
+#define TAKE_PTR(p)                                                                                                    \
+        ({                                                                                                             \
+                __typeof__(p) _p = (p);                                                                                \
+                (p) = NULL;                                                                                            \
+                _p;                                                                                                    \
         })
-#define TAKE_FD(fd)                                                                                       \
-        ({                                                                                                \
-                int _fd = (fd);                                                                           \
-                (fd) = -1;                                                                                \
-                _fd;                                                                                      \
+#define TAKE_FD(fd)                                                                                                    \
+        ({                                                                                                             \
+                int _fd = (fd);                                                                                        \
+                (fd) = -1;                                                                                             \
+                _fd;                                                                                                   \
         })
 
 static inline void freep(void *p)

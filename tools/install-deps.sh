@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
     # build
-    meson ninja-build pkg-config gcc clang
+    meson ninja-build pkg-config gcc clang clang-format
     libsystemd-dev libpolkit-gobject-1-dev libpolkit-agent-1-dev libglib2.0-dev
     libbtrfsutil-dev libarchive-dev libcurl4-openssl-dev libsmartcols-dev libcrypt-dev
     scdoc

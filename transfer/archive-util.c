@@ -43,9 +43,9 @@
 
 /* Numeric owners (no name lookups are set up), everything export keeps, and nothing written
  * through a symlink or outside the working directory. */
-#define EXTRACT_FLAGS                                                                                          \
-        (ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |        \
-         ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                      \
+#define EXTRACT_FLAGS                                                                                                  \
+        (ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |                 \
+         ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                              \
          ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
 
 /* An entry's name as it may appear in a message: escaped, and cut if very long (the start of a deep
@@ -128,7 +128,7 @@ static bool path_is_root(const char *path)
 
 typedef struct Progress {
         JobChild *c;
-        uint64_t total; /* 0: unknown, nothing is reported */
+        uint64_t total;              /* 0: unknown, nothing is reported */
         const TreeTotal *live_total; /* if set, the total is read from here: it may come later */
         uint64_t done;
         uint64_t next_usec;
@@ -378,7 +378,7 @@ static int set_filter(struct archive *w, ExportFormat format, char *err, size_t 
         }
         if (r != ARCHIVE_OK)
                 return errbuf_set(err, errlen, EPROTONOSUPPORT, "Cannot compress with %s: %s",
-                            export_format_to_string(format), archive_error_string(w) ?: "not built in");
+                                  export_format_to_string(format), archive_error_string(w) ?: "not built in");
         return 0;
 }
 
@@ -391,7 +391,7 @@ static int export_write_failure(struct archive *w, const Sink *sink, char *err, 
         if (e == ENOSPC || e == EDQUOT)
                 return errbuf_set(err, errlen, ENOSPC, "No space left where the archive is written");
         return errbuf_set(err, errlen, e > 0 ? e : EIO, "Cannot write the archive: %s",
-                    archive_error_string(w) ?: "unknown error");
+                          archive_error_string(w) ?: "unknown error");
 }
 
 /* Zeros to hand the tar writer for a hole. It keeps holes as holes (its sparse map says where they
@@ -427,8 +427,8 @@ static void holes_done(Holes *h)
         h->mapped = false;
 }
 
-static int export_copy_data(struct archive *disk, struct archive *w, const Sink *sink, Progress *progress,
-                            Holes *holes, struct archive_entry *e, char *err, size_t errlen)
+static int export_copy_data(struct archive *disk, struct archive *w, const Sink *sink, Progress *progress, Holes *holes,
+                            struct archive_entry *e, char *err, size_t errlen)
 {
         const char *path = archive_entry_pathname(e);
         bool fed = false;
@@ -451,7 +451,7 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
                         g_autofree char *p = shown(path);
                         int ae = archive_errno(disk);
                         return errbuf_set(err, errlen, ae > 0 ? ae : EIO, "Cannot read %s of the image: %s", p,
-                                    archive_error_string(disk) ?: "unknown error");
+                                          archive_error_string(disk) ?: "unknown error");
                 }
                 /* A hole at the end (the reader says it as an empty block) costs nothing: the
                  * writer ends the entry without being fed. Holes before data are fed, and what
@@ -463,9 +463,9 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
                         if (holes->total > holes->max) {
                                 g_autofree char *p = shown(path);
                                 return errbuf_set(err, errlen, EOPNOTSUPP,
-                                            "The image's files have more than %" PRIu64
-                                            " TiB of holes in all (%s is %" PRIi64 " bytes long)",
-                                            holes->max >> 40, p, archive_entry_size(e));
+                                                  "The image's files have more than %" PRIu64
+                                                  " TiB of holes in all (%s is %" PRIi64 " bytes long)",
+                                                  holes->max >> 40, p, archive_entry_size(e));
                         }
                 }
                 while (pos < offset) {
@@ -491,17 +491,16 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
  *
  * A writable image is exported from a read-only snapshot, for one instant of it. But the snapshot's
  * files are new inodes: none of their data is in the page cache, and reading them cold made a
- * writable image's export take twice as long as a read-only one's. Their data extents are the live image's, though, until the live
- * file is written to: btrfs must copy a shared extent on write (even for a NOCOW file), so a live
- * file whose extent map still equals the snapshot's holds the snapshot's data. A chunk of a big file
- * is therefore read from the live file's (likely cached) pages, then the live file is flushed
- * (FIEMAP_FLAG_SYNC: a page changed before or during the read is written, to new extents) and its
- * extent map over the chunk compared with the snapshot's: the same, the chunk is the snapshot's;
- * not, the chunk and the rest of the file are read from the snapshot. Both files are opened beneath
- * their trees without following a symlink or leaving the file system, and must be the same regular
- * file (inode). A writer that changes the live file and then clones the snapshot's very extents
- * back into it (FICLONE from a copy it kept) could pass off what it wrote in between: only root in
- * the image can, and only with the image's own data. */
+ * writable image's export take twice as long as a read-only one's. Their data extents are the live image's, though,
+ * until the live file is written to: btrfs must copy a shared extent on write (even for a NOCOW file), so a live file
+ * whose extent map still equals the snapshot's holds the snapshot's data. A chunk of a big file is therefore read from
+ * the live file's (likely cached) pages, then the live file is flushed (FIEMAP_FLAG_SYNC: a page changed before or
+ * during the read is written, to new extents) and its extent map over the chunk compared with the snapshot's: the same,
+ * the chunk is the snapshot's; not, the chunk and the rest of the file are read from the snapshot. Both files are
+ * opened beneath their trees without following a symlink or leaving the file system, and must be the same regular file
+ * (inode). A writer that changes the live file and then clones the snapshot's very extents back into it (FICLONE from a
+ * copy it kept) could pass off what it wrote in between: only root in the image can, and only with the image's own
+ * data. */
 
 /* Files up to btrfs's max_inline (2048 bytes by default) keep their data in the metadata, which the
  * snapshot shares and which is cached: they are read from the snapshot. */
@@ -510,8 +509,8 @@ static int export_copy_data(struct archive *disk, struct archive *w, const Sink 
 #define LIVE_EXTENTS 32
 
 typedef struct LiveTree {
-        int live_fd;  /* borrowed; -1: not in use */
-        int snap_fd;  /* borrowed */
+        int live_fd; /* borrowed; -1: not in use */
+        int snap_fd; /* borrowed */
         dev_t live_dev, snap_dev;
         uint8_t *buf; /* LIVE_CHUNK bytes */
         uint64_t live_bytes, snap_bytes;
@@ -635,12 +634,11 @@ static int export_copy_data_live(LiveTree *lt, struct archive *w, const Sink *si
                         if (k < 0) {
                                 g_autofree char *p = shown(path);
                                 return errbuf_set(err, errlen, (int) -k, "Cannot read %s of the image: %s", p,
-                                            strerror((int) -k));
+                                                  strerror((int) -k));
                         }
                         if (k != (ssize_t) n) {
                                 g_autofree char *p = shown(path);
-                                return errbuf_set(err, errlen, EIO, "Cannot read %s of the image: it ended early",
-                                            p);
+                                return errbuf_set(err, errlen, EIO, "Cannot read %s of the image: it ended early", p);
                         }
                         lt->snap_bytes += n;
                 } else
@@ -658,8 +656,7 @@ static int export_copy_data_live(LiveTree *lt, struct archive *w, const Sink *si
 }
 
 static int export_entry(struct archive *disk, struct archive *w, struct archive_entry *e, bool current,
-                        const Sink *sink, Progress *progress, Holes *holes, LiveTree *lt, char *err,
-                        size_t errlen)
+                        const Sink *sink, Progress *progress, Holes *holes, LiveTree *lt, char *err, size_t errlen)
 {
         int r = archive_write_header(w, e);
 
@@ -699,8 +696,7 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
         _cleanup_(archive_write_freep) struct archive *w = archive_write_new();
         /* Declared after w: its thread is ended before w is freed. */
         _cleanup_(sink_stopp) Sink sink = {.fd = -1};
-        _cleanup_(linkresolver_freep) struct archive_entry_linkresolver *resolver =
-                archive_entry_linkresolver_new();
+        _cleanup_(linkresolver_freep) struct archive_entry_linkresolver *resolver = archive_entry_linkresolver_new();
         _cleanup_(archive_entry_freep) struct archive_entry *e = NULL;
         _cleanup_(holes_done) Holes holes = {};
         _cleanup_free_ uint8_t *live_buf = live_fd >= 0 ? malloc(LIVE_CHUNK) : NULL;
@@ -745,7 +741,7 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
         archive_read_disk_set_behavior(disk, ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
         if (archive_read_disk_open(disk, ".") != ARCHIVE_OK)
                 return errbuf_set(err, errlen, archive_errno(disk) > 0 ? archive_errno(disk) : EIO,
-                            "Cannot read the image: %s", archive_error_string(disk));
+                                  "Cannot read the image: %s", archive_error_string(disk));
 
         for (;;) {
                 _cleanup_(archive_entry_freep) struct archive_entry *spare = NULL;
@@ -761,7 +757,7 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
                 if (r == ARCHIVE_FATAL) {
                         int ae = archive_errno(disk);
                         return errbuf_set(err, errlen, ae > 0 ? ae : EIO, "Cannot read the image: %s",
-                                    archive_error_string(disk));
+                                          archive_error_string(disk));
                 }
                 if (r != ARCHIVE_OK) {
                         /* Something vanished or could not be read fully: say so, go on. */
@@ -865,7 +861,7 @@ static void *tree_total_thread(void *p)
 int tree_total_start(TreeTotal *t, int tree_fd, uint64_t known)
 {
         /* The walk opens directories of its own (opendir_at()): it moves no offset of the export's. */
-        *t = (TreeTotal){.tree_fd = tree_fd};
+        *t = (TreeTotal) {.tree_fd = tree_fd};
         if (known > 0 && known != UINT64_MAX) {
                 atomic_store(&t->bytes, known);
                 return 0;
@@ -927,7 +923,7 @@ static int import_read_failure(struct archive *a, const Source *src, char *err, 
         if (archive_errno(a) == ENOMEM)
                 return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         return errbuf_set(err, errlen, EBADMSG, "The archive is damaged or not a tar archive: %s",
-                    archive_error_string(a) ?: "unreadable");
+                          archive_error_string(a) ?: "unreadable");
 }
 
 static int import_write_failure(struct archive *w, struct archive_entry *e, char *err, size_t errlen)
@@ -946,7 +942,7 @@ static int import_write_failure(struct archive *w, struct archive_entry *e, char
         default:
                 /* libarchive's own refusals (a path through a symlink, a link to nowhere) land here. */
                 return errbuf_set(err, errlen, EBADMSG, "Refusing the archive at entry %s: %s", p,
-                            archive_error_string(w) ?: "cannot be extracted");
+                                  archive_error_string(w) ?: "cannot be extracted");
         }
 }
 
@@ -957,7 +953,8 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
         const char *why;
 
         if (!path)
-                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: an entry has a name that cannot be read");
+                return errbuf_set(err, errlen, EBADMSG,
+                                  "Refusing the archive: an entry has a name that cannot be read");
         why = archive_path_unsafe_reason(path);
         if (why) {
                 g_autofree char *p = shown(path);
@@ -968,8 +965,8 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
                 if (why) {
                         g_autofree char *p = shown(path), *t = shown(hardlink);
                         return errbuf_set(err, errlen, EBADMSG,
-                                    "Refusing the archive: entry \"%s\" is a hard link to \"%s\", which %s", p, t,
-                                    why);
+                                          "Refusing the archive: entry \"%s\" is a hard link to \"%s\", which %s", p, t,
+                                          why);
                 }
                 return 0;
         }
@@ -979,7 +976,7 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
                 if (why) {
                         g_autofree char *p = shown(path), *t = shown(archive_entry_symlink(e));
                         return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" (-> \"%s\") %s", p,
-                                    t, why);
+                                          t, why);
                 }
                 return 0;
         case AE_IFREG:
@@ -990,14 +987,14 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
                 return 0;
         default: {
                 g_autofree char *p = shown(path);
-                return errbuf_set(err, errlen, EBADMSG, "Refusing the archive: entry \"%s\" has an unsupported file type",
-                            p);
+                return errbuf_set(err, errlen, EBADMSG,
+                                  "Refusing the archive: entry \"%s\" has an unsupported file type", p);
         }
         }
 }
 
-static int import_copy_data(struct archive *a, struct archive *w, struct archive_entry *e, const Source *src,
-                            char *err, size_t errlen)
+static int import_copy_data(struct archive *a, struct archive *w, struct archive_entry *e, const Source *src, char *err,
+                            size_t errlen)
 {
         for (;;) {
                 const void *buf;
@@ -1016,8 +1013,7 @@ static int import_copy_data(struct archive *a, struct archive *w, struct archive
         }
 }
 
-int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResult *result, char *err,
-                           size_t errlen)
+int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResult *result, char *err, size_t errlen)
 {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
         _cleanup_(archive_write_freep) struct archive *w = archive_write_disk_new();
@@ -1064,9 +1060,9 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
                                 return errbuf_set(err, errlen, EBADMSG, "The archive is empty or not a tar archive");
                         if (archive_filter_bytes(a, 0) - before < 512)
                                 return errbuf_set(err, errlen, EBADMSG,
-                                            "The archive ends early: it stops after %" PRIu64
-                                            " entries, without an end-of-archive marker",
-                                            result->entries);
+                                                  "The archive ends early: it stops after %" PRIu64
+                                                  " entries, without an end-of-archive marker",
+                                                  result->entries);
                         break;
                 }
                 if (r == ARCHIVE_WARN)
@@ -1109,8 +1105,11 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
         r = archive_write_close(w);
         if (r < ARCHIVE_WARN) {
                 int ae = archive_errno(w);
-                return errbuf_set(err, errlen, ae == ENOSPC || ae == EDQUOT ? ENOSPC : ae > 0 ? ae : EIO,
-                            "Cannot finish the image: %s", archive_error_string(w));
+                return errbuf_set(err, errlen,
+                                  ae == ENOSPC || ae == EDQUOT ? ENOSPC
+                                  : ae > 0                     ? ae
+                                                               : EIO,
+                                  "Cannot finish the image: %s", archive_error_string(w));
         }
         if (root_times[1].tv_nsec != UTIME_OMIT && utimensat(AT_FDCWD, ".", root_times, 0) < 0)
                 job_child_log(c, LOG_LEVEL_WARNING, "Cannot set the times of the image's root: %s", strerror(errno));
@@ -1123,7 +1122,7 @@ int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResu
                 if (root < 0 || syncfs(root) < 0) {
                         int e = errno;
                         return errbuf_set(err, errlen, e == ENOSPC || e == EDQUOT ? ENOSPC : e,
-                                    "Cannot write the image to disk: %s", strerror(e));
+                                          "Cannot write the image to disk: %s", strerror(e));
                 }
         }
         return 0;

@@ -75,8 +75,7 @@ typedef struct ExtractResult {
  * directory, which is the root of the new image. @in_size (0: unknown) drives progress. Refuses with
  * -EBADMSG what would land outside the image, what is not a tar archive and an archive that ends
  * early. Returns 0 or a negative errno, with a sentence for the caller in @err. */
-int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResult *result, char *err,
-                           size_t errlen);
+int archive_extract_stream(JobChild *c, int in_fd, uint64_t in_size, ExtractResult *result, char *err, size_t errlen);
 
 /* If the tree at @root_fd is a single directory holding an OS tree (the layout of many root
  * tarballs), move that directory's contents up and drop it. Returns 1 if it did, 0 if not. */

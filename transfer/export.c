@@ -54,8 +54,8 @@ int transfer_export(JobChild *c, const ExportArgs *a)
         if (snapshot_name) {
                 k = store_remove_tree(store_fd, snapshot_name);
                 if (k < 0)
-                        job_child_log(c, LOG_LEVEL_WARNING, "Cannot remove the export snapshot %s: %s",
-                                      snapshot_name, strerror(-k));
+                        job_child_log(c, LOG_LEVEL_WARNING, "Cannot remove the export snapshot %s: %s", snapshot_name,
+                                      strerror(-k));
         }
         job_child_progress(c, 1.0);
         return 0;

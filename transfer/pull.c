@@ -230,8 +230,8 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
         if (a->verify) {
                 k = fetch(c, a->sums_url, shown_sums_url, &sums, SUMS_FILE);
                 if (k >= 0 && !find_checksum(sums.buf ?: "", sums.size, a->file, expected))
-                        k = job_child_fail(c, EBADMSG, "%s at %s has no checksum for %s", SUMS_FILE,
-                                           shown_sums_url, a->file);
+                        k = job_child_fail(c, EBADMSG, "%s at %s has no checksum for %s", SUMS_FILE, shown_sums_url,
+                                           a->file);
                 free(sums.buf);
                 if (k < 0)
                         return k;

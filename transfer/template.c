@@ -118,11 +118,11 @@ typedef struct Build {
         size_t n_args;
         char *last_error;
         bool out_of_space; /* some tool said ENOSPC: debootstrap's own last word is then misleading */
-        char *tail[3]; /* last lines of the tools' own output, for a failure without an E: message */
+        char *tail[3];     /* last lines of the tools' own output, for a failure without an E: message */
 
         LineBuffer info, output;
 
-        int jail_lock_fd; /* holds the uid range of the jail */
+        int jail_lock_fd;   /* holds the uid range of the jail */
         const char *target; /* the tree's path */
         bool jail_mounted;  /* the idmapped tree is mounted over it */
 
@@ -385,8 +385,8 @@ static int host_arch(char **ret)
         static const struct {
                 const char *machine, *arch;
         } map[] = {
-                {"x86_64", "amd64"}, {"aarch64", "arm64"}, {"i686", "i386"}, {"riscv64", "riscv64"},
-                {"ppc64le", "ppc64el"}, {"s390x", "s390x"},
+                {"x86_64", "amd64"},    {"aarch64", "arm64"},   {"i686", "i386"},
+                {"riscv64", "riscv64"}, {"ppc64le", "ppc64el"}, {"s390x", "s390x"},
         };
         char out[64];
         struct utsname u;
@@ -626,8 +626,8 @@ static int open_cache(Build *b, const char *suite, const char *arch, char **ret_
                 return job_child_fail(b->c, errno, "Cannot open the package cache %s: %s", dir, strerror(errno));
         /* Two builds downloading the same file into the cache at once would spoil it for both. */
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                job_child_log(b->c, LOG_LEVEL_INFO,
-                              "Waiting for another template build that is downloading into %s…", dir);
+                job_child_log(b->c, LOG_LEVEL_INFO, "Waiting for another template build that is downloading into %s…",
+                              dir);
                 if (flock(fd, LOCK_EX) < 0)
                         return job_child_fail(b->c, errno, "Cannot lock the package cache %s: %s", dir,
                                               strerror(errno));
@@ -780,11 +780,11 @@ static int jail_enter_root(const char **step)
 {
         static const char *const spares[] = {"run/.stamp-proc", "run/.stamp-sys"};
 
-#define STEP(what, call)                                                                                  \
-        do {                                                                                              \
-                *step = what;                                                                             \
-                if ((call) < 0)                                                                           \
-                        return -errno;                                                                    \
+#define STEP(what, call)                                                                                               \
+        do {                                                                                                           \
+                *step = what;                                                                                          \
+                if ((call) < 0)                                                                                        \
+                        return -errno;                                                                                 \
         } while (0)
         STEP("mount /run", mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"));
         STEP("make room for a spare /proc", mkdir(spares[0], 0555));
@@ -1018,9 +1018,9 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                                       b->last_error);
         if (!WIFEXITED(status))
                 return job_child_fail(b->c, EIO, "debootstrap was killed by signal %d", WTERMSIG(status));
-        return job_child_fail(b->c, *what ? EBADMSG : EIO, "%sdebootstrap failed with exit status %d: %s%s%s%s%s",
-                              what, WEXITSTATUS(status), b->tail[0] ?: "", b->tail[0] ? " / " : "",
-                              b->tail[1] ?: "", b->tail[1] ? " / " : "", b->tail[2] ?: "(no output)");
+        return job_child_fail(b->c, *what ? EBADMSG : EIO, "%sdebootstrap failed with exit status %d: %s%s%s%s%s", what,
+                              WEXITSTATUS(status), b->tail[0] ?: "", b->tail[0] ? " / " : "", b->tail[1] ?: "",
+                              b->tail[1] ? " / " : "", b->tail[2] ?: "(no output)");
 }
 
 /* A package tarball decides what is installed, whatever --include says: make sure what was asked for is
@@ -1065,8 +1065,7 @@ static int check_installed(Build *b, int tree_fd, GPtrArray *wanted)
                 }
         if (missing)
                 return job_child_fail(b->c, ENOENT,
-                                      "Not installed although asked for (is it in the package tarball?): %s",
-                                      missing);
+                                      "Not installed although asked for (is it in the package tarball?): %s", missing);
         return 0;
 }
 
@@ -1146,8 +1145,8 @@ static void make_generic(Build *b, int tree_fd)
         }
 }
 
-static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror,
-                         bool bootable, bool offline, const char *uuid)
+static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror, bool bootable,
+                         bool offline, const char *uuid)
 {
         static const char *const none[] = {NULL};
         g_autoptr(GVariant) v = NULL;
@@ -1157,8 +1156,9 @@ static char *recipe_text(const JobArgs *a, const char *variant, const char *arch
         g_variant_builder_add(&bld, "{sv}", "suite", g_variant_new_string(a->template.suite));
         g_variant_builder_add(&bld, "{sv}", "variant", g_variant_new_string(variant));
         g_variant_builder_add(&bld, "{sv}", "arch", g_variant_new_string(arch));
-        g_variant_builder_add(&bld, "{sv}", "include",
-                              g_variant_new_strv(a->template.include ? (const char *const *) a->template.include : none, -1));
+        g_variant_builder_add(
+                &bld, "{sv}", "include",
+                g_variant_new_strv(a->template.include ? (const char *const *) a->template.include : none, -1));
         g_variant_builder_add(&bld, "{sv}", "mirror", g_variant_new_string(mirror));
         g_variant_builder_add(&bld, "{sv}", "created", g_variant_new_uint64(now_usec(CLOCK_REALTIME)));
         g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
@@ -1326,8 +1326,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         build_progress(&b, PHASE_FINISH, 0);
 
         if (tarball && unlinkat(tree_fd, tarball, 0) < 0)
-                return job_child_fail(c, errno, "Cannot remove the package tarball from the tree: %s",
-                                      strerror(errno));
+                return job_child_fail(c, errno, "Cannot remove the package tarball from the tree: %s", strerror(errno));
         k = check_installed(&b, tree_fd, wanted);
         if (k < 0)
                 return k;
@@ -1347,4 +1346,3 @@ int transfer_template(JobChild *c, const JobArgs *a)
         job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
         return 0;
 }
-

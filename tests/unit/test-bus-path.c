@@ -73,7 +73,8 @@ static void test_any_string_round_trips(void)
 {
         /* The escaping itself must hold for every string, not just valid names: whatever comes in,
          * the path stays one label below the prefix. */
-        static const char *const odd[] = {"..", ".", "a/b", "../../etc", "/", "x\ny", "\xc3\xbc", "_2f", "%2f", "\xff\xfe"};
+        static const char *const odd[] = {"..",   ".",        "a/b", "../../etc", "/",
+                                          "x\ny", "\xc3\xbc", "_2f", "%2f",       "\xff\xfe"};
 
         for (size_t i = 0; i < G_N_ELEMENTS(odd); i++)
                 assert_round_trip(odd[i]);
@@ -96,8 +97,8 @@ static void store_setup(Store *s, gconstpointer data)
         s->outside = g_build_filename(top, "outside", NULL);
         g_assert_cmpint(g_mkdir(s->dir, 0755), ==, 0);
         g_assert_cmpint(g_mkdir(s->outside, 0755), ==, 0);
-        for (const char *const *n = (const char *const[]) {"base", "a", "my-image.v2", ".#stamp-half-made-0000",
-                                                           "-dash", NULL};
+        for (const char *const *n =
+                     (const char *const[]) {"base", "a", "my-image.v2", ".#stamp-half-made-0000", "-dash", NULL};
              *n; n++) {
                 g_autofree char *p = g_build_filename(s->dir, *n, NULL);
                 g_assert_cmpint(g_mkdir(p, 0755), ==, 0);
@@ -153,13 +154,13 @@ static void test_object_find(Store *s, gconstpointer data)
         /* What must never resolve to an object: */
         g_assert_false(finds(s, STAMP_IMAGE_PREFIX, NULL));
         g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/missing", NULL));
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2e", NULL));          /* "."  */
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2e_2e", NULL));       /* ".." */
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/a_2fb", NULL));        /* "a/b", which exists */
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/a/b", NULL));          /* a sub-path */
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2d_64ash", NULL));    /* "-dash", on disk */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2e", NULL));       /* "."  */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2e_2e", NULL));    /* ".." */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/a_2fb", NULL));     /* "a/b", which exists */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/a/b", NULL));       /* a sub-path */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2d_64ash", NULL)); /* "-dash", on disk */
         g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/_2e_23stamp_2dhalf_2dmade_2d0000", NULL));
-        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/evil", NULL));         /* a symlink out */
+        g_assert_false(finds(s, STAMP_IMAGE_PREFIX "/evil", NULL)); /* a symlink out */
         g_assert_false(finds(s, STAMP_IMAGE_PREFIX "x/base", NULL));
         g_assert_false(finds(s, "/io/stamp/Stamp1/machine/base", NULL));
 }
@@ -185,8 +186,8 @@ static void test_node_enumerator(Store *s, gconstpointer data)
  * name never loads, even where something by that name is there to open. */
 static void test_image_load_names(Store *s, gconstpointer data)
 {
-        static const char *const refused[] = {".#stamp-half-made-0000", "-dash", ".", "..", "../outside", "a/b",
-                                              "", "evil/", "./base"};
+        static const char *const refused[] = {
+                ".#stamp-half-made-0000", "-dash", ".", "..", "../outside", "a/b", "", "evil/", "./base"};
         Image *img = NULL;
 
         g_assert_cmpint(image_load(s->m, "base", &img), ==, 0);

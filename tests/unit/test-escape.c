@@ -38,14 +38,24 @@ static void test_terminal(void)
         assert_escaped("Debian GNU/Linux 12 (bookworm) – café ✓ 😀", ESCAPE_TERMINAL,
                        "Debian GNU/Linux 12 (bookworm) – café ✓ 😀");
         /* CSI as a single 8-bit byte, and as the UTF-8 character U+009B */
-        assert_escaped("\x9b" "31m", ESCAPE_TERMINAL, "\\233" "31m");
-        assert_escaped("\xc2\x9b" "31m", ESCAPE_TERMINAL, "\\302\\233" "31m");
+        assert_escaped("\x9b"
+                       "31m",
+                       ESCAPE_TERMINAL,
+                       "\\233"
+                       "31m");
+        assert_escaped("\xc2\x9b"
+                       "31m",
+                       ESCAPE_TERMINAL,
+                       "\\302\\233"
+                       "31m");
         /* not UTF-8: overlong, surrogate, beyond U+10FFFF, a sequence cut short */
         assert_escaped("\xc0\xaf", ESCAPE_TERMINAL, "\\300\\257");
         assert_escaped("\xed\xa0\x80", ESCAPE_TERMINAL, "\\355\\240\\200");
         assert_escaped("\xf4\x90\x80\x80", ESCAPE_TERMINAL, "\\364\\220\\200\\200");
         assert_escaped("caf\xc3", ESCAPE_TERMINAL, "caf\\303");
-        assert_escaped("\xe2\x9c" "x", ESCAPE_TERMINAL, "\\342\\234x");
+        assert_escaped("\xe2\x9c"
+                       "x",
+                       ESCAPE_TERMINAL, "\\342\\234x");
         assert_escaped("", ESCAPE_TERMINAL, "");
         assert_escaped(NULL, ESCAPE_TERMINAL, "(null)");
 

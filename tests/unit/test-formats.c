@@ -29,15 +29,24 @@ static void test_archive_suffixes(void)
                 const char *in, *stripped;
                 ExportFormat format;
         } cases[] = {
-                {"debian-12.tar.xz", "debian-12", EXPORT_XZ},  {"a.tar.zst", "a", EXPORT_ZSTD},
-                {"a.tar.zstd", "a", EXPORT_ZSTD},              {"a.tzst", "a", EXPORT_ZSTD},
-                {"a.zst", "a", EXPORT_ZSTD},                   {"a.txz", "a", EXPORT_XZ},
-                {"a.tgz", "a", EXPORT_GZIP},                   {"a.tar.gz", "a", EXPORT_GZIP},
-                {"a.tbz", "a", EXPORT_BZIP2},                  {"a.tbz2", "a", EXPORT_BZIP2},
-                {"a.tar.bz2", "a", EXPORT_BZIP2},              {"a.tar", "a", EXPORT_UNCOMPRESSED},
-                {"A.TAR.XZ", "A", EXPORT_XZ},                  {"a.tgz.tar", "a.tgz", EXPORT_UNCOMPRESSED},
-                {"a.img", "a.img", _EXPORT_FORMAT_INVALID},    {"xz", "xz", _EXPORT_FORMAT_INVALID},
-                {".xz", ".xz", _EXPORT_FORMAT_INVALID},        {"a.tar.xz.part", "a.tar.xz.part", _EXPORT_FORMAT_INVALID},
+                {"debian-12.tar.xz", "debian-12", EXPORT_XZ},
+                {"a.tar.zst", "a", EXPORT_ZSTD},
+                {"a.tar.zstd", "a", EXPORT_ZSTD},
+                {"a.tzst", "a", EXPORT_ZSTD},
+                {"a.zst", "a", EXPORT_ZSTD},
+                {"a.txz", "a", EXPORT_XZ},
+                {"a.tgz", "a", EXPORT_GZIP},
+                {"a.tar.gz", "a", EXPORT_GZIP},
+                {"a.tbz", "a", EXPORT_BZIP2},
+                {"a.tbz2", "a", EXPORT_BZIP2},
+                {"a.tar.bz2", "a", EXPORT_BZIP2},
+                {"a.tar", "a", EXPORT_UNCOMPRESSED},
+                {"A.TAR.XZ", "A", EXPORT_XZ},
+                {"a.tgz.tar", "a.tgz", EXPORT_UNCOMPRESSED},
+                {"a.img", "a.img", _EXPORT_FORMAT_INVALID},
+                {"xz", "xz", _EXPORT_FORMAT_INVALID},
+                {".xz", ".xz", _EXPORT_FORMAT_INVALID},
+                {"a.tar.xz.part", "a.tar.xz.part", _EXPORT_FORMAT_INVALID},
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -51,15 +60,15 @@ static void test_archive_suffixes(void)
 
 static void test_entry_paths(void)
 {
-        static const char *const safe[] = {"a", "a/b", "./a", ".", "./", "a/...", "..a", "a..", "a/.../b", "a//b",
-                                           "a/./b", "etc/", "...", ".a/..b"};
+        static const char *const safe[] = {"a",   "a/b",     "./a",  ".",     "./",   "a/...", "..a",
+                                           "a..", "a/.../b", "a//b", "a/./b", "etc/", "...",   ".a/..b"};
         static const struct {
                 const char *path, *why;
         } unsafe[] = {
-                {"", "empty"},         {"/", "absolute"},    {"/etc/passwd", "absolute"},
-                {"..", ".."},          {"../x", ".."},       {"a/../b", ".."},
-                {"a/..", ".."},        {"a/../..", ".."},    {"./..", ".."},
-                {"a//..//b", ".."},    {"a/b/../../../c", ".."},
+                {"", "empty"},      {"/", "absolute"},        {"/etc/passwd", "absolute"},
+                {"..", ".."},       {"../x", ".."},           {"a/../b", ".."},
+                {"a/..", ".."},     {"a/../..", ".."},        {"./..", ".."},
+                {"a//..//b", ".."}, {"a/b/../../../c", ".."},
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(safe); i++)

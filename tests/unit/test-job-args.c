@@ -128,7 +128,7 @@ static void test_refused(void)
 {
         const char *const cases[] = {
                 "('nosuchverb', {'name': <'x'>})",
-                "('import', {'name': <'x'>, 'in': <handle 0>, 'bogus': <true>})",   /* unknown key */
+                "('import', {'name': <'x'>, 'in': <handle 0>, 'bogus': <true>})",      /* unknown key */
                 "('import', {'name': <'x'>, 'in': <handle 0>, 'read-only': <'yes'>})", /* wrong type */
                 "('import', {'name': <'x'>})",                                         /* no fd */
                 "('import', {'in': <handle 0>})",                                      /* no name */

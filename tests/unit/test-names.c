@@ -79,7 +79,7 @@ static void test_bad_names(void)
         assert_invalid(".#stamp-web-0123", "'.'");
         assert_invalid("-x", "'-'");
         assert_invalid("-", "'-'");
-        assert_invalid("\xc3\xbc", "non-ASCII");        /* ü */
+        assert_invalid("\xc3\xbc", "non-ASCII"); /* ü */
         assert_invalid("a\xc3\xbc", "non-ASCII");
         assert_invalid("\xff", "non-ASCII");
         assert_invalid("a b", NULL);

@@ -77,8 +77,8 @@ static void test_all_types(void)
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         Opts o;
 
-        g_assert_cmpint(sd_bus_message_append(m, "a{sv}s", 4, "mirror", "s", "http://x/", "include", "as", 2, "a",
-                                              "b", "bootable", "b", 0, "package_tarball", "h", fd, "after"),
+        g_assert_cmpint(sd_bus_message_append(m, "a{sv}s", 4, "mirror", "s", "http://x/", "include", "as", 2, "a", "b",
+                                              "bootable", "b", 0, "package_tarball", "h", fd, "after"),
                         >=, 0);
         unit_call_seal(m);
         g_assert_cmpint(read_opts(m, &o, NULL), >=, 0);
@@ -140,10 +140,10 @@ static void test_wrong_types(void)
         static const struct {
                 const char *key, *sig;
         } cases[] = {
-                {"mirror", "b"}, {"mirror", "as"}, {"mirror", "o"}, {"mirror", "v"},
-                {"include", "s"}, {"include", "ao"}, {"include", "aas"},
-                {"bootable", "s"}, {"bootable", "i"}, {"bootable", "u"},
-                {"package_tarball", "i"}, {"package_tarball", "s"}, {"package_tarball", "ah"},
+                {"mirror", "b"},           {"mirror", "as"},  {"mirror", "o"},          {"mirror", "v"},
+                {"include", "s"},          {"include", "ao"}, {"include", "aas"},       {"bootable", "s"},
+                {"bootable", "i"},         {"bootable", "u"}, {"package_tarball", "i"}, {"package_tarball", "s"},
+                {"package_tarball", "ah"},
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

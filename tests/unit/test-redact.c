@@ -73,17 +73,14 @@ static void test_text(void)
                 {"Cannot download img.tar from https://u:pw@host/d/img.tar?t=1: HTTP 404",
                  "Cannot download img.tar from https://***@host/d/img.tar?" E ": HTTP 404"},
                 /* already redacted: nothing more goes */
-                {"from https://***@host/d/img.tar?" E ": HTTP 404",
-                 "from https://***@host/d/img.tar?" E ": HTTP 404"},
+                {"from https://***@host/d/img.tar?" E ": HTTP 404", "from https://***@host/d/img.tar?" E ": HTTP 404"},
                 /* sentence punctuation after a URL stays, inside it does not end it */
-                {"see https://u:p@h/a.b, or https://h/c?d;e.",
-                 "see https://***@h/a.b, or https://h/c?" E "."},
+                {"see https://u:p@h/a.b, or https://h/c?d;e.", "see https://***@h/a.b, or https://h/c?" E "."},
                 {"at https://u:p@h:8080: refused", "at https://***@h:8080: refused"},
                 {"Verifying img.tar against https://u:pw@host/d/SHA256SUMS",
                  "Verifying img.tar against https://***@host/d/SHA256SUMS"},
                 /* two URLs, quoted and not */
-                {"\"http://a:b@x/1\" and http://c:d@y/2?z end",
-                 "\"http://***@x/1\" and http://***@y/2?" E " end"},
+                {"\"http://a:b@x/1\" and http://c:d@y/2?z end", "\"http://***@x/1\" and http://***@y/2?" E " end"},
                 /* a scheme glued to what precedes it is found all the same */
                 {"url=https://u:pw@h/", "url=https://***@h/"},
                 {"1https://u:pw@h/", "1https://***@h/"},

@@ -20,8 +20,8 @@ static void test_parse_size(void)
                 {"2MB", UINT64_C(2) << 20},
                 {"infinity", UINT64_MAX},
         };
-        static const char *const bad[] = {"", "G", "-1", "1.5G", "12Q", "1GiB", "1 G", "20GG", "99999999999999999999",
-                                          "16E", "infinite"};
+        static const char *const bad[] = {
+                "", "G", "-1", "1.5G", "12Q", "1GiB", "1 G", "20GG", "99999999999999999999", "16E", "infinite"};
         uint64_t v;
 
         for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {

@@ -205,7 +205,7 @@ static char *tree_render(const char *const *names, const char *const *origins, s
                 if (parent[i] >= 0) {
                         bool before = false;
                         for (size_t j = 0; j < k; j++)
-                                if (order[j] == (size_t)parent[i])
+                                if (order[j] == (size_t) parent[i])
                                         before = true;
                         g_assert_true(before);
                         g_assert_cmpuint(depth[i], ==, depth[parent[i]] + 1);
