@@ -61,26 +61,11 @@ static int empty_machine_id(int root_fd)
  * other odd thing in the way stays as it is. */
 static int replace_file(int dir_fd, const char *name, const void *data, size_t size, mode_t mode)
 {
-        char tmp[64];
-        _cleanup_close_ int fd = -1;
         struct stat st;
-        int k;
 
         if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) >= 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
                 return 0;
-        snprintf(tmp, sizeof tmp, ".#stamp-%s-", name);
-        random_hex(tmp + strlen(tmp), 8);
-        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        k = loop_write(fd, data, size);
-        if (k >= 0 && fchmod(fd, mode) < 0)
-                k = -errno;
-        if (k >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
-                k = -errno;
-        if (k < 0)
-                (void) unlinkat(dir_fd, tmp, 0);
-        return k;
+        return write_file_atomic_at(dir_fd, name, data, size, mode, false);
 }
 
 static int set_hostname(int root_fd, const char *hostname)

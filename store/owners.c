@@ -68,23 +68,7 @@ int store_open_owners(int store_fd, bool create)
 
 static int write_record(int dir_fd, const char *name, const char *text)
 {
-        char tmp[IMAGE_NAME_MAX + 32];
-        _cleanup_close_ int fd = -1;
-        int k;
-
-        snprintf(tmp, sizeof tmp, ".#%s.", name);
-        random_hex(tmp + strlen(tmp), 8);
-        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
-        k = loop_write(fd, text, strlen(text));
-        if (k >= 0 && fsync(fd) < 0)
-                k = -errno;
-        if (k >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
-                k = -errno;
-        if (k < 0)
-                (void) unlinkat(dir_fd, tmp, 0);
-        return k;
+        return write_file_atomic_at(dir_fd, name, text, strlen(text), 0600, true);
 }
 
 int store_owner_write(int store_fd, const char *name, int image_fd, uid_t uid)

@@ -29,39 +29,6 @@ char *store_temp_name(const char *name)
         return s;
 }
 
-/* Run a command inside the store, with paths relative to it, and wait for it. Blocking: from a worker
- * thread of stampd or a helper process, never the event loop. */
-static int run_in_store(int store_fd, char *const argv[])
-{
-        _cleanup_free_ char *exe = NULL;
-        pid_t pid;
-        int status, k;
-
-        /* Found before the fork: execvp() is not async-signal-safe. */
-        k = find_executable(argv[0], &exe);
-        if (k < 0)
-                return k == -ENOENT ? 127 : k;
-        pid = safe_fork(false);
-        if (pid < 0)
-                return (int) pid;
-        if (pid == 0) {
-                /* Async-signal-safe calls only until the exec (see safe_fork()). */
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (fchdir(store_fd) < 0)
-                        _exit(126);
-                if (null >= 0) {
-                        (void) dup2(null, STDIN_FILENO);
-                        (void) dup2(null, STDOUT_FILENO);
-                }
-                execv(exe, argv);
-                _exit(127);
-        }
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
 int store_make_tree(int store_fd, bool is_btrfs, const char *name, int *ret_subvolume_error)
 {
         if (ret_subvolume_error)
@@ -113,7 +80,7 @@ int store_remove_tree(int store_fd, const char *name)
         {
                 char *argv[] = {(char *) "rm", (char *) "-rf", (char *) "--one-file-system",
                                 (char *) "--", (char *) name,  NULL};
-                int k = run_in_store(store_fd, argv);
+                int k = run_command_at(store_fd, argv, true);
                 if (k != 0)
                         return k < 0 ? k : -EIO;
         }

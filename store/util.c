@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -297,7 +298,7 @@ int find_executable(const char *name, char **ret)
         }
 }
 
-int run_command(char *const argv[])
+int run_command_at(int dir_fd, char *const argv[], bool quiet)
 {
         _cleanup_free_ char *exe = NULL;
         int status, k;
@@ -312,10 +313,12 @@ int run_command(char *const argv[])
                 return (int) pid;
         if (pid == 0) {
                 /* Async-signal-safe calls only until the exec (see safe_fork()). */
-                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (dir_fd >= 0 && fchdir(dir_fd) < 0)
+                        _exit(126);
                 if (null >= 0)
                         (void) dup2(null, STDIN_FILENO);
-                (void) dup2(STDERR_FILENO, STDOUT_FILENO);
+                (void) dup2(quiet && null >= 0 ? null : STDERR_FILENO, STDOUT_FILENO);
                 execv(exe, argv);
                 _exit(127);
         }
@@ -325,4 +328,33 @@ int run_command(char *const argv[])
         if (WIFEXITED(status))
                 return WEXITSTATUS(status);
         return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+int run_command(char *const argv[])
+{
+        return run_command_at(-1, argv, false);
+}
+
+int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t size, mode_t mode, bool sync)
+{
+        char tmp[NAME_MAX + 1];
+        _cleanup_close_ int fd = -1;
+        int k;
+
+        /* A hidden name beside it, so that a crash leaves the old file or the new one, never half. */
+        snprintf(tmp, sizeof tmp, ".#%.200s.", name);
+        random_hex(tmp + strlen(tmp), 16);
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        k = loop_write(fd, data, size);
+        if (k >= 0 && fchmod(fd, mode) < 0) /* the umask took bits away */
+                k = -errno;
+        if (k >= 0 && sync && fsync(fd) < 0)
+                k = -errno;
+        if (k >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+                k = -errno;
+        if (k < 0)
+                (void) unlinkat(dir_fd, tmp, 0);
+        return k;
 }

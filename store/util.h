@@ -158,3 +158,10 @@ int find_executable(const char *name, char **ret);
 /* Run argv (argv[0] a path or a name on PATH), wait for it; stdout/stderr go to the daemon's stderr.
  * Blocks: for start-up work, a worker thread or a helper process. Returns exit status or negative errno. */
 int run_command(char *const argv[]);
+/* The same, in the directory @dir_fd (-1: where we are); with @quiet, stdout goes to /dev/null. */
+int run_command_at(int dir_fd, char *const argv[], bool quiet);
+
+/* Write @data as the file @name of the directory @dir_fd (an O_PATH fd will do): into a hidden
+ * temporary beside it (".#NAME.…"), then renamed over whatever @name is (a file or a link, never
+ * followed); with @sync, on disk before the rename. */
+int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t size, mode_t mode, bool sync);
