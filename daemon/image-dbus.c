@@ -162,7 +162,8 @@ static void clone_done(Manager *m, int result, void *userdata)
 {
         CloneArgs *a = userdata;
 
-        manager_image_pending(m, a->owner, -1);
+        if (a->owner != UID_INVALID)
+                manager_image_pending(m, a->owner, -1);
         if (result >= 0) {
                 log_info("Cloned %s to %s%s%s.", a->source, a->new_name,
                          a->flags & STORE_CLONE_READ_ONLY ? " (read-only)" : "",
@@ -205,7 +206,8 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
                         clone_args_free(a);
                 return -ENOMEM;
         }
-        a->owner = uid;
+        /* Root's images need no record: an image without one is root's. */
+        a->owner = uid == 0 ? UID_INVALID : uid;
         if (o->read_only > 0)
                 a->flags |= STORE_CLONE_READ_ONLY;
         /* A clone of a template (a read-only image) is a new machine, not the template again. A clone
@@ -215,7 +217,7 @@ int image_method_clone(Manager *m, sd_bus_message *msg, const char *source, cons
         pool_maybe_grow(m);
         /* The new name is held until the clone is in place, so no second clone races to it. */
         k = operation_start(m, msg, locks, clone_work, clone_done, a, clone_args_free, error);
-        if (k >= 0)
+        if (k >= 0 && uid != 0)
                 manager_image_pending(m, uid, +1);
         return k;
 }
