@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "progress.h"
@@ -65,6 +66,23 @@ void progress_format(char *buf, size_t size, const char *label, double fraction,
         buf[pos] = '\0';
 }
 
+static uint64_t now_monotonic_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+bool progress_line_due(int last_percent, uint64_t last_line_usec, int percent, uint64_t now_usec)
+{
+        if (percent == last_percent)
+                return false;
+        if (last_percent < 0 || percent / PROGRESS_LINE_STEP != last_percent / PROGRESS_LINE_STEP)
+                return true;
+        return now_usec >= last_line_usec + PROGRESS_LINE_USEC;
+}
+
 void progress_init(struct progress *p, FILE *out, bool tty, bool quiet, const char *label)
 {
         *p = (struct progress) {
@@ -72,6 +90,7 @@ void progress_init(struct progress *p, FILE *out, bool tty, bool quiet, const ch
                 .tty = tty,
                 .quiet = quiet,
                 .last_percent = -1,
+                .start_usec = now_monotonic_usec(),
                 .fraction = -1,
                 .label = label ? strdup(label) : NULL,
         };
@@ -89,6 +108,7 @@ static void progress_draw(struct progress *p)
 
 void progress_update(struct progress *p, double fraction)
 {
+        uint64_t now;
         int percent;
 
         p->fraction = fraction;
@@ -101,9 +121,11 @@ void progress_update(struct progress *p, double fraction)
         if (fraction < 0 || isnan(fraction))
                 return;
         percent = (int) floor((fraction > 1 ? 1 : fraction) * 100);
-        if (percent == p->last_percent)
+        now = now_monotonic_usec();
+        if (!progress_line_due(p->last_percent, p->last_line_usec, percent, now))
                 return;
         p->last_percent = percent;
+        p->last_line_usec = now;
         fprintf(p->out, "%s: %d%%\n", p->label ? p->label : "progress", percent);
         fflush(p->out);
 }
@@ -127,6 +149,17 @@ void progress_log(struct progress *p, const char *line)
                 progress_draw(p);
         else
                 fflush(p->out);
+}
+
+void progress_summary(struct progress *p)
+{
+        double seconds = (double) (now_monotonic_usec() - p->start_usec) / 1e6;
+
+        if (p->quiet)
+                return;
+        progress_clear(p);
+        fprintf(p->out, "%s: done in %.1f s\n", p->label ? p->label : "job", seconds);
+        fflush(p->out);
 }
 
 void progress_done(struct progress *p)

@@ -3,16 +3,21 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
-/* Progress of one job on stderr: a bar redrawn in place on a terminal, a line
- * per whole percent otherwise, nothing when quiet. */
+/* Progress of one job on stderr: a bar redrawn in place on a terminal; otherwise a line at every
+ * tenth of the way and at least every PROGRESS_LINE_USEC while it moves; nothing when quiet. On
+ * success, one summary line in either case. */
+#define PROGRESS_LINE_STEP 10                           /* percent */
+#define PROGRESS_LINE_USEC (UINT64_C(10) * 1000 * 1000) /* between lines, at most */
 struct progress {
         FILE *out;
         bool tty;
         bool quiet;
         bool shown; /* a bar is on the screen and must be cleared before other output */
         int last_percent;
+        uint64_t start_usec, last_line_usec;
         double fraction;
         char *label;
 };
@@ -23,6 +28,10 @@ void progress_update(struct progress *p, double fraction);
 void progress_log(struct progress *p, const char *line);
 /* Removes the bar. */
 void progress_clear(struct progress *p);
+/* "LABEL: done in 8.2 s", after the bar is gone (not when quiet). */
+void progress_summary(struct progress *p);
+/* Whether a line is due, not on a terminal, for @percent at @now_usec (pure: for the tests). */
+bool progress_line_due(int last_percent, uint64_t last_line_usec, int percent, uint64_t now_usec);
 void progress_done(struct progress *p);
 
 /* Renders "label [#####     ]  42%" into @buf, at most @columns wide (the label is

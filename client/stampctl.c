@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* stampctl: the unprivileged client of stampd. Options, the verbs table, dispatch. */
 
+#include <ctype.h>
 #include <getopt.h>
 #include <locale.h>
 #include <signal.h>
@@ -113,6 +114,44 @@ static const struct verb verbs[] = {
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 
+/* machinectl's names for the same verbs, so that its users' habits work. */
+static const struct {
+        const char *alias, *name;
+} verb_aliases[] = {
+        {"list-images", "list"},       {"show-image", "show"},        {"image-status", "status"},
+        {"clone-image", "clone"},      {"remove-image", "remove"},    {"rename-image", "rename"},
+        {"list-transfers", "jobs"},    {"cancel-transfer", "cancel"}, {"poweroff", "stop"},
+        {"list-machines", "machines"},
+};
+
+static const struct verb *find_verb(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(verb_aliases); i++)
+                if (strcmp(verb_aliases[i].alias, name) == 0)
+                        name = verb_aliases[i].name;
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (strcmp(verbs[i].name, name) == 0)
+                        return &verbs[i];
+        return NULL;
+}
+
+/* The verb (or alias) a typo most likely meant: within two edits, else NULL. */
+static const char *nearest_verb(const char *typed)
+{
+        const char *best = NULL;
+        unsigned best_distance = 3;
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs) + ELEMENTSOF(verb_aliases); i++) {
+                const char *name = i < ELEMENTSOF(verbs) ? verbs[i].name : verb_aliases[i - ELEMENTSOF(verbs)].alias;
+                unsigned d = edit_distance(typed, name);
+                if (d < best_distance) {
+                        best_distance = d;
+                        best = name;
+                }
+        }
+        return best;
+}
+
 static void help(void)
 {
         printf("stampctl [OPTIONS...] COMMAND ...\n"
@@ -209,7 +248,8 @@ static void help(void)
                "2 usage error or invalid name; 3 not supported; 4 no such image, machine\n"
                "or job; 5 exists already, busy or read-only; 69 stampd or the bus cannot\n"
                "be reached; 77 permission denied. start and shell exit with the status of\n"
-               "the machine. See stampctl(1).\n");
+               "the machine. machinectl's names work too (list-images, show-image, poweroff,\n"
+               "list-transfers, ...). See stampctl(1).\n");
 }
 
 static int verb_help(sd_bus *bus, int argc, char **argv)
@@ -479,10 +519,16 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                                 return log_error(EXIT_USAGE, "Unknown signal '%s'.", optarg);
                         arg_signal = r;
                         break;
-                case '?':
-                        if (optopt)
+                case '?': {
+                        const char *arg = argv[optind - 1], *eq = strchr(arg, '=');
+                        /* A value given to a long option that takes none: getopt says '?' with the
+                         * option's own code in optopt, which is no character to show. */
+                        if (strncmp(arg, "--", 2) == 0 && eq)
+                                return log_error(EXIT_USAGE, "Option '%.*s' takes no value.", (int) (eq - arg), arg);
+                        if (optopt > 0 && optopt < 0x80 && isprint(optopt))
                                 return log_error(EXIT_USAGE, "Unknown option '-%c'; see 'stampctl --help'.", optopt);
-                        return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.", argv[optind - 1]);
+                        return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.", arg);
+                }
                 case ':':
                         return log_error(EXIT_USAGE, "Option '%s' needs a value.", argv[optind - 1]);
                 default:
@@ -545,13 +591,13 @@ int main(int argc, char *argv[])
                 nargs = 1;
         }
 
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                if (strcmp(verbs[i].name, args[0]) == 0) {
-                        verb = &verbs[i];
-                        break;
-                }
-        if (!verb)
+        verb = find_verb(args[0]);
+        if (!verb) {
+                const char *near = nearest_verb(args[0]);
+                if (near)
+                        return log_error(EXIT_USAGE, "Unknown command '%s'; did you mean '%s'?", args[0], near);
                 return log_error(EXIT_USAGE, "Unknown command '%s'; see 'stampctl --help'.", args[0]);
+        }
 
         if (nargs - 1 < verb->min_args)
                 return log_error(EXIT_USAGE, "Too few arguments: stampctl %s", verb->synopsis);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <limits.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -338,4 +339,31 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
                         break;
                 tree_visit(name, n, parent, (size_t) best, 0, seen, order, &k, depth);
         }
+}
+
+unsigned edit_distance(const char *a, const char *b)
+{
+        size_t n = strlen(a), m = strlen(b);
+        unsigned row[64], prev;
+
+        /* Verbs are short; anything longer is far from all of them. */
+        if (n >= ELEMENTSOF(row) || m >= ELEMENTSOF(row))
+                return UINT_MAX;
+        for (size_t j = 0; j <= m; j++)
+                row[j] = (unsigned) j;
+        for (size_t i = 1; i <= n; i++) {
+                prev = row[0];
+                row[0] = (unsigned) i;
+                for (size_t j = 1; j <= m; j++) {
+                        unsigned here = row[j];
+                        unsigned best = prev + (a[i - 1] != b[j - 1]);
+                        if (row[j] + 1 < best)
+                                best = row[j] + 1;
+                        if (row[j - 1] + 1 < best)
+                                best = row[j - 1] + 1;
+                        row[j] = best;
+                        prev = here;
+                }
+        }
+        return row[m];
 }

@@ -61,3 +61,6 @@ void json_fputs(const char *s, FILE *f);
  * of a loop); depth[i] is 0 for roots. */
 void tree_order(const char *const *name, const char *const *origin, size_t n, size_t *order, long *parent,
                 unsigned *depth);
+
+/* Levenshtein distance of @a and @b (UINT_MAX when either is 64 bytes or longer): for "did you mean". */
+unsigned edit_distance(const char *a, const char *b);

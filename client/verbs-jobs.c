@@ -307,8 +307,10 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
                                  w.cancel_sent ? "; it is being canceled" : "");
         if (w.vanished)
                 return log_error(EXIT_UNAVAILABLE, "stampd exited before job %" PRIu32 " ended.", w.id);
-        if (w.result && strcmp(w.result, "done") == 0)
+        if (w.result && strcmp(w.result, "done") == 0) {
+                progress_summary(&w.progress);
                 return EXIT_OK;
+        }
         if (w.result && strcmp(w.result, "canceled") == 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) was canceled.", w.id, label);
         return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) failed: %s", w.id, label,

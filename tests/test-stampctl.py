@@ -168,6 +168,14 @@ class ChangeTest(StampctlTestCase):
         self.ctl('read-only', 'ghost', expect=EXIT_NO_SUCH)
         self.ctl('read-only', 'base', 'maybe', expect=EXIT_USAGE)
         self.ctl('no-such-verb', expect=EXIT_USAGE)
+        # machinectl's habits: its names for the same verbs, and a hint for a typo.
+        self.assertEqual(self.ctl('--no-legend', 'list-images').stdout, self.ctl('--no-legend', 'list').stdout)
+        self.assertIn("did you mean 'list'?", self.ctl('lsit', expect=EXIT_USAGE).stderr)
+        # A value for an option that takes none is said so, in words.
+        for args, option in ((['--json=short', 'list'], '--json'), (['list', '--tree=yes'], '--tree'),
+                             (['--quiet=1', 'list'], '--quiet')):
+            err = self.ctl(*args, expect=EXIT_USAGE).stderr
+            self.assertIn("Option '%s' takes no value." % option, err)
         self.ctl('clone', 'base', expect=EXIT_USAGE)
         self.assertUnchanged(self.store, before)
 
@@ -232,6 +240,19 @@ class JobVerbTest(StampctlTestCase):
                 self.assertSameTree(self.path('base'), self.path(back))
                 self.assertIn(back, self.root.list_images())
         self.assertEqual([n for n in self.entries() if n.startswith('.') and n != stamptest.STORE_META], [])
+
+    def test_progress_without_a_terminal(self):
+        """Not on a terminal: a line per tenth of the way (not per percent), then one summary."""
+        img = self.path('base')
+        with open(os.path.join(img, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(16 << 20))
+        archive = os.path.join(self.dir, 'base.tar')
+        p = self.ctl('export-tar', '--format', 'uncompressed', 'base', archive)
+        lines = p.stderr.splitlines()
+        self.assertTrue(lines and lines[-1].startswith('export-tar base: done in '), p.stderr)
+        progress = [line for line in lines[:-1] if line.endswith('%')]
+        self.assertEqual(len(progress), len(lines) - 1, p.stderr)
+        self.assertLessEqual(len(progress), 12, 'a line per tenth of the way at most: %s' % p.stderr)
 
     def test_canceled_wait_exits_non_zero(self):
         """stampctl waits on an import whose input never comes; another

@@ -2,6 +2,7 @@
 /* Unit tests of stampctl's pure logic. */
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,6 +291,45 @@ static void test_progress_format(void)
         g_assert_cmpuint(strlen(small), <, sizeof(small));
 }
 
+static void test_edit_distance(void)
+{
+        g_assert_cmpuint(edit_distance("list", "list"), ==, 0);
+        g_assert_cmpuint(edit_distance("lsit", "list"), ==, 2);
+        g_assert_cmpuint(edit_distance("clne", "clone"), ==, 1);
+        g_assert_cmpuint(edit_distance("", "jobs"), ==, 4);
+        g_assert_cmpuint(edit_distance("machine", "machines"), ==, 1);
+        g_assert_cmpuint(edit_distance("kitten", "sitting"), ==, 3);
+        {
+                char long_word[100];
+                memset(long_word, 'a', sizeof(long_word) - 1);
+                long_word[sizeof(long_word) - 1] = '\0';
+                g_assert_cmpuint(edit_distance(long_word, "list"), ==, UINT_MAX);
+        }
+}
+
+static void test_progress_lines(void)
+{
+        const uint64_t s = 1000 * 1000;
+
+        /* The first value, each new tenth, and otherwise only after PROGRESS_LINE_USEC. */
+        g_assert_true(progress_line_due(-1, 0, 0, 0));
+        g_assert_false(progress_line_due(0, 0, 0, s));
+        g_assert_false(progress_line_due(0, 0, 9, s));
+        g_assert_true(progress_line_due(9, 0, 10, s));
+        g_assert_false(progress_line_due(10, s, 15, 2 * s));
+        g_assert_true(progress_line_due(10, s, 15, s + PROGRESS_LINE_USEC));
+        g_assert_true(progress_line_due(99, 0, 100, s));
+        {
+                int lines = 0, last = -1;
+                for (int pct = 0; pct <= 100; pct++)
+                        if (progress_line_due(last, 0, pct, 0)) {
+                                lines++;
+                                last = pct;
+                        }
+                g_assert_cmpint(lines, ==, 11); /* 0, 10, ..., 100 */
+        }
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -304,6 +344,8 @@ int main(int argc, char *argv[])
         g_test_add_func("/stampctl/tree-order", test_tree_order);
         g_test_add_func("/stampctl/json-fputs", test_json_fputs);
         g_test_add_func("/stampctl/progress-format", test_progress_format);
+        g_test_add_func("/stampctl/progress-lines", test_progress_lines);
+        g_test_add_func("/stampctl/edit-distance", test_edit_distance);
 
         return g_test_run();
 }
