@@ -693,8 +693,7 @@ int archive_write_tree(JobChild *c, int tree_fd, int live_fd, int out_fd, Export
                        char *err, size_t errlen)
 {
         _cleanup_(archive_read_freep) struct archive *disk = archive_read_disk_new();
-        /* Closed explicitly on success (archive_write_close() below); freed without flushing otherwise. */
-        _cleanup_(archive_write_abandonp) struct archive *w = archive_write_new();
+        _cleanup_(archive_write_freep) struct archive *w = archive_write_new();
         /* Declared after w: its thread is ended before w is freed. */
         _cleanup_(sink_stopp) Sink sink = {.fd = -1};
         _cleanup_(linkresolver_freep) struct archive_entry_linkresolver *resolver = archive_entry_linkresolver_new();

@@ -21,15 +21,6 @@ static inline void archive_write_freep(struct archive **a)
         if (*a)
                 archive_write_free(*a);
 }
-/* For an archive being written to a caller's fd: after a failure nothing more is written (the reader
- * may be gone, and a compressor's threads would flush into the broken stream at free()). */
-static inline void archive_write_abandonp(struct archive **a)
-{
-        if (*a) {
-                (void) archive_write_fail(*a);
-                archive_write_free(*a);
-        }
-}
 static inline void archive_entry_freep(struct archive_entry **e)
 {
         if (*e)
