@@ -9,6 +9,7 @@
 #include "names.h"
 #include "operation.h"
 #include "pool.h"
+#include "snapshot-dbus.h"
 
 int image_bus_path(const char *name, char **ret)
 {
@@ -77,6 +78,7 @@ int image_user_usage(Manager *m, uid_t uid, unsigned *ret_images, uint64_t *ret_
                 n++;
                 if (img->usage_exclusive != UINT64_MAX)
                         bytes += img->usage_exclusive;
+                bytes += image_snapshots_exclusive(m, img);
         }
         *ret_images = n;
         /* Bytes are what the quota groups know: unknown where the store has none. */
@@ -249,7 +251,7 @@ int image_method_remove(Manager *m, sd_bus_message *msg, const char *name, sd_bu
             (k = bus_check_image_exists(m, name, &img, error)) < 0)
                 return k;
         owner = image_authz_owner(m, img, false);
-        if ((k = bus_check_image_not_busy(m, name, error)) < 0)
+        if ((k = bus_check_image_not_busy(m, name, error)) < 0 || (k = bus_check_no_snapshots(m, img, error)) < 0)
                 return k;
 
         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);

@@ -11,6 +11,7 @@
 #include "uid-range.h"
 #include "names.h"
 #include "options.h"
+#include "snapshot-dbus.h"
 
 /* nspawn takes the machine name as the container's hostname: an image name that is also a host name. */
 static const char *machine_name_invalid_reason(const char *name)
@@ -68,6 +69,7 @@ typedef struct StartOptions {
         int private_users;
         int private_network;
         int stdio_fd[3];
+        char *snapshot;
 } StartOptions;
 
 static const OptionSpec start_option_table[] = {
@@ -81,6 +83,7 @@ static const OptionSpec start_option_table[] = {
         {"stdin", OPTION_FD, offsetof(StartOptions, stdio_fd[0])},
         {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
+        {"snapshot", OPTION_STRING, offsetof(StartOptions, snapshot)},
         {},
 };
 
@@ -151,6 +154,18 @@ static int check_image_free(Manager *m, const Image *img, bool writable, sd_bus_
         if (!writable && holder && holder->read_only)
                 return 0; /* read-only runs share the image */
         return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY, "Image %s is busy (%s)", image, why);
+}
+
+/* Option "snapshot": taken by the supervisor just before nspawn starts, on the image the machine then
+ * holds; covered by the start's own authorization, since whoever may run a writable machine on the
+ * image may change all of it anyway (rules see the detail "snapshot"). */
+static int check_start_snapshot(Manager *m, const Image *img, const char *snapshot, bool ephemeral, sd_bus_error *error)
+{
+        if (ephemeral)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Options \"snapshot\" and \"ephemeral\" exclude each other: an ephemeral "
+                                         "machine leaves its image as it was");
+        return bus_check_snapshot_can_be_made(m, img, snapshot, error);
 }
 
 /* The caps on machines, in all and for the caller. Before authorization the caller's uid may not be
@@ -226,6 +241,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "Image %s is read-only; it can only be started ephemeral or read-only", image);
         if (machine_find(m, name))
                 return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
+        if (o.snapshot && (k = check_start_snapshot(m, img, o.snapshot, ephemeral, error)) < 0)
+                return k;
         if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
                 return k;
 
@@ -245,6 +262,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          ephemeral ? "yes" : "no",
                                          "private_users",
                                          o.private_users == 0 ? "no" : "yes",
+                                         o.snapshot ? "snapshot" : NULL,
+                                         o.snapshot,
                                          NULL};
                 AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
                 /* On one's own image a machine may start without the administrator, but only in a user
@@ -280,6 +299,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         mc->uid = uid;
         mc->userns = userns;
         mc->uid_base = uid_base;
+        mc->snapshot = TAKE_PTR(o.snapshot);
         for (int i = 0; i < 3; i++)
                 mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
 

@@ -19,6 +19,7 @@
 
 #include "bus-util.h"
 #include "machine.h"
+#include "snapshots.h"
 #include "step.h"
 #include "store.h"
 #include "uid-range.h"
@@ -31,6 +32,7 @@ typedef struct MachineSetup {
         const char *name;
         const char *image;
         const char *temp_name; /* the ephemeral snapshot to make, or NULL */
+        const char *snapshot;  /* a snapshot of the image to take first, or NULL */
         const char *store;
         int store_fd;
         bool store_is_btrfs;
@@ -257,6 +259,8 @@ static int parse_setup(int argc, char *argv[], MachineSetup *s)
                         s->image = v;
                 else if (KEY("temp"))
                         s->temp_name = v;
+                else if (KEY("snapshot"))
+                        s->snapshot = v;
                 else if (KEY("store"))
                         s->store = v;
                 else if (KEY("store-fd"))
@@ -307,6 +311,8 @@ char **machine_supervisor_args(Machine *mc, const char *notify_address)
         g_ptr_array_add(a, g_strdup_printf("image=%s", mc->image));
         if (mc->temp_name)
                 g_ptr_array_add(a, g_strdup_printf("temp=%s", mc->temp_name));
+        if (mc->snapshot)
+                g_ptr_array_add(a, g_strdup_printf("snapshot=%s", mc->snapshot));
         g_ptr_array_add(a, g_strdup_printf("store=%s", m->store));
         g_ptr_array_add(a, g_strdup_printf("store-fd=%d", m->store_fd));
         g_ptr_array_add(a, g_strdup_printf("btrfs=%d", m->store_is_btrfs));
@@ -357,6 +363,15 @@ int machine_supervisor_main(int argc, char *argv[])
         (void) close(STDIN_FILENO);
         (void) close(STDOUT_FILENO);
 
+        if (mc->snapshot) {
+                char err[1024] = "";
+                k = store_snapshot_create(mc->store_fd, mc->image, mc->snapshot, err, sizeof err);
+                if (k < 0) {
+                        supervisor_fail(stdio[2], "Machine %s: cannot take snapshot %s of %s: %s", mc->name,
+                                        mc->snapshot, mc->image, err[0] ? err : strerror(-k));
+                        _exit(EXIT_FAILURE);
+                }
+        }
         if (mc->temp_name) {
                 char err[1024] = "";
                 k = store_clone_image(mc->store_fd, mc->store_is_btrfs, mc->image, mc->temp_name, 0, UID_INVALID, err,

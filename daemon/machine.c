@@ -660,6 +660,7 @@ Machine *machine_free(Machine *mc)
         free(mc->owner);
         free(mc->lock_reason);
         free(mc->temp_name);
+        free(mc->snapshot);
         free(mc);
         return NULL;
 }

@@ -57,6 +57,7 @@ struct Machine {
         pid_t leader_inner; /* the leader as nspawn names it, in nspawn's PID namespace */
         bool killed;        /* SIGKILL sent after the stop timeout */
         char *temp_name;    /* the ephemeral snapshot in the store */
+        char *snapshot;     /* a snapshot of the image to take just before the start (option "snapshot") */
 
         int notify_fd; /* nspawn's NOTIFY_SOCKET */
         sd_event_source *notify_source;

@@ -8,6 +8,7 @@
 #include "machine-dbus.h"
 #include "manager-dbus.h"
 #include "pool.h"
+#include "snapshot-dbus.h"
 
 static int property_get_pool_path(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *reply, void *userdata, sd_bus_error *error)
@@ -249,6 +250,16 @@ const sd_bus_vtable manager_vtable[] = {
                                 method_rename_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("MarkImageReadOnly", SD_BUS_ARGS("s", name, "b", read_only), SD_BUS_NO_RESULT,
                                 method_mark_image_read_only, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveImageEx", SD_BUS_ARGS("s", name, "a{sv}", options), SD_BUS_NO_RESULT,
+                                method_remove_image_ex, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SnapshotImage", SD_BUS_ARGS("s", name, "s", snapshot), SD_BUS_NO_RESULT,
+                                method_snapshot_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RestoreImage", SD_BUS_ARGS("s", name, "s", snapshot), SD_BUS_NO_RESULT,
+                                method_restore_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveSnapshot", SD_BUS_ARGS("s", name, "s", snapshot), SD_BUS_NO_RESULT,
+                                method_remove_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_ARGS("s", name), SD_BUS_RESULT("a(stt)", snapshots),
+                                method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StartMachine", SD_BUS_ARGS("s", image, "a{sv}", options), SD_BUS_RESULT("o", machine),
                                 method_start_machine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListMachines", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssuo)", machines),

@@ -17,6 +17,7 @@
 #include "owners.h"
 #include "operation.h"
 #include "pool.h"
+#include "snapshots.h"
 
 static void image_free_void(gpointer p)
 {
@@ -121,6 +122,8 @@ int manager_open_store(Manager *m)
                                    m->store, st.st_mode & 07777);
         }
 
+        /* Before the temporaries go: an interrupted restore is told apart by which tree the name holds. */
+        store_snapshots_recover(m->store_fd);
         store_remove_temporaries(m->store_fd, m->store_is_btrfs);
         store_owners_clean(m->store_fd);
         return 0;

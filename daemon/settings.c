@@ -19,6 +19,7 @@ void settings_defaults(Settings *s)
                 .machines_per_user_max = SETTINGS_DEFAULT_MACHINES_PER_USER,
                 .operations_max = SETTINGS_DEFAULT_OPERATIONS,
                 .operations_per_user_max = SETTINGS_DEFAULT_OPERATIONS_PER_USER,
+                .snapshots_per_image = SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE,
         };
 }
 
@@ -63,11 +64,12 @@ static const struct {
         {"MachinesPerUser", offsetof(Settings, machines_per_user_max)},
         {"Operations", offsetof(Settings, operations_max)},
         {"OperationsPerUser", offsetof(Settings, operations_per_user_max)},
+        {"SnapshotsPerImage", offsetof(Settings, snapshots_per_image)},
 };
 
-static const char *const known_limits[] = {"ImagesPerUser", "BytesPerUser",      "Jobs",
-                                           "JobsPerUser",   "Machines",          "MachinesPerUser",
-                                           "Operations",    "OperationsPerUser", NULL};
+static const char *const known_limits[] = {
+        "ImagesPerUser",     "BytesPerUser",      "Jobs", "JobsPerUser", "Machines", "MachinesPerUser", "Operations",
+        "OperationsPerUser", "SnapshotsPerImage", NULL};
 
 int settings_load(Settings *s, const char *path)
 {
