@@ -44,6 +44,8 @@ const char *arg_machine_name = NULL;
 bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
+bool arg_with_snapshots = false;
+const char *arg_snapshot = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -67,6 +69,8 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_WITH_SNAPSHOTS = 1u << 20,
+        OPT_SNAPSHOT = 1u << 21,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -91,7 +95,7 @@ static const struct verb verbs[] = {
         {"show", 0, 1, 0, verb_show, "show [NAME]"},
         {"status", 0, 1, 0, verb_show, "status [NAME]"},
         {"clone", 2, 2, OPT_READ_ONLY | OPT_KEEP_IDENTITY, verb_clone, "clone SRC DST [--read-only] [--keep-identity]"},
-        {"remove", 1, ARGS_ANY, 0, verb_remove, "remove NAME..."},
+        {"remove", 1, ARGS_ANY, OPT_WITH_SNAPSHOTS, verb_remove, "remove NAME... [--with-snapshots]"},
         {"rename", 2, 2, 0, verb_rename, "rename OLD NEW"},
         {"read-only", 1, 2, 0, verb_read_only, "read-only NAME [yes|no]"},
         {"create-template", 1, 1, OPTS_TEMPLATE, verb_create_template,
@@ -104,13 +108,17 @@ static const struct verb verbs[] = {
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
-        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
+        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT, verb_start,
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
-         "[-- CMD...]"},
+         "[--snapshot SNAP] [-- CMD...]"},
         {"shell", 1, 1, OPTS_MACHINE, verb_shell, "shell NAME"},
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
         {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
+        {"snapshot", 2, 2, 0, verb_snapshot, "snapshot NAME SNAP"},
+        {"snapshots", 1, 1, 0, verb_snapshots, "snapshots NAME"},
+        {"restore", 2, 2, 0, verb_restore, "restore NAME SNAP"},
+        {"remove-snapshot", 2, ARGS_ANY, 0, verb_remove_snapshot, "remove-snapshot NAME SNAP..."},
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 
@@ -320,6 +328,8 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_WITH_SNAPSHOTS,
+        ARG_SNAPSHOT,
 };
 
 static const struct option long_options[] = {
@@ -352,6 +362,8 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"with-snapshots", no_argument, NULL, ARG_WITH_SNAPSHOTS},
+        {"snapshot", required_argument, NULL, ARG_SNAPSHOT},
         {},
 };
 
@@ -399,6 +411,10 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_WITH_SNAPSHOTS:
+                return OPT_WITH_SNAPSHOTS;
+        case ARG_SNAPSHOT:
+                return OPT_SNAPSHOT;
         default:
                 return 0;
         }
@@ -457,6 +473,12 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_MINE:
                         arg_mine = true;
+                        break;
+                case ARG_WITH_SNAPSHOTS:
+                        arg_with_snapshots = true;
+                        break;
+                case ARG_SNAPSHOT:
+                        arg_snapshot = optarg;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

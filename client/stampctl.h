@@ -55,6 +55,8 @@ extern const char *arg_machine_name;
 extern bool arg_private_network;
 extern bool arg_private_users;
 extern int arg_signal;
+extern bool arg_with_snapshots;
+extern const char *arg_snapshot;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -128,6 +130,11 @@ int verb_shell(sd_bus *bus, int argc, char **argv);
 int verb_stop(sd_bus *bus, int argc, char **argv);
 int verb_kill(sd_bus *bus, int argc, char **argv);
 int verb_machines(sd_bus *bus, int argc, char **argv);
+
+int verb_snapshot(sd_bus *bus, int argc, char **argv);
+int verb_snapshots(sd_bus *bus, int argc, char **argv);
+int verb_restore(sd_bus *bus, int argc, char **argv);
+int verb_remove_snapshot(sd_bus *bus, int argc, char **argv);
 
 /* agent.c: the polkit text agent */
 /* Starts pkttyagent for this process if a password could be asked on this terminal

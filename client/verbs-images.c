@@ -723,7 +723,10 @@ int verb_remove(sd_bus *bus, int argc, char **argv)
         int ret = EXIT_OK;
 
         for (int i = 1; i < argc; i++) {
-                int r = call_manager(bus, "RemoveImage", "Failed to remove the image", "s", argv[i]);
+                int r = arg_with_snapshots
+                                ? call_manager(bus, "RemoveImageEx", "Failed to remove the image", "sa{sv}", argv[i], 1,
+                                               "with_snapshots", "b", 1)
+                                : call_manager(bus, "RemoveImage", "Failed to remove the image", "s", argv[i]);
                 if (r != EXIT_OK && ret == EXIT_OK)
                         ret = r;
         }

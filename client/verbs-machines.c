@@ -175,6 +175,8 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 r = sd_bus_message_append(m, "{sv}", "private_users", "b", 1);
         if (r >= 0 && arg_private_network)
                 r = sd_bus_message_append(m, "{sv}", "private_network", "b", 1);
+        if (r >= 0 && arg_snapshot)
+                r = sd_bus_message_append(m, "{sv}", "snapshot", "s", arg_snapshot);
         if (r >= 0)
                 r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr", "h", err);
         if (r >= 0)

@@ -626,6 +626,7 @@ const sd_bus_vtable image_vtable[] = {
         SD_BUS_PROPERTY("Owner", "u", property_get_owner, 0, 0),
         SD_BUS_PROPERTY("Recipe", "a{sv}", property_get_recipe, 0, 0),
         SD_BUS_PROPERTY("OSRelease", "a{ss}", property_get_os_release, 0, 0),
+        SD_BUS_PROPERTY("Snapshots", "u", image_property_get_snapshots, 0, 0),
         SD_BUS_METHOD_WITH_ARGS("Clone", SD_BUS_ARGS("s", new_name, "b", read_only), SD_BUS_NO_RESULT, method_clone,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Remove", "", "", method_remove, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -138,6 +138,21 @@ uint64_t image_snapshots_exclusive(Manager *m, const Image *img)
         return sum;
 }
 
+int image_property_get_snapshots(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        _cleanup_close_ int fd = -1;
+        unsigned n = 0;
+
+        if (img->type == IMAGE_SUBVOLUME) {
+                fd = image_open_fd(img->manager, img->name);
+                if (fd >= 0)
+                        n = store_snapshots_count(img->manager->store_fd, fd);
+        }
+        return sd_bus_message_append(reply, "u", (uint32_t) n);
+}
+
 static AuthzOwner snapshot_authz_owner(Manager *m, const Image *img)
 {
         return (AuthzOwner) {.own_action = STAMP_ACTION_MANAGE_OWN_IMAGES, .owner = image_owner(m, img)};

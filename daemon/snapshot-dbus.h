@@ -19,5 +19,9 @@ int bus_check_no_snapshots(Manager *m, const Image *img, sd_bus_error *error);
  * that can have snapshots, none of that name yet, room under SnapshotsPerImage=. */
 int bus_check_snapshot_can_be_made(Manager *m, const Image *img, const char *snapshot, sd_bus_error *error);
 
+/* The Image object's property Snapshots (u): how many the image has. */
+int image_property_get_snapshots(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error);
+
 /* Exclusive bytes of @img's snapshots (0 where quota groups do not tell), for BytesPerUser=. */
 uint64_t image_snapshots_exclusive(Manager *m, const Image *img);

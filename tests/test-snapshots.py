@@ -334,6 +334,12 @@ class MachineTest(SnapshotTestCase):
         self.root.manager('RestoreImage', 'web', 'before-upgrade')
         self.assertEqual(full_listing(self.web), before)
 
+    def test_stampctl_start_with_snapshot(self):
+        run([STAMPCTL, 'start', 'web', '--snapshot', 'before', '--', '/bin/touch', '/srv/touched'])
+        self.assertTrue(os.path.exists(self.path('web/srv/touched')))
+        self.assertEqual(self.snapshots('web'), ['before'])
+        self.assertEqual(int(self.root.image_props('web')['Snapshots']), 1)
+
     def test_start_with_snapshot_refusals(self):
         self.root.manager('SnapshotImage', 'web', 'one')
         for options, error in (({'snapshot': 'one'}, IMAGE_EXISTS),
@@ -450,6 +456,39 @@ class AuthorizationTest(SnapshotTestCase):
         self.assertEqual(pane.wait_exit(), 0)
         self.assertIsNone(result())
         self.assertEqual(self.snapshots('web'), ['asked'])
+
+
+class StampctlTest(SnapshotTestCase):
+
+    def test_verbs(self):
+        self.stampctl('snapshot', 'web', 'one')
+        self.stampctl('snapshot', 'web', 'two')
+        lines = self.stampctl('snapshots', 'web').stdout.splitlines()
+        self.assertEqual(lines[0].split(), ['NAME', 'CREATED', 'EXCLUSIVE'])
+        self.assertEqual([line.split()[0] for line in lines[1:] if line.strip() and 'listed' not in line],
+                         ['one', 'two'])
+        shown = self.stampctl('show', 'web').stdout
+        self.assertRegex(shown, r'Snapshots: *2')
+        os.remove(self.path('web/srv/marker'))
+        self.stampctl('restore', 'web', 'one')
+        self.assertTrue(os.path.exists(self.path('web/srv/marker')))
+        self.stampctl('remove-snapshot', 'web', 'two')
+        self.assertEqual(self.snapshots('web'), ['one'])
+        r = self.stampctl('remove', 'web', check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('1 snapshot', r.stderr)
+        self.assertIn('--with-snapshots', r.stderr)
+        self.stampctl('remove', '--with-snapshots', 'web')
+        self.assertEqual(sorted(self.root.list_images()), [])
+        self.assertEqual(self.snapshot_dirs(), [])
+
+    def test_errors(self):
+        r = self.stampctl('restore', 'web', 'never', check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('no snapshot named never', r.stderr)
+        r = self.stampctl('snapshot', 'web', '../x', check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('Invalid snapshot name', r.stderr)
 
 
 if __name__ == '__main__':
