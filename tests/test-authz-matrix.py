@@ -46,6 +46,7 @@ class MatrixTest(stamptest.TestCase):
         self.daemon = self.start_daemon()
         self.store = self.daemon.store
         make_image(self.store, 'base')
+        self.snapbase_with_snapshot()
         self.jobs = JobWatch(self.env.conn)
         self.addCleanup(self.jobs.close)
         # inputs of the fd-taking methods
@@ -66,6 +67,11 @@ class MatrixTest(stamptest.TestCase):
         self.addCleanup(lambda: [os.close(fd) for fd in self.open_fds])
 
     # -- the things the per-object methods act on, made by root
+
+    def snapbase_with_snapshot(self):
+        """An image with a snapshot, for the snapshot methods (base has none: RemoveImage must pass)."""
+        make_image(self.store, 'snapbase')
+        self.root.manager('SnapshotImage', 'snapbase', 'snap')
 
     def running_machine(self):
         try:
@@ -146,6 +152,13 @@ class MatrixTest(stamptest.TestCase):
             ('RenameImage', 'manage-images', lambda c, **kw: c.manager('RenameImage', 'base', 'moved', **kw)),
             ('MarkImageReadOnly', 'manage-images',
              lambda c, **kw: c.manager('MarkImageReadOnly', 'base', True, **kw)),
+            ('SnapshotImage', 'manage-images', lambda c, **kw: c.manager('SnapshotImage', 'snapbase', 'new', **kw)),
+            ('RestoreImage', 'manage-images', lambda c, **kw: c.manager('RestoreImage', 'snapbase', 'snap', **kw)),
+            ('RemoveSnapshot', 'manage-images',
+             lambda c, **kw: c.manager('RemoveSnapshot', 'snapbase', 'snap', **kw)),
+            ('RemoveImageEx', 'manage-images',
+             lambda c, **kw: c.manager('RemoveImageEx', 'snapbase', {'with_snapshots': GLib.Variant('b', True)},
+                                       **kw)),
             ('Image.Clone', 'manage-images', lambda c, **kw: c.image('base', 'Clone', 'web', False, **kw)),
             ('Image.Remove', 'manage-images', lambda c, **kw: c.image('base', 'Remove', **kw)),
             ('Image.Rename', 'manage-images', lambda c, **kw: c.image('base', 'Rename', 'moved', **kw)),
@@ -247,6 +260,12 @@ class MatrixTest(stamptest.TestCase):
                 self.root.manager('RenameImage', 'moved', 'base')
             elif label in ('CloneImage', 'CloneImageEx', 'Image.Clone'):
                 self.root.manager('RemoveImage', 'web')
+            elif label == 'SnapshotImage':
+                self.root.manager('RemoveSnapshot', 'snapbase', 'new')
+            elif label == 'RemoveSnapshot':
+                self.root.manager('SnapshotImage', 'snapbase', 'snap')
+            elif label == 'RemoveImageEx':
+                self.snapbase_with_snapshot()
             elif label in ('MarkImageReadOnly', 'Image.MarkReadOnly'):
                 self.root.manager('MarkImageReadOnly', 'base', False)
             elif label in ('StopMachine', 'KillMachine', 'Machine.Stop', 'Machine.Kill'):
