@@ -475,7 +475,7 @@ class StampctlTest(SnapshotTestCase):
         self.stampctl('remove-snapshot', 'web', 'two')
         self.assertEqual(self.snapshots('web'), ['one'])
         r = self.stampctl('remove', 'web', check=False)
-        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.returncode, 5, 'ImageBusy is a conflict')
         self.assertIn('1 snapshot', r.stderr)
         self.assertIn('--with-snapshots', r.stderr)
         self.stampctl('remove', '--with-snapshots', 'web')
@@ -484,7 +484,7 @@ class StampctlTest(SnapshotTestCase):
 
     def test_errors(self):
         r = self.stampctl('restore', 'web', 'never', check=False)
-        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.returncode, 4, 'NoSuchSnapshot is "not found"')
         self.assertIn('no snapshot named never', r.stderr)
         r = self.stampctl('snapshot', 'web', '../x', check=False)
         self.assertNotEqual(r.returncode, 0)
