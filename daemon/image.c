@@ -15,6 +15,7 @@
 #include "image.h"
 #include "owners.h"
 #include "names.h"
+#include "snapshots.h"
 
 const char *image_type_to_string(ImageType t)
 {
@@ -214,6 +215,25 @@ int image_list(Manager *m, GPtrArray **ret)
         return 0;
 }
 
+/* A restored image's btrfs parent is one of its (hidden) snapshots: its origin is kept beside them
+ * (see store/snapshots.h). */
+static int image_find_origin_of_restored(Manager *m, const Image *img, GPtrArray *all, char **ret)
+{
+        _cleanup_close_ int fd = image_open(m, img->name);
+        uint8_t origin[16];
+
+        if (fd < 0 || store_snapshots_origin(m->store_fd, fd, origin) <= 0)
+                return 0;
+        for (guint i = 0; i < all->len; i++) {
+                const Image *o = all->pdata[i];
+                if (o->has_uuid && memcmp(o->uuid, origin, 16) == 0) {
+                        *ret = strdup(o->name);
+                        return *ret ? 1 : -ENOMEM;
+                }
+        }
+        return 0;
+}
+
 int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
 {
         g_autoptr(GPtrArray) owned = NULL;
@@ -251,7 +271,7 @@ int image_find_origin(Manager *m, const Image *img, GPtrArray *all, char **ret)
                         return *ret ? 1 : -ENOMEM;
                 }
         }
-        return 0;
+        return image_find_origin_of_restored(m, img, all, ret);
 }
 
 /* What a recipe value may be: the types template.c writes. */

@@ -12,6 +12,7 @@
 #include "store.h"
 
 #define JOURNAL_MAX 256
+#define ORIGIN_FILE ".origin"
 
 void store_snapshot_free(void *p)
 {
@@ -294,6 +295,52 @@ int store_snapshots_remove_all(int store_fd, const char *name, char *err, size_t
         return 0;
 }
 
+int store_snapshots_origin(int store_fd, int image_fd, uint8_t ret[16])
+{
+        _cleanup_close_ int dir = store_snapshots_open(store_fd, image_fd);
+        _cleanup_close_ int fd = -1;
+        char hex[34];
+        ssize_t n;
+
+        if (dir < 0)
+                return 0;
+        fd = openat(dir, ORIGIN_FILE, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        n = read(fd, hex, sizeof hex);
+        if (n != 33 || hex[32] != '\n')
+                return 0;
+        for (int i = 0; i < 16; i++) {
+                unsigned byte;
+                if (!g_ascii_isxdigit(hex[2 * i]) || !g_ascii_isxdigit(hex[2 * i + 1]) ||
+                    sscanf(hex + 2 * i, "%2x", &byte) != 1)
+                        return 0;
+                ret[i] = (uint8_t) byte;
+        }
+        return 1;
+}
+
+/* Before the first restore of the image at @image_fd: keep its btrfs parent as its origin. */
+static int keep_origin(int dir_fd, int image_fd)
+{
+        static const uint8_t zero[16];
+        BtrfsSubvolInfo info;
+        char text[34];
+        int k;
+
+        if (faccessat(dir_fd, ORIGIN_FILE, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                return 0; /* restored before: the origin it has is the one to keep */
+        k = btrfs_subvol_info_fd(image_fd, &info);
+        if (k < 0)
+                return k;
+        if (memcmp(info.parent_uuid, zero, 16) == 0)
+                return 0;
+        uuid_to_hex(info.parent_uuid, text);
+        text[32] = '\n';
+        text[33] = '\0';
+        return write_file_atomic_at(dir_fd, ORIGIN_FILE, text, 33, 0600, false);
+}
+
 static void test_pause(const char *point)
 {
         const char *want = getenv(STORE_TEST_PAUSE_ENV);
@@ -344,6 +391,9 @@ int store_snapshot_restore(int store_fd, const char *name, const char *snapshot,
                 snap = openat(dir, snapshot, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (snap < 0)
                 return errbuf_set(err, errlen, ENOENT, "Image %s has no snapshot named %s", name, snapshot);
+        k = keep_origin(dir, image);
+        if (k < 0)
+                log_warning_errno(k, "Cannot keep the origin of image %s; once restored it will show none", name);
 
         e = btrfs_util_create_snapshot_fd2(snap, store_fd, tmp, 0, NULL, NULL);
         if (e != BTRFS_UTIL_OK) {
@@ -359,9 +409,11 @@ int store_snapshot_restore(int store_fd, const char *name, const char *snapshot,
                 k = journal;
         }
         owner = store_owner_read(store_fd, name, image);
+        /* No fsync: btrfs commits in order, so no state after a power loss has the exchange below
+         * without this journal; a killed stampd loses nothing of the page cache. */
         if (k >= 0) {
                 snprintf(text, sizeof text, "%s %s %u\n", old_id, new_id, (unsigned) owner);
-                k = write_file_atomic_at(journal, name, text, strlen(text), 0600, true);
+                k = write_file_atomic_at(journal, name, text, strlen(text), 0600, false);
         }
         if (k < 0) {
                 (void) store_remove_tree(store_fd, tmp);

@@ -22,7 +22,11 @@
  * the snapshot directory and the owner record move to the new identity; the journal goes; last, the
  * old tree (now under the temporary name) is deleted. After a crash, store_snapshots_recover() reads
  * the journal and finishes or forgets the move according to which tree the name holds, and the
- * leftover temporary is removed with the others. */
+ * leftover temporary is removed with the others.
+ *
+ * A restored image's btrfs parent is a hidden snapshot, not the template it was cloned from: the
+ * origin it had before its first restore is kept beside its snapshots, in ".origin" (the parent's
+ * UUID in hex), and moves with them. */
 
 #define STORE_SNAPSHOTS_DIR STORE_META_DIR "/snapshots"
 #define STORE_RESTORING_DIR STORE_META_DIR "/restoring"
@@ -48,6 +52,9 @@ unsigned store_snapshots_count(int store_fd, int image_fd);
 int store_snapshot_exists(int store_fd, int image_fd, const char *snapshot);
 /* The open directory of the snapshots of the image at @image_fd; -ENOENT if it has none. */
 int store_snapshots_open(int store_fd, int image_fd);
+
+/* The origin an image had before it was first restored: 1 and its subvolume UUID in @ret, or 0. */
+int store_snapshots_origin(int store_fd, int image_fd, uint8_t ret[16]);
 
 /* The blocking acts (worker threads, a machine's supervisor). 0 or negative errno with a sentence in
  * @err, as store.h's. */

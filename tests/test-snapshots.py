@@ -205,6 +205,19 @@ class RoundTripTest(SnapshotTestCase):
         self.root.manager('RenameImage', 'www', 'w3')
         self.assertEqual(self.snapshots('w3'), ['one'])
 
+    def test_origin_kept_after_restore(self):
+        self.root.manager('MarkImageReadOnly', 'web', True)
+        self.root.manager('CloneImage', 'web', 'clone', False)
+        self.assertEqual(self.root.image_props('clone')['Origin'], 'web')
+        self.root.manager('SnapshotImage', 'clone', 'one')
+        self.root.manager('RestoreImage', 'clone', 'one')
+        self.assertEqual(self.root.image_props('clone')['Origin'], 'web',
+                         "a restored image's btrfs parent is its snapshot, not its origin")
+        self.root.manager('SnapshotImage', 'clone', 'two')
+        self.root.manager('RestoreImage', 'clone', 'two')
+        self.root.manager('RenameImage', 'clone', 'renamed')
+        self.assertEqual(self.root.image_props('renamed')['Origin'], 'web')
+
     def test_remove_refused_then_with_snapshots(self):
         self.root.manager('SnapshotImage', 'web', 'one')
         self.root.manager('SnapshotImage', 'web', 'two')
@@ -215,8 +228,12 @@ class RoundTripTest(SnapshotTestCase):
         self.assertRefused(IMAGE_BUSY, self.root, 'RemoveImageEx', 'web', {})
         self.assertRefused(IMAGE_BUSY, self.root, 'RemoveImageEx', 'web',
                            {'with_snapshots': GLib.Variant('b', False)})
-        self.assertRefused(INVALID_ARGS, self.root, 'RemoveImageEx', 'web',
-                           {'with_snapshots': GLib.Variant('s', 'yes')})
+        e = self.assertRefused(INVALID_ARGS, self.root, 'RemoveImageEx', 'web',
+                               {'with_snapshots': GLib.Variant('s', 'yes')})
+        self.assertIn('with_snapshots', e.message)
+        e = self.assertRefused(INVALID_ARGS, self.root, 'RemoveImageEx', 'web',
+                               {'with_snapshot': GLib.Variant('b', True)})
+        self.assertIn('with_snapshot', e.message)
         self.root.manager('RemoveImageEx', 'web', {'with_snapshots': GLib.Variant('b', True)})
         self.assertEqual(sorted(self.root.list_images()), [])
         self.assertEqual(self.snapshot_dirs(), [])

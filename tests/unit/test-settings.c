@@ -118,6 +118,23 @@ static void test_unreadable_file(void)
         (void) g_unlink(path);
 }
 
+static void test_snapshots_per_image(void)
+{
+        g_autofree char *good = write_config("[Limits]\nSnapshotsPerImage=3\n");
+        g_autofree char *bad = write_config("[Limits]\nSnapshotsPerImage=0\n");
+        Settings s;
+
+        settings_defaults(&s);
+        g_assert_cmpuint(s.snapshots_per_image, ==, SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE);
+        g_assert_cmpint(settings_load(&s, good), ==, 0);
+        g_assert_cmpuint(s.snapshots_per_image, ==, 3);
+        settings_defaults(&s);
+        g_assert_cmpint(settings_load(&s, bad), ==, 0);
+        g_assert_cmpuint(s.snapshots_per_image, ==, SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE);
+        (void) g_unlink(good);
+        (void) g_unlink(bad);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -127,5 +144,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/settings/bad-values", test_bad_values_keep_defaults);
         g_test_add_func("/settings/infinity", test_infinity);
         g_test_add_func("/settings/unreadable", test_unreadable_file);
+        g_test_add_func("/settings/snapshots-per-image", test_snapshots_per_image);
         return g_test_run();
 }
