@@ -465,14 +465,38 @@ class AuthorizationTest(SnapshotTestCase):
         self.user2.manager('RemoveSnapshot', 'mine', 'by-admin')
 
     def test_admin_prompt(self):
+        """Root's image: each method asks for the administrator's password (each call is a process
+        of its own, so nothing is kept from the one before)."""
         self.set_rules('')
         self.root.manager('MarkImageReadOnly', 'web', False)
-        pane, result = self.call_in_terminal(USER, 'SnapshotImage', 'web', 'asked')
+        for method, args in (('SnapshotImage', ('web', 'asked')), ('RestoreImage', ('web', 'asked')),
+                             ('SnapshotImage', ('web', 'second')), ('RemoveSnapshot', ('web', 'asked')),
+                             ('RemoveImageEx', ('web', {'with_snapshots': GLib.Variant('b', True)}))):
+            with self.subTest(method=method):
+                pane, result = self.call_in_terminal(USER, method, *args)
+                pane.wait_for_password_prompt()
+                pane.type_line(ADMIN_PASSWORD)
+                self.assertEqual(pane.wait_exit(), 0)
+                self.assertIsNone(result())
+                if args == ('web', 'asked') and method == 'SnapshotImage':
+                    os.remove(self.path('web/srv/marker'))
+                if method == 'RestoreImage':
+                    self.assertTrue(os.path.exists(self.path('web/srv/marker')))
+                if method == 'RemoveSnapshot':
+                    self.assertEqual(self.snapshots('web'), ['second'])
+        self.assertEqual(sorted(self.root.list_images()), ['mine'])
+        self.assertEqual(self.snapshot_dirs(), [])
+
+    def test_wrong_password_changes_nothing(self):
+        self.set_rules('')
+        self.root.manager('SnapshotImage', 'mine', 'one')
+        before = store_state(self.store)
+        pane, result = self.call_in_terminal(USER2, 'RestoreImage', 'mine', 'one')
         pane.wait_for_password_prompt()
-        pane.type_line(ADMIN_PASSWORD)
+        pane.type_line('wrong-password')
         self.assertEqual(pane.wait_exit(), 0)
-        self.assertIsNone(result())
-        self.assertEqual(self.snapshots('web'), ['asked'])
+        self.assertDBusError(ACCESS_DENIED, result)
+        self.assertUnchanged(self.store, before)
 
 
 class StampctlTest(SnapshotTestCase):
