@@ -499,6 +499,50 @@ class AuthorizationTest(SnapshotTestCase):
         self.assertUnchanged(self.store, before)
 
 
+class QuotaTest(stamptest.TestCase):
+    """On a btrfs with full quota groups (a store the administrator brought), the bytes only a
+    snapshot holds count toward the image owner's BytesPerUser=."""
+
+    def setUp(self):
+        super().setUp()
+        self.config = os.path.join(self.dir, 'stampd.conf')
+        write_file(self.config, '[Limits]\nBytesPerUser=3M\n')
+        store = stamptest.make_btrfs_store(os.path.join(self.dir, 'store'), quotas=True)
+        self.store = store
+        make_image(store, 'base', read_only=True)
+        self.daemon = self.start_daemon(store=store, args=['--config', self.config])
+        self.set_rules(rule_for(USER, 'manage-own-images', 'YES'))
+        self.uid = stamptest.ENV.users[USER]
+
+    def write(self, name, size):
+        with open(os.path.join(self.store, 'mine', name), 'wb') as f:
+            f.write(os.urandom(size))
+        self.sync()
+
+    def sync(self):
+        run(['btrfs', 'filesystem', 'sync', self.store])
+
+    def usage(self):
+        return self.root.manager('GetUserUsage', self.uid)[2]
+
+    def test_snapshot_bytes_count(self):
+        self.user.manager('CloneImage', 'base', 'mine', False)
+        self.write('one', 2 << 20)
+        self.user.manager('SnapshotImage', 'mine', 'first')
+        os.remove(os.path.join(self.store, 'mine', 'one'))
+        self.sync()
+        # Only the snapshot holds the first 2 MiB now; the image, less than 1 MiB.
+        (name, _, exclusive), = self.root.manager('ListSnapshots', 'mine')
+        self.assertGreaterEqual(exclusive, 2 << 20)
+        self.assertGreaterEqual(self.usage(), 2 << 20, "the snapshot's bytes are the owner's")
+        self.write('two', 1 << 20)
+        e = self.assertDBusError(QUOTA_EXCEEDED, self.user.manager, 'SnapshotImage', 'mine', 'second')
+        self.assertIn('BytesPerUser=', e.message)
+        self.user.manager('RemoveSnapshot', 'mine', 'first')
+        self.sync()
+        self.user.manager('SnapshotImage', 'mine', 'second')
+
+
 class StampctlTest(SnapshotTestCase):
 
     def test_verbs(self):
