@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "manager.h"
+
+/* Commands run inside running machines (ExecMachine, Machine.Exec): each is a step of stampd of its own
+ * (exec-step.c) that joins the machine's leader and runs the command there; the call returns an id at
+ * once, and ExecExited, sent to the caller alone, carries how the command ended. */
+
+/* Commands running at once, in all and per caller (as manager_caller_key() counts). */
+#define EXEC_MAX 256
+#define EXEC_PER_CALLER_MAX 32
+/* Strings in argv and in the environment, and their bytes together. */
+#define EXEC_ARGS_MAX 1024
+#define EXEC_ARG_BYTES_MAX (256u * 1024)
+
+typedef struct Exec {
+        Manager *manager;
+        uint32_t id;
+        char *machine;
+        char *caller;      /* manager_caller_key(): what the caps count */
+        char *destination; /* the caller's unique bus name: ExecExited goes there only */
+        pid_t pid;
+        int status_fd; /* the step's report (read end) */
+        sd_event_source *child_source;
+} Exec;
+
+Exec *exec_free(Exec *e);
+void execs_free_all(Manager *m);
+
+/* The Manager's ExecMachine(s name, as argv, a{sv} options) → u id, and Machine.Exec(as argv, a{sv}
+ * options) → u id on the machine in @userdata. */
+int method_exec_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_machine_exec(sd_bus_message *msg, void *userdata, sd_bus_error *error);
