@@ -555,12 +555,12 @@ _noreturn_ static void run_child(const Child *c)
 
         if (setgroups((size_t) t->n_groups, t->groups) < 0 || setresgid(t->gid, t->gid, t->gid) < 0 ||
             setresuid(t->uid, t->uid, t->uid) < 0)
-                child_fail(c->err_fd, errno, "Cannot become user %s (uid %u) in the machine: %s", t->name,
-                           (unsigned) t->uid, strerror(errno));
+                child_fail(c->err_fd, errno, "Cannot become user %s (uid %u) in machine %s: %s", t->name,
+                           (unsigned) t->uid, c->s->machine, strerror(errno));
         if (chdir(c->cwd) < 0) {
                 if (c->cwd_given)
-                        child_fail(c->err_fd, errno, "Cannot change to directory %s in the machine: %s", c->cwd,
-                                   strerror(errno));
+                        child_fail(c->err_fd, errno, "Cannot change to directory %s in machine %s: %s", c->cwd,
+                                   c->s->machine, strerror(errno));
                 (void) chdir("/");
         }
 
@@ -569,7 +569,7 @@ _noreturn_ static void run_child(const Child *c)
                 execve(c->program, c->argv, c->env);
         else
                 execvp(c->program, c->argv);
-        child_fail(c->err_fd, errno, "Cannot run %s in the machine: %s", c->program, strerror(errno));
+        child_fail(c->err_fd, errno, "Cannot run %s in machine %s: %s", c->program, c->s->machine, strerror(errno));
 }
 
 /* ---- the terminal ---- */

@@ -219,5 +219,385 @@ class StreamsTest(ExecTestCase):
         self.assertEqual(err, b'to-err\n')
 
 
+    def test_stdin_reaches_the_command(self):
+        data = os.path.join(self.dir, 'input')
+        with open(data, 'w') as f:
+            f.write('line one\nline two\n')
+        with open(data) as fin:
+            result, status, out, err, _ = self.run_exec(['/bin/sh', '-c', 'cat; echo done'],
+                                                        stdin=fin.fileno())
+        self.assertEqual((result, status, out, err), ('exited', 0, b'line one\nline two\ndone\n', b''))
+
+    def test_binary_payload_round_trips(self):
+        payload = bytes(range(256)) * 64 + os.urandom(200000) + b'\0\r\n\x1b[0m'
+        data = os.path.join(self.dir, 'payload')
+        with open(data, 'wb') as f:
+            f.write(payload)
+        with open(data, 'rb') as fin:
+            result, status, out, err, _ = self.run_exec(['/bin/cat'], stdin=fin.fileno())
+        self.assertEqual((result, status, err), ('exited', 0, b''))
+        self.assertEqual(len(out), len(payload))
+        self.assertTrue(out == payload, 'the bytes differ')
+
+    def test_through_a_pipe(self):
+        """Pipes as the caller's fds: what the caller writes, the command reads; what it
+        writes, the caller reads, until the command ends."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            exec_id = self.exec_call(['/bin/sh', '-c', 'read line; echo "got $line"'],
+                                     fds={'stdin': in_r, 'stdout': out_w})
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        os.write(in_w, b'hello\n')
+        os.close(in_w)
+        with os.fdopen(out_r, 'rb') as f:
+            self.assertEqual(f.read(), b'got hello\n')
+        self.assertEqual(self.wait_exited(exec_id), ('exited', 0, ''))
+
+    def test_exit_statuses(self):
+        for code in (0, 3, 255):
+            with self.subTest(code=code):
+                result, status, _, _, _ = self.run_exec(['/bin/sh', '-c', 'exit %d' % code])
+                self.assertEqual((result, status), ('exited', code))
+
+    def test_killed_by_a_signal(self):
+        result, status, _, _, _ = self.run_exec(['/bin/sh', '-c', 'kill -TERM $$'])
+        self.assertEqual((result, status), ('killed', signal.SIGTERM))
+        result, status, _, _, _ = self.run_exec(['/bin/sh', '-c', 'kill -KILL $$'])
+        self.assertEqual((result, status), ('killed', signal.SIGKILL))
+
+    def test_killed_from_outside(self):
+        """A command killed from the host is reported killed, with the signal."""
+        r, w = os.pipe()
+        try:
+            exec_id = self.exec_call(['/bin/sh', '-c', 'echo $$; exec sleep 100000'], fds={'stdout': w})
+        finally:
+            os.close(w)
+        with os.fdopen(r) as f:
+            inner = int(f.readline())
+        pid = self.host_pid(inner)
+        os.kill(pid, signal.SIGUSR1)
+        self.assertEqual(self.wait_exited(exec_id), ('killed', signal.SIGUSR1, ''))
+
+    def host_pid(self, inner):
+        """The host pid of the machine's process inner (its pid inside)."""
+        leader = self.props('base')['Leader']
+        level = len(stamptest.nspids(leader)) if hasattr(stamptest, 'nspids') else None
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open('/proc/%s/status' % pid) as f:
+                    ids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
+            except (OSError, IndexError):
+                continue
+            with open('/proc/%d/status' % leader) as f:
+                lids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
+            if len(ids) == len(lids) and int(ids[-1]) == inner:
+                return int(pid)
+        self.fail('no process %d in the machine' % inner)
+
+    def test_environment_user_and_directory(self):
+        result, status, out, err, _ = self.run_exec(
+            ['/bin/sh', '-c', 'id -u; id -g; id -G; pwd; echo "$HOME $USER $LOGNAME $SHELL"; echo "$GREETING"; '
+             'echo "$PATH"'])
+        self.assertEqual((result, status, err), ('exited', 0, b''))
+        self.assertEqual(out.decode().splitlines(),
+                         ['0', '0', '0', '/root', '/root root root /bin/sh', '',
+                          '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'])
+        result, status, out, err, _ = self.run_exec(
+            ['/bin/sh', '-c', 'id -u; id -g; id -G; pwd; echo "$HOME $USER"; echo "$GREETING"; echo "$PATH"'],
+            user='alice', environment=['GREETING=hello there', 'PATH=/bin'])
+        self.assertEqual((result, status, err), ('exited', 0, b''))
+        self.assertEqual(out.decode().splitlines(),
+                         ['1000', '1000', '1000 10', '/home/alice', '/home/alice alice', 'hello there', '/bin'])
+        result, status, out, err, _ = self.run_exec(['/bin/sh', '-c', 'id -u; pwd'], user='4321',
+                                                    working_directory='/srv')
+        self.assertEqual((result, status, out), ('exited', 0, b'4321\n/srv\n'))
+
+    def test_program_found_on_the_machines_path(self):
+        result, status, out, _, _ = self.run_exec(['echo', 'found'])
+        self.assertEqual((result, status, out), ('exited', 0, b'found\n'))
+
+    def test_machine_method(self):
+        out = self.output_file()
+        with open(out, 'w') as f:
+            exec_id = self.exec_call(['/bin/echo', 'on the object'], fds={'stdout': f.fileno()},
+                                     on_machine=True)
+        self.assertEqual(self.wait_exited(exec_id), ('exited', 0, ''))
+        with open(out) as f:
+            self.assertEqual(f.read(), 'on the object\n')
+
+    def test_ids_differ_and_signal_names_the_machine(self):
+        a = self.exec_call(['/bin/true'])
+        b = self.exec_call(['/bin/true'])
+        self.assertNotEqual(a, b)
+        self.wait_exited(a)
+        self.wait_exited(b)
+        self.assertEqual({e[1] for e in self.exited}, {'base'})
+
+    def test_failures_to_run(self):
+        """What cannot be run at all is 'failed', with a message naming it; the
+        caller's streams stay clean."""
+        cases = [
+            (['/bin/no-such-program'], {}, 'no-such-program'),
+            (['/bin/true'], {'user': 'nobody-here'}, 'nobody-here'),
+            (['/bin/true'], {'working_directory': '/no/such/dir'}, '/no/such/dir'),
+        ]
+        for argv, options, named in cases:
+            with self.subTest(argv=argv, options=options):
+                result, status, out, err, message = self.run_exec(argv, **options)
+                self.assertEqual(result, 'failed')
+                self.assertGreater(status, 0)
+                self.assertIn(named, message)
+                self.assertIn('machine base', message)
+                self.assertEqual((out, err), (b'', b''))
+
+
+
+class InsideTest(ExecTestCase):
+    """The command runs where the machine's init runs."""
+
+    NAMESPACES = ('pid', 'mnt', 'uts', 'ipc', 'net', 'cgroup', 'user')
+
+    def leader_facts(self, leader):
+        ns = {n: os.readlink('/proc/%d/ns/%s' % (leader, n)) for n in self.NAMESPACES}
+        with open('/proc/%d/cgroup' % leader) as f:
+            cgroup = f.read()
+        with open('/proc/%d/status' % leader) as f:
+            status = dict(line.rstrip('\n').split(':\t', 1) for line in f if ':\t' in line)
+        return ns, cgroup, status
+
+    def check_inside(self, name, **start):
+        props = self.sleeper(name=name, **start) if name != 'base' else self.sleeper(**start)
+        leader = props['Leader']
+        ns, cgroup, leader_status = self.leader_facts(leader)
+        script = ('for n in %s; do echo "ns $n $(readlink /proc/self/ns/$n)"; done; echo "hostname $(hostname)"; '
+                  'echo "cgroups-equal $(cat /proc/self/cgroup | tr "\\n" " ")|$(cat /proc/1/cgroup | tr "\\n" " ")"; '
+                  'echo "pid $$"; read x' % ' '.join(self.NAMESPACES))
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            exec_id = self.exec_call(['/bin/sh', '-c', script], name=name, fds={'stdout': out_w, 'stdin': in_r})
+        finally:
+            os.close(out_w)
+            os.close(in_r)
+        lines = {}
+        with os.fdopen(out_r) as f:
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                key, _, value = line.rstrip('\n').partition(' ')
+                if key == 'ns':
+                    n, _, value = value.partition(' ')
+                    key = 'ns ' + n
+                lines[key] = value
+                if key == 'pid':
+                    # Still running: look at it from the host.
+                    host = self.host_pid(int(value), leader)
+                    with open('/proc/%d/cgroup' % host) as c:
+                        lines['host-cgroup'] = c.read()
+                    with open('/proc/%d/status' % host) as st:
+                        lines['host-status'] = dict(x.rstrip('\n').split(':\t', 1) for x in st if ':\t' in x)
+                    os.write(in_w, b'\n')
+                    os.close(in_w)
+        self.assertEqual(self.wait_exited(exec_id), ('exited', 0, ''))
+        for n in self.NAMESPACES:
+            self.assertEqual(lines['ns ' + n], ns[n], 'the %s namespace is the machine\'s' % n)
+        self.assertEqual(lines['hostname'], name)
+        inner, init = lines['cgroups-equal'].split('|')
+        self.assertEqual(inner, init, 'inside, the command\'s cgroups are those of the machine\'s PID 1')
+        self.assertEqual(lines['host-cgroup'], cgroup, 'on the host, the command is in the leader\'s cgroups')
+        self.assertEqual(lines['host-status']['CapBnd'], leader_status['CapBnd'],
+                         'no capability the machine\'s init lacks')
+        self.assertNotEqual(int(lines['pid']), 1)
+        return leader_status, lines['host-status']
+
+    def host_pid(self, inner, leader):
+        with open('/proc/%d/status' % leader) as f:
+            depth = len([line.split()[1:] for line in f if line.startswith('NSpid:')][0])
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open('/proc/%s/status' % pid) as f:
+                    ids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
+                if len(ids) == depth and int(ids[-1]) == inner and \
+                        os.readlink('/proc/%s/ns/pid' % pid) == os.readlink('/proc/%d/ns/pid' % leader):
+                    return int(pid)
+            except (OSError, IndexError):
+                continue
+        self.fail('no process %d in the machine' % inner)
+
+    def test_root_mapped_machine(self):
+        leader_status, status = self.check_inside('base')
+        self.assertEqual(status['Uid'].split()[0], '0')
+
+    def test_machine_in_a_user_namespace(self):
+        leader_status, status = self.check_inside('other', private_users=True, ephemeral=True)
+        self.assertNotEqual(status['Uid'].split()[0], '0', 'root inside is not root of the host')
+        self.assertEqual(status['Uid'], leader_status['Uid'], 'root inside is the machine\'s root')
+
+
+
+class RefusalTest(ExecTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.sleeper()
+        self.pwned = os.path.join(self.base, 'srv/pwned')
+
+    def assertNothingRan(self):
+        self.assertFalse(os.path.exists(self.pwned))
+        self.assertEqual([e for e in self.exited], [])
+        self.assertNotIn('Exec ', self.daemon.log())
+
+    def test_no_such_machine(self):
+        e = self.assertDBusError(NO_SUCH_MACHINE, lambda: self.exec_call(['/bin/touch', '/srv/pwned'], 'ghost'))
+        self.assertIn('ghost', e.message)
+        for name in ('a_b', '../base', '', 'x' * 65):
+            with self.subTest(name=name):
+                self.assertDBusError(INVALID_NAME, lambda: self.exec_call(['/bin/true'], name))
+        self.assertDBusError('org.freedesktop.DBus.Error.UnknownObject', self.root.call, machine_path('ghost'),
+                             MACHINE_IFACE, 'Exec', ['/bin/true'], {})
+        self.assertNothingRan()
+
+    def test_machine_that_ended(self):
+        self.root.manager('KillMachine', 'base', signal.SIGKILL)
+        stamptest.wait_for(lambda: 'base' not in [m[0] for m in self.root.manager('ListMachines')],
+                           'the machine to end')
+        self.assertDBusError(NO_SUCH_MACHINE, self.exec_call, ['/bin/touch', '/srv/pwned'])
+        self.assertFalse(os.path.exists(self.pwned))
+
+    def test_bad_fds(self):
+        path_fd = os.open(self.dir, os.O_PATH)
+        dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        ro = os.path.join(self.dir, 'ro')
+        open(ro, 'w').close()
+        ro_fd = os.open(ro, os.O_RDONLY)
+        wo_fd = os.open(ro, os.O_WRONLY)
+        try:
+            for key, fd in (('stdin', path_fd), ('stdout', path_fd), ('stdin', dir_fd), ('stderr', dir_fd),
+                            ('stdin', wo_fd), ('stdout', ro_fd), ('stderr', ro_fd)):
+                with self.subTest(key=key, fd=fd):
+                    e = self.assertDBusError(INVALID_ARGS, self.exec_call, ['/bin/touch', '/srv/pwned'],
+                                             fds={key: fd})
+                    self.assertIn(key, e.message)
+        finally:
+            for fd in (path_fd, dir_fd, ro_fd, wo_fd):
+                os.close(fd)
+        self.assertNothingRan()
+
+    def test_bad_arguments(self):
+        cases = [
+            ([''], {}, 'empty program'),
+            (['/bin/true'], {'environment': ['NOEQUALS']}, 'NOEQUALS'),
+            (['/bin/true'], {'environment': ['=x']}, 'environment'),
+            (['/bin/true'], {'environment': ['A B=x']}, 'A B=x'),
+            (['/bin/true'], {'user': '../etc'}, '../etc'),
+            (['/bin/true'], {'user': 'a:b'}, 'a:b'),
+            (['/bin/true'], {'user': ''}, 'user'),
+            (['/bin/true'], {'working_directory': 'relative'}, 'relative'),
+            (['/bin/true'] + ['x'] * 1100, {}, 'too long'),
+            (['/bin/true', 'x' * 300000], {}, 'too long'),
+        ]
+        for argv, options, named in cases:
+            with self.subTest(options=options, argc=len(argv)):
+                e = self.assertDBusError(INVALID_ARGS, self.exec_call, argv, **options)
+                self.assertIn(named, e.message)
+        e = self.assertDBusError(INVALID_ARGS, self.root.manager, 'ExecMachine', 'base', ['/bin/true'],
+                                 {'shell': GLib.Variant('b', True)})
+        self.assertIn('shell', e.message)
+        self.assertNothingRan()
+
+    def test_unauthorized_user(self):
+        """stamp-user on root's machine: the administrator's action, asked for."""
+        before = store_state(self.store)
+        argv = ['/bin/touch', '/srv/pwned']
+        e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'ExecMachine', 'base', argv, {})
+        self.assertIn('io.stamp.Stamp1.login', e.message)
+        self.assertDBusError(INTERACTIVE_REQUIRED, self.user.call, machine_path('base'), MACHINE_IFACE, 'Exec',
+                             argv, {})
+        self.allow(USER, 'login', 'NO')
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'ExecMachine', 'base', argv, {}, interactive=True)
+        # the -own- action is not the one for root's machine
+        self.set_rules(rule_for(USER, 'manage-own-machines', 'YES'))
+        self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'ExecMachine', 'base', argv, {})
+        self.assertNothingRan()
+        self.assertUnchanged(self.store, before)
+
+    def test_authorized_user(self):
+        self.allow(USER, 'login')
+        result, out, err = self.user_exec('base', ['/bin/sh', '-c', 'id -u; echo err >&2; exit 3'])
+        self.assertEqual((result['result'], result['status'], result['machine']), ('exited', 3, 'base'), result)
+        self.assertEqual((out, err), ('0\n', 'err\n'))
+
+    def test_exited_goes_to_the_caller_only(self):
+        """Another connection (root's, here, which could see any broadcast) hears nothing of
+        a user's command."""
+        self.allow(USER, 'login')
+        result, _, _ = self.user_exec('base', ['/bin/true'])
+        self.assertEqual(result['result'], 'exited', result)
+        self.assertEqual(self.exited, [])
+
+
+class OwnMachineTest(ExecTestCase):
+    """The user who started a machine (on their own image, so in a user
+    namespace) runs commands in it with manage-own-machines alone, and never
+    as root of the host; nobody else does without the administrator."""
+
+    def setUp(self):
+        super().setUp()
+        path = make_image(self.store, 'tmpl')
+        add_applets(path)
+        stamptest.run(['btrfs', 'property', 'set', '-ts', path, 'ro', 'true'])
+        own = ('manage-own-images', 'start-own-machine', 'manage-own-machines')
+        self.set_rules(''.join(rule_for(u, a, 'YES') for u in (USER, USER2) for a in own))
+        self.user.manager('CloneImage', 'tmpl', 'mine', False)
+        self.user.manager('StartMachine', 'mine', {'command': GLib.Variant('as', ['/bin/sleep', '100000'])})
+        self.addCleanup(self.kill_quietly, 'mine')
+        stamptest.wait_for(lambda: self.props('mine')['State'] == 'running', 'the user\'s machine to run')
+
+    def test_owner_execs_without_password(self):
+        props = self.props('mine')
+        self.assertTrue(props['UserNamespace'])
+        result, out, err = self.user_exec('mine', ['/bin/sh', '-c', 'id -u; cat /proc/self/uid_map; '
+                                                   'cat /proc/self/status'])
+        self.assertEqual((result['result'], result['status']), ('exited', 0), (result, err))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], '0', 'root inside the machine')
+        self.assertEqual([int(x) for x in lines[1].split()], [0, props['UIDShift'], 65536])
+        # /proc/self/status inside shows the uids inside; the host's view of them:
+        self.assertGreaterEqual(props['UIDShift'], 0x60000000)
+
+    def test_command_is_not_host_root(self):
+        r, w = os.pipe()
+        result = {}
+        client = self.write_client()
+        out = os.path.join(self.dir, 'own.json')
+        open(out, 'w').close()
+        os.chown(out, self.env.users[USER], self.env.users[USER])
+        proc = subprocess.Popen(self.env.as_user(USER, [PYTHON, client, 'mine', json.dumps(
+            ['/bin/sh', '-c', 'echo $$; exec sleep 100000']), '{}', out]), stdin=subprocess.DEVNULL,
+            stdout=w, stderr=subprocess.DEVNULL)
+        os.close(w)
+        with os.fdopen(r) as f:
+            inner = int(f.readline())
+        leader = self.props('mine')['Leader']
+        pid = InsideTest.host_pid(self, inner, leader)
+        self.assertEqual(status_of(pid), [self.props('mine')['UIDShift']] * 4, 'the host sees the machine\'s root')
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=stamptest.TIMEOUT)
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual((result['result'], result['status']), ('killed', signal.SIGKILL), result)
+
+    def test_other_user_refused(self):
+        argv = ['/bin/touch', '/srv/pwned']
+        e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user2.manager, 'ExecMachine', 'mine', argv, {})
+        self.assertIn('io.stamp.Stamp1.login', e.message)
+        self.assertFalse(os.path.exists(os.path.join(self.store, 'mine/srv/pwned')))
+        self.assertEqual(self.exited, [])
+
+
 if __name__ == '__main__':
     raise SystemExit(stamptest.main())
