@@ -27,6 +27,7 @@
 #define STAMP_ERROR_NOT_SUPPORTED "io.stamp.Stamp1.Error.NotSupported"
 #define STAMP_ERROR_NO_SPACE "io.stamp.Stamp1.Error.NoSpace"
 #define STAMP_ERROR_QUOTA_EXCEEDED "io.stamp.Stamp1.Error.QuotaExceeded"
+#define STAMP_ERROR_NO_SUCH_EXEC "io.stamp.Stamp1.Error.NoSuchExec"
 
 #define STAMP_ACTION_CREATE_TEMPLATE "io.stamp.Stamp1.create-template"
 #define STAMP_ACTION_MANAGE_IMAGES "io.stamp.Stamp1.manage-images"

@@ -85,8 +85,10 @@ static void report(int status_fd, const char *fmt, ...)
         (void) loop_write(status_fd, text, (size_t) n);
 }
 
-_noreturn_ static void fail(const ExecSetup *s, int error, const char *fmt, ...) _printf_(3, 4);
-_noreturn_ static void fail(const ExecSetup *s, int error, const char *fmt, ...)
+/* Report that the command did not run: @result is "failed" (nothing of the command ran), or
+ * "exec-failed" (all was set up, but the program could not be executed). */
+_noreturn_ static void fail_as(const ExecSetup *s, const char *result, int error, const char *fmt, ...) _printf_(4, 5);
+_noreturn_ static void fail_as(const ExecSetup *s, const char *result, int error, const char *fmt, ...)
 {
         char text[1024];
         va_list ap;
@@ -98,9 +100,10 @@ _noreturn_ static void fail(const ExecSetup *s, int error, const char *fmt, ...)
                 if (*p == '\n')
                         *p = ' ';
         log_debug("Exec in machine %s: %s", s->machine ?: "?", text);
-        report(s->status_fd, "failed %d %s", error, text);
+        report(s->status_fd, "%s %d %s", result, error, text);
         _exit(EXIT_SUCCESS);
 }
+#define fail(s, error, ...) fail_as(s, "failed", error, __VA_ARGS__)
 
 static int parse_setup(int argc, char *argv[], ExecSetup *s)
 {
@@ -459,7 +462,8 @@ static int receive_fd(int sock)
         return -EBADMSG;
 }
 
-/* In the command's process, before the exec: a failure goes to the step on @err_fd as "ERRNO TEXT". */
+/* In the command's process, before the exec: a failure goes to the step on @err_fd as "ERRNO TEXT", the
+ * errno negative when the exec itself failed. */
 _noreturn_ static void child_fail(int err_fd, int error, const char *fmt, ...) _printf_(3, 4);
 _noreturn_ static void child_fail(int err_fd, int error, const char *fmt, ...)
 {
@@ -569,7 +573,7 @@ _noreturn_ static void run_child(const Child *c)
                 execve(c->program, c->argv, c->env);
         else
                 execvp(c->program, c->argv);
-        child_fail(c->err_fd, errno, "Cannot run %s in machine %s: %s", c->program, c->s->machine, strerror(errno));
+        child_fail(c->err_fd, -errno, "Cannot run %s in machine %s: %s", c->program, c->s->machine, strerror(errno));
 }
 
 /* ---- the terminal ---- */
@@ -674,6 +678,21 @@ static void relay(Relay *r)
         }
 }
 
+/* ---- signals from the daemon ---- */
+
+static volatile pid_t command_pid = 0;
+
+/* KillExec: the daemon queues EXEC_FORWARD_SIGNAL with the signal for the command as its value. */
+static void on_forward_signal(int sig, siginfo_t *si, void *context)
+{
+        pid_t pid = command_pid;
+        int signo = si->si_value.sival_int;
+
+        if (si->si_code != SI_QUEUE || si->si_pid != getppid() || pid <= 0 || signo < 1 || signo >= _NSIG)
+                return;
+        (void) kill(pid, signo);
+}
+
 /* ---- main ---- */
 
 int exec_step_main(int argc, char *argv[])
@@ -772,6 +791,10 @@ int exec_step_main(int argc, char *argv[])
                 fail(s, errno, "Cannot make a socket pair: %s", strerror(errno));
         c.pty_sock = sock[1];
 
+        {
+                struct sigaction sa = {.sa_sigaction = on_forward_signal, .sa_flags = SA_SIGINFO | SA_RESTART};
+                (void) sigaction(EXEC_FORWARD_SIGNAL, &sa, NULL);
+        }
         /* Our children are born in the machine's PID namespace; this process stays where it is. */
         if (setns(s->leader_pidfd, CLONE_NEWPID) < 0)
                 fail(s, errno, "Cannot enter the PID namespace of machine %s: %s", s->machine, strerror(errno));
@@ -779,11 +802,13 @@ int exec_step_main(int argc, char *argv[])
         if (pid < 0)
                 fail(s, errno, "Cannot fork: %s", strerror(errno));
         if (pid == 0) {
+                (void) signal(EXEC_FORWARD_SIGNAL, SIG_DFL);
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL); /* until it becomes the user, which clears it */
                 safe_close(err_pipe[0]);
                 safe_close(sock[0]);
                 run_child(&c);
         }
+        command_pid = pid;
         /* A caller that closed its end gets no more output; that must not end the relay. */
         (void) signal(SIGPIPE, SIG_IGN);
         err_pipe[1] = safe_close(err_pipe[1]);
@@ -832,7 +857,11 @@ int exec_step_main(int argc, char *argv[])
         if (got > 0) {
                 char *text;
                 long error = strtol(errbuf, &text, 10);
-                fail(s, error > 0 ? (int) error : EIO, "%s", *text == ' ' ? text + 1 : text);
+                if (*text == ' ')
+                        text++;
+                if (error < 0)
+                        fail_as(s, "exec-failed", (int) -error, "%s", text);
+                fail(s, error > 0 ? (int) error : EIO, "%s", text);
         }
         if (WIFEXITED(status))
                 report(s->status_fd, "exited %d", WEXITSTATUS(status));

@@ -119,11 +119,11 @@ static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
         report[n] = '\0';
         report[strcspn(report, "\n")] = '\0';
         if (sscanf(report, "%15s %d %n", result, &status, &consumed) >= 2 &&
-            (streq(result, "exited") || streq(result, "killed") || streq(result, "dumped") ||
-             streq(result, "failed"))) {
+            (streq(result, "exited") || streq(result, "killed") || streq(result, "dumped") || streq(result, "failed") ||
+             streq(result, "exec-failed"))) {
                 if (consumed > 0)
                         text = report + consumed;
-                exec_send_exited(e, result, status, streq(result, "failed") ? text : "");
+                exec_send_exited(e, result, status, strstr(result, "failed") ? text : "");
                 return 0;
         }
         {
@@ -220,8 +220,8 @@ static char **exec_step_args(Machine *mc, int leader_fd, int status_fd, const in
         return (char **) g_ptr_array_free(a, FALSE);
 }
 
-static int exec_start(Manager *m, Machine *mc, sd_bus_message *msg, const char *caller, ExecOptions *o, char **argv,
-                      uint32_t *ret_id, sd_bus_error *error)
+static int exec_start(Manager *m, Machine *mc, sd_bus_message *msg, const char *caller, uid_t uid, ExecOptions *o,
+                      char **argv, uint32_t *ret_id, sd_bus_error *error)
 {
         _cleanup_(exec_freep) Exec *e = NULL;
         _cleanup_close_ int leader_fd = -1, status_r = -1, status_w = -1;
@@ -238,6 +238,7 @@ static int exec_start(Manager *m, Machine *mc, sd_bus_message *msg, const char *
         e->status_fd = -1;
         e->machine = strdup(mc->name);
         e->caller = strdup(caller);
+        e->uid = uid;
         e->destination = sd_bus_message_get_sender(msg) ? strdup(sd_bus_message_get_sender(msg)) : NULL;
         if (!e->machine || !e->caller)
                 return -ENOMEM;
@@ -309,6 +310,7 @@ static int exec_method(Manager *m, sd_bus_message *msg, const char *name, sd_bus
         _cleanup_free_ char *caller = NULL;
         Machine *mc;
         uint32_t id = 0;
+        uid_t uid = 0;
         int k;
 
         k = sd_bus_message_read_strv(msg, &argv);
@@ -348,7 +350,10 @@ static int exec_method(Manager *m, sd_bus_message *msg, const char *name, sd_bus
         if ((k = exec_caps(m, msg, true, &caller, error)) < 0)
                 return k;
 
-        k = exec_start(m, mc, msg, caller, &o, argv, &id, error);
+        k = authz_caller_uid(m->authz, msg, &uid);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, -k, "Cannot tell who the caller is: %m");
+        k = exec_start(m, mc, msg, caller, uid, &o, argv, &id, error);
         if (k < 0)
                 return sd_bus_error_is_set(error)
                                ? k
@@ -375,4 +380,45 @@ int method_machine_exec(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (!name)
                 return -ENOMEM;
         return exec_method(mc->manager, msg, name, error);
+}
+
+int method_kill_exec(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        const char *sender = sd_bus_message_get_sender(msg);
+        uint32_t id;
+        int32_t signo;
+        Exec *e;
+        int k;
+
+        k = sd_bus_message_read(msg, "ui", &id, &signo);
+        if (k < 0)
+                return k;
+        if (signo < 1 || signo >= _NSIG)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid signal number %d: not between 1 and %d", signo, _NSIG - 1);
+        e = g_hash_table_lookup(m->execs, GUINT_TO_POINTER(id));
+        if (!e)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_EXEC, "No command with id %" PRIu32 " is running",
+                                         id);
+        /* Whoever started it may signal it; anyone else needs what would let them run one there. */
+        if (!streq_ptr(sender, e->destination)) {
+                char number[16];
+                const char *details[] = {"verb", "kill-exec", "machine", e->machine, "signal", number, NULL};
+                AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = e->uid};
+
+                snprintf(number, sizeof number, "%d", signo);
+                k = authz_verify_owned(m->authz, msg, STAMP_ACTION_LOGIN, &owner, details, NULL, error);
+                if (k <= 0)
+                        return k < 0 ? k : 1;
+                /* Polkit took its time: the command may have ended meanwhile. */
+                e = g_hash_table_lookup(m->execs, GUINT_TO_POINTER(id));
+                if (!e)
+                        return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_EXEC,
+                                                 "No command with id %" PRIu32 " is running", id);
+        }
+        if (e->pid > 0 && sigqueue(e->pid, EXEC_FORWARD_SIGNAL, (union sigval) {.sival_int = signo}) < 0)
+                return sd_bus_error_set_errnof(error, errno, "Cannot signal command %" PRIu32 ": %m", id);
+        log_debug("Exec %" PRIu32 " in machine %s: signal %d for the command.", e->id, e->machine, (int) signo);
+        return sd_bus_reply_method_return(msg, NULL);
 }

@@ -20,6 +20,7 @@ typedef struct Exec {
         char *machine;
         char *caller;      /* manager_caller_key(): what the caps count */
         char *destination; /* the caller's unique bus name: ExecExited goes there only */
+        uid_t uid;         /* the caller's */
         pid_t pid;
         int status_fd; /* the step's report (read end) */
         sd_event_source *child_source;
@@ -32,3 +33,9 @@ void execs_free_all(Manager *m);
  * options) → u id on the machine in @userdata. */
 int method_exec_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_machine_exec(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+/* KillExec(u id, i signal): the signal for the command, passed on by its step. */
+int method_kill_exec(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+
+/* The real-time signal by which the daemon asks an exec step to send the command the signal in its
+ * value. */
+#define EXEC_FORWARD_SIGNAL (SIGRTMIN + 1)

@@ -7,6 +7,7 @@ it ended; stampctl exec and stampctl shell on a running machine; the
 authorization (io.stamp.Stamp1.login, or manage-own-machines for whoever
 started the machine, whose machines run in a user namespace); refusals."""
 
+import errno
 import json
 import os
 import signal
@@ -339,16 +340,18 @@ class StreamsTest(ExecTestCase):
     def test_failures_to_run(self):
         """What cannot be run at all is 'failed', with a message naming it; the
         caller's streams stay clean."""
+        stamptest.write_file(os.path.join(self.base, 'srv/not-executable'), '#!/bin/sh\n', mode=0o644)
         cases = [
-            (['/bin/no-such-program'], {}, 'no-such-program'),
-            (['/bin/true'], {'user': 'nobody-here'}, 'nobody-here'),
-            (['/bin/true'], {'working_directory': '/no/such/dir'}, '/no/such/dir'),
+            (['/bin/no-such-program'], {}, 'exec-failed', errno.ENOENT, 'no-such-program'),
+            (['no-such-program'], {}, 'exec-failed', errno.ENOENT, 'no-such-program'),
+            (['/srv/not-executable'], {}, 'exec-failed', errno.EACCES, 'not-executable'),
+            (['/bin/true'], {'user': 'nobody-here'}, 'failed', errno.ESRCH, 'nobody-here'),
+            (['/bin/true'], {'working_directory': '/no/such/dir'}, 'failed', errno.ENOENT, '/no/such/dir'),
         ]
-        for argv, options, named in cases:
+        for argv, options, want, error, named in cases:
             with self.subTest(argv=argv, options=options):
                 result, status, out, err, message = self.run_exec(argv, **options)
-                self.assertEqual(result, 'failed')
-                self.assertGreater(status, 0)
+                self.assertEqual((result, status), (want, error), message)
                 self.assertIn(named, message)
                 self.assertIn('machine base', message)
                 self.assertEqual((out, err), (b'', b''))
@@ -597,6 +600,122 @@ class OwnMachineTest(ExecTestCase):
         self.assertIn('io.stamp.Stamp1.login', e.message)
         self.assertFalse(os.path.exists(os.path.join(self.store, 'mine/srv/pwned')))
         self.assertEqual(self.exited, [])
+
+
+
+class StampctlTest(ExecTestCase):
+    """stampctl exec and stampctl shell on a running machine."""
+
+    def setUp(self):
+        super().setUp()
+        if not os.access(stamptest.STAMPCTL, os.X_OK):
+            self.skipTest('stampctl is not built')
+        self.sleeper()
+
+    def stampctl(self, *args, stdin=subprocess.DEVNULL, user=None):
+        argv = [stamptest.STAMPCTL] + list(args)
+        if user:
+            argv = self.env.as_user(user, argv)
+        return subprocess.run(argv, stdin=stdin, capture_output=True, timeout=stamptest.TIMEOUT)
+
+    def test_exit_status_and_streams(self):
+        p = self.stampctl('exec', 'base', '--', '/bin/sh', '-c', 'echo out; echo err >&2; exit 3')
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (3, b'out\n', b'err\n'))
+        p = self.stampctl('exec', 'base', '--', '/bin/true')
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (0, b'', b''))
+
+    def test_killed_by_a_signal(self):
+        p = self.stampctl('exec', 'base', '--', '/bin/sh', '-c', 'kill -KILL $$')
+        self.assertEqual(p.returncode, 128 + signal.SIGKILL)
+        p = self.stampctl('exec', 'base', '--', '/bin/sh', '-c', 'kill -TERM $$')
+        self.assertEqual(p.returncode, 128 + signal.SIGTERM)
+
+    def test_options(self):
+        p = self.stampctl('exec', 'base', '--user', 'alice', '--env', 'A=b c', '--env', 'HOME=/tmp',
+                          '--chdir', '/srv', '--', '/bin/sh', '-c', 'id -un; echo "$A"; echo "$HOME"; pwd')
+        self.assertEqual((p.returncode, p.stdout.decode(), p.stderr), (0, 'alice\nb c\n/tmp\n/srv\n', b''))
+        p = self.stampctl('exec', 'base', '--env', 'NOVALUE', '--', '/bin/true')
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b'NAME=VALUE', p.stderr)
+
+    def test_stdin_binary_round_trip(self):
+        payload = os.urandom(100000)
+        data = os.path.join(self.dir, 'payload')
+        with open(data, 'wb') as f:
+            f.write(payload)
+        with open(data, 'rb') as f:
+            p = self.stampctl('exec', 'base', '--', '/bin/cat', stdin=f)
+        self.assertEqual(p.returncode, 0)
+        self.assertTrue(p.stdout == payload, 'the bytes differ')
+
+    def test_cannot_run(self):
+        p = self.stampctl('exec', 'base', '--', '/bin/no-such-program')
+        self.assertEqual(p.returncode, 127)
+        self.assertIn(b'no-such-program', p.stderr)
+        p = self.stampctl('exec', 'base', '--user', 'nobody-here', '--', '/bin/true')
+        self.assertEqual(p.returncode, 125)
+        self.assertIn(b'nobody-here', p.stderr)
+        p = self.stampctl('exec', 'ghost', '--', '/bin/true')
+        self.assertEqual(p.returncode, 4)
+        self.assertIn(b'ghost', p.stderr)
+        p = self.stampctl('exec', 'base')
+        self.assertEqual(p.returncode, 2)
+
+    def test_interrupt_goes_to_the_command(self):
+        """Ctrl-C (SIGINT) to stampctl reaches the command in the machine, whose
+        end stampctl reports: 128 + SIGINT."""
+        proc = subprocess.Popen([stamptest.STAMPCTL, 'exec', 'base', '--', '/bin/sh', '-c',
+                                 'trap "echo got-int; exit 42" INT; echo started; while :; do sleep 1; done'],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.assertEqual(proc.stdout.readline(), b'started\n')
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=stamptest.TIMEOUT)
+        self.assertEqual((proc.returncode, out), (42, b'got-int\n'), err)
+
+    def test_unauthorized_user(self):
+        p = self.stampctl('--no-ask-password', 'exec', 'base', '--', '/bin/touch', '/srv/pwned', user=USER)
+        self.assertEqual(p.returncode, 77, p.stderr)
+        self.assertIn(b'login', p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.base, 'srv/pwned')))
+
+    def shell_in_tmux(self, argv, prompt):
+        pane = self.run_in_terminal(USER, argv)
+        stamptest.wait_for(lambda: prompt in pane.capture() or pane.exited(), 'the shell prompt in the machine')
+        self.assertFalse(pane.exited(), pane.capture())
+        pane.type_line('echo hi-$((6*7)) as $(id -un) in $(hostname) on $(tty) TERM=$TERM')
+        stamptest.wait_for(lambda: 'hi-42 as ' in pane.capture(), 'the command output')
+        pane.type_line('exit 5')
+        self.assertEqual(pane.wait_exit(), 5)
+        return pane.capture()
+
+    def test_shell_joins_the_running_machine(self):
+        self.allow(USER, 'login')
+        # the machine's root has a profile that sets a prompt of its own
+        stamptest.write_file(os.path.join(self.base, 'etc/profile'), 'PS1="in-machine-$(id -un)# "\n')
+        screen = self.shell_in_tmux([stamptest.STAMPCTL, 'shell', 'base'], 'in-machine-root# ')
+        self.assertRegex(screen, r'hi-42 as root in base on /dev/pts/\d+ TERM=\S+')
+        self.assertNotIn('TERM=vt220', screen, 'the terminal\'s own TERM')
+        # still running: a shell joins, it does not start
+        self.assertEqual(self.props('base')['State'], 'running')
+
+    def test_shell_as_a_user(self):
+        self.allow(USER, 'login')
+        stamptest.write_file(os.path.join(self.base, 'etc/profile'), 'PS1="in-machine-$(id -un)$ "\n')
+        screen = self.shell_in_tmux([stamptest.STAMPCTL, 'shell', 'base', '--user', 'alice'],
+                                    'in-machine-alice$ ')
+        self.assertRegex(screen, r'hi-42 as alice in base on /dev/pts/\d+')
+
+    def test_shell_with_a_password(self):
+        """No rule: the administrator's password, asked on the terminal."""
+        stamptest.write_file(os.path.join(self.base, 'etc/profile'), 'PS1="in-machine-$(id -un)# "\n')
+        pane = self.run_in_terminal(USER, [stamptest.STAMPCTL, 'shell', 'base'])
+        pane.wait_for_password_prompt()
+        pane.type_line(stamptest.ADMIN_PASSWORD)
+        stamptest.wait_for(lambda: 'in-machine-root# ' in pane.capture() or pane.exited(),
+                           'the shell prompt after the password')
+        pane.type_line('exit 0')
+        self.assertEqual(pane.wait_exit(), 0)
 
 
 if __name__ == '__main__':
