@@ -543,6 +543,27 @@ class RefusalTest(ExecTestCase):
         self.assertEqual(self.exited, [])
 
 
+    def test_kill_exec(self):
+        r, w = os.pipe()
+        try:
+            exec_id = self.exec_call(['/bin/sh', '-c', 'echo started; exec sleep 100000'], fds={'stdout': w})
+        finally:
+            os.close(w)
+        with os.fdopen(r) as f:
+            self.assertEqual(f.readline(), 'started\n')
+            e = self.assertDBusError(STAMP_ERROR + 'NoSuchExec', self.root.manager, 'KillExec', exec_id + 1000, 9)
+            self.assertIn(str(exec_id + 1000), e.message)
+            for signo in (0, -1, 65):
+                self.assertDBusError(INVALID_ARGS, self.root.manager, 'KillExec', exec_id, signo)
+            # someone else needs what would let them run a command there
+            e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'KillExec', exec_id, 9)
+            self.assertIn('io.stamp.Stamp1.login', e.message)
+            self.assertEqual(self.exited, [])
+            self.root.manager('KillExec', exec_id, signal.SIGTERM)
+            self.assertEqual(self.wait_exited(exec_id), ('killed', signal.SIGTERM, ''))
+        self.assertDBusError(STAMP_ERROR + 'NoSuchExec', self.root.manager, 'KillExec', exec_id, 9)
+
+
 class OwnMachineTest(ExecTestCase):
     """The user who started a machine (on their own image, so in a user
     namespace) runs commands in it with manage-own-machines alone, and never
