@@ -564,6 +564,51 @@ class RefusalTest(ExecTestCase):
         self.assertDBusError(STAMP_ERROR + 'NoSuchExec', self.root.manager, 'KillExec', exec_id, 9)
 
 
+    def test_hostile_passwd(self):
+        """The machine's /etc/passwd is read inside the machine: a magic link to the host's
+        is not followed, a FIFO is not waited on."""
+        passwd = os.path.join(self.base, 'etc/passwd')
+        os.unlink(passwd)
+        os.symlink('/proc/1/root/etc/passwd', passwd)
+        result, status, out, err, message = self.run_exec(['/bin/id'], user=USER)
+        self.assertEqual((result, out, err), ('failed', b'', b''), message)
+        self.assertIn('users of machine base', message)
+        os.unlink(passwd)
+        os.mkfifo(passwd)
+        result, status, out, err, message = self.run_exec(['/bin/id'], user='alice')
+        self.assertEqual((result, out, err), ('failed', b'', b''), message)
+        # root needs no entry: uid 0, as nspawn would run it
+        os.unlink(passwd)
+        result, status, out, err, message = self.run_exec(['/bin/id', '-u'])
+        self.assertEqual((result, status, out), ('exited', 0, b'0\n'), message)
+
+    def test_command_ends_with_its_machine(self):
+        r, w = os.pipe()
+        try:
+            exec_id = self.exec_call(['/bin/sh', '-c', 'echo started; exec sleep 100000'], fds={'stdout': w})
+        finally:
+            os.close(w)
+        with os.fdopen(r) as f:
+            self.assertEqual(f.readline(), 'started\n')
+        self.root.manager('KillMachine', 'base', signal.SIGKILL)
+        self.assertEqual(self.wait_exited(exec_id), ('killed', signal.SIGKILL, ''))
+
+    def test_limit_per_caller(self):
+        ids = [self.exec_call(['/bin/sleep', '100000']) for _ in range(32)]
+        e = self.assertDBusError(stamptest.LIMITS_EXCEEDED, self.exec_call, ['/bin/touch', '/srv/pwned'])
+        self.assertIn('32', e.message)
+        self.assertFalse(os.path.exists(self.pwned))
+        # another caller is not held back by these
+        self.allow(USER, 'login')
+        result, _, _ = self.user_exec('base', ['/bin/true'])
+        self.assertEqual(result.get('result'), 'exited', result)
+        self.root.manager('KillExec', ids[0], signal.SIGKILL)
+        self.assertEqual(self.wait_exited(ids[0]), ('killed', signal.SIGKILL, ''))
+        self.exited.clear()
+        exec_id = self.exec_call(['/bin/true'])
+        self.assertEqual(self.wait_exited(exec_id), ('exited', 0, ''))
+
+
 class OwnMachineTest(ExecTestCase):
     """The user who started a machine (on their own image, so in a user
     namespace) runs commands in it with manage-own-machines alone, and never
