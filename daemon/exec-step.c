@@ -601,7 +601,11 @@ static void relay_sync_size(Relay *r)
 /* Relay the caller's terminal and the machine's until the command has ended and its output is out. The
  * caller's fds stay blocking (their open file is the caller's shell's too): they are read and written
  * only when poll() says so. The master is ours, non-blocking. Size changes of the caller's terminal
- * cannot be signalled to us, so they are looked for whenever poll() wakes, at least twice a second. */
+ * cannot be signalled to us, so they are looked for whenever poll() wakes, at least twice a second.
+ * Once the command has ended, its last output may still be on its way through the terminal's line
+ * discipline: the master is read until every holder of the machine's side has closed it (EIO), or,
+ * where something the command left behind still holds it, until it has been quiet a moment. */
+#define RELAY_LINGER_MSEC 100
 static void relay(Relay *r)
 {
         bool child_done = false;
@@ -611,12 +615,13 @@ static void relay(Relay *r)
         for (;;) {
                 struct pollfd p[4];
                 int n = 0, i_in = -1, i_master = -1, i_out = -1, i_child = -1;
+                bool lingering = child_done;
                 ssize_t k;
 
-                /* Once the command has ended, what the master still holds is read without waiting. */
                 if (child_done && r->master_done && r->n_to_caller == 0)
                         break;
-                if (!r->in_done && r->n_to_master == 0 && !r->master_done)
+                /* What the caller types after the command's end is not the machine's any more. */
+                if (!r->in_done && r->n_to_master == 0 && !r->master_done && !child_done)
                         p[i_in = n++] = (struct pollfd) {.fd = r->in, .events = POLLIN};
                 if (!r->master_done) {
                         short ev = 0;
@@ -632,7 +637,8 @@ static void relay(Relay *r)
                 if (!child_done)
                         p[i_child = n++] = (struct pollfd) {.fd = r->child_pidfd, .events = POLLIN};
 
-                if (poll(p, (nfds_t) n, child_done ? 0 : 500) < 0) {
+                k = poll(p, (nfds_t) n, child_done ? RELAY_LINGER_MSEC : 500);
+                if (k < 0) {
                         if (errno == EINTR)
                                 continue;
                         break;
@@ -661,14 +667,14 @@ static void relay(Relay *r)
                                 r->n_to_master = 0;
                 }
                 if (!r->master_done && r->n_to_caller == 0 &&
-                    (child_done || (i_master >= 0 && (p[i_master].revents & (POLLIN | POLLHUP | POLLERR))))) {
+                    (lingering || (i_master >= 0 && (p[i_master].revents & (POLLIN | POLLHUP | POLLERR))))) {
                         k = read(r->master, r->to_caller, sizeof r->to_caller);
                         if (k > 0)
                                 r->n_to_caller = (size_t) k;
                         else if (k == 0 || (errno != EAGAIN && errno != EINTR))
                                 r->master_done = true; /* EIO: no one holds the machine's side any more */
-                        else if (child_done)
-                                r->master_done = true; /* drained */
+                        else if (lingering)
+                                r->master_done = true; /* quiet since the command ended */
                 }
                 if (r->n_to_caller > 0 && (child_done || (i_out >= 0 && p[i_out].revents))) {
                         if (loop_write(r->out, r->to_caller, r->n_to_caller) < 0)

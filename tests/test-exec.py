@@ -772,6 +772,25 @@ class StampctlTest(ExecTestCase):
                                     'in-machine-alice$ ')
         self.assertRegex(screen, r'hi-42 as alice in base on /dev/pts/\d+')
 
+    def test_exec_on_a_terminal(self):
+        """On a terminal the command gets one of the machine's; its last words arrive, its
+        status is exact, and the caller's terminal is as it was."""
+        self.allow(USER, 'login')
+        files = {k: os.path.join(self.dir, k) for k in ('before', 'after', 'rc')}
+        for path in files.values():
+            open(path, 'w').close()
+            os.chown(path, self.env.users[USER], self.env.users[USER])
+        script = ('stty -g > {before}; {stampctl} exec base -- /bin/sh -c '
+                  '"test -t 0 && test -t 1 && tty; printf last-words; exit 4"; echo $? > {rc}; stty -g > {after}'
+                  .format(stampctl=stamptest.STAMPCTL, **files))
+        pane = self.run_in_terminal(USER, ['sh', '-c', script])
+        self.assertEqual(pane.wait_exit(), 0)
+        with open(files['rc']) as f:
+            self.assertEqual(f.read(), '4\n')
+        self.assertRegex(pane.capture(), r'/dev/pts/\d+\s+last-words')
+        with open(files['before']) as b, open(files['after']) as a:
+            self.assertEqual(a.read(), b.read(), 'the terminal\'s settings are back')
+
     def test_shell_with_a_password(self):
         """No rule: the administrator's password, asked on the terminal."""
         stamptest.write_file(os.path.join(self.base, 'etc/profile'), 'PS1="in-machine-$(id -un)# "\n')
