@@ -106,9 +106,10 @@ static void exec_send_exited(Exec *e, const char *result, int status, const char
 static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         _cleanup_(exec_freep) Exec *e = userdata;
-        char report[EXEC_REPORT_MAX + 1], result[16], *text = NULL;
+        char report[EXEC_REPORT_MAX + 1], result[EXEC_RESULT_MAX];
+        const char *text;
         ssize_t n;
-        int status, consumed = 0;
+        int status;
 
         e->child_source = sd_event_source_disable_unref(e->child_source);
         e->pid = 0;
@@ -117,13 +118,8 @@ static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
         if (n < 0)
                 n = 0;
         report[n] = '\0';
-        report[strcspn(report, "\n")] = '\0';
-        if (sscanf(report, "%15s %d %n", result, &status, &consumed) >= 2 &&
-            (streq(result, "exited") || streq(result, "killed") || streq(result, "dumped") || streq(result, "failed") ||
-             streq(result, "exec-failed"))) {
-                if (consumed > 0)
-                        text = report + consumed;
-                exec_send_exited(e, result, status, strstr(result, "failed") ? text : "");
+        if (exec_parse_report(report, result, &status, &text) >= 0) {
+                exec_send_exited(e, result, status, text);
                 return 0;
         }
         {
@@ -135,9 +131,39 @@ static int on_exec_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
         return 0;
 }
 
+int exec_parse_report(char *line, char result[EXEC_RESULT_MAX], int *ret_status, const char **ret_message)
+{
+        static const char *const results[] = {"exited", "killed", "dumped", "failed", "exec-failed"};
+        char *end, *word_end;
+        size_t n;
+        long status;
+        bool known = false;
+
+        line[strcspn(line, "\n")] = '\0';
+        word_end = strchr(line, ' ');
+        if (!word_end)
+                return -EBADMSG;
+        n = (size_t) (word_end - line);
+        for (size_t i = 0; i < ELEMENTSOF(results); i++)
+                if (strlen(results[i]) == n && strncmp(line, results[i], n) == 0)
+                        known = true;
+        if (!known || n >= EXEC_RESULT_MAX)
+                return -EBADMSG;
+        errno = 0;
+        status = strtol(word_end + 1, &end, 10);
+        if (errno || end == word_end + 1 || status < INT32_MIN || status > INT32_MAX || (*end && *end != ' '))
+                return -EBADMSG;
+        memcpy(result, line, n);
+        result[n] = '\0';
+        *ret_status = (int) status;
+        /* Words only where the command did not run; the others have none. */
+        *ret_message = strstr(result, "failed") && *end ? end + 1 : "";
+        return 0;
+}
+
 /* ---- checks ---- */
 
-static bool env_name_valid(const char *entry)
+bool exec_environment_entry_valid(const char *entry)
 {
         const char *eq = strchr(entry, '=');
 
@@ -149,7 +175,7 @@ static bool env_name_valid(const char *entry)
         return true;
 }
 
-static bool user_name_valid(const char *user)
+bool exec_user_valid(const char *user)
 {
         size_t n = strlen(user);
 
@@ -178,12 +204,12 @@ static int check_exec_args(char **argv, const ExecOptions *o, sd_bus_error *erro
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "The command starts with an empty program name");
         for (char **e = o->environment; e && *e; e++)
-                if (!env_name_valid(*e))
+                if (!exec_environment_entry_valid(*e))
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Invalid entry \"%.64s\" in option \"environment\": not NAME=VALUE "
                                                  "with a NAME of letters, digits and '_'",
                                                  *e);
-        if (o->user && !user_name_valid(o->user))
+        if (o->user && !exec_user_valid(o->user))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Invalid user \"%.64s\": not a user name or number", o->user);
         if (o->working_directory && o->working_directory[0] != '/')

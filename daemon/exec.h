@@ -26,6 +26,17 @@ typedef struct Exec {
         sd_event_source *child_source;
 } Exec;
 
+/* The longest result word of ExecExited, with its NUL. */
+#define EXEC_RESULT_MAX 16
+
+/* The step's line ("exited 3", "failed 2 No user x in machine y", …) into ExecExited's result, status
+ * and message (pointing into @line, empty but for the failures). -EBADMSG if it is none of these. */
+int exec_parse_report(char *line, char result[EXEC_RESULT_MAX], int *ret_status, const char **ret_message);
+/* NAME=VALUE with a NAME of letters, digits and '_', not starting with a digit. */
+bool exec_environment_entry_valid(const char *entry);
+/* A user name (letters, digits, '.', '_', '-', '$'; not starting with '-' or '.') or a uid. */
+bool exec_user_valid(const char *user);
+
 Exec *exec_free(Exec *e);
 void execs_free_all(Manager *m);
 
