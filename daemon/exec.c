@@ -266,7 +266,7 @@ static int exec_start(Manager *m, Machine *mc, sd_bus_message *msg, const char *
         e->caller = strdup(caller);
         e->uid = uid;
         e->destination = sd_bus_message_get_sender(msg) ? strdup(sd_bus_message_get_sender(msg)) : NULL;
-        if (!e->machine || !e->caller)
+        if (!e->machine || !e->caller || (sd_bus_message_get_sender(msg) && !e->destination))
                 return -ENOMEM;
 
         leader_fd = fcntl(mc->leader_pidfd, F_DUPFD_CLOEXEC, 3);
@@ -353,10 +353,13 @@ static int exec_method(Manager *m, sd_bus_message *msg, const char *name, sd_bus
         mc = bus_find_machine(m, name, error);
         if (!mc)
                 return -ENXIO; /* @error says which */
-        if (mc->state != MACHINE_RUNNING || mc->leader_pidfd < 0)
+        if (mc->state != MACHINE_RUNNING)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE,
                                          "Machine %s is not running (it is %s); a command can run in it once it is",
                                          name, machine_state_to_string(mc->state));
+        if (mc->leader_pidfd < 0)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE,
+                                         "Machine %s runs, but its leader process is not known", name);
         if ((k = exec_caps(m, msg, false, NULL, error)) < 0)
                 return k;
 
