@@ -230,6 +230,11 @@ static int exec_in_machine(sd_bus *bus, const char *name, char **argv, int in, i
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the reply: %s", strerror(-r));
         log_debug("Command started in machine %s: exec %" PRIu32, name, w.id);
+        if (!arg_block) {
+                /* Its id, for KillExec; how it ends is for this connection only, which ends here. */
+                printf("%" PRIu32 "\n", w.id);
+                return EXIT_OK;
+        }
 
         r = event_new_with_signals(&event, on_signal, &w);
         if (r >= 0)

@@ -690,6 +690,16 @@ class StampctlTest(ExecTestCase):
         p = self.stampctl('exec', 'base', '--', '/bin/true')
         self.assertEqual((p.returncode, p.stdout, p.stderr), (0, b'', b''))
 
+    def test_no_block(self):
+        out = self.output_file()
+        with open(out, 'w') as f:
+            p = subprocess.run([stamptest.STAMPCTL, '--no-block', 'exec', 'base', '--', '/bin/sh', '-c',
+                                'echo from-the-command >&2'], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=f, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout.decode(), r'^\d+\n$')
+        stamptest.wait_for(lambda: open(out).read() == 'from-the-command\n', 'the command to write')
+
     def test_killed_by_a_signal(self):
         p = self.stampctl('exec', 'base', '--', '/bin/sh', '-c', 'kill -KILL $$')
         self.assertEqual(p.returncode, 128 + signal.SIGKILL)
