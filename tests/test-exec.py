@@ -518,8 +518,11 @@ class RefusalTest(ExecTestCase):
         argv = ['/bin/touch', '/srv/pwned']
         e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'ExecMachine', 'base', argv, {})
         self.assertIn('io.stamp.Stamp1.login', e.message)
+        self.assertIn('exec in machine base', e.message)
         self.assertDBusError(INTERACTIVE_REQUIRED, self.user.call, machine_path('base'), MACHINE_IFACE, 'Exec',
                              argv, {})
+        e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user.manager, 'ExecMachine', 'base', [], {})
+        self.assertIn('shell in machine base', e.message)
         self.allow(USER, 'login', 'NO')
         self.assertDBusError(ACCESS_DENIED, self.user.manager, 'ExecMachine', 'base', argv, {}, interactive=True)
         # the -own- action is not the one for root's machine
