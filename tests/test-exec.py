@@ -663,6 +663,27 @@ class OwnMachineTest(ExecTestCase):
             result = json.load(f)
         self.assertEqual((result['result'], result['status']), ('killed', signal.SIGKILL), result)
 
+    def test_owner_with_stampctl(self):
+        if not os.access(stamptest.STAMPCTL, os.X_OK):
+            self.skipTest('stampctl is not built')
+        shift = self.props('mine')['UIDShift']
+        p = subprocess.run(self.env.as_user(USER, [stamptest.STAMPCTL, '--no-ask-password', 'exec', 'mine', '--',
+                                                   '/bin/sh', '-c', 'id -u; cat /proc/self/uid_map; exit 3']),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 3, p.stderr)
+        lines = p.stdout.decode().splitlines()
+        self.assertEqual(lines[0], '0')
+        self.assertEqual([int(x) for x in lines[1].split()], [0, shift, 65536])
+        # and a shell on a terminal, with no password
+        stamptest.write_file(os.path.join(self.store, 'mine/etc/profile'), 'PS1="own-$(id -u)# "\n')
+        pane = self.run_in_terminal(USER, [stamptest.STAMPCTL, 'shell', 'mine'])
+        stamptest.wait_for(lambda: 'own-0# ' in pane.capture() or pane.exited(), 'the shell prompt')
+        pane.type_line('echo "map $(cat /proc/self/uid_map)"')
+        stamptest.wait_for(lambda: 'map ' in pane.capture().replace('echo "map', ''), 'the uid map')
+        self.assertRegex(pane.capture(), r'map\s+0\s+%d\s+65536' % shift)
+        pane.type_line('exit')
+        self.assertEqual(pane.wait_exit(), 0)
+
     def test_other_user_refused(self):
         argv = ['/bin/touch', '/srv/pwned']
         e = self.assertDBusError(INTERACTIVE_REQUIRED, self.user2.manager, 'ExecMachine', 'mine', argv, {})
