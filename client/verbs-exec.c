@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "escape.h"
@@ -153,6 +154,46 @@ static int exit_code_from_result(const struct exec_wait *w)
         return 125;
 }
 
+/* The State of machine @name, or NULL if there is none. */
+static char *machine_state(sd_bus *bus, const char *name)
+{
+        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(freep) char *path = NULL;
+        char *state = NULL;
+
+        if (sd_bus_path_encode(STAMP_MACHINE_PREFIX, name, &path) < 0)
+                return NULL;
+        if (sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "State", &error, &state) < 0)
+                return NULL;
+        return state;
+}
+
+/* A machine just started (start --no-block) is "starting" until its init is up: wait for that, a
+ * while, rather than refuse. */
+#define MACHINE_STARTING_WAIT_USEC (60 * UINT64_C(1000000))
+static void wait_while_starting(sd_bus *bus, const char *name)
+{
+        struct timespec ts;
+        uint64_t deadline;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        deadline = (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000 + MACHINE_STARTING_WAIT_USEC;
+        for (bool said = false;;) {
+                _cleanup_(freep) char *state = machine_state(bus, name);
+
+                if (!state || strcmp(state, "starting") != 0)
+                        return;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                if ((uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000 > deadline)
+                        return;
+                if (!said) {
+                        log_info("Waiting for machine %s to finish starting...", name);
+                        said = true;
+                }
+                (void) usleep(100 * 1000);
+        }
+}
+
 /* ExecMachine with @argv (NULL: a login shell) and fds @in, @out, @err; wait for ExecExited. */
 static int exec_in_machine(sd_bus *bus, const char *name, char **argv, int in, int out, int err)
 {
@@ -220,6 +261,7 @@ static int exec_in_machine(sd_bus *bus, const char *name, char **argv, int in, i
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to subscribe to the daemon's signals: %s", strerror(-r));
 
+        wait_while_starting(bus, name);
         restore = isatty(in) && tcgetattr(in, &saved) >= 0;
         r = bus_call_mutating(bus, m, &error, &reply);
         /* The command has the terminal now; the agent must not compete for it. */
@@ -268,14 +310,9 @@ int verb_exec(sd_bus *bus, int argc, char **argv)
 /* Whether a machine named @name is there to be joined. */
 static bool machine_exists(sd_bus *bus, const char *name)
 {
-        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(freep) char *path = NULL, *state = NULL;
+        _cleanup_(freep) char *state = machine_state(bus, name);
 
-        if (sd_bus_path_encode(STAMP_MACHINE_PREFIX, name, &path) < 0)
-                return false;
-        if (sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_MACHINE_IFACE, "State", &error, &state) < 0)
-                return false;
-        return strcmp(state, "exited") != 0;
+        return state && strcmp(state, "exited") != 0;
 }
 
 int verb_shell_or_join(sd_bus *bus, int argc, char **argv)

@@ -825,6 +825,14 @@ class StampctlTest(ExecTestCase):
         with open(files['before']) as b, open(files['after']) as a:
             self.assertEqual(a.read(), b.read(), 'the terminal\'s settings are back')
 
+    def test_right_after_start(self):
+        """A machine that is still starting is waited for, not refused."""
+        self.start(name='fresh', command=['/bin/sleep', '100000'], ephemeral=True)
+        p = self.stampctl('exec', 'fresh', '--', '/bin/cat', '/proc/sys/kernel/hostname')
+        self.assertEqual((p.returncode, p.stdout, p.stderr.replace(b'Waiting for machine fresh to finish '
+                                                                   b'starting...\n', b'')),
+                         (0, b'fresh\n', b''))
+
     def test_shell_with_a_password(self):
         """No rule: the administrator's password, asked on the terminal."""
         stamptest.write_file(os.path.join(self.base, 'etc/profile'), 'PS1="in-machine-$(id -un)# "\n')
