@@ -8,7 +8,6 @@ suite."""
 
 import os
 import signal
-import subprocess
 
 import stamptest
 import templatetest

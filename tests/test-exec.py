@@ -102,6 +102,22 @@ def status_of(pid):
     return None
 
 
+def host_pid(inner, leader):
+    """The host pid of the process that is pid inner in the PID namespace of leader, or None."""
+    with open('/proc/%d/status' % leader) as f:
+        depth = len([line.split()[1:] for line in f if line.startswith('NSpid:')][0])
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/status' % pid) as f:
+                ids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
+            if len(ids) == depth and int(ids[-1]) == inner and \
+                    os.readlink('/proc/%s/ns/pid' % pid) == os.readlink('/proc/%d/ns/pid' % leader):
+                return int(pid)
+        except (OSError, IndexError):
+            continue
+    return None
+
+
 class ExecTestCase(stamptest.TestCase):
     """A daemon on its own pool with one busybox image, base, and a machine
     on it that sleeps."""
@@ -278,25 +294,10 @@ class StreamsTest(ExecTestCase):
             os.close(w)
         with os.fdopen(r) as f:
             inner = int(f.readline())
-        pid = self.host_pid(inner)
+        pid = host_pid(inner, self.props('base')['Leader'])
+        self.assertIsNotNone(pid)
         os.kill(pid, signal.SIGUSR1)
         self.assertEqual(self.wait_exited(exec_id), ('killed', signal.SIGUSR1, ''))
-
-    def host_pid(self, inner):
-        """The host pid of the machine's process inner (its pid inside)."""
-        leader = self.props('base')['Leader']
-        level = len(stamptest.nspids(leader)) if hasattr(stamptest, 'nspids') else None
-        for pid in filter(str.isdigit, os.listdir('/proc')):
-            try:
-                with open('/proc/%s/status' % pid) as f:
-                    ids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
-            except (OSError, IndexError):
-                continue
-            with open('/proc/%d/status' % leader) as f:
-                lids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
-            if len(ids) == len(lids) and int(ids[-1]) == inner:
-                return int(pid)
-        self.fail('no process %d in the machine' % inner)
 
     def test_environment_user_and_directory(self):
         result, status, out, err, _ = self.run_exec(
@@ -398,7 +399,7 @@ class InsideTest(ExecTestCase):
                 lines[key] = value
                 if key == 'pid':
                     # Still running: look at it from the host.
-                    host = self.host_pid(int(value), leader)
+                    host = host_pid(int(value), leader)
                     with open('/proc/%d/cgroup' % host) as c:
                         lines['host-cgroup'] = c.read()
                     with open('/proc/%d/status' % host) as st:
@@ -416,20 +417,6 @@ class InsideTest(ExecTestCase):
                          'no capability the machine\'s init lacks')
         self.assertNotEqual(int(lines['pid']), 1)
         return leader_status, lines['host-status']
-
-    def host_pid(self, inner, leader):
-        with open('/proc/%d/status' % leader) as f:
-            depth = len([line.split()[1:] for line in f if line.startswith('NSpid:')][0])
-        for pid in filter(str.isdigit, os.listdir('/proc')):
-            try:
-                with open('/proc/%s/status' % pid) as f:
-                    ids = [line.split()[1:] for line in f if line.startswith('NSpid:')][0]
-                if len(ids) == depth and int(ids[-1]) == inner and \
-                        os.readlink('/proc/%s/ns/pid' % pid) == os.readlink('/proc/%d/ns/pid' % leader):
-                    return int(pid)
-            except (OSError, IndexError):
-                continue
-        self.fail('no process %d in the machine' % inner)
 
     def test_root_mapped_machine(self):
         leader_status, status = self.check_inside('base')
@@ -655,7 +642,8 @@ class OwnMachineTest(ExecTestCase):
         with os.fdopen(r) as f:
             inner = int(f.readline())
         leader = self.props('mine')['Leader']
-        pid = InsideTest.host_pid(self, inner, leader)
+        pid = host_pid(inner, leader)
+        self.assertIsNotNone(pid)
         self.assertEqual(status_of(pid), [self.props('mine')['UIDShift']] * 4, 'the host sees the machine\'s root')
         os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=stamptest.TIMEOUT)
