@@ -71,6 +71,9 @@ enum {
         OPT_MINE = 1u << 19,
         OPT_WITH_SNAPSHOTS = 1u << 20,
         OPT_SNAPSHOT = 1u << 21,
+        OPT_USER = 1u << 22,
+        OPT_ENV = 1u << 23,
+        OPT_CHDIR = 1u << 24,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -111,7 +114,10 @@ static const struct verb verbs[] = {
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT, verb_start,
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
          "[--snapshot SNAP] [-- CMD...]"},
-        {"shell", 1, 1, OPTS_MACHINE, verb_shell, "shell NAME"},
+        {"shell", 1, 1, OPTS_MACHINE | OPT_USER | OPT_ENV | OPT_CHDIR, verb_shell_or_join,
+         "shell NAME [--user U] [--env K=V]... [--chdir D]"},
+        {"exec", 1, ARGS_ANY, OPT_USER | OPT_ENV | OPT_CHDIR, verb_exec,
+         "exec NAME [--user U] [--env K=V]... [--chdir D] -- CMD..."},
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
         {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
@@ -203,8 +209,15 @@ static void help(void)
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
                "                             status unless --no-block\n"
-               "  shell NAME                 Interactive shell in a container on image\n"
-               "                             NAME, on this terminal (^]^]^] leaves)\n"
+               "  shell NAME [--user U]      A login shell in the running machine NAME\n"
+               "                             (as root or U); if none runs, one in a\n"
+               "                             container on image NAME, on this terminal\n"
+               "                             (^]^]^] leaves)\n"
+               "  exec NAME [--user U] [--env K=V]... [--chdir D] -- CMD...\n"
+               "                             Run CMD in the running machine NAME with\n"
+               "                             this program's stdio (a terminal of the\n"
+               "                             machine's when that is one); exit with its\n"
+               "                             status (128+N if killed by signal N)\n"
                "  machines                   List running machines\n"
                "  stop NAME...               Stop machines (poweroff, or SIGTERM)\n"
                "  kill NAME... [--signal SIG]\n"
@@ -251,6 +264,12 @@ static void help(void)
                "     --private-network       start, shell: only a loopback network\n"
                "     --private-users         start, shell: user namespacing\n"
                "  -s --signal=SIG            kill: TERM, SIGKILL, 9, RTMIN+4, ...\n"
+               "     --user=U                exec, shell: the user in the machine (name\n"
+               "                             or uid; default root)\n"
+               "     --env=K=V               exec, shell: set K in the command's\n"
+               "                             environment; repeatable\n"
+               "     --chdir=D               exec, shell: working directory in the\n"
+               "                             machine (default the user's home)\n"
                "\n"
                "Exit status: 0 success; 1 failure (a job failed or was canceled, too);\n"
                "2 usage error or invalid name; 3 not supported; 4 no such image, machine\n"
@@ -330,6 +349,9 @@ enum {
         ARG_MINE,
         ARG_WITH_SNAPSHOTS,
         ARG_SNAPSHOT,
+        ARG_USER,
+        ARG_ENV,
+        ARG_CHDIR,
 };
 
 static const struct option long_options[] = {
@@ -364,6 +386,9 @@ static const struct option long_options[] = {
         {"mine", no_argument, NULL, ARG_MINE},
         {"with-snapshots", no_argument, NULL, ARG_WITH_SNAPSHOTS},
         {"snapshot", required_argument, NULL, ARG_SNAPSHOT},
+        {"user", required_argument, NULL, ARG_USER},
+        {"env", required_argument, NULL, ARG_ENV},
+        {"chdir", required_argument, NULL, ARG_CHDIR},
         {},
 };
 
@@ -415,6 +440,12 @@ static unsigned option_bit(int c)
                 return OPT_WITH_SNAPSHOTS;
         case ARG_SNAPSHOT:
                 return OPT_SNAPSHOT;
+        case ARG_USER:
+                return OPT_USER;
+        case ARG_ENV:
+                return OPT_ENV;
+        case ARG_CHDIR:
+                return OPT_CHDIR;
         default:
                 return 0;
         }
@@ -479,6 +510,18 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_SNAPSHOT:
                         arg_snapshot = optarg;
+                        break;
+                case ARG_USER:
+                        arg_user = optarg;
+                        break;
+                case ARG_ENV:
+                        if (!strchr(optarg, '=') || optarg[0] == '=')
+                                return log_error(EXIT_USAGE, "Option --env wants NAME=VALUE, not '%s'.", optarg);
+                        if (arg_env_add(optarg) < 0)
+                                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+                        break;
+                case ARG_CHDIR:
+                        arg_chdir = optarg;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

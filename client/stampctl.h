@@ -57,6 +57,10 @@ extern bool arg_private_users;
 extern int arg_signal;
 extern bool arg_with_snapshots;
 extern const char *arg_snapshot;
+extern const char *arg_user; /* verbs-exec.c */
+extern char **arg_env;
+int arg_env_add(const char *entry);
+extern const char *arg_chdir;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -130,6 +134,9 @@ int verb_shell(sd_bus *bus, int argc, char **argv);
 int verb_stop(sd_bus *bus, int argc, char **argv);
 int verb_kill(sd_bus *bus, int argc, char **argv);
 int verb_machines(sd_bus *bus, int argc, char **argv);
+int verb_exec(sd_bus *bus, int argc, char **argv);
+/* shell: join the running machine, or start one on the image (verb_shell) */
+int verb_shell_or_join(sd_bus *bus, int argc, char **argv);
 
 int verb_snapshot(sd_bus *bus, int argc, char **argv);
 int verb_snapshots(sd_bus *bus, int argc, char **argv);

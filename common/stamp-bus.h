@@ -28,6 +28,7 @@
 #define STAMP_ERROR_NO_SPACE "io.stamp.Stamp1.Error.NoSpace"
 #define STAMP_ERROR_QUOTA_EXCEEDED "io.stamp.Stamp1.Error.QuotaExceeded"
 #define STAMP_ERROR_NO_SUCH_SNAPSHOT "io.stamp.Stamp1.Error.NoSuchSnapshot"
+#define STAMP_ERROR_NO_SUCH_EXEC "io.stamp.Stamp1.Error.NoSuchExec"
 
 #define STAMP_ACTION_CREATE_TEMPLATE "io.stamp.Stamp1.create-template"
 #define STAMP_ACTION_MANAGE_IMAGES "io.stamp.Stamp1.manage-images"
@@ -39,3 +40,4 @@
 #define STAMP_ACTION_MANAGE_OWN_IMAGES "io.stamp.Stamp1.manage-own-images"
 #define STAMP_ACTION_START_OWN_MACHINE "io.stamp.Stamp1.start-own-machine"
 #define STAMP_ACTION_MANAGE_OWN_MACHINES "io.stamp.Stamp1.manage-own-machines"
+#define STAMP_ACTION_LOGIN "io.stamp.Stamp1.login"

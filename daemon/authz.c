@@ -452,8 +452,13 @@ static const char *detail(const char *const *details, const char *key)
 static void describe(const char *const *details, char *buf, size_t size)
 {
         const char *verb = detail(details, "verb"), *image = detail(details, "image"),
-                   *new_name = detail(details, "new_name");
+                   *new_name = detail(details, "new_name"), *machine = detail(details, "machine");
 
+        /* What runs inside a machine is about the machine, whatever its image. */
+        if (machine && verb && (streq(verb, "exec") || streq(verb, "shell") || streq(verb, "kill-exec"))) {
+                snprintf(buf, size, "%s in machine %s", streq(verb, "kill-exec") ? "signal a command" : verb, machine);
+                return;
+        }
         snprintf(buf, size, "%s%s%s%s%s", verb ?: "do this", image ? " image " : "", image ?: "",
                  new_name ? " as " : "", new_name ?: "");
 }

@@ -5,6 +5,7 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "exec.h"
 #include "image.h"
 #include "image-dbus.h"
 #include "machine-dbus.h"
@@ -44,7 +45,7 @@ static int bus_check_machine_name(const char *name, const char *what, sd_bus_err
 }
 
 /* The running machine @name, or NULL with @error set (InvalidName, NoSuchMachine). */
-static Machine *bus_find_machine(Manager *m, const char *name, sd_bus_error *error)
+Machine *bus_find_machine(Manager *m, const char *name, sd_bus_error *error)
 {
         Machine *mc;
 
@@ -93,7 +94,7 @@ static void start_options_done(StartOptions *o)
 }
 
 /* The caller's stdio fds: something that can be read (stdin) or written (stdout, stderr). */
-static int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *error)
+int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *error)
 {
         struct stat st;
         int flags, mode;
@@ -519,6 +520,8 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Exec", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("u", exec_id),
+                                method_machine_exec, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -3,6 +3,7 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "exec.h"
 #include "image-dbus.h"
 #include "job-dbus.h"
 #include "machine-dbus.h"
@@ -268,6 +269,10 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("KillMachine", SD_BUS_ARGS("s", name, "i", signal), SD_BUS_NO_RESULT,
                                 method_kill_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ExecMachine", SD_BUS_ARGS("s", name, "as", argv, "a{sv}", options),
+                                SD_BUS_RESULT("u", exec_id), method_exec_machine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillExec", SD_BUS_ARGS("u", exec_id, "i", signal), SD_BUS_NO_RESULT, method_kill_exec,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ExportTar", SD_BUS_ARGS("s", name, "h", fd, "s", format),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_export_tar, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ImportTar", SD_BUS_ARGS("h", fd, "s", name, "b", read_only),
@@ -282,6 +287,8 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_SIGNAL_WITH_ARGS("JobRemoved", SD_BUS_ARGS("u", id, "o", job, "s", result), 0),
         SD_BUS_SIGNAL_WITH_ARGS("MachineNew", SD_BUS_ARGS("s", name, "o", machine), 0),
         SD_BUS_SIGNAL_WITH_ARGS("MachineRemoved", SD_BUS_ARGS("s", name, "o", machine, "i", exit_status), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ExecExited",
+                                SD_BUS_ARGS("u", exec_id, "s", machine, "s", result, "i", status, "s", message), 0),
         SD_BUS_SIGNAL_WITH_ARGS("ImageAdded", SD_BUS_ARGS("s", name, "o", image), 0),
         SD_BUS_SIGNAL_WITH_ARGS("ImageRemoved", SD_BUS_ARGS("s", name, "o", image), 0),
         SD_BUS_VTABLE_END,

@@ -10,6 +10,7 @@
 #include "authz.h"
 #include "btrfs-util.h"
 #include "errors.h"
+#include "exec.h"
 #include "image-dbus.h"
 #include "job-dbus.h"
 #include "machine-dbus.h"
@@ -40,6 +41,7 @@ int manager_new(Manager **ret)
         m->operations_per_caller = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->jobs = g_hash_table_new(g_direct_hash, g_direct_equal);
         m->machines = g_hash_table_new(g_str_hash, g_str_equal);
+        m->execs = g_hash_table_new(g_direct_hash, g_direct_equal);
         m->image_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, image_free_void);
         m->uuid_hints = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         m->images_pending = g_hash_table_new(g_direct_hash, g_direct_equal);
@@ -66,6 +68,7 @@ Manager *manager_free(Manager *m)
          * while they work. */
         operations_shutdown(m);
         jobs_free_all(m);
+        execs_free_all(m);
         machines_free_all(m);
         m->authz = authz_free(m->authz);
         sd_bus_slot_unref(m->filter_slot);
@@ -84,6 +87,7 @@ Manager *manager_free(Manager *m)
         g_hash_table_destroy(m->operations_per_caller);
         g_hash_table_destroy(m->jobs);
         g_hash_table_destroy(m->machines);
+        g_hash_table_destroy(m->execs);
         free(m->store);
         free(m->pool_raw);
         free(m);

@@ -35,6 +35,8 @@ typedef struct Manager {
         GHashTable *jobs; /* uint32 id → Job* */
         uint32_t next_job_id;
         GHashTable *machines; /* name → Machine* */
+        GHashTable *execs;    /* uint32 id → Exec* (exec.h) */
+        uint32_t next_exec_id;
         unsigned n_operations;
         GHashTable *operations_per_caller; /* caller key → count (GUINT_TO_POINTER) */
 

@@ -15,6 +15,7 @@ static const struct {
         {"machine", machine_supervisor_main},
         {"remove-tree", remove_tree_main},
         {"pool-grow", pool_grow_main},
+        {"exec", exec_step_main},
 };
 
 /* stampd's own executable, opened at start (an upgrade may replace the file later; the fd keeps the

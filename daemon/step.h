@@ -33,3 +33,4 @@ int step_parse_fd(const char *value, int *ret);
 /* The steps, each with its arguments as step_spawn() passed them. */
 int machine_supervisor_main(int argc, char *argv[]);
 int pool_grow_main(int argc, char *argv[]);
+int exec_step_main(int argc, char *argv[]);

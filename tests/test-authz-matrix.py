@@ -29,7 +29,7 @@ from reliabilitytest import (NOT_SUPPORTED, ThrottledServer, make_tree, user_cal
 from stamptest import JobWatch, fd_list
 
 ACTIONS = ['create-template', 'manage-images', 'start-machine', 'manage-machines', 'export', 'import',
-           'pull']
+           'pull', 'login']
 MACHINE_IFACE = 'io.stamp.Stamp1.Machine'
 IMAGE_IFACE = 'io.stamp.Stamp1.Image'
 JOB_IFACE = 'io.stamp.Stamp1.Job'
@@ -178,6 +178,10 @@ class MatrixTest(stamptest.TestCase):
              lambda c, **kw: c.call(self.machine, MACHINE_IFACE, 'Stop', sig='()', **kw), 'machine'),
             ('Machine.Kill', 'manage-machines',
              lambda c, **kw: c.call(self.machine, MACHINE_IFACE, 'Kill', 9, sig='(i)', **kw), 'machine'),
+            ('ExecMachine', 'login', lambda c, **kw: c.manager('ExecMachine', 'box', ['/bin/busybox', 'true'], {},
+                                                              **kw), 'machine'),
+            ('Machine.Exec', 'login', lambda c, **kw: c.call(self.machine, MACHINE_IFACE, 'Exec',
+                                                             ['/bin/busybox', 'true'], {}, **kw), 'machine'),
             ('CancelJob', 'import', lambda c, **kw: c.manager('CancelJob', self.job[0], **kw), 'job'),
             ('Job.Cancel', 'import', lambda c, **kw: c.call(self.job[1], JOB_IFACE, 'Cancel', sig='()', **kw),
              'job'),
