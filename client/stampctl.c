@@ -102,6 +102,7 @@ static const struct verb verbs[] = {
         {"import-tar", 1, 2, OPT_READ_ONLY, verb_import_tar, "import-tar FILE|- [NAME] [--read-only]"},
         {"pull-tar", 1, 2, OPT_VERIFY | OPT_READ_ONLY, verb_pull_tar,
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
+        {"diff", 1, 2, 0, verb_diff, "diff NAME [BASE]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
@@ -173,6 +174,8 @@ static void help(void)
                "  remove NAME...             Remove images\n"
                "  rename OLD NEW             Rename an image\n"
                "  read-only NAME [yes|no]    Mark an image read-only (default) or not\n"
+               "  diff NAME [BASE]           What NAME changed against BASE (default: its\n"
+               "                             origin), as git diff --name-status\n"
                "\n"
                "Job commands (wait with a progress bar unless --no-block; Ctrl-C cancels):\n"
                "  create-template NAME --suite S [--variant V] [--arch A]\n"

@@ -115,6 +115,7 @@ int verb_clone(sd_bus *bus, int argc, char **argv);
 int verb_remove(sd_bus *bus, int argc, char **argv);
 int verb_rename(sd_bus *bus, int argc, char **argv);
 int verb_read_only(sd_bus *bus, int argc, char **argv);
+int verb_diff(sd_bus *bus, int argc, char **argv);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);
