@@ -7,17 +7,23 @@ the template only through a full import; refusals of missing parents,
 corrupt, truncated and hostile streams, with nothing left behind; and who may
 do what."""
 
+import hashlib
 import os
 import stat
+import struct
 import subprocess
 
 from gi.repository import GLib
 
 import stamptest
 from stamptest import (STAMPCTL, ACCESS_DENIED, INTERACTIVE_REQUIRED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, USER2,
-                       make_image, populate_image, rule_for, run, store_state)
+                       JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
+                       subvolume_read_only)
 
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
+BAD_ARCHIVE = STAMP_ERROR + 'BadArchive'
+UNSUPPORTED_FORMAT = STAMP_ERROR + 'UnsupportedFormat'
+INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
 NOT_SUPPORTED = STAMP_ERROR + 'NotSupported'
 INVALID_NAME = STAMP_ERROR + 'InvalidName'
 
@@ -63,6 +69,34 @@ EXPECTED_DIFF = [
 ]
 
 
+def tree(top):
+    """Everything a round trip must keep: per path its type, mode, owner, size,
+    content digest, link target, device number, mtime, extended attributes
+    (ACLs among them); and which paths are hard links of each other."""
+    entries, inodes = {}, {}
+    for root, dirs, files in os.walk(top):
+        for name in sorted(dirs + files):
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, top)
+            s = os.lstat(p)
+            digest = None
+            if stat.S_ISREG(s.st_mode):
+                with open(p, 'rb') as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            xattrs = {}
+            if not stat.S_ISLNK(s.st_mode):
+                for k in os.listxattr(p, follow_symlinks=False):
+                    xattrs[k] = os.getxattr(p, k, follow_symlinks=False)
+            entries[rel] = (s.st_mode, s.st_uid, s.st_gid, s.st_size if digest else None, digest,
+                            os.readlink(p) if stat.S_ISLNK(s.st_mode) else None,
+                            s.st_rdev if stat.S_ISCHR(s.st_mode) or stat.S_ISBLK(s.st_mode) else None,
+                            s.st_mtime_ns, tuple(sorted(xattrs.items())))
+            if not stat.S_ISDIR(s.st_mode) and s.st_nlink > 1:
+                inodes.setdefault(s.st_ino, []).append(rel)
+    links = sorted(sorted(v) for v in inodes.values() if len(v) > 1)
+    return entries, links
+
+
 class DeltaTestCase(stamptest.TestCase):
     """A daemon on its own pool with a template `base` (read-only, root's)
     and its clone `web`, changed in known ways."""
@@ -71,6 +105,8 @@ class DeltaTestCase(stamptest.TestCase):
         super().setUp()
         self.daemon = self.start_daemon()
         self.store = self.daemon.store
+        self.jobs = JobWatch(self.env.conn)
+        self.addCleanup(self.jobs.close)
         base = make_image(self.store, 'base', populate=False)
         fill_base(base)
         run(['btrfs', 'property', 'set', '-ts', base, 'ro', 'true'])
@@ -91,6 +127,42 @@ class DeltaTestCase(stamptest.TestCase):
             self.assertIn(e.name, (ACCESS_DENIED, INTERACTIVE_REQUIRED))
             return e
         self.fail('not refused')
+
+    def export(self, name, path, caller=None, **options):
+        opts = {k: GLib.Variant('s', v) for k, v in options.items()}
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            job = (caller or self.root).call(MANAGER_PATH, MANAGER_IFACE, 'ExportImage', name, 0, opts,
+                                             fd_list=fd_list(fd))
+        finally:
+            os.close(fd)
+        return self.jobs.wait(job)
+
+    def import_(self, path, name, read_only=None):
+        opts = {} if read_only is None else {'read_only': GLib.Variant('b', read_only)}
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ImportImage', 0, name, opts, fd_list=fd_list(fd))
+        finally:
+            os.close(fd)
+        return job, self.jobs.wait(job)
+
+    def assertDone(self, outcome):
+        self.assertEqual(outcome[0], 'done', 'the job failed: %s' % outcome[1])
+
+    def assertImportFails(self, path, name, error, *phrases):
+        before = store_state(self.store)
+        job, (result, log) = self.import_(path, name)
+        self.assertEqual(result, 'failed', log)
+        self.assertEqual(self.jobs.error_name(job), error, log)
+        for p in phrases:
+            self.assertIn(p, log)
+        self.assertUnchanged(self.store, before)
+        self.assertEqual(self.hidden(), [])
+        return log
+
+    def file(self, name):
+        return os.path.join(self.dir, name)
 
     def diff(self, caller, name, base=''):
         return [tuple(x) for x in caller.manager('DiffImage', name, base)]
@@ -167,6 +239,27 @@ class DiffTest(DeltaTestCase):
         p = run([STAMPCTL, 'diff', 'nope'], check=False)
         self.assertEqual(p.returncode, 4)
         self.assertIn('nope', p.stderr)
+
+
+class RoundTripTest(DeltaTestCase):
+
+    def test_full_btrfs_round_trip(self):
+        self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
+        _, outcome = self.import_(self.file('base.btrfs'), 'copy')
+        self.assertDone(outcome)
+        self.assertEqual(tree(self.path('copy')), tree(self.path('base')))
+        # A template stays one: read-only, as it was sent.
+        self.assertTrue(subvolume_read_only(self.path('copy')))
+        self.assertEqual(self.hidden(), [])
+
+    def test_delta_round_trip(self):
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.assertLess(os.path.getsize(self.file('web.delta')), os.path.getsize(self.path('base/data/big')))
+        _, outcome = self.import_(self.file('web.delta'), 'web2')
+        self.assertDone(outcome)
+        self.assertEqual(tree(self.path('web2')), tree(self.path('web')))
+        self.assertFalse(subvolume_read_only(self.path('web2')))
+        self.assertEqual(self.hidden(), [])
 
 
 if __name__ == '__main__':
