@@ -44,6 +44,9 @@ const char *arg_machine_name = NULL;
 bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
+const char *arg_compression = NULL;
+bool arg_delta = false;
+const char *arg_parent = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -67,6 +70,9 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_COMPRESSION = 1u << 24,
+        OPT_DELTA = 1u << 25,
+        OPT_PARENT = 1u << 26,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -103,6 +109,9 @@ static const struct verb verbs[] = {
         {"pull-tar", 1, 2, OPT_VERIFY | OPT_READ_ONLY, verb_pull_tar,
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
         {"diff", 1, 2, 0, verb_diff, "diff NAME [BASE]"},
+        {"export", 2, 2, OPT_FORMAT | OPT_COMPRESSION | OPT_DELTA | OPT_PARENT, verb_export,
+         "export NAME FILE|- [--format tar|btrfs] [--compression C] [--delta | --parent P]"},
+        {"import", 1, 2, OPT_READ_ONLY, verb_import, "import FILE|- [NAME] [--read-only]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
@@ -186,6 +195,14 @@ static void help(void)
                "                             Write an image as a tar archive\n"
                "  import-tar FILE|- [NAME] [--read-only]\n"
                "                             Make an image from a tar archive\n"
+               "  export NAME FILE|- [--format tar|btrfs] [--compression C]\n"
+               "         [--delta | --parent P]\n"
+               "                             Write an image as a tar archive or a btrfs\n"
+               "                             stream; --delta: only what it changed\n"
+               "                             against its origin (a btrfs stream)\n"
+               "  import FILE|- [NAME] [--read-only]\n"
+               "                             Make an image from a tar archive or a btrfs\n"
+               "                             stream (a delta needs its parent here)\n"
                "  pull-tar URL [NAME] [--verify no|checksum] [--read-only]\n"
                "                             Download a tar archive, make an image of it\n"
                "  jobs                       List running jobs\n"
@@ -236,6 +253,15 @@ static void help(void)
                "     --format=F              export-tar: zstd, xz, gzip, bzip2 or\n"
                "                             uncompressed; default from FILE's suffix,\n"
                "                             else zstd\n"
+               "     --format=tar|btrfs      export: a tar archive (default) or a btrfs\n"
+               "                             send stream\n"
+               "     --compression=C         export: zstd, xz, gzip, bzip2 or\n"
+               "                             uncompressed; default from FILE's suffix,\n"
+               "                             else zstd\n"
+               "     --delta                 export: only the difference from the image's\n"
+               "                             origin (implies --format btrfs)\n"
+               "     --parent=P              export: only the difference from the\n"
+               "                             read-only image P\n"
                "     --checksum              export-tar: add the archive's line to the\n"
                "                             SHA256SUMS file beside FILE\n"
                "     --verify=no|checksum    pull-tar: check the archive against the\n"
@@ -323,6 +349,9 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_COMPRESSION,
+        ARG_DELTA,
+        ARG_PARENT,
 };
 
 static const struct option long_options[] = {
@@ -355,6 +384,9 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"compression", required_argument, NULL, ARG_COMPRESSION},
+        {"delta", no_argument, NULL, ARG_DELTA},
+        {"parent", required_argument, NULL, ARG_PARENT},
         {},
 };
 
@@ -402,6 +434,12 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_COMPRESSION:
+                return OPT_COMPRESSION;
+        case ARG_DELTA:
+                return OPT_DELTA;
+        case ARG_PARENT:
+                return OPT_PARENT;
         default:
                 return 0;
         }
@@ -486,8 +524,23 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case ARG_ROOT_PASSWORD:
                         arg_root_password = true;
                         break;
-                case ARG_FORMAT:
+                case ARG_COMPRESSION:
                         if (!export_format_is_valid(optarg) || !*optarg)
+                                return log_error(EXIT_USAGE,
+                                                 "Unknown compression '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
+                                                 optarg);
+                        arg_compression = optarg;
+                        break;
+                case ARG_DELTA:
+                        arg_delta = true;
+                        break;
+                case ARG_PARENT:
+                        arg_parent = optarg;
+                        break;
+                case ARG_FORMAT:
+                        /* tar and btrfs are export's; the compressions export-tar's (each verb checks). */
+                        if ((!export_format_is_valid(optarg) || !*optarg) && strcmp(optarg, "tar") != 0 &&
+                            strcmp(optarg, "btrfs") != 0)
                                 return log_error(EXIT_USAGE,
                                                  "Unknown format '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
                                                  optarg);

@@ -55,6 +55,9 @@ extern const char *arg_machine_name;
 extern bool arg_private_network;
 extern bool arg_private_users;
 extern int arg_signal;
+extern const char *arg_compression;
+extern bool arg_delta;
+extern const char *arg_parent;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -116,6 +119,10 @@ int verb_remove(sd_bus *bus, int argc, char **argv);
 int verb_rename(sd_bus *bus, int argc, char **argv);
 int verb_read_only(sd_bus *bus, int argc, char **argv);
 int verb_diff(sd_bus *bus, int argc, char **argv);
+int verb_export(sd_bus *bus, int argc, char **argv);
+int verb_import(sd_bus *bus, int argc, char **argv);
+/* Sends @call (a method returning (u job_id, o job)), then waits for the job unless --no-block. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);

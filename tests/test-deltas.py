@@ -16,7 +16,8 @@ import subprocess
 from gi.repository import GLib
 
 import stamptest
-from stamptest import (STAMPCTL, ACCESS_DENIED, INTERACTIVE_REQUIRED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, USER2,
+from reliabilitytest import user_call_with_fd
+from stamptest import (CANCEL_TIMEOUT, STAMPCTL, ACCESS_DENIED, INTERACTIVE_REQUIRED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, USER2,
                        JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
                        subvolume_read_only)
 
@@ -67,6 +68,39 @@ EXPECTED_DIFF = [
     ('A', 'newdir'), ('A', 'newdir/inner'), ('A', 'newnull'), ('M', 'owneronly'), ('T', 'typechange'),
     ('D', 'var/lib/old'), ('D', 'var/lib/old/q'), ('M', 'xattrs'),
 ]
+
+
+# ---- btrfs send streams made here, as the kernel writes them (version 1)
+
+def crc32c(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+
+
+def cmd(c, *attrs):
+    body = b''.join(struct.pack('<HH', t, len(v)) + v for t, v in attrs)
+    return struct.pack('<IHI', len(body), c, crc32c(struct.pack('<IHI', len(body), c, 0) + body)) + body
+
+
+def u64(v):
+    return struct.pack('<Q', v)
+
+
+A_UUID, A_CTRANSID, A_INO, A_SIZE, A_MODE, A_RDEV = 1, 2, 3, 4, 5, 8
+A_PATH, A_PATH_TO, A_PATH_LINK, A_OFFSET, A_DATA = 15, 16, 17, 18, 19
+A_CLONE_UUID, A_CLONE_CTRANSID, A_CLONE_PATH, A_CLONE_OFFSET, A_CLONE_LEN = 20, 21, 22, 23, 24
+C_SUBVOL, C_MKFILE, C_MKDIR, C_MKNOD, C_SYMLINK, C_RENAME, C_LINK = 1, 3, 4, 5, 8, 9, 10
+C_WRITE, C_CLONE, C_END = 15, 16, 21
+
+
+def crafted(*cmds, name='evil'):
+    """A stamp btrfs stream of a full image made of the given commands."""
+    head = ('stamp-btrfs-stream 1\nname=%s\nread-only=no\n\n' % name).encode()
+    subvol = cmd(C_SUBVOL, (A_PATH, name.encode()), (A_UUID, bytes(range(16))), (A_CTRANSID, u64(5)))
+    return head + b'btrfs-stream\0' + struct.pack('<I', 1) + subvol + b''.join(cmds) + cmd(C_END)
 
 
 def tree(top):
@@ -150,14 +184,20 @@ class DeltaTestCase(stamptest.TestCase):
     def assertDone(self, outcome):
         self.assertEqual(outcome[0], 'done', 'the job failed: %s' % outcome[1])
 
+    def images_state(self):
+        """store_state() but for the store directory's own times, which a removed temporary touches."""
+        state = store_state(self.store)
+        del state['.']
+        return state
+
     def assertImportFails(self, path, name, error, *phrases):
-        before = store_state(self.store)
+        before = self.images_state()
         job, (result, log) = self.import_(path, name)
         self.assertEqual(result, 'failed', log)
         self.assertEqual(self.jobs.error_name(job), error, log)
         for p in phrases:
             self.assertIn(p, log)
-        self.assertUnchanged(self.store, before)
+        self.assertEqual(self.images_state(), before)
         self.assertEqual(self.hidden(), [])
         return log
 
@@ -260,6 +300,251 @@ class RoundTripTest(DeltaTestCase):
         self.assertEqual(tree(self.path('web2')), tree(self.path('web')))
         self.assertFalse(subvolume_read_only(self.path('web2')))
         self.assertEqual(self.hidden(), [])
+
+    def test_delta_on_a_store_that_has_the_template_only_by_import(self):
+        self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base',
+                                    compression='xz'))
+        want_base, want_web = tree(self.path('base')), tree(self.path('web'))
+        self.stop_daemon(self.daemon)
+
+        store2 = os.path.join(self.dir, 'store2')
+        os.makedirs(store2)
+        self.daemon = self.start_daemon(store=store2)
+        self.store = store2
+        self.jobs.close()
+        self.jobs = JobWatch(self.env.conn)  # job ids start again from 1
+        # Before the template is there: refused, naming the parent and how to get it.
+        log = self.assertImportFails(self.file('web.delta'), 'web', NO_SUCH_IMAGE, 'base',
+                                     'import a full btrfs export of base first')
+        _, outcome = self.import_(self.file('base.btrfs'), 'base')
+        self.assertDone(outcome)
+        _, outcome = self.import_(self.file('web.delta'), 'web')
+        self.assertDone(outcome)
+        self.assertEqual(tree(self.path('base')), want_base)
+        self.assertEqual(tree(self.path('web')), want_web)
+        # The image there knows its origin, and its diff is the same.
+        self.assertEqual(self.root.image_props('web')['Origin'], 'base')
+        self.assertEqual(self.diff(self.root, 'web'), EXPECTED_DIFF)
+
+    def test_delta_against_another_image_of_the_same_name(self):
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        # A base here that is not the one the delta was made against.
+        self.root.manager('RemoveImage', 'web')
+        run(['btrfs', 'property', 'set', '-ts', self.path('base'), 'ro', 'false'])
+        run(['btrfs', 'subvolume', 'delete', self.path('base')])
+        make_image(self.store, 'base', read_only=True)
+        self.assertImportFails(self.file('web.delta'), 'web', NO_SUCH_IMAGE, 'base',
+                               'not the image the delta was made against')
+
+    def test_tar_through_export_image(self):
+        self.assertDone(self.export('web', self.file('web.tar.zst')))
+        with open(self.file('web.tar.zst'), 'rb') as f:
+            self.assertEqual(f.read(4), b'\x28\xb5\x2f\xfd')  # zstd, the default compression
+        _, outcome = self.import_(self.file('web.tar.zst'), 'web-tar')
+        self.assertDone(outcome)
+        want, got = tree(self.path('web')), tree(self.path('web-tar'))
+        self.assertEqual(sorted(got[0]), sorted(want[0]))
+        self.assertEqual(got[1], want[1])
+
+    def test_import_from_a_pipe(self):
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.assertDone(self.export('web', self.file('web.tar'), compression='uncompressed'))
+        for src, name in ((self.file('web.delta'), 'from-pipe'), (self.file('web.tar'), 'tar-from-pipe')):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            feeder = subprocess.Popen(['cat', src], stdout=w)
+            os.close(w)
+            try:
+                job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ImportImage', 0, name, {}, fd_list=fd_list(r))
+            finally:
+                os.close(r)
+            self.assertDone(self.jobs.wait(job))
+            feeder.wait()
+            self.assertEqual(sorted(tree(self.path(name))[0]), sorted(tree(self.path('web'))[0]))
+
+    def test_stampctl_export_import(self):
+        run([STAMPCTL, 'export', 'base', self.file('base.btrfs.zst'), '--format', 'btrfs'])
+        run([STAMPCTL, 'export', 'web', self.file('web.delta.zst'), '--delta'])
+        run([STAMPCTL, 'export', 'web', self.file('web-p.zst'), '--parent', 'base', '--compression', 'gzip'])
+        with open(self.file('web-p.zst'), 'rb') as f:
+            self.assertEqual(f.read(2), b'\x1f\x8b')
+        run([STAMPCTL, 'import', self.file('web.delta.zst'), 'web3'])
+        self.assertEqual(tree(self.path('web3')), tree(self.path('web')))
+        p = run([STAMPCTL, 'export', 'web', self.file('x'), '--delta', '--format', 'tar'], check=False)
+        self.assertEqual(p.returncode, 2)
+        p = run([STAMPCTL, 'export', 'base', self.file('x'), '--delta'], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn('origin', p.stderr)
+
+
+class RefusalTest(DeltaTestCase):
+
+    def test_corrupt_and_truncated_streams(self):
+        self.assertDone(self.export('base', self.file('plain.btrfs'), format='btrfs', compression='uncompressed'))
+        self.assertDone(self.export('base', self.file('z.btrfs'), format='btrfs'))
+        with open(self.file('plain.btrfs'), 'rb') as f:
+            plain = f.read()
+        with open(self.file('z.btrfs'), 'rb') as f:
+            zst = f.read()
+        cases = {
+            'flipped': plain[:len(plain) // 2] + bytes([plain[len(plain) // 2] ^ 0x40]) + plain[len(plain) // 2 + 1:],
+            'half': plain[:len(plain) // 2],
+            'no-end': plain[:-10],
+            'header-only': plain[:plain.index(b'btrfs-stream\0')],
+            'cut-header': plain[:30],
+            'compressed-half': zst[:len(zst) // 2],
+            'trailing': plain + b'more',
+            'not-a-tar-nor-stream': b'hello world\n' * 100,
+        }
+        for what, data in cases.items():
+            with self.subTest(what):
+                with open(self.file(what), 'wb') as f:
+                    f.write(data)
+                self.assertImportFails(self.file(what), 'broken', BAD_ARCHIVE)
+
+    def test_hostile_streams(self):
+        PHRASES = {
+            'rename out': 'rename command with a bad path',
+            'absolute path': 'mkfile command with a bad path',
+            'hard link to the host': 'link command with a bad link target',
+            'symlink climbing out': 'symlink d/esc',
+            'write through a symlink': 'mkfile of lnk/x failed',
+            'write into a device': 'null is not a regular file',
+            'clone from elsewhere': 'from a subvolume other than itself and its parent',
+            'two subvolumes': 'more than one subvolume',
+        }
+        outside = os.path.join(self.dir, 'outside')
+        os.makedirs(outside)
+        cases = {
+            'rename out': crafted(cmd(C_MKFILE, (A_PATH, b'a')), cmd(C_RENAME, (A_PATH, b'a'), (A_PATH_TO, b'../a'))),
+            'absolute path': crafted(cmd(C_MKFILE, (A_PATH, outside.encode() + b'/x'))),
+            'hard link to the host': crafted(cmd(C_LINK, (A_PATH, b'x'), (A_PATH_LINK, b'/etc/passwd'))),
+            'symlink climbing out': crafted(cmd(C_MKDIR, (A_PATH, b'd')),
+                                            cmd(C_SYMLINK, (A_PATH, b'd/esc'), (A_PATH_LINK, b'../../../etc'))),
+            'write through a symlink': crafted(cmd(C_SYMLINK, (A_PATH, b'lnk'), (A_PATH_LINK, outside.encode())),
+                                               cmd(C_MKFILE, (A_PATH, b'lnk/x')),
+                                               cmd(C_WRITE, (A_PATH, b'lnk/x'), (A_OFFSET, u64(0)), (A_DATA, b'x'))),
+            'write into a device': crafted(cmd(C_MKNOD, (A_PATH, b'null'), (A_MODE, u64(0o20666)),
+                                               (A_RDEV, u64(0x103))),
+                                           cmd(C_WRITE, (A_PATH, b'null'), (A_OFFSET, u64(0)), (A_DATA, b'x'))),
+            'clone from elsewhere': crafted(cmd(C_MKFILE, (A_PATH, b'a')),
+                                            cmd(C_CLONE, (A_PATH, b'a'), (A_OFFSET, u64(0)), (A_CLONE_LEN, u64(4096)),
+                                                (A_CLONE_UUID, bytes(16)), (A_CLONE_CTRANSID, u64(1)),
+                                                (A_CLONE_PATH, b'etc/shadow'), (A_CLONE_OFFSET, u64(0)))),
+            'two subvolumes': crafted(cmd(C_SUBVOL, (A_PATH, b'b'), (A_UUID, bytes(16)), (A_CTRANSID, u64(1)))),
+        }
+        for what, data in cases.items():
+            with self.subTest(what):
+                with open(self.file('evil'), 'wb') as f:
+                    f.write(data)
+                log = self.assertImportFails(self.file('evil'), 'evil', BAD_ARCHIVE, PHRASES[what])
+                self.assertEqual(os.listdir(outside), [], log)
+        # The same stream without its hostile command is taken: the refusals are about those alone.
+        with open(self.file('fine'), 'wb') as f:
+            f.write(crafted(cmd(C_MKFILE, (A_PATH, b'a')), cmd(C_WRITE, (A_PATH, b'a'), (A_OFFSET, u64(0)),
+                                                                (A_DATA, b'hello'))))
+        _, outcome = self.import_(self.file('fine'), 'fine')
+        self.assertDone(outcome)
+        with open(self.path('fine/a'), 'rb') as f:
+            self.assertEqual(f.read(), b'hello')
+
+    def test_bad_calls(self):
+        before = store_state(self.store)
+        fd = os.open(self.file('out'), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.addCleanup(os.close, fd)
+
+        def call(name, **opts):
+            o = {k: GLib.Variant('s', v) for k, v in opts.items()}
+            return self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ExportImage', name, 0, o, fd_list=fd_list(os.dup(fd)))
+
+        self.assertDBusError(UNSUPPORTED_FORMAT, call, 'web', format='zip')
+        self.assertDBusError(UNSUPPORTED_FORMAT, call, 'web', format='btrfs', compression='lz4')
+        e = self.assertDBusError(INVALID_ARGS, call, 'web', format='tar', parent='base')
+        self.assertIn('btrfs', str(e))
+        e = self.assertDBusError(INVALID_ARGS, call, 'base', format='btrfs', parent='web')
+        self.assertIn('read-only', str(e))
+        self.assertDBusError(NO_SUCH_IMAGE, call, 'web', format='btrfs', parent='nope')
+        self.assertDBusError(INVALID_NAME, call, 'web', format='btrfs', parent='../x')
+        self.assertDBusError(INVALID_ARGS, call, 'web', colour='blue')
+        self.assertUnchanged(self.store, before)
+
+    def test_authorization(self):
+        outdir = os.path.join(self.dir, 'user')
+        os.makedirs(outdir)
+        os.chmod(outdir, 0o777)
+        out = os.path.join(outdir, 'web.delta')
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
+        opts = {'format': GLib.Variant('s', 'btrfs'), 'parent': GLib.Variant('s', 'base')}
+        before = store_state(self.store)
+        self.assertDenied(user_call_with_fd, self, USER, out, flags, 'ExportImage', ('web', 0, opts))
+        self.assertEqual(os.path.getsize(out), 0)
+        self.allow(USER, 'export')
+        job = user_call_with_fd(self, USER, out, flags, 'ExportImage', ('web', 0, opts))
+        self.assertDone(self.jobs.wait(tuple(job)))
+        self.assertGreater(os.path.getsize(out), 0)
+        self.assertDenied(user_call_with_fd, self, USER, out, os.O_RDONLY, 'ImportImage', (0, 'mine', {}))
+        del before['.']  # the export's snapshot came and went
+        self.assertEqual(self.images_state(), before)
+        self.allow(USER, 'import')
+        job = user_call_with_fd(self, USER, out, os.O_RDONLY, 'ImportImage', (0, 'mine', {}))
+        self.assertDone(self.jobs.wait(tuple(job)))
+        self.assertEqual(tree(self.path('mine')), tree(self.path('web')))
+
+    def test_cancel_export_and_import(self):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ExportImage', 'web', 0,
+                                 {'format': GLib.Variant('s', 'btrfs')}, fd_list=fd_list(w))
+        finally:
+            os.close(w)
+        # Nobody reads: the send waits on the pipe until the cancel.
+        self.root.manager('CancelJob', job[0])
+        self.assertEqual(self.jobs.wait(job, timeout=CANCEL_TIMEOUT)[0], 'canceled')
+        os.close(r)
+        stamptest.wait_for(lambda: self.hidden() == [], 'the export snapshot to go')
+
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.write(w, b'stamp-btrfs-stream 1\nname=x\nread-only=no\n\nbtrfs-stream\0\1\0\0\0')
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ImportImage', 0, 'half', {}, fd_list=fd_list(r))
+        finally:
+            os.close(r)
+        self.root.manager('CancelJob', job[0])
+        self.assertEqual(self.jobs.wait(job, timeout=CANCEL_TIMEOUT)[0], 'canceled')
+        os.close(w)
+        stamptest.wait_for(lambda: self.hidden() == [], 'the import temporary to go')
+        self.assertNotIn('half', os.listdir(self.store))
+
+
+class PlainStoreTest(stamptest.TestCase):
+
+    def test_btrfs_format_not_supported(self):
+        daemon = self.start_daemon(kind='plain')
+        store = daemon.store
+        make_image(store, 'dir', kind='directory')
+        jobs = JobWatch(self.env.conn)
+        self.addCleanup(jobs.close)
+        before = store_state(store)
+        fd = os.open(os.path.join(self.dir, 'out'), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            e = self.assertDBusError(NOT_SUPPORTED, self.root.call, MANAGER_PATH, MANAGER_IFACE, 'ExportImage',
+                                     'dir', 0, {'format': GLib.Variant('s', 'btrfs')}, fd_list=fd_list(fd))
+        finally:
+            os.close(fd)
+        self.assertIn('tar', str(e))
+        path = os.path.join(self.dir, 'in')
+        with open(path, 'wb') as f:
+            f.write(crafted(cmd(C_MKFILE, (A_PATH, b'a'))))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ImportImage', 0, 'x', {}, fd_list=fd_list(fd))
+        finally:
+            os.close(fd)
+        result, log = jobs.wait(job)
+        self.assertEqual(result, 'failed')
+        self.assertEqual(jobs.error_name(job), NOT_SUPPORTED, log)
+        self.assertIn('not on btrfs', log)
+        self.assertUnchanged(store, before)
 
 
 if __name__ == '__main__':

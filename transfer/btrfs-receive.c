@@ -99,6 +99,9 @@ static int fail_errno(Receiver *r, const BtrfsSendCmd *c, int error)
 {
         /* What the stream asks for and the tree refuses is the stream's fault; a full disk is not. */
         int e = error == ENOSPC || error == EDQUOT || error == ENOMEM || error == EIO ? error : EBADMSG;
+        if (error == EBADFD)
+                return fail(r, EBADMSG, "the stream's %s: %s is not a regular file", btrfs_send_cmd_name(c->cmd),
+                            c->path ?: "?");
         return fail(r, e, "the stream's %s of %s failed: %s", btrfs_send_cmd_name(c->cmd), c->path ?: "?",
                     strerror(error));
 }
@@ -275,7 +278,7 @@ static int check_symlink(Receiver *r, const char *path)
         target[n] = '\0';
         why = archive_symlink_unsafe_reason(path, target);
         if (why)
-                return fail(r, EBADMSG, "the stream leaves a symlink %s → %s that %s", path, target, why);
+                return fail(r, EBADMSG, "the stream leaves a symlink %s → %s: %s", path, target, why);
         return 0;
 }
 
