@@ -239,6 +239,34 @@ static int walk_into(int root_fd, const char *path, GHashTable *set, int depth)
         return 0;
 }
 
+/* The kernel writes the stream a command at a time: read it in big chunks, not a read per field. */
+typedef struct BufferedFd {
+        int fd;
+        size_t pos, len;
+        uint8_t buf[256 * 1024];
+} BufferedFd;
+
+static ssize_t buffered_read(void *userdata, void *buf, size_t n)
+{
+        BufferedFd *b = userdata;
+
+        if (b->pos == b->len) {
+                ssize_t l;
+                do
+                        l = read(b->fd, b->buf, sizeof b->buf);
+                while (l < 0 && errno == EINTR);
+                if (l <= 0)
+                        return l < 0 ? -errno : 0;
+                b->pos = 0;
+                b->len = (size_t) l;
+        }
+        if (n > b->len - b->pos)
+                n = b->len - b->pos;
+        memcpy(buf, b->buf + b->pos, n);
+        b->pos += n;
+        return (ssize_t) n;
+}
+
 static int path_cmp(const void *a, const void *b)
 {
         return strcmp(*(const char *const *) a, *(const char *const *) b);
@@ -328,6 +356,7 @@ int btrfs_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
 {
         _cleanup_(btrfs_send_reader_freep) BtrfsSendReader *r = NULL;
         _cleanup_close_ int rfd = -1, wfd = -1;
+        _cleanup_free_ BufferedFd *in = NULL;
         BtrfsSubvolInfo base_info, image_info;
         int pipefd[2], k, status;
         BtrfsSendCmd cmd;
@@ -344,10 +373,15 @@ int btrfs_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         if (k < 0)
                 return k;
 
+        in = calloc(1, sizeof *in);
+        if (!in)
+                return -ENOMEM;
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
         rfd = pipefd[0];
         wfd = pipefd[1];
+        /* Room for the sender to run ahead (best effort: the pipe's default is 64 KiB). */
+        (void) fcntl(wfd, F_SETPIPE_SZ, 1024 * 1024);
 
         pid = safe_fork(false);
         if (pid < 0)
@@ -372,7 +406,8 @@ int btrfs_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         d.entries = g_ptr_array_new_with_free_func(entry_free);
         d.by_path = g_hash_table_new(g_str_hash, g_str_equal);
 
-        k = btrfs_send_reader_new(btrfs_send_read_fd, &rfd, &r);
+        in->fd = rfd;
+        k = btrfs_send_reader_new(buffered_read, in, &r);
         while (k >= 0) {
                 k = btrfs_send_reader_next(r, &cmd);
                 if (k <= 0)
