@@ -19,7 +19,7 @@ import stamptest
 from reliabilitytest import user_call_with_fd
 from stamptest import (CANCEL_TIMEOUT, STAMPCTL, ACCESS_DENIED, INTERACTIVE_REQUIRED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, USER2,
                        JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
-                       subvolume_read_only)
+                       subvolume_read_only, subvolume_show)
 
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
 BAD_ARCHIVE = STAMP_ERROR + 'BadArchive'
@@ -143,6 +143,9 @@ class DeltaTestCase(stamptest.TestCase):
         self.addCleanup(self.jobs.close)
         base = make_image(self.store, 'base', populate=False)
         fill_base(base)
+        # A recipe as CreateTemplate writes it: base is a template.
+        uuid = subvolume_show(base)['UUID'].replace('-', '')
+        os.setxattr(base, 'user.stamp.recipe', ("{'suite': <'bookworm'>, 'uuid': <'%s'>}" % uuid).encode())
         run(['btrfs', 'property', 'set', '-ts', base, 'ro', 'true'])
         # keep_identity: a fresh machine-id and hostname would be changes of their own.
         self.clone(self.root, 'base', 'web')
@@ -319,6 +322,15 @@ class RoundTripTest(DeltaTestCase):
                                      'import a full btrfs export of base first')
         _, outcome = self.import_(self.file('base.btrfs'), 'base')
         self.assertDone(outcome)
+        # A template there too, read-only, with its recipe.
+        props = self.root.image_props('base')
+        self.assertTrue(props['Template'])
+        self.assertTrue(props['ReadOnly'])
+        self.assertEqual(props['Recipe']['suite'], 'bookworm')
+        # A parent made writable may have changed since: refused until it is read-only again.
+        self.root.manager('MarkImageReadOnly', 'base', False)
+        self.assertImportFails(self.file('web.delta'), 'web', STAMP_ERROR + 'ImageBusy', 'writable')
+        self.root.manager('MarkImageReadOnly', 'base', True)
         _, outcome = self.import_(self.file('web.delta'), 'web')
         self.assertDone(outcome)
         self.assertEqual(tree(self.path('base')), want_base)

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include <btrfsutil.h>
 
@@ -119,6 +120,15 @@ static int open_parent(JobChild *c, const StampStreamHeader *h, int *ret)
                 return job_child_fail(c, errno, "Cannot open image %s, the delta's parent: %s", h->parent,
                                       strerror(errno));
         k = fd_is_subvolume(fd) > 0 ? btrfs_subvol_matches_uuid(fd, h->parent_uuid) : 0;
+        if (k > 0) {
+                BtrfsSubvolInfo info;
+                if (btrfs_subvol_info_fd(fd, &info) < 0 || !info.read_only)
+                        return job_child_fail(c, EBUSY,
+                                              "Image %s, the delta's parent, is writable here: it may have changed "
+                                              "since it was received, and a delta applies only to the image it was "
+                                              "made against; mark it read-only if it has not changed",
+                                              h->parent);
+        }
         if (k <= 0)
                 return job_child_fail(c, ENOENT,
                                       "Image %s here is not the image the delta was made against (that one's uuid is "
@@ -126,6 +136,46 @@ static int open_parent(JobChild *c, const StampStreamHeader *h, int *ret)
                                       h->parent, hex, h->parent);
         *ret = TAKE_FD(fd);
         return 0;
+}
+
+/* A template's recipe names the subvolume it was written for by uuid (see image_is_template()): the
+ * received copy of a template is that template here, so its recipe is made to name the copy. */
+static void adopt_recipe(JobChild *c, int root_fd, const uint8_t sent_uuid[16])
+{
+        g_autoptr(GVariant) recipe = NULL, uuid = NULL;
+        g_autofree char *text = NULL;
+        GVariantBuilder b;
+        GVariantIter it;
+        BtrfsSubvolInfo info;
+        char buf[8192], sent[33], mine[33];
+        const char *key;
+        GVariant *value;
+        ssize_t n;
+
+        n = fgetxattr(root_fd, RECIPE_XATTR, buf, sizeof buf - 1);
+        if (n < 0)
+                return;
+        buf[n] = '\0';
+        recipe = g_variant_parse(G_VARIANT_TYPE_VARDICT, buf, NULL, NULL, NULL);
+        if (!recipe)
+                return;
+        uuid = g_variant_lookup_value(recipe, "uuid", G_VARIANT_TYPE_STRING);
+        uuid_to_hex(sent_uuid, sent);
+        if (!uuid || !streq(g_variant_get_string(uuid, NULL), sent) || btrfs_subvol_info_fd(root_fd, &info) < 0)
+                return;
+        uuid_to_hex(info.uuid, mine);
+        g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+        g_variant_iter_init(&it, recipe);
+        while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                if (streq(key, "uuid"))
+                        g_variant_builder_add(&b, "{sv}", key, g_variant_new_string(mine));
+                else
+                        g_variant_builder_add(&b, "{sv}", key, value);
+                g_variant_unref(value);
+        }
+        text = g_variant_print(g_variant_ref_sink(g_variant_builder_end(&b)), TRUE);
+        if (fsetxattr(root_fd, RECIPE_XATTR, text, strlen(text), 0) < 0)
+                job_child_log(c, LOG_LEVEL_WARNING, "Cannot keep the template's recipe: %s", strerror(errno));
 }
 
 static int import_btrfs(JobChild *c, const JobArgs *j, Input *in)
@@ -204,6 +254,7 @@ static int import_btrfs(JobChild *c, const JobArgs *j, Input *in)
         k = btrfs_set_received(root_fd, uuid, ctransid);
         if (k < 0)
                 return job_child_fail(c, -k, "Cannot record where image %s came from: %s", name, strerror(-k));
+        adopt_recipe(c, root_fd, uuid);
         read_only = h.read_only || j->import.read_only;
         if (read_only) {
                 k = store_set_read_only_fd(root_fd, true);
