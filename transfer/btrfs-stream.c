@@ -53,7 +53,10 @@ int stamp_stream_header_parse(const char *buf, size_t n, StampStreamHeader *ret,
         const char *end = NULL, *p, *line;
         bool have_name = false, have_ro = false, have_parent = false, have_uuid = false;
         char first[32];
+        size_t m = strlen(STAMP_STREAM_MAGIC);
 
+        if (memcmp(buf, STAMP_STREAM_MAGIC, n < m ? n : m) != 0)
+                return errbuf_set(err, errlen, EBADMSG, "not a stamp btrfs stream");
         for (size_t i = 0; i + 1 < n && i + 1 < STAMP_STREAM_HEADER_MAX; i++)
                 if (buf[i] == '\n' && buf[i + 1] == '\n') {
                         end = buf + i + 1;

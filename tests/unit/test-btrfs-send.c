@@ -18,6 +18,7 @@
 
 #include "btrfs-diff.h"
 #include "btrfs-send.h"
+#include "btrfs-stream.h"
 #include "util.h"
 
 /* A stream built in memory, command by command. */
@@ -459,6 +460,60 @@ static void test_paths(void)
         g_assert_false(btrfs_send_path_is_valid(long_path));
 }
 
+/* stamp's own header before the btrfs stream (transfer/btrfs-stream.h). */
+static void test_stamp_header(void)
+{
+        StampStreamHeader h = {.read_only = true, .delta = true}, got;
+        char buf[STAMP_STREAM_HEADER_MAX], err[256];
+        int n;
+
+        strcpy(h.name, "web");
+        strcpy(h.parent, "base");
+        for (int i = 0; i < 16; i++)
+                h.parent_uuid[i] = (uint8_t) (i * 17);
+        n = stamp_stream_header_format(&h, buf, sizeof buf);
+        g_assert_cmpint(n, >, 0);
+        g_assert_true(stamp_stream_is_btrfs(buf, (size_t) n));
+        g_assert_cmpstr(buf, ==,
+                        "stamp-btrfs-stream 1\nname=web\nread-only=yes\nparent=base\n"
+                        "parent-uuid=00112233445566778899aabbccddeeff\n\n");
+        /* Whole, with the btrfs stream after it: its length; cut anywhere: not yet. */
+        memcpy(buf + n, "btrfs-stream", 12);
+        g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) n + 12, &got, err, sizeof err), ==, n);
+        g_assert_cmpstr(got.name, ==, "web");
+        g_assert_cmpstr(got.parent, ==, "base");
+        g_assert_true(got.delta && got.read_only);
+        g_assert_cmpmem(got.parent_uuid, 16, h.parent_uuid, 16);
+        for (int cut = 0; cut < n; cut++)
+                g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) cut, &got, err, sizeof err), <=, 0);
+
+        static const char *const bad[] = {
+                "stamp-btrfs-stream 2\nname=a\nread-only=no\n\n",
+                "stamp-btrfs-stream 1\nname=../etc\nread-only=no\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=maybe\n\n",
+                "stamp-btrfs-stream 1\nread-only=no\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=/b\nparent-uuid="
+                "00112233445566778899aabbccddeeff\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid=xyz\n\n",
+                "stamp-btrfs-stream 1\nname=a\nno equals sign\n\n",
+                "btrfs-stream",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                g_test_message("bad header %zu", i);
+                g_assert_cmpint(stamp_stream_header_parse(bad[i], strlen(bad[i]) + 1, &got, err, sizeof err), ==,
+                                -EBADMSG);
+        }
+        /* Unknown keys are for later versions: skipped. */
+        static const char later[] = "stamp-btrfs-stream 1\nname=a\ncolour=blue\nread-only=no\n\n";
+        g_assert_cmpint(stamp_stream_header_parse(later, sizeof later - 1, &got, err, sizeof err), ==,
+                        (int) sizeof later - 1);
+        /* No end within the limit. */
+        memset(buf, 'x', sizeof buf);
+        memcpy(buf, "stamp-btrfs-stream 1\n", 21);
+        g_assert_cmpint(stamp_stream_header_parse(buf, sizeof buf, &got, err, sizeof err), ==, -EBADMSG);
+}
+
 /* --- real streams, as root, on a btrfs made here in a mount namespace of the test's own --- */
 
 static char *scratch;
@@ -660,6 +715,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/btrfs-send/hostile-commands", test_hostile_commands);
         g_test_add_func("/btrfs-send/bad-headers", test_bad_headers);
         g_test_add_func("/btrfs-send/paths", test_paths);
+        g_test_add_func("/btrfs-send/stamp-header", test_stamp_header);
         g_test_add_func("/btrfs-send/real-stream", test_real_stream);
         g_test_add_func("/btrfs-diff/real", test_real_diff);
         (void) real_btrfs_setup();
