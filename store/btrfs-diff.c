@@ -101,7 +101,8 @@ static Entry *entry_resolve(Diff *d, const char *path)
                 base = g_strdup(path);
         else if (a->base) /* beneath a new directory, it is new too */
                 base = g_strconcat(a->base, path + n, NULL);
-        return entry_add(d, path, base, base ? lstat_beneath(d->base_fd, base) : 0);
+        /* The type is looked up when it matters (a rename), not for every change. */
+        return entry_add(d, path, base, 0);
 }
 
 static void entry_move(Diff *d, Entry *e, const char *to)
@@ -116,6 +117,8 @@ static void entry_move(Diff *d, Entry *e, const char *to)
         e->cur = g_strdup(to);
         g_hash_table_replace(d->by_path, e->cur, e);
 
+        if (e->type == 0 && e->base)
+                e->type = lstat_beneath(d->base_fd, e->base);
         if (e->type != S_IFDIR)
                 return;
         /* What was touched beneath a moved directory moves with it. */
