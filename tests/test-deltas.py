@@ -460,6 +460,17 @@ class RefusalTest(DeltaTestCase):
         with open(self.path('fine/a'), 'rb') as f:
             self.assertEqual(f.read(), b'hello')
 
+    def test_delta_that_moves_a_link_out_of_reach(self):
+        # In the template a relative link stays inside; the clone moves its directory up, so that
+        # the same link climbs above the root. A delta of that is refused on import, like a tar.
+        run(['btrfs', 'property', 'set', '-ts', self.path('base'), 'ro', 'false'])
+        sh(self.path('base'), 'mkdir -p deep/er && ln -s ../../keep deep/er/up')
+        run(['btrfs', 'property', 'set', '-ts', self.path('base'), 'ro', 'true'])
+        self.clone(self.root, 'base', 'mover')
+        sh(self.path('mover'), 'mv deep/er top')
+        self.assertDone(self.export('mover', self.file('mover.delta'), format='btrfs', parent='base'))
+        self.assertImportFails(self.file('mover.delta'), 'mover2', BAD_ARCHIVE, 'top/up')
+
     def test_bad_calls(self):
         before = store_state(self.store)
         fd = os.open(self.file('out'), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
