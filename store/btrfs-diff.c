@@ -15,6 +15,9 @@
 #include "btrfs-util.h"
 #include "util.h"
 
+/* Objects one diff follows: a stream that touches more (two unrelated trees, say) is answered -E2BIG
+ * rather than held in memory; no caller could take that many changes in one answer anyway. */
+#define DIFF_ENTRIES_MAX 1000000
 /* How deep the listing of a renamed directory goes. */
 #define DIFF_WALK_MAX_DEPTH 256
 
@@ -59,7 +62,11 @@ static mode_t lstat_beneath(int root_fd, const char *path)
 
 static Entry *entry_add(Diff *d, const char *cur, const char *base, mode_t type)
 {
-        Entry *e = g_new0(Entry, 1);
+        Entry *e;
+
+        if (d->entries->len >= DIFF_ENTRIES_MAX)
+                return NULL;
+        e = g_new0(Entry, 1);
 
         e->cur = g_strdup(cur);
         e->base = g_strdup(base);
@@ -168,21 +175,23 @@ static int diff_apply(Diff *d, const BtrfsSendCmd *c)
                 e = g_hash_table_lookup(d->by_path, c->path);
                 if (e)
                         entry_detach(d, e);
-                (void) entry_add(d, c->path, NULL, cmd_type(c->cmd, c->mode));
-                return 0;
+                return entry_add(d, c->path, NULL, cmd_type(c->cmd, c->mode)) ? 0 : -E2BIG;
         case BTRFS_SEND_C_LINK:
                 e = g_hash_table_lookup(d->by_path, c->path);
                 if (e)
                         entry_detach(d, e);
-                (void) entry_add(d, c->path, NULL, 0);
-                return 0;
+                return entry_add(d, c->path, NULL, 0) ? 0 : -E2BIG;
         case BTRFS_SEND_C_RENAME:
                 e = entry_resolve(d, c->path);
+                if (!e)
+                        return -E2BIG;
                 entry_move(d, e, c->path_to);
                 return 0;
         case BTRFS_SEND_C_UNLINK:
         case BTRFS_SEND_C_RMDIR:
                 e = entry_resolve(d, c->path);
+                if (!e)
+                        return -E2BIG;
                 entry_detach(d, e);
                 return 0;
         case BTRFS_SEND_C_WRITE:
@@ -196,6 +205,8 @@ static int diff_apply(Diff *d, const BtrfsSendCmd *c)
                 if (!c->path[0])
                         return 0; /* the root itself */
                 e = entry_resolve(d, c->path);
+                if (!e)
+                        return -E2BIG;
                 e->modified = true;
                 return 0;
         default: /* subvol, snapshot, utimes */

@@ -15,5 +15,6 @@ typedef int (*btrfs_diff_cb)(char change /* 'A','M','D','T' */, const char *path
 /* The changes that turn the read-only subvolume @base_fd into the read-only subvolume @image_fd
  * (callers that have a writable image take a temporary read-only snapshot first). Needs CAP_SYS_ADMIN;
  * blocks: for a worker, a helper or an operation child. The send runs in a child process. Returns 0 or
- * a negative errno: -EINVAL if either is not a read-only subvolume, -EBADMSG if the stream could not be read. */
+ * a negative errno: -EINVAL if either is not a read-only subvolume, -EBADMSG if the stream could not be read,
+ * -E2BIG if the two differ in more than a million objects. */
 int btrfs_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata);

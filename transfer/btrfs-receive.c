@@ -16,6 +16,8 @@
 #define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 /* How deep a moved directory is searched for symlinks. */
 #define RECEIVE_WALK_MAX_DEPTH 256
+/* Directories and symlinks followed through one stream: far more than any OS tree has. */
+#define RECEIVE_TRACKED_MAX 1000000
 
 /* What the stream made or moved, followed through renames, for the check of symlinks at the end. */
 typedef struct Tracked {
@@ -206,11 +208,15 @@ static int file_for_write(Receiver *r, const char *path)
 
 /* ---- what the stream made and moved ---- */
 
-static Tracked *track(Receiver *r, const char *path, mode_t type, bool created)
+/* Only directories and symlinks: what the check at the end looks at. */
+static int track(Receiver *r, const char *path, mode_t type, bool created)
 {
-        Tracked *t = g_new0(Tracked, 1);
-        Tracked *old = g_hash_table_lookup(r->by_path, path);
+        Tracked *t, *old = g_hash_table_lookup(r->by_path, path);
 
+        if (r->tracked->len >= RECEIVE_TRACKED_MAX)
+                return fail(r, EBADMSG, "the stream makes or moves more than %d directories and symlinks",
+                            RECEIVE_TRACKED_MAX);
+        t = g_new0(Tracked, 1);
         if (old) {
                 g_hash_table_remove(r->by_path, path);
                 g_clear_pointer(&old->cur, g_free);
@@ -221,7 +227,7 @@ static Tracked *track(Receiver *r, const char *path, mode_t type, bool created)
         t->first_depth = depth_of(path);
         g_ptr_array_add(r->tracked, t);
         g_hash_table_replace(r->by_path, t->cur, t);
-        return t;
+        return 0;
 }
 
 static void untrack(Receiver *r, const char *path)
@@ -234,20 +240,27 @@ static void untrack(Receiver *r, const char *path)
         g_clear_pointer(&t->cur, g_free);
 }
 
-static void track_move(Receiver *r, const char *from, const char *to, mode_t type)
+static int track_move(Receiver *r, const char *from, const char *to, mode_t type)
 {
         Tracked *t = g_hash_table_lookup(r->by_path, from);
         size_t n = strlen(from);
+        int k;
 
-        if (!t)
-                t = track(r, from, type, false);
         untrack(r, to);
+        if (!t) {
+                if (type != S_IFDIR && type != S_IFLNK)
+                        return 0;
+                k = track(r, from, type, false);
+                if (k < 0)
+                        return k;
+                t = g_hash_table_lookup(r->by_path, from);
+        }
         g_hash_table_remove(r->by_path, from);
         g_free(t->cur);
         t->cur = g_strdup(to);
         g_hash_table_replace(r->by_path, t->cur, t);
         if (type != S_IFDIR)
-                return;
+                return 0;
         for (guint i = 0; i < r->tracked->len; i++) {
                 Tracked *c = r->tracked->pdata[i];
                 if (!c->cur || c == t || strncmp(c->cur, from, n) != 0 || c->cur[n] != '/')
@@ -258,6 +271,7 @@ static void track_move(Receiver *r, const char *from, const char *to, mode_t typ
                 c->cur = moved;
                 g_hash_table_replace(r->by_path, c->cur, c);
         }
+        return 0;
 }
 
 static int check_symlink(Receiver *r, const char *path)
@@ -455,13 +469,12 @@ static int apply(Receiver *r, const BtrfsSendCmd *c)
                 if (fd < 0)
                         return fail_errno(r, c, errno);
                 close(fd);
-                (void) track(r, c->path, S_IFREG, true);
+                untrack(r, c->path);
                 return 0;
         case BTRFS_SEND_C_MKDIR:
                 if (mkdirat(dir_fd, base, 0700) < 0)
                         return fail_errno(r, c, errno);
-                (void) track(r, c->path, S_IFDIR, true);
-                return 0;
+                return track(r, c->path, S_IFDIR, true);
         case BTRFS_SEND_C_MKNOD:
         case BTRFS_SEND_C_MKFIFO:
         case BTRFS_SEND_C_MKSOCK:
@@ -472,13 +485,12 @@ static int apply(Receiver *r, const BtrfsSendCmd *c)
                         return fail(r, EBADMSG, "the stream makes %s a node of no known type", c->path);
                 if (mknodat(dir_fd, base, type | 0600, (dev_t) (type == S_IFCHR || type == S_IFBLK ? c->rdev : 0)) < 0)
                         return fail_errno(r, c, errno);
-                (void) track(r, c->path, type, true);
+                untrack(r, c->path);
                 return 0;
         case BTRFS_SEND_C_SYMLINK:
                 if (symlinkat(c->path_link, dir_fd, base) < 0)
                         return fail_errno(r, c, errno);
-                (void) track(r, c->path, S_IFLNK, true);
-                return 0;
+                return track(r, c->path, S_IFLNK, true);
         case BTRFS_SEND_C_RENAME: {
                 g_autofree char *from_dir = NULL;
                 type = type_of(r->a->root_fd, c->path);
@@ -497,8 +509,7 @@ static int apply(Receiver *r, const BtrfsSendCmd *c)
                         return fail_errno(r, c, errno);
                 forget_dir(r);
                 forget_file(r);
-                track_move(r, c->path, c->path_to, type);
-                return 0;
+                return track_move(r, c->path, c->path_to, type);
         }
         case BTRFS_SEND_C_LINK: {
                 int link_dir;
@@ -515,8 +526,11 @@ static int apply(Receiver *r, const BtrfsSendCmd *c)
                 if (linkat(link_dir, link_base, dir_fd, base, 0) < 0)
                         return fail_errno(r, c, errno);
                 type = type_of(r->a->root_fd, c->path);
-                (void) track(r, c->path, type, true);
-                return 0;
+                if (type != S_IFLNK) {
+                        untrack(r, c->path);
+                        return 0;
+                }
+                return track(r, c->path, type, true);
         }
         case BTRFS_SEND_C_UNLINK:
         case BTRFS_SEND_C_RMDIR:
