@@ -185,7 +185,7 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
         return 0;
 }
 
-/* 1 if the uid is being asked and the call will come again; 0 if it was asked already. */
+/* Ask the bus for the uid of @msg's sender; the call is delivered again once it answered. */
 static int ask_caller_uid(Manager *m, sd_bus_message *msg, sd_bus_error *error)
 {
         sd_bus *bus = sd_bus_message_get_bus(msg);
@@ -195,8 +195,6 @@ static int ask_caller_uid(Manager *m, sd_bus_message *msg, sd_bus_error *error)
 
         if (!asked)
                 asked = g_hash_table_new_full(g_direct_hash, g_direct_equal, message_unref, NULL);
-        if (g_hash_table_remove(asked, msg))
-                return 0;
         if (g_hash_table_size(asked) >= DIFF_UID_LOOKUPS_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
                                          "Too many image comparisons are waiting to learn who called (at most %d); "
@@ -227,9 +225,13 @@ int method_diff_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         _cleanup_free_ char *origin = NULL;
         Image *img = NULL, *base_img = NULL;
         uid_t owner, base_owner, uid;
-        bool base_shared;
+        bool base_shared, asked_before;
         DiffArgs *a;
         int k;
+
+        /* A call delivered again after its caller's uid was asked: not asked again, whatever
+         * happens below. */
+        asked_before = asked && g_hash_table_remove(asked, msg);
 
         k = sd_bus_message_read(msg, "ss", &name, &base);
         if (k < 0)
@@ -261,12 +263,8 @@ int method_diff_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         /* The owner reads their own image's changes without asking, against a base of theirs or a
          * shared template; anyone else needs manage-images, as for any act on someone's image. */
         k = authz_caller_uid(m->authz, msg, &uid);
-        if (k == -ENODATA && sd_bus_message_get_sender(msg)) {
-                k = ask_caller_uid(m, msg, error);
-                if (k != 0)
-                        return k;
-                k = -ENODATA;
-        }
+        if (k == -ENODATA && sd_bus_message_get_sender(msg) && !asked_before)
+                return ask_caller_uid(m, msg, error);
         if (k < 0 || (uid != 0 && (uid != owner || (base_owner != uid && !base_shared)))) {
                 const char *details[] = {"verb", "diff", "image", name, "base", base, NULL};
                 k = authz_verify(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, details, error);
