@@ -513,6 +513,21 @@ class RefusalTest(DeltaTestCase):
         self.assertDone(self.jobs.wait(tuple(job)))
         self.assertEqual(tree(self.path('mine')), tree(self.path('web')))
 
+    def test_reader_goes_away(self):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ExportImage', 'web', 0,
+                                 {'format': GLib.Variant('s', 'btrfs'),
+                                  'compression': GLib.Variant('s', 'uncompressed')}, fd_list=fd_list(w))
+        finally:
+            os.close(w)
+        os.read(r, 1000)
+        os.close(r)
+        result, log = self.jobs.wait(job)
+        self.assertEqual(result, 'failed')
+        self.assertIn('the reader closed the stream', log)
+        stamptest.wait_for(lambda: self.hidden() == [], 'the export snapshot to go')
+
     def test_cancel_export_and_import(self):
         r, w = os.pipe2(os.O_CLOEXEC)
         try:

@@ -150,11 +150,16 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
         /* A reader that stopped: the sender's writes fail with EPIPE and it ends. */
         rfd = safe_close(rfd);
         (void) pthread_join(thread, NULL);
+        /* A write that failed first: the sender's own failure (EPIPE) is only its consequence. */
+        if (failed && (archive_errno(w) == EPIPE || archive_errno(w) == ECONNRESET))
+                return job_child_fail(c, EPIPE, "Exporting image %s failed: the reader closed the stream", j->name);
+        if (failed)
+                return job_child_fail(c, EIO, "Cannot write the export: %s",
+                                      archive_error_string(w) ?: "the stream ended early");
         if (s.result != 0)
                 return job_child_fail(c, s.result, "Sending image %s failed: %s", j->name, strerror(s.result));
-        if (failed || archive_write_close(w) != ARCHIVE_OK)
-                return job_child_fail(c, errno == EPIPE ? EPIPE : EIO, "Cannot write the export: %s",
-                                      archive_error_string(w) ?: strerror(errno ?: EIO));
+        if (archive_write_close(w) != ARCHIVE_OK)
+                return job_child_fail(c, EIO, "Cannot write the export: %s", archive_error_string(w) ?: "");
         job_child_log(c, LOG_LEVEL_INFO, "Sent %" PRIu64 " bytes of btrfs stream", sent);
         return 0;
 }
