@@ -489,6 +489,19 @@ class RefusalTest(DeltaTestCase):
         self.assertDBusError(NO_SUCH_IMAGE, call, 'web', format='btrfs', parent='nope')
         self.assertDBusError(INVALID_NAME, call, 'web', format='btrfs', parent='../x')
         self.assertDBusError(INVALID_ARGS, call, 'web', colour='blue')
+        # Wrong kinds of fd: a directory, one open for reading only (export), writing only (import).
+        for path, flags, method, args, phrase in (
+                (self.dir, os.O_RDONLY | os.O_DIRECTORY, 'ExportImage', ('web', 0, {}), 'a directory'),
+                (self.file('out'), os.O_RDONLY, 'ExportImage', ('web', 0, {}), 'read-only'),
+                (self.file('out'), os.O_WRONLY, 'ImportImage', (0, 'x', {}), 'write-only'),
+                (self.dir, os.O_RDONLY | os.O_DIRECTORY, 'ImportImage', (0, 'x', {}), 'a directory')):
+            bad = os.open(path, flags | os.O_CLOEXEC)
+            try:
+                e = self.assertDBusError(INVALID_ARGS, self.root.call, MANAGER_PATH, MANAGER_IFACE, method, *args,
+                                         fd_list=fd_list(bad))
+            finally:
+                os.close(bad)
+            self.assertIn(phrase, str(e))
         self.assertUnchanged(self.store, before)
 
     def test_authorization(self):
