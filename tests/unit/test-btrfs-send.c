@@ -531,8 +531,11 @@ static bool real_btrfs_setup(void)
         img = g_build_filename(scratch, "fs.img", NULL);
         mnt = g_build_filename(scratch, "mnt", NULL);
         g_assert_cmpint(g_mkdir_with_parents(mnt, 0755), ==, 0);
-        cmd = g_strdup_printf("truncate -s 256M '%s' && mkfs.btrfs -q '%s' >/dev/null 2>&1 && mount -o loop '%s' '%s'",
-                              img, img, img, mnt);
+        /* The file goes at once (the loop device holds it), so that a test that aborts leaves only an
+         * empty directory; the mount goes with this process's namespace. */
+        cmd = g_strdup_printf("truncate -s 256M '%s' && mkfs.btrfs -q '%s' >/dev/null 2>&1 && "
+                              "mount -o loop '%s' '%s' && rm '%s'",
+                              img, img, img, mnt, img);
         if (system(cmd) != 0) {
                 g_autofree char *rm = g_strdup_printf("rm -rf '%s'", scratch);
                 (void) system(rm);
