@@ -6,6 +6,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,35 +47,39 @@ bool arg_private_users = false;
 int arg_signal = SIGTERM;
 bool arg_with_snapshots = false;
 const char *arg_snapshot = NULL;
+const char *arg_compression = NULL;
+bool arg_delta = false;
+const char *arg_parent = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
-enum {
-        OPT_READ_ONLY = 1u << 0,
-        OPT_TREE = 1u << 1,
-        OPT_SUITE = 1u << 2,
-        OPT_VARIANT = 1u << 3,
-        OPT_ARCH = 1u << 4,
-        OPT_INCLUDE = 1u << 5,
-        OPT_MIRROR = 1u << 6,
-        OPT_PACKAGE_TARBALL = 1u << 7,
-        OPT_ROOT_PASSWORD = 1u << 8,
-        OPT_FORMAT = 1u << 9,
-        OPT_CHECKSUM = 1u << 10,
-        OPT_VERIFY = 1u << 11,
-        OPT_BOOT = 1u << 12,
-        OPT_EPHEMERAL = 1u << 13,
-        OPT_NAME = 1u << 14,
-        OPT_PRIVATE_NETWORK = 1u << 15,
-        OPT_PRIVATE_USERS = 1u << 16,
-        OPT_SIGNAL = 1u << 17,
-        OPT_KEEP_IDENTITY = 1u << 18,
-        OPT_MINE = 1u << 19,
-        OPT_WITH_SNAPSHOTS = 1u << 20,
-        OPT_SNAPSHOT = 1u << 21,
-        OPT_USER = 1u << 22,
-        OPT_ENV = 1u << 23,
-        OPT_CHDIR = 1u << 24,
-};
+#define OPT_READ_ONLY (UINT64_C(1) << 0)
+#define OPT_TREE (UINT64_C(1) << 1)
+#define OPT_SUITE (UINT64_C(1) << 2)
+#define OPT_VARIANT (UINT64_C(1) << 3)
+#define OPT_ARCH (UINT64_C(1) << 4)
+#define OPT_INCLUDE (UINT64_C(1) << 5)
+#define OPT_MIRROR (UINT64_C(1) << 6)
+#define OPT_PACKAGE_TARBALL (UINT64_C(1) << 7)
+#define OPT_ROOT_PASSWORD (UINT64_C(1) << 8)
+#define OPT_FORMAT (UINT64_C(1) << 9)
+#define OPT_CHECKSUM (UINT64_C(1) << 10)
+#define OPT_VERIFY (UINT64_C(1) << 11)
+#define OPT_BOOT (UINT64_C(1) << 12)
+#define OPT_EPHEMERAL (UINT64_C(1) << 13)
+#define OPT_NAME (UINT64_C(1) << 14)
+#define OPT_PRIVATE_NETWORK (UINT64_C(1) << 15)
+#define OPT_PRIVATE_USERS (UINT64_C(1) << 16)
+#define OPT_SIGNAL (UINT64_C(1) << 17)
+#define OPT_KEEP_IDENTITY (UINT64_C(1) << 18)
+#define OPT_MINE (UINT64_C(1) << 19)
+#define OPT_WITH_SNAPSHOTS (UINT64_C(1) << 20)
+#define OPT_SNAPSHOT (UINT64_C(1) << 21)
+#define OPT_USER (UINT64_C(1) << 22)
+#define OPT_ENV (UINT64_C(1) << 23)
+#define OPT_CHDIR (UINT64_C(1) << 24)
+#define OPT_COMPRESSION (UINT64_C(1) << 25)
+#define OPT_DELTA (UINT64_C(1) << 26)
+#define OPT_PARENT (UINT64_C(1) << 27)
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
@@ -86,7 +91,7 @@ struct verb {
         const char *name;
         unsigned min_args; /* operands after the verb */
         unsigned max_args;
-        unsigned options;
+        uint64_t options;
         int (*run)(sd_bus *bus, int argc, char **argv);
         const char *synopsis;
 };
@@ -109,6 +114,10 @@ static const struct verb verbs[] = {
         {"import-tar", 1, 2, OPT_READ_ONLY, verb_import_tar, "import-tar FILE|- [NAME] [--read-only]"},
         {"pull-tar", 1, 2, OPT_VERIFY | OPT_READ_ONLY, verb_pull_tar,
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
+        {"diff", 1, 2, 0, verb_diff, "diff NAME [BASE]"},
+        {"export", 2, 2, OPT_FORMAT | OPT_COMPRESSION | OPT_DELTA | OPT_PARENT, verb_export,
+         "export NAME FILE|- [--format tar|btrfs] [--compression C] [--delta | --parent P]"},
+        {"import", 1, 2, OPT_READ_ONLY, verb_import, "import FILE|- [NAME] [--read-only]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT, verb_start,
@@ -187,6 +196,8 @@ static void help(void)
                "  remove NAME...             Remove images\n"
                "  rename OLD NEW             Rename an image\n"
                "  read-only NAME [yes|no]    Mark an image read-only (default) or not\n"
+               "  diff NAME [BASE]           What NAME changed against BASE (default: its\n"
+               "                             origin), as git diff --name-status\n"
                "\n"
                "Job commands (wait with a progress bar unless --no-block; Ctrl-C cancels):\n"
                "  create-template NAME --suite S [--variant V] [--arch A]\n"
@@ -197,6 +208,14 @@ static void help(void)
                "                             Write an image as a tar archive\n"
                "  import-tar FILE|- [NAME] [--read-only]\n"
                "                             Make an image from a tar archive\n"
+               "  export NAME FILE|- [--format tar|btrfs] [--compression C]\n"
+               "         [--delta | --parent P]\n"
+               "                             Write an image as a tar archive or a btrfs\n"
+               "                             stream; --delta: only what it changed\n"
+               "                             against its origin (a btrfs stream)\n"
+               "  import FILE|- [NAME] [--read-only]\n"
+               "                             Make an image from a tar archive or a btrfs\n"
+               "                             stream (a delta needs its parent here)\n"
                "  pull-tar URL [NAME] [--verify no|checksum] [--read-only]\n"
                "                             Download a tar archive, make an image of it\n"
                "  jobs                       List running jobs\n"
@@ -254,6 +273,15 @@ static void help(void)
                "     --format=F              export-tar: zstd, xz, gzip, bzip2 or\n"
                "                             uncompressed; default from FILE's suffix,\n"
                "                             else zstd\n"
+               "     --format=tar|btrfs      export: a tar archive (default) or a btrfs\n"
+               "                             send stream\n"
+               "     --compression=C         export: zstd, xz, gzip, bzip2 or\n"
+               "                             uncompressed; default from FILE's suffix,\n"
+               "                             else zstd\n"
+               "     --delta                 export: only the difference from the image's\n"
+               "                             origin (implies --format btrfs)\n"
+               "     --parent=P              export: only the difference from the\n"
+               "                             read-only image P\n"
                "     --checksum              export-tar: add the archive's line to the\n"
                "                             SHA256SUMS file beside FILE\n"
                "     --verify=no|checksum    pull-tar: check the archive against the\n"
@@ -352,6 +380,9 @@ enum {
         ARG_USER,
         ARG_ENV,
         ARG_CHDIR,
+        ARG_COMPRESSION,
+        ARG_DELTA,
+        ARG_PARENT,
 };
 
 static const struct option long_options[] = {
@@ -389,11 +420,14 @@ static const struct option long_options[] = {
         {"user", required_argument, NULL, ARG_USER},
         {"env", required_argument, NULL, ARG_ENV},
         {"chdir", required_argument, NULL, ARG_CHDIR},
+        {"compression", required_argument, NULL, ARG_COMPRESSION},
+        {"delta", no_argument, NULL, ARG_DELTA},
+        {"parent", required_argument, NULL, ARG_PARENT},
         {},
 };
 
 /* Which OPT_* bit a getopt value stands for; 0 for global options. */
-static unsigned option_bit(int c)
+static uint64_t option_bit(int c)
 {
         switch (c) {
         case ARG_READ_ONLY:
@@ -446,12 +480,18 @@ static unsigned option_bit(int c)
                 return OPT_ENV;
         case ARG_CHDIR:
                 return OPT_CHDIR;
+        case ARG_COMPRESSION:
+                return OPT_COMPRESSION;
+        case ARG_DELTA:
+                return OPT_DELTA;
+        case ARG_PARENT:
+                return OPT_PARENT;
         default:
                 return 0;
         }
 }
 
-static const char *option_name(unsigned bit)
+static const char *option_name(uint64_t bit)
 {
         for (const struct option *o = long_options; o->name; o++)
                 if (option_bit(o->val) == bit)
@@ -460,7 +500,7 @@ static const char *option_name(unsigned bit)
 }
 
 /* Returns -1 to go on, or an exit code. */
-static int parse_argv(int argc, char *argv[], unsigned *given)
+static int parse_argv(int argc, char *argv[], uint64_t *given)
 {
         int c, r;
 
@@ -548,8 +588,23 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case ARG_ROOT_PASSWORD:
                         arg_root_password = true;
                         break;
-                case ARG_FORMAT:
+                case ARG_COMPRESSION:
                         if (!export_format_is_valid(optarg) || !*optarg)
+                                return log_error(EXIT_USAGE,
+                                                 "Unknown compression '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
+                                                 optarg);
+                        arg_compression = optarg;
+                        break;
+                case ARG_DELTA:
+                        arg_delta = true;
+                        break;
+                case ARG_PARENT:
+                        arg_parent = optarg;
+                        break;
+                case ARG_FORMAT:
+                        /* tar and btrfs are export's; the compressions export-tar's (each verb checks). */
+                        if ((!export_format_is_valid(optarg) || !*optarg) && strcmp(optarg, "tar") != 0 &&
+                            strcmp(optarg, "btrfs") != 0)
                                 return log_error(EXIT_USAGE,
                                                  "Unknown format '%s': use zstd, xz, gzip, bzip2 or uncompressed.",
                                                  optarg);
@@ -634,7 +689,8 @@ int main(int argc, char *argv[])
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         const struct verb *verb = NULL;
-        unsigned given, nargs;
+        uint64_t given;
+        unsigned nargs;
         char **args;
         int r;
 
@@ -669,7 +725,7 @@ int main(int argc, char *argv[])
         if (verb->max_args != ARGS_ANY && nargs - 1 > verb->max_args)
                 return log_error(EXIT_USAGE, "Too many arguments: stampctl %s", verb->synopsis);
         if (given & ~verb->options) {
-                unsigned bit = given & ~verb->options;
+                uint64_t bit = given & ~verb->options;
                 bit &= -bit;
                 return log_error(EXIT_USAGE, "Option --%s does not apply to '%s': stampctl %s", option_name(bit),
                                  verb->name, verb->synopsis);

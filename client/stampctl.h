@@ -61,6 +61,9 @@ extern const char *arg_user; /* verbs-exec.c */
 extern char **arg_env;
 int arg_env_add(const char *entry);
 extern const char *arg_chdir;
+extern const char *arg_compression;
+extern bool arg_delta;
+extern const char *arg_parent;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -121,6 +124,11 @@ int verb_clone(sd_bus *bus, int argc, char **argv);
 int verb_remove(sd_bus *bus, int argc, char **argv);
 int verb_rename(sd_bus *bus, int argc, char **argv);
 int verb_read_only(sd_bus *bus, int argc, char **argv);
+int verb_diff(sd_bus *bus, int argc, char **argv);
+int verb_export(sd_bus *bus, int argc, char **argv);
+int verb_import(sd_bus *bus, int argc, char **argv);
+/* Sends @call (a method returning (u job_id, o job)), then waits for the job unless --no-block. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);

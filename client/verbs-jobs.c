@@ -232,7 +232,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 /* Sends @call (a method returning (u job_id, o job)), then waits for the job
  * unless --no-block. Returns an exit code. */
-static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
 {
         _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -646,6 +646,9 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
                 return r;
 
         format = arg_format;
+        if (format && (strcmp(format, "tar") == 0 || strcmp(format, "btrfs") == 0))
+                return log_error(EXIT_USAGE, "export-tar's --format is a compression; use export for --format %s.",
+                                 format);
         if (!format && !to_stdout)
                 format = export_format_to_string(export_format_from_filename(file));
         if (!format)

@@ -620,6 +620,12 @@ unsigned authz_n_pending(Authz *a)
         return a ? g_hash_table_size(a->requests) : 0;
 }
 
+void authz_remember_caller_uid(Authz *a, const char *sender, uid_t uid)
+{
+        if (sender)
+                uid_remember(a, sender, (uint32_t) uid);
+}
+
 int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret)
 {
         const char *sender = sd_bus_message_get_sender(msg);

@@ -65,3 +65,6 @@ unsigned authz_n_pending(Authz *a);
  * call on the same connection asked. -ENODATA if not known: before authorization, on a connection's
  * first call. A call without a sender (a direct connection) is root's. */
 int authz_caller_uid(Authz *a, sd_bus_message *msg, uid_t *ret);
+/* Remember @uid as the uid of the bus peer @sender, as the bus told it (for a call that needs the
+ * caller's uid without an authorization check). */
+void authz_remember_caller_uid(Authz *a, const char *sender, uid_t uid);

@@ -16,6 +16,8 @@ static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_EXPORT_TAR] = "export-tar",
         [JOB_IMPORT_TAR] = "import-tar",
         [JOB_PULL_TAR] = "pull-tar",
+        [JOB_EXPORT] = "export",
+        [JOB_IMPORT] = "import",
 };
 
 const char *job_type_to_string(JobType t)
@@ -52,8 +54,10 @@ static const char *job_action(JobType t)
         case JOB_CREATE_TEMPLATE:
                 return STAMP_ACTION_CREATE_TEMPLATE;
         case JOB_EXPORT_TAR:
+        case JOB_EXPORT:
                 return STAMP_ACTION_EXPORT;
         case JOB_IMPORT_TAR:
+        case JOB_IMPORT:
                 return STAMP_ACTION_IMPORT;
         default:
                 return STAMP_ACTION_PULL;

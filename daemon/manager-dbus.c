@@ -2,6 +2,7 @@
 #include <limits.h>
 
 #include "authz.h"
+#include "delta.h"
 #include "errors.h"
 #include "exec.h"
 #include "image-dbus.h"
@@ -283,6 +284,12 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("u", job_id), SD_BUS_NO_RESULT, method_cancel_job,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ExportImage", SD_BUS_ARGS("s", name, "h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_export_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ImportImage", SD_BUS_ARGS("h", fd, "s", name, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_import_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DiffImage", SD_BUS_ARGS("s", name, "s", base), SD_BUS_RESULT("a(ss)", changes),
+                                method_diff_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("JobNew", SD_BUS_ARGS("u", id, "o", job), 0),
         SD_BUS_SIGNAL_WITH_ARGS("JobRemoved", SD_BUS_ARGS("u", id, "o", job, "s", result), 0),
         SD_BUS_SIGNAL_WITH_ARGS("MachineNew", SD_BUS_ARGS("s", name, "o", machine), 0),

@@ -18,6 +18,7 @@ struct Operation {
         sd_event_source *result_source;
         OperationWorkFn work;
         OperationDoneFn done;
+        OperationReplyFn reply;
         void *userdata;
         void (*free_userdata)(void *);
 };
@@ -91,6 +92,18 @@ static void operation_finish(Operation *o)
                 _cleanup_bus_error_ sd_bus_error e = SD_BUS_ERROR_NULL;
                 stamp_error_set_errnof(&e, -r.result, "%s", r.message[0] ? r.message : strerror(-r.result));
                 (void) sd_bus_reply_method_error(o->msg, &e);
+        } else if (o->reply) {
+                _cleanup_bus_message_ sd_bus_message *reply = NULL;
+                _cleanup_bus_error_ sd_bus_error e = SD_BUS_ERROR_NULL;
+                int k = sd_bus_message_new_method_return(o->msg, &reply);
+                if (k >= 0)
+                        k = o->reply(o->manager, reply, o->userdata, &e);
+                if (k >= 0)
+                        (void) sd_bus_send(NULL, reply, NULL);
+                else if (sd_bus_error_is_set(&e))
+                        (void) sd_bus_reply_method_error(o->msg, &e);
+                else
+                        (void) sd_bus_reply_method_errno(o->msg, k, NULL);
         } else
                 (void) sd_bus_reply_method_return(o->msg, NULL);
 
@@ -143,6 +156,13 @@ void operations_shutdown(Manager *m)
 int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error)
 {
+        return operation_start_with_reply(m, msg, locks, work, NULL, done, userdata, free_userdata, error);
+}
+
+int operation_start_with_reply(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
+                               OperationReplyFn reply, OperationDoneFn done, void *userdata,
+                               void (*free_userdata)(void *), sd_bus_error *error)
+{
         _cleanup_free_ char *caller = NULL;
         Operation *o;
         int pipefd[2];
@@ -166,6 +186,7 @@ int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, O
         o->userdata = userdata;
         o->free_userdata = free_userdata;
         o->done = done;
+        o->reply = reply;
         o->msg = sd_bus_message_ref(msg);
 
         k = manager_caller_key(m, msg, &caller);

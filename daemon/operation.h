@@ -31,6 +31,14 @@ typedef void (*OperationDoneFn)(Manager *m, int result, void *userdata);
 int operation_start(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
                     OperationDoneFn done, void *userdata, void (*free_userdata)(void *), sd_bus_error *error);
 
+/* Fills the reply to a successful operation's call (on the event loop, before @done); a negative
+ * errno (with @error set, or not) answers with an error instead. */
+typedef int (*OperationReplyFn)(Manager *m, sd_bus_message *reply, void *userdata, sd_bus_error *error);
+/* operation_start() for a method that returns something: @reply fills it. */
+int operation_start_with_reply(Manager *m, sd_bus_message *msg, const char *const *locks, OperationWorkFn work,
+                               OperationReplyFn reply, OperationDoneFn done, void *userdata,
+                               void (*free_userdata)(void *), sd_bus_error *error);
+
 /* stampd is stopping: refuse new operations; queued ones are answered without being started,
  * running ones finish. */
 void operations_stop(void);

@@ -58,6 +58,14 @@ static const ArgField export_fields[] = {
         {},
 };
 
+static const ArgField export_image_fields[] = {
+        FIELD("format", ARG_STRING, export.format, true),    FIELD("read-only", ARG_BOOL, export.read_only, false),
+        FIELD("usage", ARG_U64, export.usage, false),        FIELD("snapshot", ARG_BOOL, export.snapshot, false),
+        FIELD("image", ARG_FD, export.image_fd, true),       FIELD("out", ARG_FD, export.out_fd, true),
+        FIELD("btrfs", ARG_BOOL, export.btrfs, false),       FIELD("parent", ARG_STRING, export.parent, false),
+        FIELD("parent-fd", ARG_FD, export.parent_fd, false), {},
+};
+
 static const ArgField import_fields[] = {
         FIELD("read-only", ARG_BOOL, import.read_only, false),
         FIELD("in", ARG_FD, import.in_fd, true),
@@ -83,6 +91,8 @@ static const struct {
         [JOB_EXPORT_TAR] = {"export", export_fields},
         [JOB_IMPORT_TAR] = {"import", import_fields},
         [JOB_PULL_TAR] = {"pull", pull_fields},
+        [JOB_EXPORT] = {"export-image", export_image_fields},
+        [JOB_IMPORT] = {"import-image", import_fields},
         [JOB_REMOVE_TEMPORARY] = {"remove-temporary", no_fields},
 };
 

@@ -38,6 +38,8 @@ typedef enum {
         JOB_EXPORT_TAR,
         JOB_IMPORT_TAR,
         JOB_PULL_TAR,
+        JOB_EXPORT, /* ExportImage: a tar archive or a btrfs send stream */
+        JOB_IMPORT, /* ImportImage: either, told apart by content */
         _JOB_TYPE_MAX,
         /* No job of its own: what stampd runs after a job that failed or was canceled, to remove the
          * temporary it left. */
@@ -67,6 +69,10 @@ typedef struct ExportJobArgs {
         bool snapshot;  /* export from a read-only snapshot, made as the job's temporary */
         int image_fd;
         int out_fd;
+        /* ExportImage only: */
+        bool btrfs;    /* a btrfs send stream (else a tar archive) */
+        char *parent;  /* a delta against this read-only image; NULL: a full stream */
+        int parent_fd; /* that image, opened by stampd */
 } ExportJobArgs;
 
 typedef struct ImportJobArgs {

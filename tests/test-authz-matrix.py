@@ -167,6 +167,10 @@ class MatrixTest(stamptest.TestCase):
              lambda c, **kw: c.manager('CreateTemplate', 'tmpl', 'bookworm', {}, **kw)),
             ('ImportTar', 'import', with_fd(tar, os.O_RDONLY, 'ImportTar', 0, 'imported', False)),
             ('ExportTar', 'export', with_fd(out, os.O_WRONLY | os.O_CREAT, 'ExportTar', 'base', 0, 'zstd')),
+            ('ExportImage', 'export', with_fd(out, os.O_WRONLY | os.O_CREAT, 'ExportImage', 'base', 0,
+                                              {'format': GLib.Variant('s', 'btrfs')})),
+            ('ImportImage', 'import', with_fd(tar, os.O_RDONLY, 'ImportImage', 0, 'imported2', {})),
+            ('DiffImage', 'manage-images', lambda c, **kw: c.manager('DiffImage', 'base', 'base', **kw)),
             ('PullTar', 'pull', lambda c, **kw: c.manager('PullTar', self.server.url('small.tar'), 'pulled', {},
                                                          **kw)),
             ('StartMachine', 'start-machine', lambda c, **kw: c.manager('StartMachine', 'base', {

@@ -186,6 +186,12 @@ int main(int argc, char *argv[])
         case JOB_PULL_TAR:
                 k = run_pull(&c, &a);
                 break;
+        case JOB_EXPORT:
+                k = transfer_export_image(&c, &a);
+                break;
+        case JOB_IMPORT:
+                k = transfer_import_image(&c, &a);
+                break;
         default:
                 k = job_child_fail(&c, EINVAL, "stamp-transfer: unknown verb");
         }

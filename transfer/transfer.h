@@ -52,3 +52,8 @@ typedef int (*ImportFinishFn)(JobChild *c, int result, const ExtractResult *extr
  * the job's parent to remove. */
 int import_stream_into_store(JobChild *c, int in_fd, uint64_t in_size, const char *name, bool read_only,
                              ImportFinishFn finish, void *userdata);
+
+/* ExportImage and ImportImage (export-image.c, import-image.c): a tar archive as ExportTar and
+ * ImportTar make and read, or a btrfs send stream behind a header of stamp's own (btrfs-stream.h). */
+int transfer_export_image(JobChild *c, const JobArgs *a);
+int transfer_import_image(JobChild *c, const JobArgs *a);
