@@ -296,11 +296,59 @@ int print_properties_json(sd_bus *bus, const char *path, const char *iface)
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to get properties");
 
-        r = json_print_value(reply, stdout);
+        r = json_print_properties(reply, stdout);
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the properties: %s", strerror(-r));
         fputc('\n', stdout);
         return EXIT_OK;
+}
+
+int json_print_properties(sd_bus_message *m, FILE *f)
+{
+        const char *name, *contents;
+        bool first = true;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        fputc('{', f);
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                _cleanup_(freep) char *key = NULL;
+
+                r = sd_bus_message_read(m, "s", &name);
+                if (r < 0)
+                        return r;
+                key = json_key_from_property(name);
+                if (!key)
+                        return -ENOMEM;
+                fputs(first ? "\n  " : ",\n  ", f);
+                first = false;
+                json_fputs(key, f);
+                fputs(": ", f);
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (strcmp(contents, "s") == 0) {
+                        /* An empty string is how the API says "none" (an image without origin). */
+                        const char *v;
+                        r = sd_bus_message_read(m, "v", "s", &v);
+                        if (r < 0)
+                                return r;
+                        json_fputs(*v ? v : NULL, f);
+                } else {
+                        r = json_value(m, f, 1);
+                        if (r < 0)
+                                return r;
+                }
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        fputs(first ? "}" : "\n}", f);
+        return sd_bus_message_exit_container(m);
 }
 
 static int basic_to_text(char type, const union basic *v, char **ret)

@@ -44,6 +44,7 @@ const char *arg_machine_name = NULL;
 bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
+const char *arg_kill_whom = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -67,6 +68,7 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_KILL_WHOM = 1u << 20,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -107,10 +109,13 @@ static const struct verb verbs[] = {
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
          "[-- CMD...]"},
-        {"shell", 1, 1, OPTS_MACHINE, verb_shell, "shell NAME"},
+        {"shell", 1, 1, OPTS_MACHINE, verb_shell,
+         "shell NAME [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users]"},
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
-        {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
+        {"kill", 1, ARGS_ANY, OPT_SIGNAL | OPT_KILL_WHOM, verb_kill, "kill NAME... [--signal SIG] [--kill-whom W]"},
+        {"terminate", 1, ARGS_ANY, 0, verb_terminate, "terminate NAME..."},
+        {"machine-status", 1, 1, 0, verb_machine_status, "machine-status NAME"},
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 
@@ -194,13 +199,19 @@ static void help(void)
                "                             Run CMD (default: a shell) or boot a\n"
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
-               "                             status unless --no-block\n"
-               "  shell NAME                 Interactive shell in a container on image\n"
+               "                             status unless --no-block (then its output\n"
+               "                             goes to stampd's log)\n"
+               "  shell NAME [--ephemeral] [--name N] [--read-only]\n"
+               "             [--private-network] [--private-users]\n"
+               "                             Interactive shell in a container on image\n"
                "                             NAME, on this terminal (^]^]^] leaves)\n"
                "  machines                   List running machines\n"
+               "  machine-status NAME        Show one running machine\n"
                "  stop NAME...               Stop machines (poweroff, or SIGTERM)\n"
-               "  kill NAME... [--signal SIG]\n"
-               "                             Send a signal (default TERM) to machines\n"
+               "  kill NAME... [--signal SIG] [--kill-whom all|leader]\n"
+               "                             Send a signal (default TERM) to every\n"
+               "                             process of machines, or to their leader\n"
+               "  terminate NAME...          Kill machines at once (SIGKILL to all)\n"
                "\n"
                "Options:\n"
                "  -h --help                  Show this help\n"
@@ -243,12 +254,14 @@ static void help(void)
                "     --private-network       start, shell: only a loopback network\n"
                "     --private-users         start, shell: user namespacing\n"
                "  -s --signal=SIG            kill: TERM, SIGKILL, 9, RTMIN+4, ...\n"
+               "     --kill-whom=all|leader  kill: every process (default) or PID 1\n"
                "\n"
                "Exit status: 0 success; 1 failure (a job failed or was canceled, too);\n"
                "2 usage error or invalid name; 3 not supported; 4 no such image, machine\n"
                "or job; 5 exists already, busy or read-only; 69 stampd or the bus cannot\n"
                "be reached; 77 permission denied. start and shell exit with the status of\n"
-               "the machine. machinectl's names work too (list-images, show-image, poweroff,\n"
+               "the machine's command: 128+N when signal N ended it (130 for Ctrl-C, 143 for\n"
+               "stop, 137 for KILL). machinectl's names work too (list-images, show-image, poweroff,\n"
                "list-transfers, ...). See stampctl(1).\n");
 }
 
@@ -320,6 +333,7 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_KILL_WHOM,
 };
 
 static const struct option long_options[] = {
@@ -352,6 +366,7 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"kill-whom", required_argument, NULL, ARG_KILL_WHOM},
         {},
 };
 
@@ -399,6 +414,8 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_KILL_WHOM:
+                return OPT_KILL_WHOM;
         default:
                 return 0;
         }
@@ -512,6 +529,11 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_PRIVATE_USERS:
                         arg_private_users = true;
+                        break;
+                case ARG_KILL_WHOM:
+                        if (strcmp(optarg, "all") != 0 && strcmp(optarg, "leader") != 0)
+                                return log_error(EXIT_USAGE, "Unknown --kill-whom '%s': use all or leader.", optarg);
+                        arg_kill_whom = optarg;
                         break;
                 case 's':
                         r = signal_from_string(optarg);

@@ -55,6 +55,7 @@ extern const char *arg_machine_name;
 extern bool arg_private_network;
 extern bool arg_private_users;
 extern int arg_signal;
+extern const char *arg_kill_whom;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -96,6 +97,9 @@ int bus_check_fd_passing(sd_bus *bus);
 
 /* Prints the next value of @m (of any type) as JSON. */
 int json_print_value(sd_bus_message *m, FILE *f);
+/* A GetAll reply (a{sv}) as one JSON object in stampctl's vocabulary (json_key_from_property()); an
+ * empty string and an unknown size as null. */
+int json_print_properties(sd_bus_message *m, FILE *f);
 /* Properties.GetAll of @iface on @path, as a JSON object on stdout. */
 int print_properties_json(sd_bus *bus, const char *path, const char *iface);
 
@@ -128,6 +132,8 @@ int verb_shell(sd_bus *bus, int argc, char **argv);
 int verb_stop(sd_bus *bus, int argc, char **argv);
 int verb_kill(sd_bus *bus, int argc, char **argv);
 int verb_machines(sd_bus *bus, int argc, char **argv);
+int verb_terminate(sd_bus *bus, int argc, char **argv);
+int verb_machine_status(sd_bus *bus, int argc, char **argv);
 
 /* agent.c: the polkit text agent */
 /* Starts pkttyagent for this process if a password could be asked on this terminal

@@ -67,6 +67,7 @@ typedef struct StartOptions {
         int read_only;
         int private_users;
         int private_network;
+        char *term;
         int stdio_fd[3];
 } StartOptions;
 
@@ -78,6 +79,7 @@ static const OptionSpec start_option_table[] = {
         {"read_only", OPTION_BOOL, offsetof(StartOptions, read_only)},
         {"private_users", OPTION_BOOL, offsetof(StartOptions, private_users)},
         {"private_network", OPTION_BOOL, offsetof(StartOptions, private_network)},
+        {"term", OPTION_STRING, offsetof(StartOptions, term)},
         {"stdin", OPTION_FD, offsetof(StartOptions, stdio_fd[0])},
         {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
@@ -114,6 +116,23 @@ static int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *err
                                          "The file descriptor of option \"%s\" is not open for %s", key,
                                          input ? "reading" : "writing");
         return 0;
+}
+
+/* The caller's terminal type, for nspawn's console: a short name, nothing nspawn's environment could
+ * take for more. */
+static int check_term(const char *term, sd_bus_error *error)
+{
+        size_t n;
+
+        if (!term)
+                return 0;
+        n = strlen(term);
+        if (n >= 1 && n <= 64 &&
+            strspn(term, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-") == n)
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                 "Invalid option \"term\": 1 to 64 of A-Z a-z 0-9 . _ + - (a terminal type "
+                                 "such as xterm-256color)");
 }
 
 static int check_command(char **command, bool boot, sd_bus_error *error)
@@ -213,7 +232,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "\"name\"",
                                          image, machine_name_invalid_reason(image));
         if ((k = bus_check_machine_name(name, "machine name", error)) < 0 ||
-            (k = check_command(o.command, boot, error)) < 0 ||
+            (k = check_command(o.command, boot, error)) < 0 || (k = check_term(o.term, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0)
@@ -272,6 +291,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (k < 0)
                 return k;
         mc->command = TAKE_PTR(o.command);
+        mc->term = TAKE_PTR(o.term);
         mc->boot = boot;
         mc->ephemeral = ephemeral;
         mc->read_only = read_only;
@@ -330,10 +350,12 @@ static int machine_method_stop(Manager *m, sd_bus_message *msg, Machine *mc, sd_
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int signo, sd_bus_error *error)
+static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, const char *whom, int signo,
+                               sd_bus_error *error)
 {
         char number[16];
-        const char *details[] = {"verb", "kill", "machine", mc->name, "image", mc->image, "signal", number, NULL};
+        const char *details[] = {"verb",   "kill", "machine", mc->name, "image", mc->image,
+                                 "signal", number, "whom",    whom,     NULL};
         AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = mc->uid};
         int k;
 
@@ -341,7 +363,7 @@ static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int
         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        k = machine_kill(mc, signo);
+        k = machine_kill_whom(mc, machine_kill_whom_from_string(whom), signo);
         if (k == -ESRCH)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
         if (k < 0)
@@ -355,6 +377,14 @@ static int check_signal(int signo, sd_bus_error *error)
                 return 0;
         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal number %d: not between 1 and %d",
                                  signo, _NSIG - 1);
+}
+
+static int check_whom(const char *whom, sd_bus_error *error)
+{
+        if (machine_kill_whom_from_string(whom) >= 0)
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid whom \"%s\": use \"all\" or \"leader\"",
+                                 whom);
 }
 
 int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -389,7 +419,26 @@ int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
         mc = bus_find_machine(m, name, error);
         if (!mc)
                 return -ENXIO; /* @error says which */
-        return machine_method_kill(m, msg, mc, signo, error);
+        return machine_method_kill(m, msg, mc, "all", signo, error);
+}
+
+int method_kill_machine_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        const char *name, *whom;
+        int32_t signo;
+        Machine *mc = NULL;
+        int k;
+
+        k = sd_bus_message_read(msg, "ssi", &name, &whom, &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0 || (k = check_whom(whom, error)) < 0)
+                return k;
+        mc = bus_find_machine(m, name, error);
+        if (!mc)
+                return -ENXIO; /* @error says which */
+        return machine_method_kill(m, msg, mc, whom, signo, error);
 }
 
 /* ---- the Machine object ---- */
@@ -453,7 +502,34 @@ static int method_kill(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return k;
         if (mc->state == MACHINE_EXITED)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
-        return machine_method_kill(mc->manager, msg, mc, signo, error);
+        return machine_method_kill(mc->manager, msg, mc, "all", signo, error);
+}
+
+static int method_kill_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        const char *whom;
+        int32_t signo;
+        int k;
+
+        k = sd_bus_message_read(msg, "si", &whom, &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0 || (k = check_whom(whom, error)) < 0)
+                return k;
+        if (mc->state == MACHINE_EXITED)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        return machine_method_kill(mc->manager, msg, mc, whom, signo, error);
+}
+
+/* The command's pid, looked for when asked: it may be forked after the leader was learned. */
+static int property_get_payload(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+
+        machine_learn_payload(mc);
+        return sd_bus_message_append(reply, "u", mc->payload);
 }
 
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -496,8 +572,11 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Machine, uid), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UserNamespace", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Payload", "u", property_get_payload, 0, 0),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillEx", SD_BUS_ARGS("s", whom, "i", signal), SD_BUS_NO_RESULT, method_kill_ex,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

@@ -11,3 +11,4 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 int method_list_machines(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_kill_machine_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -330,6 +330,55 @@ static void test_progress_lines(void)
         }
 }
 
+static void test_exit_code_from_machine_status(void)
+{
+        g_assert_cmpint(exit_code_from_machine_status(0, false), ==, 0);
+        g_assert_cmpint(exit_code_from_machine_status(7, false), ==, 7);
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGKILL, false), ==, 137);
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGTERM, false), ==, 143);
+        /* our Ctrl-C stopped it: what a shell says for its foreground command */
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGTERM, true), ==, 130);
+        g_assert_cmpint(exit_code_from_machine_status(3, true), ==, 3);
+        g_assert_cmpint(exit_code_from_machine_status(-1, false), ==, 129);
+        g_assert_cmpint(exit_code_from_machine_status(1000, false), ==, 255);
+}
+
+static void test_term_is_valid(void)
+{
+        g_assert_true(term_is_valid("xterm-256color"));
+        g_assert_true(term_is_valid("screen.xterm-256color"));
+        g_assert_true(term_is_valid("rxvt-unicode+x"));
+        g_assert_false(term_is_valid(NULL));
+        g_assert_false(term_is_valid(""));
+        g_assert_false(term_is_valid("xterm\nPATH=/evil"));
+        g_assert_false(term_is_valid("a b"));
+        g_assert_false(term_is_valid("x=y"));
+        g_assert_false(term_is_valid("12345678901234567890123456789012345678901234567890123456789012345"));
+}
+
+static void test_json_key_from_property(void)
+{
+        static const char *const cases[][2] = {
+                {"Name", "name"},
+                {"ReadOnly", "ro"},
+                {"CreationTimestamp", "created"},
+                {"ModificationTimestamp", "modified"},
+                {"UsageExclusive", "usage_exclusive"},
+                {"OSRelease", "os_release"},
+                {"UserNamespace", "userns"},
+                {"UIDShift", "uid_shift"},
+                {"ExitStatus", "exit_status"},
+                {"PoolPath", "pool_path"},
+                {"Leader", "leader"},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *key = json_key_from_property(cases[i][0]);
+                g_assert_cmpstr(key, ==, cases[i][1]);
+        }
+        g_assert_null(json_key_from_property(NULL));
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -346,6 +395,9 @@ int main(int argc, char *argv[])
         g_test_add_func("/stampctl/progress-format", test_progress_format);
         g_test_add_func("/stampctl/progress-lines", test_progress_lines);
         g_test_add_func("/stampctl/edit-distance", test_edit_distance);
+        g_test_add_func("/stampctl/exit-code-from-machine-status", test_exit_code_from_machine_status);
+        g_test_add_func("/stampctl/term-is-valid", test_term_is_valid);
+        g_test_add_func("/stampctl/json-key-from-property", test_json_key_from_property);
 
         return g_test_run();
 }

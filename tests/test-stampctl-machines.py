@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""stampctl's machine verbs as a user meets them: kill reaches the command
+(--kill-whom=all by default, as machinectl), exit statuses of 128+signal
+(130 for Ctrl-C, 143 for stop, 137 for KILL, also when the command kills
+itself), start --no-block keeps the machine off the caller's fds,
+machine-status, terminate, and on a terminal the caller's TERM and a banner."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+
+import stamptest
+from stamptest import STAMPCTL, USER
+
+_spec = importlib.util.spec_from_file_location(
+    'machinetests', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'test-machines.py'))
+machinetests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(machinetests)
+
+EXIT_NO_SUCH = 4
+
+
+class StampctlMachineTestCase(machinetests.MachineTestCase):
+
+    def stampctl(self, *args, **kw):
+        return subprocess.Popen([STAMPCTL] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **kw)
+
+    def ctl(self, *args, expect=0):
+        p = stamptest.run([STAMPCTL] + list(args), check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, expect, 'stampctl %s: %s%s' % (' '.join(args), p.stdout, p.stderr))
+        return p
+
+    def wait_payload(self, name='base'):
+        """The command under nspawn's stub init, once the daemon knows it."""
+        stamptest.wait_for(lambda: self.props(name)['Payload'] != 0, 'the command of machine %s' % name)
+        return self.props(name)['Payload']
+
+    def wait_listed(self, name='base'):
+        stamptest.wait_for(lambda: name in self.list_machines(), 'machine %s to be listed' % name)
+
+    def finish(self, p):
+        out, err = p.communicate(timeout=stamptest.TIMEOUT)
+        return p.returncode, out, err
+
+    def start_sleeper(self, *extra):
+        p = self.stampctl('start', *extra, 'base', '--', '/bin/sleep', '1000')
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        self.addCleanup(self.kill_quietly, 'base')
+        self.wait_listed()
+        self.wait_running('base')
+        self.wait_payload()
+        return p
+
+
+class ExitStatusTest(StampctlMachineTestCase):
+
+    def test_kill_reaches_the_command(self):
+        p = self.start_sleeper()
+        self.ctl('kill', 'base')  # TERM to every process: the stub init alone would ignore it
+        status, _, err = self.finish(p)
+        self.assertEqual(status, 128 + signal.SIGTERM, err)
+
+    def test_kill_signal_kill(self):
+        p = self.start_sleeper()
+        self.ctl('kill', '--signal', 'KILL', 'base')
+        self.assertEqual(self.finish(p)[0], 128 + signal.SIGKILL)
+
+    def test_kill_leader_only(self):
+        p = self.start_sleeper()
+        self.ctl('kill', '--kill-whom=leader', '--signal', 'KILL', 'base')
+        self.assertEqual(self.finish(p)[0], 128 + signal.SIGKILL)
+        self.ctl('kill', '--kill-whom=nobody', 'base', expect=2)
+
+    def test_stop(self):
+        p = self.start_sleeper()
+        self.ctl('stop', 'base')
+        self.assertEqual(self.finish(p)[0], 128 + signal.SIGTERM)
+
+    def test_ctrl_c(self):
+        p = self.start_sleeper()
+        p.send_signal(signal.SIGINT)
+        status, _, err = self.finish(p)
+        self.assertEqual(status, 128 + signal.SIGINT, err)
+
+    def test_command_killing_itself(self):
+        p = subprocess.Popen([STAMPCTL, 'start', 'base', '--', '/bin/sh', '-c', 'read x; kill -9 $$'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        self.wait_listed()
+        self.wait_running('base')
+        self.wait_payload()
+        out, err = p.communicate('go\n', timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 128 + signal.SIGKILL, err)
+
+    def test_exit_code_passes(self):
+        self.assertEqual(self.ctl('start', 'base', '--', '/bin/sh', '-c', 'exit 7', expect=7).returncode, 7)
+
+    def test_terminate(self):
+        p = self.start_sleeper()
+        self.ctl('terminate', 'base')
+        self.assertEqual(self.finish(p)[0], 128 + signal.SIGKILL)
+
+
+class DetachedTest(StampctlMachineTestCase):
+
+    def test_no_block_keeps_off_the_callers_fds(self):
+        out_path = os.path.join(self.dir, 'caller-output')
+        with open(out_path, 'w') as f:
+            p = subprocess.run([STAMPCTL, 'start', '--no-block', 'base', '--', '/bin/sh', '-c',
+                                'read x; echo machine-said-this; echo machine-err >&2'],
+                               stdin=subprocess.DEVNULL, stdout=f, stderr=f, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(self.wait_removed('base'), 0)
+        with open(out_path) as f:
+            caller = f.read()
+        self.assertNotIn('machine-said-this', caller)
+        self.assertNotIn('machine-err', caller)
+        self.assertIn('stampd', caller)  # where the output went, in words
+        stamptest.wait_for(lambda: 'machine-said-this' in self.daemon.log(), "the output in stampd's log")
+        self.assertIn('machine-err', self.daemon.log())
+
+    def test_no_block_json(self):
+        p = stamptest.run([STAMPCTL, '--json', 'start', '--no-block', 'base', '--', '/bin/true'], check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout), {'name': 'base', 'object': machinetests.machine_path('base')})
+        self.wait_removed('base')
+
+    def test_shell_refuses_no_block(self):
+        p = stamptest.run([STAMPCTL, 'shell', '--no-block', 'base'], check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('--no-block', p.stderr)
+        self.assertEqual(self.list_machines(), {})
+
+
+class MachineStatusTest(StampctlMachineTestCase):
+
+    def test_machine_status(self):
+        self.start_sleeper()
+        payload = self.props('base')['Payload']
+        text = self.ctl('machine-status', 'base').stdout
+        self.assertIn('Name: base', text)
+        self.assertIn('State: running', text)
+        self.assertIn('Command: %d' % payload, text)
+        shown = json.loads(self.ctl('--json', 'machine-status', 'base').stdout)
+        self.assertEqual((shown['name'], shown['image'], shown['state'], shown['payload']),
+                         ('base', 'base', 'running', payload))
+        # the keys of `machines --json` are a subset
+        listed = json.loads(self.ctl('--json', 'machines').stdout)['machines'][0]
+        self.assertLessEqual(set(listed), set(shown))
+        for key in listed:
+            self.assertEqual(listed[key], shown[key], key)
+
+    def test_machine_status_unknown(self):
+        p = self.ctl('machine-status', 'nothing', expect=EXIT_NO_SUCH)
+        self.assertIn('No machine named nothing', p.stderr)
+
+
+class TerminalTest(StampctlMachineTestCase):
+
+    def test_term_and_banner(self):
+        self.allow(USER, 'start-machine')
+        inner = 'echo inner=$TERM.; read x'
+        pane = self.run_in_terminal(USER, ['sh', '-c', 'echo outer=$TERM.; exec %s start base -- /bin/sh -c %s'
+                                           % (STAMPCTL, "'" + inner + "'")])
+        stamptest.wait_for(lambda: 'inner=' in pane.capture() or pane.exited(), 'the command in the machine')
+        screen = pane.capture()
+        outer = screen.split('outer=', 1)[1].split('.', 1)[0]
+        self.assertTrue(outer)
+        self.assertIn('inner=%s.' % outer, screen)
+        self.assertIn('Press ^] three times within 1s to leave', screen)
+        pane.type_line('')
+        self.assertEqual(pane.wait_exit(), 0)
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())
