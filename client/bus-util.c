@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "escape.h"
 #include "stampctl.h"
@@ -53,6 +54,26 @@ int exit_code_from_bus_error(const char *name)
         return EXIT_FAILURE_GENERIC;
 }
 
+/* For a refusal, how to get what was refused: words a user can act on. */
+static const char *authorization_hint(const char *name)
+{
+        if (strcmp(name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired") == 0) {
+                if (!arg_ask_password)
+                        return "; without --no-ask-password stampctl asks for it";
+                if (!isatty(STDIN_FILENO))
+                        return "; run stampctl on a terminal to be asked for it, or see AUTHORIZATION in "
+                               "stampctl(1) for a rule that grants it";
+                return "; see AUTHORIZATION in stampctl(1)";
+        }
+        if (strcmp(name, "org.freedesktop.DBus.Error.AccessDenied") == 0) {
+                if (arg_ask_password && !isatty(STDIN_FILENO))
+                        return "; without a terminal no password could be asked: run stampctl on one, or see "
+                               "AUTHORIZATION in stampctl(1) for a rule that grants it";
+                return "; see AUTHORIZATION in stampctl(1) for who may, and the rule that grants it";
+        }
+        return "";
+}
+
 int log_bus_error(const sd_bus_error *error, int r, const char *what)
 {
         /* sd-bus reports local failures (no connection, say) as System.Error.<errno>: those
@@ -67,7 +88,8 @@ int log_bus_error(const sd_bus_error *error, int r, const char *what)
                 if (error->message && *error->message) {
                         /* A message may quote what an image or an archive holds. */
                         _cleanup_(freep) char *message = text_escape(error->message, 0, ESCAPE_TERMINAL);
-                        return log_error(exit_code_from_bus_error(error->name), "%s", message ? message : error->name);
+                        return log_error(exit_code_from_bus_error(error->name), "%s%s", message ? message : error->name,
+                                         authorization_hint(error->name));
                 }
                 return log_error(exit_code_from_bus_error(error->name), "%s: %s", what, error->name);
         }

@@ -17,6 +17,7 @@
 #include "table.h"
 
 bool arg_json = false;
+static bool arg_json_short = false;
 bool arg_legend = true;
 bool arg_ask_password = true;
 bool arg_quiet = false;
@@ -258,7 +259,7 @@ static void help(void)
                "\n"
                "Exit status: 0 success; 1 failure (a job failed or was canceled, too);\n"
                "2 usage error or invalid name; 3 not supported; 4 no such image, machine\n"
-               "or job; 5 exists already, busy or read-only; 69 stampd or the bus cannot\n"
+               "or job; 5 already exists, busy or read-only; 69 stampd or the bus cannot\n"
                "be reached; 77 permission denied. start and shell exit with the status of\n"
                "the machine's command: 128+N when signal N ended it (130 for Ctrl-C, 143 for\n"
                "stop, 137 for KILL). machinectl's names work too (list-images, show-image, poweroff,\n"
@@ -339,7 +340,7 @@ enum {
 static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, ARG_VERSION},
-        {"json", no_argument, NULL, ARG_JSON},
+        {"json", optional_argument, NULL, ARG_JSON},
         {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
         {"no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD},
         {"quiet", no_argument, NULL, 'q'},
@@ -429,12 +430,36 @@ static const char *option_name(unsigned bit)
         return "?";
 }
 
+/* Whether @arg follows "start NAME" (or "shell NAME") on the command line as given: an option meant for
+ * the command, before which '--' is missing. @argv is the command line before getopt reordered it. */
+static bool start_command_option(char *const *argv, int argc, const char *arg)
+{
+        int positional = 0;
+        bool start = false;
+
+        for (int i = 1; i < argc; i++) {
+                if (argv[i] == arg)
+                        return start && positional >= 2;
+                if (strcmp(argv[i], "--") == 0)
+                        return false;
+                if (argv[i][0] == '-')
+                        continue;
+                if (positional++ == 0)
+                        start = strcmp(argv[i], "start") == 0;
+        }
+        return false;
+}
+
 /* Returns -1 to go on, or an exit code. */
 static int parse_argv(int argc, char *argv[], unsigned *given)
 {
+        _cleanup_(freep) char **original = malloc(sizeof(char *) * ((size_t) argc + 1));
         int c, r;
 
         *given = 0;
+        if (!original)
+                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+        memcpy(original, argv, sizeof(char *) * ((size_t) argc + 1));
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":hqvH:bxs:", long_options, NULL)) >= 0) {
                 *given |= option_bit(c);
@@ -446,7 +471,16 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         printf("stampctl %s\n", PACKAGE_VERSION);
                         return EXIT_OK;
                 case ARG_JSON:
-                        arg_json = true;
+                        /* systemd's modes: pretty (also without a value), short (one line), off */
+                        if (!optarg || strcmp(optarg, "pretty") == 0)
+                                arg_json = true, arg_json_short = false;
+                        else if (strcmp(optarg, "short") == 0)
+                                arg_json = true, arg_json_short = true;
+                        else if (strcmp(optarg, "off") == 0)
+                                arg_json = false, arg_json_short = false;
+                        else
+                                return log_error(EXIT_USAGE, "Unknown JSON mode '%s': use pretty, short or off.",
+                                                 optarg);
                         break;
                 case ARG_NO_LEGEND:
                         arg_legend = false;
@@ -548,6 +582,19 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         if (strncmp(arg, "--", 2) == 0 && eq)
                                 return log_error(EXIT_USAGE, "Option '%.*s' takes no value.", (int) (eq - arg), arg);
                         if (optopt > 0 && optopt < 0x80 && isprint(optopt))
+                                /* In a cluster ("-la") getopt has not moved on: find the word as given. */
+                                for (int i = 1; i < argc; i++)
+                                        if (original[i][0] == '-' && original[i][1] != '-' &&
+                                            strchr(original[i] + 1, optopt)) {
+                                                arg = original[i];
+                                                break;
+                                        }
+                        if (start_command_option(original, argc, arg))
+                                return log_error(EXIT_USAGE,
+                                                 "Unknown option '%s'; to pass options to the command, put '--' "
+                                                 "before it: stampctl start NAME -- CMD...",
+                                                 arg);
+                        if (optopt > 0 && optopt < 0x80 && isprint(optopt))
                                 return log_error(EXIT_USAGE, "Unknown option '-%c'; see 'stampctl --help'.", optopt);
                         return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.", arg);
                 }
@@ -558,6 +605,17 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 }
         }
         return -1;
+}
+
+/* Verbs that hand stampd file descriptors, which a connection over ssh cannot carry. */
+static bool verb_passes_files(const char *name)
+{
+        static const char *const verbs_with_fds[] = {"export-tar", "import-tar", "start", "shell"};
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs_with_fds); i++)
+                if (strcmp(name, verbs_with_fds[i]) == 0)
+                        return true;
+        return strcmp(name, "create-template") == 0 && arg_package_tarball;
 }
 
 static bool colors_wanted(void)
@@ -604,6 +662,7 @@ int main(int argc, char *argv[])
         table_style.json = arg_json;
         table_style.legend = arg_legend;
         table_style.colors = colors_wanted();
+        table_style.quiet = arg_quiet;
 
         args = argv + optind;
         nargs = (unsigned) (argc - optind);
@@ -635,11 +694,33 @@ int main(int argc, char *argv[])
         if (verb->run == verb_help)
                 return verb_help(NULL, (int) nargs, args);
 
+        if (arg_host && verb_passes_files(verb->name))
+                return log_error(EXIT_NOT_SUPPORTED,
+                                 "'%s' passes files to stampd, which cannot go over ssh (-H); run stampctl on %s.",
+                                 verb->name, arg_host);
+
         r = bus_connect(&bus);
         if (r != EXIT_OK)
                 return r;
 
-        r = verb->run(bus, (int) nargs, args);
+        if (arg_json_short) {
+                /* Everything the verb prints, then squeezed onto one line. */
+                FILE *real = stdout, *mem;
+                _cleanup_(freep) char *buf = NULL, *compact = NULL;
+                size_t len = 0;
+
+                mem = open_memstream(&buf, &len);
+                if (!mem)
+                        return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+                stdout = mem;
+                r = verb->run(bus, (int) nargs, args);
+                fclose(mem);
+                stdout = real;
+                compact = buf ? json_compact(buf) : NULL;
+                if (compact && *compact)
+                        printf("%s\n", compact);
+        } else
+                r = verb->run(bus, (int) nargs, args);
 
         polkit_agent_close();
         fflush(stdout);

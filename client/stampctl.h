@@ -20,7 +20,7 @@ enum {
         EXIT_USAGE = 2,           /* bad command line; a name or value the daemon refused as invalid */
         EXIT_NOT_SUPPORTED = 3,   /* the daemon does not (yet) do this */
         EXIT_NOT_FOUND = 4,       /* no such image, machine or job */
-        EXIT_CONFLICT = 5,        /* exists already, busy, or read-only */
+        EXIT_CONFLICT = 5,        /* already exists, busy, or read-only */
         EXIT_UNAVAILABLE = 69,    /* the bus or stampd cannot be reached */
         EXIT_PERMISSION = 77,     /* polkit said no, or nobody could be asked */
 };

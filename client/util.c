@@ -423,3 +423,43 @@ int exit_code_from_machine_status(int status, bool interrupted)
                 return 128 - status; /* killed by signal -status */
         return 255;
 }
+
+char *json_compact(const char *json)
+{
+        char *out = malloc(strlen(json) + 1), *q = out;
+        bool in_string = false, escaped = false;
+        int depth = 0;
+
+        if (!out)
+                return NULL;
+        for (const char *p = json; *p; p++) {
+                char c = *p;
+                if (in_string) {
+                        *q++ = c;
+                        if (escaped)
+                                escaped = false;
+                        else if (c == '\\')
+                                escaped = true;
+                        else if (c == '"')
+                                in_string = false;
+                        continue;
+                }
+                if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+                        /* Between two top-level values: a line each. */
+                        if (c == '\n' && depth == 0 && q > out && q[-1] != '\n')
+                                *q++ = '\n';
+                        continue;
+                }
+                if (c == '"')
+                        in_string = true;
+                else if (c == '{' || c == '[')
+                        depth++;
+                else if ((c == '}' || c == ']') && depth > 0)
+                        depth--;
+                *q++ = c;
+        }
+        while (q > out && q[-1] == '\n')
+                q--;
+        *q = '\0';
+        return out;
+}

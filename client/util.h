@@ -77,3 +77,7 @@ char *json_key_from_property(const char *property);
 /* The exit code for a machine's ExitStatus (128+N for a command ended by signal N); @interrupted: our
  * Ctrl-C stopped it, which a shell reports as 128+SIGINT. */
 int exit_code_from_machine_status(int status, bool interrupted);
+
+/* @json with the whitespace between tokens removed, each top-level value on a line of its own (for
+ * --json=short). Returns a new string, or NULL. */
+char *json_compact(const char *json);

@@ -275,7 +275,7 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
 
         if (!arg_block) {
                 if (arg_json) {
-                        printf("{\"id\": %" PRIu32 ", \"job\": ", w.id);
+                        printf("{\"id\": %" PRIu32 ", \"object\": ", w.id);
                         json_fputs(path, stdout);
                         printf("}\n");
                 } else
@@ -313,6 +313,9 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
         }
         if (w.result && strcmp(w.result, "canceled") == 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) was canceled.", w.id, label);
+        /* The reason may say "failed" itself: then once is enough. */
+        if (w.last_error && strcasestr(w.last_error, "fail"))
+                return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s): %s", w.id, label, w.last_error);
         return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) failed: %s", w.id, label,
                          w.last_error ? w.last_error : "see its log with --verbose");
 }
@@ -651,6 +654,12 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
         if (!format)
                 format = ""; /* the daemon's default, zstd */
 
+        if (!to_stdout) {
+                struct stat st;
+                if (stat(file, &st) >= 0 && S_ISDIR(st.st_mode))
+                        return log_error(EXIT_USAGE,
+                                         "Cannot write the archive to %s: it is a directory; name a file in it.", file);
+        }
         if (to_stdout) {
                 if (arg_checksum)
                         return log_error(EXIT_USAGE, "--checksum needs a file, not standard output.");
@@ -689,6 +698,9 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
         if (asprintf(&label, "export-tar %s", name) < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
         r = job_run(bus, m, label);
+        if (r == EXIT_OK && !arg_block && !to_stdout)
+                log_info("%s is written as the job goes; if it fails or is canceled, the partial file stays there.",
+                         file);
         if (r != EXIT_OK || !temp)
                 return r;
 
@@ -727,9 +739,15 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
                 if (isatty(STDIN_FILENO))
                         return log_error(EXIT_USAGE, "Refusing to read an archive from a terminal.");
         } else {
+                struct stat st;
+
                 fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
                 if (fd < 0)
                         return log_error(EXIT_FAILURE_GENERIC, "Cannot open %s: %s", file, strerror(errno));
+                if (fstat(fd, &st) < 0)
+                        return log_error(EXIT_FAILURE_GENERIC, "Cannot read %s: %s", file, strerror(errno));
+                if (S_ISDIR(st.st_mode))
+                        return log_error(EXIT_USAGE, "Cannot import %s: it is a directory, not a tar archive.", file);
         }
 
         r = bus_new_manager_call(bus, &m, "ImportTar");
@@ -818,6 +836,8 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "TYPE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "IMAGE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "PROGRESS", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
+        table_add_column(t, "STATE", 0, SCOLS_JSON_STRING);
+        table_add_column(t, "DESCRIPTION", SCOLS_FL_TRUNC, SCOLS_JSON_STRING);
 
         r = sd_bus_message_enter_container(reply, 'a', "(ussdo)");
         while (r >= 0 && (r = sd_bus_message_read(reply, "(ussdo)", &id, &type, &image, &progress, &path)) > 0) {
@@ -832,6 +852,22 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
                         table_set(line, 3, known ? "%g" : NULL, progress);
                 else
                         table_set(line, 3, known ? "%.0f%%" : "-", floor(progress * 100));
+                {
+                        /* Facts ListJobs does not carry; a job that ended meanwhile shows none. A
+                         * canceled job says so until it is gone. */
+                        _cleanup_(freep) char *state = NULL, *description = NULL, *shown = NULL;
+                        (void) sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_JOB_IFACE, "State", NULL,
+                                                          &state);
+                        (void) sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_JOB_IFACE, "Description",
+                                                          NULL, &description);
+                        if (description && *description && !table_style.json)
+                                shown = text_escape(description, 0, ESCAPE_TERMINAL);
+                        table_set(line, 4, state ? "%s" : NULL, state);
+                        if (shown || (description && *description))
+                                table_set(line, 5, "%s", shown ? shown : description);
+                        else
+                                table_set(line, 5, table_style.json ? NULL : "-");
+                }
         }
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of jobs: %s", strerror(-r));

@@ -244,7 +244,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_READ_ONLY,
                                          "Image %s is read-only; it can only be started ephemeral or read-only", image);
         if (machine_find(m, name))
-                return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
+                return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s already exists", name);
         if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
                 return k;
 

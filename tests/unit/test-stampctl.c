@@ -379,6 +379,52 @@ static void test_json_key_from_property(void)
         g_assert_null(json_key_from_property(NULL));
 }
 
+static void test_json_compact(void)
+{
+        static const char *const cases[][2] = {
+                {"{\n  \"a\": [1, 2],\n  \"b\": \"x y\\\" z\"\n}\n", "{\"a\":[1,2],\"b\":\"x y\\\" z\"}"},
+                {"{}\n{}\n", "{}\n{}"},
+                {"  7 ", "7"},
+                {"", ""},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *c = json_compact(cases[i][0]);
+                g_assert_cmpstr(c, ==, cases[i][1]);
+        }
+}
+
+static void test_ellipsize(void)
+{
+        static const struct {
+                const char *in;
+                size_t width;
+                const char *out;
+        } cases[] = {
+                {"bookworm-base", 20, "bookworm-base"},
+                {"bookworm-base", 13, "bookworm-base"},
+                {"bookworm-base", 8, "bookwor…"},
+                {"bookworm-base", 1, "b…"},
+                {"", 4, ""},
+                {"ünïcödé-name", 5, "ünïc…"},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *e = ellipsize(cases[i].in, cases[i].width);
+                g_assert_cmpstr(e, ==, cases[i].out);
+        }
+}
+
+static void test_format_timestamp_short(void)
+{
+        char buf[FORMAT_TIMESTAMP_MAX];
+
+        g_assert_cmpstr(format_timestamp_short(buf, sizeof(buf), 0), ==, "-");
+        g_assert_cmpstr(format_timestamp_short(buf, sizeof(buf), UINT64_MAX), ==, "-");
+        g_assert_cmpuint(strlen(format_timestamp_short(buf, sizeof(buf), UINT64_C(1700000000) * 1000000)), ==,
+                         strlen("2023-11-14 22:13"));
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -398,6 +444,9 @@ int main(int argc, char *argv[])
         g_test_add_func("/stampctl/exit-code-from-machine-status", test_exit_code_from_machine_status);
         g_test_add_func("/stampctl/term-is-valid", test_term_is_valid);
         g_test_add_func("/stampctl/json-key-from-property", test_json_key_from_property);
+        g_test_add_func("/stampctl/json-compact", test_json_compact);
+        g_test_add_func("/stampctl/ellipsize", test_ellipsize);
+        g_test_add_func("/stampctl/format-timestamp-short", test_format_timestamp_short);
 
         return g_test_run();
 }
