@@ -231,8 +231,9 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 /* Sends @call (a method returning (u job_id, o job)), then waits for the job
- * unless --no-block. Returns an exit code. */
-static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+ * unless --no-block. The size of @size_fd after the job (a regular file: what an export wrote, what
+ * an import read) goes into the summary, said with @bytes_verb. Returns an exit code. */
+static int job_run_sized(sd_bus *bus, sd_bus_message *call, const char *label, int size_fd, const char *bytes_verb)
 {
         _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -308,6 +309,11 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
         if (w.vanished)
                 return log_error(EXIT_UNAVAILABLE, "stampd exited before job %" PRIu32 " ended.", w.id);
         if (w.result && strcmp(w.result, "done") == 0) {
+                struct stat st;
+                if (size_fd >= 0 && fstat(size_fd, &st) >= 0 && S_ISREG(st.st_mode)) {
+                        w.progress.bytes = (uint64_t) st.st_size;
+                        w.progress.bytes_verb = bytes_verb;
+                }
                 progress_summary(&w.progress);
                 return EXIT_OK;
         }
@@ -318,6 +324,11 @@ static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
                 return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s): %s", w.id, label, w.last_error);
         return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) failed: %s", w.id, label,
                          w.last_error ? w.last_error : "see its log with --verbose");
+}
+
+static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+{
+        return job_run_sized(bus, call, label, -1, NULL);
 }
 
 /* Options dictionaries: only the options the user gave, the daemon has the defaults. */
@@ -697,7 +708,7 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
 
         if (asprintf(&label, "export-tar %s", name) < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-        r = job_run(bus, m, label);
+        r = job_run_sized(bus, m, label, to_stdout ? STDOUT_FILENO : fd, "written");
         if (r == EXIT_OK && !arg_block && !to_stdout)
                 log_info("%s is written as the job goes; if it fails or is canceled, the partial file stays there.",
                          file);
@@ -758,7 +769,7 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
 
         if (asprintf(&label, "import-tar %s", name) < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-        return job_run(bus, m, label);
+        return job_run_sized(bus, m, label, from_stdin ? STDIN_FILENO : fd, "read");
 }
 
 /* Any local user can read our command line: over an argument that may carry credentials or a token,

@@ -274,6 +274,7 @@ class JobVerbTest(StampctlTestCase):
         p = self.ctl('export-tar', '--format', 'uncompressed', 'base', archive)
         lines = p.stderr.splitlines()
         self.assertTrue(lines and lines[-1].startswith('export-tar base: done in '), p.stderr)
+        self.assertRegex(lines[-1], r' s, 1[67]M written$', 'what, size, time')
         progress = [line for line in lines[:-1] if line.endswith('%')]
         self.assertEqual(len(progress), len(lines) - 1, p.stderr)
         self.assertLessEqual(len(progress), 12, 'a line per tenth of the way at most: %s' % p.stderr)
@@ -409,6 +410,22 @@ class PolishTest(StampctlTestCase):
         self.assertEqual(json.loads(self.ctl('--json', 'show', 'base').stdout)['recipe']['suite'], 'bookworm')
         self.assertEqual(json.loads(self.ctl('--json', 'show', 'web').stdout)['recipe'], {})
         self.assertNotIn('bookworm', self.ctl('show', 'web').stdout)
+
+    def complete(self, *words):
+        script = ('source %s && COMP_WORDS=(%s) && COMP_CWORD=%d && _stampctl && printf "%%s\\n" "${COMPREPLY[@]}"'
+                  % (os.path.join(stamptest.SRCDIR, 'completion', 'stampctl'),
+                     ' '.join("'%s'" % w for w in (STAMPCTL,) + words), len(words)))
+        return sorted(run(['bash', '--norc', '--noprofile', '-c', script]).stdout.split())
+
+    def test_completion_offers_what_the_verb_can_use(self):
+        make_image(self.store, 'frozen', read_only=True)
+        self.assertEqual(self.complete('start', ''), ['base'])
+        self.assertEqual(self.complete('shell', ''), ['base'])
+        self.assertEqual(self.complete('start', '-x', ''), ['base', 'frozen'])
+        self.assertEqual(self.complete('start', '--read-only', ''), ['base', 'frozen'])
+        self.assertEqual(self.complete('clone', ''), ['base', 'frozen'])
+        self.assertIn('terminate', self.complete('ter'))
+        self.assertEqual(self.complete('kill', '--kill-whom', ''), ['all', 'leader'])
 
 
 class JobsPolishTest(StampctlTestCase):

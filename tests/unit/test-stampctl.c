@@ -425,6 +425,16 @@ static void test_format_timestamp_short(void)
                          strlen("2023-11-14 22:13"));
 }
 
+static void test_progress_summary(void)
+{
+        char buf[256];
+
+        progress_format_summary(buf, sizeof buf, "export-tar base", 8.24, UINT64_C(1288490189), "written");
+        g_assert_cmpstr(buf, ==, "export-tar base: done in 8.2 s, 1.2G written");
+        progress_format_summary(buf, sizeof buf, "pull-tar x", 0.5, UINT64_MAX, NULL);
+        g_assert_cmpstr(buf, ==, "pull-tar x: done in 0.5 s");
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -446,6 +456,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/stampctl/json-key-from-property", test_json_key_from_property);
         g_test_add_func("/stampctl/json-compact", test_json_compact);
         g_test_add_func("/stampctl/ellipsize", test_ellipsize);
+        g_test_add_func("/stampctl/progress-summary", test_progress_summary);
         g_test_add_func("/stampctl/format-timestamp-short", test_format_timestamp_short);
 
         return g_test_run();
