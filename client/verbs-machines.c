@@ -112,6 +112,17 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+/* Our terminal, the console, changed its size: nspawn (not in our session, so the kernel does not tell
+ * it) is to pass the new size on. */
+static int on_winch(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct machine_wait *w = userdata;
+
+        (void) sd_bus_call_method_async(w->bus, NULL, STAMP_BUS_NAME, w->path, STAMP_MACHINE_IFACE, "ConsoleResized",
+                                        NULL, NULL, "");
+        return 0;
+}
+
 /* StartMachine with our stdio (or the terminal for shell), then wait for its end. */
 static int start_machine(sd_bus *bus, const char *image, char **command, bool shell)
 {
@@ -228,6 +239,14 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 
         r = event_new_with_signals(&event, on_signal, &w);
+        if (r >= 0 && interactive) {
+                sigset_t winch;
+                sigemptyset(&winch);
+                sigaddset(&winch, SIGWINCH);
+                r = sigprocmask(SIG_BLOCK, &winch, NULL) < 0 ? -errno : 0;
+                if (r >= 0)
+                        r = sd_event_add_signal(event, NULL, SIGWINCH, on_winch, &w);
+        }
         if (r >= 0)
                 r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)

@@ -292,6 +292,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return k;
         mc->command = TAKE_PTR(o.command);
         mc->term = TAKE_PTR(o.term);
+        mc->starter = sd_bus_message_get_sender(msg) ? strdup(sd_bus_message_get_sender(msg)) : NULL;
         mc->boot = boot;
         mc->ephemeral = ephemeral;
         mc->read_only = read_only;
@@ -522,6 +523,27 @@ static int method_kill_ex(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return machine_method_kill(mc->manager, msg, mc, whom, signo, error);
 }
 
+/* The terminal of the connection that started the machine changed its size: nspawn is to pass it on.
+ * Only that connection may ask (its terminal is the console); nothing else changes, so no polkit. */
+static int method_console_resized(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        const char *sender = sd_bus_message_get_sender(msg);
+        int k;
+
+        if (!mc->starter || !sender || !streq(mc->starter, sender))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Only the caller that started machine %s on its terminal may say that "
+                                         "the terminal was resized",
+                                         mc->name);
+        k = machine_console_resized(mc);
+        if (k == -ESRCH)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot tell machine %s of its console's size: %m", mc->name);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 /* The command's pid, looked for when asked: it may be forked after the leader was learned. */
 static int property_get_payload(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
@@ -573,6 +595,7 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("UserNamespace", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Payload", "u", property_get_payload, 0, 0),
+        SD_BUS_METHOD("ConsoleResized", "", "", method_console_resized, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

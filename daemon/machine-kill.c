@@ -204,3 +204,15 @@ int machine_exit_status(Machine *mc, int status)
                 return 128 + SIGTERM; /* the stub init ended the command with SIGTERM */
         return status;
 }
+
+int machine_console_resized(Machine *mc)
+{
+        if (mc->state == MACHINE_EXITED)
+                return -ESRCH;
+        /* Where nspawn is the supervisor itself (systemd as PID 1) there is no pidfd of it. */
+        if (mc->nspawn_pidfd >= 0)
+                return pidfd_send_signal_(mc->nspawn_pidfd, SIGWINCH);
+        if (mc->nspawn_pid > 0 && kill(mc->nspawn_pid, SIGWINCH) < 0)
+                return -errno;
+        return 0;
+}

@@ -663,6 +663,7 @@ Machine *machine_free(Machine *mc)
                 safe_close(mc->stdio_fd[i]);
         strv_freep(&mc->command);
         free(mc->term);
+        free(mc->starter);
         free(mc->name);
         free(mc->image);
         free(mc->object_path);

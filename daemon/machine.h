@@ -32,6 +32,7 @@ struct Machine {
 
         char **command; /* NULL: nspawn's default shell */
         char *term;     /* the caller's TERM, for an interactive console; NULL: nspawn's default */
+        char *starter;  /* the bus connection that started it: its terminal is the console */
         bool boot;
         bool ephemeral;
         bool read_only;
@@ -109,6 +110,8 @@ int machine_kill_whom(Machine *mc, MachineKillWhom whom, int signo);
 /* Finds the command under the stub init (now, and a few times more while it may not be forked yet). */
 void machine_learn_payload(Machine *mc);
 void machine_watch_payload(Machine *mc);
+/* SIGWINCH for nspawn: it reads the window size of its (the caller's) terminal anew. */
+int machine_console_resized(Machine *mc);
 /* The status MachineRemoved carries, from nspawn's @status: 128+N for a command ended by signal N. */
 int machine_exit_status(Machine *mc, int status);
 

@@ -154,6 +154,18 @@ class MachineStatusTest(StampctlMachineTestCase):
         for key in listed:
             self.assertEqual(listed[key], shown[key], key)
 
+    def test_console_resized_only_by_its_starter(self):
+        self.start_sleeper()
+        for call in (lambda: self.root.call(machinetests.machine_path('base'), machinetests.MACHINE_IFACE,
+                                            'ConsoleResized'),
+                     lambda: self.user.call(machinetests.machine_path('base'), machinetests.MACHINE_IFACE,
+                                            'ConsoleResized')):
+            with self.assertRaises(stamptest.DBusError) as e:
+                call()
+            self.assertEqual(e.exception.name, stamptest.ACCESS_DENIED)
+            self.assertIn('base', e.exception.message)
+        self.assertEqual(self.props('base')['State'], 'running')
+
     def test_machine_status_unknown(self):
         p = self.ctl('machine-status', 'nothing', expect=EXIT_NO_SUCH)
         self.assertIn('No machine named nothing', p.stderr)
@@ -174,6 +186,29 @@ class TerminalTest(StampctlMachineTestCase):
         self.assertIn('Press ^] three times within 1s to leave', screen)
         pane.type_line('')
         self.assertEqual(pane.wait_exit(), 0)
+
+    def test_window_size_follows_the_terminal(self):
+        self.allow(USER, 'start-machine')
+        pane = self.run_in_terminal(USER, [STAMPCTL, '-q', 'start', 'base', '--', '/bin/sh', '-c',
+                                           'while read x; do /bin/busybox stty size; done'])
+        stamptest.wait_for(lambda: 'base' in self.list_machines() or pane.exited(), 'the machine')
+        self.wait_running('base')
+
+        def size_shown(rows, cols):
+            pane.type_line('')
+            return ('%d %d' % (rows, cols)) in pane.capture() or pane.exited()
+        rows, cols = (int(x) for x in pane.tmux.cmd('display-message', '-p', '-t', pane.session,
+                                                       '#{pane_height} #{pane_width}').stdout.split())
+        stamptest.wait_for(lambda: size_shown(rows, cols), 'the first size', interval=0.05)
+        self.assertNotIn('Press ^]', pane.capture(), '-q: no banner')
+        pane.tmux.cmd('resize-window', '-t', pane.session, '-x', '100', '-y', '30')
+        rows, cols = (int(x) for x in pane.tmux.cmd('display-message', '-p', '-t', pane.session,
+                                                       '#{pane_height} #{pane_width}').stdout.split())
+        self.assertEqual(cols, 100)
+        stamptest.wait_for(lambda: size_shown(rows, cols), 'the new size inside', interval=0.05)
+        self.assertFalse(pane.exited(), pane.capture())
+        self.ctl('stop', 'base')
+        self.assertEqual(pane.wait_exit(), 128 + signal.SIGTERM)
 
 
 if __name__ == '__main__':
