@@ -262,8 +262,8 @@ static void help(void)
                "or job; 5 already exists, busy or read-only; 69 stampd or the bus cannot\n"
                "be reached; 77 permission denied. start and shell exit with the status of\n"
                "the machine's command: 128+N when signal N ended it (130 for Ctrl-C, 143 for\n"
-               "stop, 137 for KILL). machinectl's names work too (list-images, show-image, poweroff,\n"
-               "list-transfers, ...). See stampctl(1).\n");
+               "stop, 137 for KILL). machinectl's names work too (list-images, show-image,\n"
+               "poweroff, terminate, list-transfers, ...). See stampctl(1).\n");
 }
 
 static int verb_help(sd_bus *bus, int argc, char **argv)
@@ -430,7 +430,7 @@ static const char *option_name(unsigned bit)
         return "?";
 }
 
-/* Whether @arg follows "start NAME" (or "shell NAME") on the command line as given: an option meant for
+/* Whether @arg follows "start NAME" on the command line as given: an option meant for
  * the command, before which '--' is missing. @argv is the command line before getopt reordered it. */
 static bool start_command_option(char *const *argv, int argc, const char *arg)
 {
