@@ -696,7 +696,8 @@ int main(int argc, char *argv[])
 
         if (arg_host && verb_passes_files(verb->name))
                 return log_error(EXIT_NOT_SUPPORTED,
-                                 "'%s' passes files to stampd, which cannot go over ssh (-H); run stampctl on %s.",
+                                 "stampctl %s hands stampd open files, and a connection over ssh (-H) cannot pass file "
+                                 "descriptors; run it on %s.",
                                  verb->name, arg_host);
 
         r = bus_connect(&bus);
