@@ -687,7 +687,7 @@ int main(int argc, char *argv[])
         if (given & ~verb->options) {
                 unsigned bit = given & ~verb->options;
                 bit &= -bit;
-                return log_error(EXIT_USAGE, "Option --%s does not apply to '%s': stampctl %s", option_name(bit),
+                return log_error(EXIT_USAGE, "Option '--%s' does not apply to '%s': stampctl %s", option_name(bit),
                                  verb->name, verb->synopsis);
         }
 

@@ -709,6 +709,34 @@ static int get_image_path(sd_bus *bus, const char *name, char **ret)
         return *ret ? EXIT_OK : log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 }
 
+static bool image_exists(sd_bus *bus, const char *name)
+{
+        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+
+        /* Anything but NoSuchImage counts as there: get_image_path() then says what went wrong. */
+        return sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetImage", &error,
+                                  &reply, "s", name) >= 0 ||
+               !sd_bus_error_has_name(&error, STAMP_ERROR_NO_SUCH_IMAGE);
+}
+
+static bool machine_running(sd_bus *bus, const char *name)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *n, *image, *state, *path;
+        uint32_t leader;
+        int r;
+
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListMachines", NULL,
+                               &reply, NULL);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "(sssuo)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssuo)", &n, &image, &state, &leader, &path)) > 0)
+                if (strcmp(n, name) == 0)
+                        return true;
+        return false;
+}
+
 /* The caller's own images against the limits stampd.conf sets, below the pool's lines. */
 static void print_own_usage(sd_bus *bus)
 {
@@ -751,6 +779,10 @@ int verb_show(sd_bus *bus, int argc, char **argv)
                         print_own_usage(bus);
                 return r;
         }
+
+        /* machinectl's status NAME is a machine's: with no image of that name, a machine of it. */
+        if (!image_exists(bus, argv[1]) && machine_running(bus, argv[1]))
+                return verb_machine_status(bus, argc, argv);
 
         r = get_image_path(bus, argv[1], &path);
         if (r != EXIT_OK)

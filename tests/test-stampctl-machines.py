@@ -190,6 +190,17 @@ class MachineStatusTest(StampctlMachineTestCase):
             self.assertIn('base', e.exception.message)
         self.assertEqual(self.props('base')['State'], 'running')
 
+    def test_status_of_a_machine_without_such_image(self):
+        p = self.stampctl('start', '--name', 'other', '-x', 'base', '--', '/bin/sleep', '1000')
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        self.addCleanup(self.kill_quietly, 'other')
+        self.wait_listed('other')
+        text = self.ctl('status', 'other').stdout
+        self.assertIn('Name: other', text)
+        self.assertIn('Image: base', text)
+        self.assertIn('Path: ', self.ctl('status', 'base').stdout, 'an image of that name is the image')
+        self.ctl('status', 'nothing', expect=EXIT_NO_SUCH)
+
     def test_machine_status_unknown(self):
         p = self.ctl('machine-status', 'nothing', expect=EXIT_NO_SUCH)
         self.assertIn('No machine named nothing', p.stderr)
