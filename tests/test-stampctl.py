@@ -460,6 +460,15 @@ class JobsPolishTest(StampctlTestCase):
                                  fd_list=stamptest.fd_list(fd))
         self.assertEqual(self.root.get_property(path, 'io.stamp.Stamp1.Job', 'Description'), 'from ' + fifo)
 
+    def test_refusals_name_the_job_and_the_verb(self):
+        self.held_import()
+        job_id = wait_for(lambda: self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs'), 'the import job')[0][0]
+        p = self.ctl('--no-ask-password', 'cancel', str(job_id), user=USER, expect=EXIT_DENIED)
+        self.assertIn('cancel job %d (on image held)' % job_id, p.stderr)
+        p = self.ctl('--no-ask-password', 'read-only', 'base', user=USER, expect=EXIT_DENIED)
+        self.assertIn('mark image base read-only', p.stderr)
+        self.assertEqual(self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs')[0][0], job_id)
+
     def test_no_block_json_shape(self):
         out = os.path.join(self.dir, 'base.tar')
         p = self.ctl('--json', '--no-block', 'export-tar', 'base', out)
