@@ -351,7 +351,17 @@ int json_print_properties(sd_bus_message *m, FILE *f)
                 r = sd_bus_message_peek_type(m, NULL, &contents);
                 if (r < 0)
                         return r;
-                if (strcmp(contents, "s") == 0) {
+                if (strcmp(contents, "u") == 0 && (strcmp(name, "Leader") == 0 || strcmp(name, "Payload") == 0)) {
+                        /* A pid of 0: not known (yet), as the tables say with null. */
+                        uint32_t pid;
+                        r = sd_bus_message_read(m, "v", "u", &pid);
+                        if (r < 0)
+                                return r;
+                        if (pid > 0)
+                                fprintf(f, "%" PRIu32, pid);
+                        else
+                                fputs("null", f);
+                } else if (strcmp(contents, "s") == 0) {
                         /* An empty string is how the API says "none" (an image without origin). */
                         const char *v;
                         r = sd_bus_message_read(m, "v", "s", &v);
