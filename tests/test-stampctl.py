@@ -248,6 +248,8 @@ class JobVerbTest(StampctlTestCase):
         p = run([STAMPCTL, 'import-tar', junk, 'junk'], check=False, timeout=stamptest.TIMEOUT)
         self.assertEqual(p.returncode, EXIT_FAILURE, p.stderr)
         self.assertJobFailed(p.stderr, 'import-tar junk')
+        error = [line for line in p.stderr.splitlines() if line.startswith('stampctl: ')][0]
+        self.assertLessEqual(error.lower().count('failed'), 1, 'no doubled "failed": %s' % error)
         self.assertEqual(self.entries(), before)
         self.assertNotIn('junk', self.root.list_images())
 
