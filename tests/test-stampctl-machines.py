@@ -44,6 +44,36 @@ def kernel_keeps_exit_status():
         os.close(fd)
 
 
+def blocked_signals(pid):
+    """The signals pid blocks (stampctl blocks those its event loop takes)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('SigBlk:'):
+                    mask = int(line.split()[1], 16)
+                    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    except OSError:
+        pass
+    return set()
+
+
+def stampctl_pids():
+    pids = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                if f.read().split(b'\0')[0] == STAMPCTL.encode():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def wait_listening(pid, signo):
+    """Until stampctl's event loop takes signo: sent earlier, it would meet the default action."""
+    stamptest.wait_for(lambda: signo in blocked_signals(pid), 'stampctl (pid %d) to take signal %d' % (pid, signo))
+
+
 class StampctlMachineTestCase(machinetests.MachineTestCase):
 
     def stampctl(self, *args, **kw):
@@ -103,6 +133,7 @@ class ExitStatusTest(StampctlMachineTestCase):
 
     def test_ctrl_c(self):
         p = self.start_sleeper()
+        wait_listening(p.pid, signal.SIGINT)
         p.send_signal(signal.SIGINT)
         status, _, err = self.finish(p)
         self.assertEqual(status, 128 + signal.SIGINT, err)
@@ -236,6 +267,7 @@ class TerminalTest(StampctlMachineTestCase):
                                                        '#{pane_height} #{pane_width}').stdout.split())
         stamptest.wait_for(lambda: size_shown(rows, cols), 'the first size', interval=0.05)
         self.assertNotIn('Press ^]', pane.capture(), '-q: no banner')
+        wait_listening(stamptest.wait_for(stampctl_pids, 'the stampctl in the terminal')[0], signal.SIGWINCH)
         pane.tmux.cmd('resize-window', '-t', pane.session, '-x', '100', '-y', '30')
         rows, cols = (int(x) for x in pane.tmux.cmd('display-message', '-p', '-t', pane.session,
                                                        '#{pane_height} #{pane_width}').stdout.split())
