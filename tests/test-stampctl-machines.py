@@ -151,6 +151,11 @@ class ExitStatusTest(StampctlMachineTestCase):
         out, err = p.communicate('go\n', timeout=stamptest.TIMEOUT)
         self.assertEqual(p.returncode, 128 + signal.SIGKILL, err)
 
+    def test_name_taken_says_already_exists(self):
+        self.start_sleeper()
+        p = self.ctl('start', 'base', '--', '/bin/true', expect=5)
+        self.assertIn('A machine named base already exists', p.stderr)
+
     def test_exit_code_passes(self):
         self.assertEqual(self.ctl('start', 'base', '--', '/bin/sh', '-c', 'exit 7', expect=7).returncode, 7)
 
