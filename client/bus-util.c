@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "escape.h"
 #include "stampctl.h"
@@ -54,6 +55,26 @@ int exit_code_from_bus_error(const char *name)
         return EXIT_FAILURE_GENERIC;
 }
 
+/* For a refusal, how to get what was refused: words a user can act on. */
+static const char *authorization_hint(const char *name)
+{
+        if (strcmp(name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired") == 0) {
+                if (!arg_ask_password)
+                        return "; without --no-ask-password stampctl asks for it";
+                if (!isatty(STDIN_FILENO))
+                        return "; run stampctl on a terminal to be asked for it, or see AUTHORIZATION in "
+                               "stampctl(1) for a rule that grants it";
+                return "; see AUTHORIZATION in stampctl(1)";
+        }
+        if (strcmp(name, "org.freedesktop.DBus.Error.AccessDenied") == 0) {
+                if (arg_ask_password && !isatty(STDIN_FILENO))
+                        return "; without a terminal no password could be asked: run stampctl on one, or see "
+                               "AUTHORIZATION in stampctl(1) for a rule that grants it";
+                return "; see AUTHORIZATION in stampctl(1) for who may, and the rule that grants it";
+        }
+        return "";
+}
+
 int log_bus_error(const sd_bus_error *error, int r, const char *what)
 {
         /* sd-bus reports local failures (no connection, say) as System.Error.<errno>: those
@@ -68,7 +89,8 @@ int log_bus_error(const sd_bus_error *error, int r, const char *what)
                 if (error->message && *error->message) {
                         /* A message may quote what an image or an archive holds. */
                         _cleanup_(freep) char *message = text_escape(error->message, 0, ESCAPE_TERMINAL);
-                        return log_error(exit_code_from_bus_error(error->name), "%s", message ? message : error->name);
+                        return log_error(exit_code_from_bus_error(error->name), "%s%s", message ? message : error->name,
+                                         authorization_hint(error->name));
                 }
                 return log_error(exit_code_from_bus_error(error->name), "%s: %s", what, error->name);
         }
@@ -297,11 +319,69 @@ int print_properties_json(sd_bus *bus, const char *path, const char *iface)
         if (r < 0)
                 return log_bus_error(&error, r, "Failed to get properties");
 
-        r = json_print_value(reply, stdout);
+        r = json_print_properties(reply, stdout);
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the properties: %s", strerror(-r));
         fputc('\n', stdout);
         return EXIT_OK;
+}
+
+int json_print_properties(sd_bus_message *m, FILE *f)
+{
+        const char *name, *contents;
+        bool first = true;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        fputc('{', f);
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                _cleanup_(freep) char *key = NULL;
+
+                r = sd_bus_message_read(m, "s", &name);
+                if (r < 0)
+                        return r;
+                key = json_key_from_property(name);
+                if (!key)
+                        return -ENOMEM;
+                fputs(first ? "\n  " : ",\n  ", f);
+                first = false;
+                json_fputs(key, f);
+                fputs(": ", f);
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (strcmp(contents, "u") == 0 && (strcmp(name, "Leader") == 0 || strcmp(name, "Payload") == 0)) {
+                        /* A pid of 0: not known (yet), as the tables say with null. */
+                        uint32_t pid;
+                        r = sd_bus_message_read(m, "v", "u", &pid);
+                        if (r < 0)
+                                return r;
+                        if (pid > 0)
+                                fprintf(f, "%" PRIu32, pid);
+                        else
+                                fputs("null", f);
+                } else if (strcmp(contents, "s") == 0) {
+                        /* An empty string is how the API says "none" (an image without origin). */
+                        const char *v;
+                        r = sd_bus_message_read(m, "v", "s", &v);
+                        if (r < 0)
+                                return r;
+                        json_fputs(*v ? v : NULL, f);
+                } else {
+                        r = json_value(m, f, 1);
+                        if (r < 0)
+                                return r;
+                }
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        fputs(first ? "}" : "\n}", f);
+        return sd_bus_message_exit_container(m);
 }
 
 static int basic_to_text(char type, const union basic *v, char **ret)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "progress.h"
+#include "table.h"
 
 unsigned terminal_columns(int fd)
 {
@@ -93,6 +94,7 @@ void progress_init(struct progress *p, FILE *out, bool tty, bool quiet, const ch
                 .start_usec = now_monotonic_usec(),
                 .fraction = -1,
                 .label = label ? strdup(label) : NULL,
+                .bytes = UINT64_MAX,
         };
 }
 
@@ -157,8 +159,11 @@ void progress_summary(struct progress *p)
 
         if (p->quiet)
                 return;
+        char line[512];
+
         progress_clear(p);
-        fprintf(p->out, "%s: done in %.1f s\n", p->label ? p->label : "job", seconds);
+        progress_format_summary(line, sizeof line, p->label, seconds, p->bytes, p->bytes_verb);
+        fprintf(p->out, "%s\n", line);
         fflush(p->out);
 }
 
@@ -167,4 +172,16 @@ void progress_done(struct progress *p)
         progress_clear(p);
         free(p->label);
         p->label = NULL;
+}
+
+void progress_format_summary(char *buf, size_t size, const char *label, double seconds, uint64_t bytes,
+                             const char *bytes_verb)
+{
+        char b[FORMAT_BYTES_MAX];
+
+        if (bytes == UINT64_MAX)
+                snprintf(buf, size, "%s: done in %.1f s", label ? label : "job", seconds);
+        else
+                snprintf(buf, size, "%s: done in %.1f s, %s %s", label ? label : "job", seconds,
+                         format_bytes(b, sizeof b, bytes), bytes_verb ? bytes_verb : "");
 }

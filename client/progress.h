@@ -20,6 +20,8 @@ struct progress {
         uint64_t start_usec, last_line_usec;
         double fraction;
         char *label;
+        uint64_t bytes;         /* for the summary: UINT64_MAX when not known */
+        const char *bytes_verb; /* "written", "read" */
 };
 
 void progress_init(struct progress *p, FILE *out, bool tty, bool quiet, const char *label);
@@ -28,11 +30,15 @@ void progress_update(struct progress *p, double fraction);
 void progress_log(struct progress *p, const char *line);
 /* Removes the bar. */
 void progress_clear(struct progress *p);
-/* "LABEL: done in 8.2 s", after the bar is gone (not when quiet). */
+/* "LABEL: done in 8.2 s", with ", 1.2G written" where bytes are known, after the bar is gone (not when
+ * quiet). */
 void progress_summary(struct progress *p);
 /* Whether a line is due, not on a terminal, for @percent at @now_usec (pure: for the tests). */
 bool progress_line_due(int last_percent, uint64_t last_line_usec, int percent, uint64_t now_usec);
 void progress_done(struct progress *p);
+/* The summary line itself (pure: for the tests). */
+void progress_format_summary(char *buf, size_t size, const char *label, double seconds, uint64_t bytes,
+                             const char *bytes_verb);
 
 /* Renders "label [#####     ]  42%" into @buf, at most @columns wide (the label is
  * shortened first, then the bar); a fraction < 0 renders as unknown. */

@@ -18,6 +18,7 @@
 #include "table.h"
 
 bool arg_json = false;
+static bool arg_json_short = false;
 bool arg_legend = true;
 bool arg_ask_password = true;
 bool arg_quiet = false;
@@ -51,6 +52,8 @@ const char *arg_compression = NULL;
 bool arg_delta = false;
 const char *arg_parent = NULL;
 
+const char *arg_kill_whom = NULL;
+
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 #define OPT_READ_ONLY (UINT64_C(1) << 0)
 #define OPT_TREE (UINT64_C(1) << 1)
@@ -80,6 +83,7 @@ const char *arg_parent = NULL;
 #define OPT_COMPRESSION (UINT64_C(1) << 25)
 #define OPT_DELTA (UINT64_C(1) << 26)
 #define OPT_PARENT (UINT64_C(1) << 27)
+#define OPT_KILL_WHOM (UINT64_C(1) << 28)
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
@@ -124,12 +128,15 @@ static const struct verb verbs[] = {
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
          "[--snapshot SNAP] [-- CMD...]"},
         {"shell", 1, 1, OPTS_MACHINE | OPT_USER | OPT_ENV | OPT_CHDIR, verb_shell_or_join,
-         "shell NAME [--user U] [--env K=V]... [--chdir D]"},
+         "shell NAME [--user U] [--env K=V]... [--chdir D] [--ephemeral] [--name N] [--read-only] "
+         "[--private-network] [--private-users]"},
         {"exec", 1, ARGS_ANY, OPT_USER | OPT_ENV | OPT_CHDIR, verb_exec,
          "exec NAME [--user U] [--env K=V]... [--chdir D] -- CMD..."},
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
-        {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
+        {"kill", 1, ARGS_ANY, OPT_SIGNAL | OPT_KILL_WHOM, verb_kill, "kill NAME... [--signal SIG] [--kill-whom W]"},
+        {"terminate", 1, ARGS_ANY, 0, verb_terminate, "terminate NAME..."},
+        {"machine-status", 1, 1, 0, verb_machine_status, "machine-status NAME"},
         {"snapshot", 2, 2, 0, verb_snapshot, "snapshot NAME SNAP"},
         {"snapshots", 1, 1, 0, verb_snapshots, "snapshots NAME"},
         {"restore", 2, 2, 0, verb_restore, "restore NAME SNAP"},
@@ -227,8 +234,11 @@ static void help(void)
                "                             Run CMD (default: a shell) or boot a\n"
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
-               "                             status unless --no-block\n"
-               "  shell NAME [--user U]      A login shell in the running machine NAME\n"
+               "                             status unless --no-block (then its output\n"
+               "                             goes to stampd's log)\n"
+               "  shell NAME [--user U] [--ephemeral] [--name N] [--read-only]\n"
+               "             [--private-network] [--private-users]\n"
+               "                             A login shell in the running machine NAME\n"
                "                             (as root or U); if none runs, one in a\n"
                "                             container on image NAME, on this terminal\n"
                "                             (^]^]^] leaves)\n"
@@ -238,9 +248,12 @@ static void help(void)
                "                             machine's when that is one); exit with its\n"
                "                             status (128+N if killed by signal N)\n"
                "  machines                   List running machines\n"
+               "  machine-status NAME        Show one running machine\n"
                "  stop NAME...               Stop machines (poweroff, or SIGTERM)\n"
-               "  kill NAME... [--signal SIG]\n"
-               "                             Send a signal (default TERM) to machines\n"
+               "  kill NAME... [--signal SIG] [--kill-whom all|leader]\n"
+               "                             Send a signal (default TERM) to every\n"
+               "                             process of machines, or to their leader\n"
+               "  terminate NAME...          Kill machines at once (SIGKILL to all)\n"
                "\n"
                "Options:\n"
                "  -h --help                  Show this help\n"
@@ -298,13 +311,15 @@ static void help(void)
                "                             environment; repeatable\n"
                "     --chdir=D               exec, shell: working directory in the\n"
                "                             machine (default the user's home)\n"
+               "     --kill-whom=all|leader  kill: every process (default) or PID 1\n"
                "\n"
                "Exit status: 0 success; 1 failure (a job failed or was canceled, too);\n"
                "2 usage error or invalid name; 3 not supported; 4 no such image, machine\n"
-               "or job; 5 exists already, busy or read-only; 69 stampd or the bus cannot\n"
+               "or job; 5 already exists, busy or read-only; 69 stampd or the bus cannot\n"
                "be reached; 77 permission denied. start and shell exit with the status of\n"
-               "the machine. machinectl's names work too (list-images, show-image, poweroff,\n"
-               "list-transfers, ...). See stampctl(1).\n");
+               "the machine's command: 128+N when signal N ended it (130 for Ctrl-C, 143 for\n"
+               "stop, 137 for KILL). machinectl's names work too (list-images, show-image,\n"
+               "poweroff, terminate, list-transfers, ...). See stampctl(1).\n");
 }
 
 static int verb_help(sd_bus *bus, int argc, char **argv)
@@ -383,12 +398,13 @@ enum {
         ARG_COMPRESSION,
         ARG_DELTA,
         ARG_PARENT,
+        ARG_KILL_WHOM,
 };
 
 static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, ARG_VERSION},
-        {"json", no_argument, NULL, ARG_JSON},
+        {"json", optional_argument, NULL, ARG_JSON},
         {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
         {"no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD},
         {"quiet", no_argument, NULL, 'q'},
@@ -423,6 +439,7 @@ static const struct option long_options[] = {
         {"compression", required_argument, NULL, ARG_COMPRESSION},
         {"delta", no_argument, NULL, ARG_DELTA},
         {"parent", required_argument, NULL, ARG_PARENT},
+        {"kill-whom", required_argument, NULL, ARG_KILL_WHOM},
         {},
 };
 
@@ -486,6 +503,8 @@ static uint64_t option_bit(int c)
                 return OPT_DELTA;
         case ARG_PARENT:
                 return OPT_PARENT;
+        case ARG_KILL_WHOM:
+                return OPT_KILL_WHOM;
         default:
                 return 0;
         }
@@ -499,12 +518,36 @@ static const char *option_name(uint64_t bit)
         return "?";
 }
 
+/* Whether @arg follows "start NAME" on the command line as given: an option meant for
+ * the command, before which '--' is missing. @argv is the command line before getopt reordered it. */
+static bool start_command_option(char *const *argv, int argc, const char *arg)
+{
+        int positional = 0;
+        bool start = false;
+
+        for (int i = 1; i < argc; i++) {
+                if (argv[i] == arg)
+                        return start && positional >= 2;
+                if (strcmp(argv[i], "--") == 0)
+                        return false;
+                if (argv[i][0] == '-')
+                        continue;
+                if (positional++ == 0)
+                        start = strcmp(argv[i], "start") == 0;
+        }
+        return false;
+}
+
 /* Returns -1 to go on, or an exit code. */
 static int parse_argv(int argc, char *argv[], uint64_t *given)
 {
+        _cleanup_(freep) char **original = malloc(sizeof(char *) * ((size_t) argc + 1));
         int c, r;
 
         *given = 0;
+        if (!original)
+                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+        memcpy(original, argv, sizeof(char *) * ((size_t) argc + 1));
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":hqvH:bxs:", long_options, NULL)) >= 0) {
                 *given |= option_bit(c);
@@ -516,7 +559,16 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                         printf("stampctl %s\n", PACKAGE_VERSION);
                         return EXIT_OK;
                 case ARG_JSON:
-                        arg_json = true;
+                        /* systemd's modes: pretty (also without a value), short (one line), off */
+                        if (!optarg || strcmp(optarg, "pretty") == 0)
+                                arg_json = true, arg_json_short = false;
+                        else if (strcmp(optarg, "short") == 0)
+                                arg_json = true, arg_json_short = true;
+                        else if (strcmp(optarg, "off") == 0)
+                                arg_json = false, arg_json_short = false;
+                        else
+                                return log_error(EXIT_USAGE, "Unknown JSON mode '%s': use pretty, short or off.",
+                                                 optarg);
                         break;
                 case ARG_NO_LEGEND:
                         arg_legend = false;
@@ -633,6 +685,11 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                 case ARG_PRIVATE_USERS:
                         arg_private_users = true;
                         break;
+                case ARG_KILL_WHOM:
+                        if (strcmp(optarg, "all") != 0 && strcmp(optarg, "leader") != 0)
+                                return log_error(EXIT_USAGE, "Unknown --kill-whom '%s': use all or leader.", optarg);
+                        arg_kill_whom = optarg;
+                        break;
                 case 's':
                         r = signal_from_string(optarg);
                         if (r < 0)
@@ -646,6 +703,19 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                         if (strncmp(arg, "--", 2) == 0 && eq)
                                 return log_error(EXIT_USAGE, "Option '%.*s' takes no value.", (int) (eq - arg), arg);
                         if (optopt > 0 && optopt < 0x80 && isprint(optopt))
+                                /* In a cluster ("-la") getopt has not moved on: find the word as given. */
+                                for (int i = 1; i < argc; i++)
+                                        if (original[i][0] == '-' && original[i][1] != '-' &&
+                                            strchr(original[i] + 1, optopt)) {
+                                                arg = original[i];
+                                                break;
+                                        }
+                        if (start_command_option(original, argc, arg))
+                                return log_error(EXIT_USAGE,
+                                                 "Unknown option '%s'; to pass options to the command, put '--' "
+                                                 "before it: stampctl start NAME -- CMD...",
+                                                 arg);
+                        if (optopt > 0 && optopt < 0x80 && isprint(optopt))
                                 return log_error(EXIT_USAGE, "Unknown option '-%c'; see 'stampctl --help'.", optopt);
                         return log_error(EXIT_USAGE, "Unknown option '%s'; see 'stampctl --help'.", arg);
                 }
@@ -656,6 +726,18 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                 }
         }
         return -1;
+}
+
+/* Verbs that hand stampd file descriptors, which a connection over ssh cannot carry. */
+static bool verb_passes_files(const char *name)
+{
+        static const char *const verbs_with_fds[] = {"export-tar", "import-tar", "export", "import",
+                                                     "start",      "shell",      "exec"};
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs_with_fds); i++)
+                if (strcmp(name, verbs_with_fds[i]) == 0)
+                        return true;
+        return strcmp(name, "create-template") == 0 && arg_package_tarball;
 }
 
 static bool colors_wanted(void)
@@ -703,6 +785,7 @@ int main(int argc, char *argv[])
         table_style.json = arg_json;
         table_style.legend = arg_legend;
         table_style.colors = colors_wanted();
+        table_style.quiet = arg_quiet;
 
         args = argv + optind;
         nargs = (unsigned) (argc - optind);
@@ -727,18 +810,41 @@ int main(int argc, char *argv[])
         if (given & ~verb->options) {
                 uint64_t bit = given & ~verb->options;
                 bit &= -bit;
-                return log_error(EXIT_USAGE, "Option --%s does not apply to '%s': stampctl %s", option_name(bit),
+                return log_error(EXIT_USAGE, "Option '--%s' does not apply to '%s': stampctl %s", option_name(bit),
                                  verb->name, verb->synopsis);
         }
 
         if (verb->run == verb_help)
                 return verb_help(NULL, (int) nargs, args);
 
+        if (arg_host && verb_passes_files(verb->name))
+                return log_error(EXIT_NOT_SUPPORTED,
+                                 "stampctl %s hands stampd open files, and a connection over ssh (-H) cannot pass file "
+                                 "descriptors; run it on %s.",
+                                 verb->name, arg_host);
+
         r = bus_connect(&bus);
         if (r != EXIT_OK)
                 return r;
 
-        r = verb->run(bus, (int) nargs, args);
+        if (arg_json_short) {
+                /* Everything the verb prints, then squeezed onto one line. */
+                FILE *real = stdout, *mem;
+                _cleanup_(freep) char *buf = NULL, *compact = NULL;
+                size_t len = 0;
+
+                mem = open_memstream(&buf, &len);
+                if (!mem)
+                        return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+                stdout = mem;
+                r = verb->run(bus, (int) nargs, args);
+                fclose(mem);
+                stdout = real;
+                compact = buf ? json_compact(buf) : NULL;
+                if (compact && *compact)
+                        printf("%s\n", compact);
+        } else
+                r = verb->run(bus, (int) nargs, args);
 
         polkit_agent_close();
         fflush(stdout);

@@ -20,7 +20,7 @@ enum {
         EXIT_USAGE = 2,           /* bad command line; a name or value the daemon refused as invalid */
         EXIT_NOT_SUPPORTED = 3,   /* the daemon does not (yet) do this */
         EXIT_NOT_FOUND = 4,       /* no such image, machine or job */
-        EXIT_CONFLICT = 5,        /* exists already, busy, or read-only */
+        EXIT_CONFLICT = 5,        /* already exists, busy, or read-only */
         EXIT_UNAVAILABLE = 69,    /* the bus or stampd cannot be reached */
         EXIT_PERMISSION = 77,     /* polkit said no, or nobody could be asked */
 };
@@ -64,6 +64,7 @@ extern const char *arg_chdir;
 extern const char *arg_compression;
 extern bool arg_delta;
 extern const char *arg_parent;
+extern const char *arg_kill_whom;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -105,6 +106,9 @@ int bus_check_fd_passing(sd_bus *bus);
 
 /* Prints the next value of @m (of any type) as JSON. */
 int json_print_value(sd_bus_message *m, FILE *f);
+/* A GetAll reply (a{sv}) as one JSON object in stampctl's vocabulary (json_key_from_property()); an
+ * empty string and an unknown size as null. */
+int json_print_properties(sd_bus_message *m, FILE *f);
 /* Properties.GetAll of @iface on @path, as a JSON object on stdout. */
 int print_properties_json(sd_bus *bus, const char *path, const char *iface);
 
@@ -129,6 +133,7 @@ int verb_export(sd_bus *bus, int argc, char **argv);
 int verb_import(sd_bus *bus, int argc, char **argv);
 /* Sends @call (a method returning (u job_id, o job)), then waits for the job unless --no-block. */
 int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
+int job_run_sized(sd_bus *bus, sd_bus_message *call, const char *label, int size_fd, const char *bytes_verb);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);
@@ -150,6 +155,8 @@ int verb_snapshot(sd_bus *bus, int argc, char **argv);
 int verb_snapshots(sd_bus *bus, int argc, char **argv);
 int verb_restore(sd_bus *bus, int argc, char **argv);
 int verb_remove_snapshot(sd_bus *bus, int argc, char **argv);
+int verb_terminate(sd_bus *bus, int argc, char **argv);
+int verb_machine_status(sd_bus *bus, int argc, char **argv);
 
 /* agent.c: the polkit text agent */
 /* Starts pkttyagent for this process if a password could be asked on this terminal

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <pwd.h>
 #include <time.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "table.h"
 #include "util.h"
@@ -70,6 +72,66 @@ char *format_timestamp(char *buf, size_t size, uint64_t usec)
         return buf;
 }
 
+char *format_timestamp_short(char *buf, size_t size, uint64_t usec)
+{
+        struct tm tm;
+        time_t sec;
+
+        if (usec == 0 || usec == UINT64_MAX) {
+                snprintf(buf, size, "-");
+                return buf;
+        }
+        sec = (time_t) (usec / 1000000);
+        if (!localtime_r(&sec, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M", &tm) == 0)
+                snprintf(buf, size, "-");
+        return buf;
+}
+
+/* Characters, not bytes: a UTF-8 continuation byte starts none. */
+static size_t text_width(const char *s)
+{
+        size_t n = 0;
+
+        for (; *s; s++)
+                if (((unsigned char) *s & 0xC0) != 0x80)
+                        n++;
+        return n;
+}
+
+char *ellipsize(const char *s, size_t width)
+{
+        size_t n = 0;
+        const char *p;
+        char *r;
+
+        if (width < 2)
+                width = 2;
+        if (text_width(s) <= width)
+                return strdup(s);
+        /* width - 1 characters, then "…" */
+        for (p = s; *p; p++)
+                if (((unsigned char) *p & 0xC0) != 0x80 && n++ == width - 1)
+                        break;
+        r = malloc((size_t) (p - s) + strlen("…") + 1);
+        if (!r)
+                return NULL;
+        memcpy(r, s, (size_t) (p - s));
+        strcpy(r + (p - s), "…");
+        return r;
+}
+
+unsigned table_width(void)
+{
+        struct winsize ws = {0};
+        const char *e = getenv("COLUMNS");
+
+        if (e && atoi(e) > 0)
+                return (unsigned) atoi(e);
+        if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) >= 0 && ws.ws_col > 0)
+                return ws.ws_col;
+        return 0;
+}
+
 struct libscols_table *table_new(const char *name)
 {
         struct libscols_table *t = scols_new_table();
@@ -115,7 +177,8 @@ int table_print(struct libscols_table *t, const char *singular, const char *plur
         int r;
 
         if (n == 0 && table_style.legend && !table_style.json) {
-                printf("No %s.\n", plural);
+                if (!table_style.quiet)
+                        printf("No %s.\n", plural);
                 return 0;
         }
 
@@ -123,7 +186,7 @@ int table_print(struct libscols_table *t, const char *singular, const char *plur
         if (r < 0)
                 return r;
 
-        if (table_style.legend && !table_style.json)
+        if (table_style.legend && !table_style.json && !table_style.quiet)
                 printf("\n%zu %s listed.\n", n, n == 1 ? singular : plural);
         return 0;
 }

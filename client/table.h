@@ -16,6 +16,16 @@ char *format_bytes(char *buf, size_t size, uint64_t bytes);
 /* Local time as "Tue 2024-01-02 03:04:05 CET"; "-" for 0 and UINT64_MAX. */
 char *format_timestamp(char *buf, size_t size, uint64_t usec);
 
+/* Local time as "2024-01-02 03:04", for tables short of room; "-" for 0 and UINT64_MAX. */
+char *format_timestamp_short(char *buf, size_t size, uint64_t usec);
+
+/* @s cut to @width characters, its last one "…" when it was longer (at least 2 kept). A new string. */
+char *ellipsize(const char *s, size_t width);
+
+/* The width tables must fit: $COLUMNS when set, else the terminal's on stdout, else 0 (no limit: a
+ * pipe or file gets every character). */
+unsigned table_width(void);
+
 /* The user name of @uid, or the number where the user database does not know it. */
 char *format_user(char *buf, size_t size, uint32_t uid);
 
@@ -24,6 +34,7 @@ struct table_style {
         bool json;
         bool legend;
         bool colors;
+        bool quiet; /* -q: no "No images." and no footer; the header stays */
 };
 extern struct table_style table_style;
 

@@ -367,3 +367,99 @@ unsigned edit_distance(const char *a, const char *b)
         }
         return row[m];
 }
+
+bool term_is_valid(const char *term)
+{
+        size_t n;
+
+        if (!term)
+                return false;
+        n = strlen(term);
+        if (n == 0 || n > 64)
+                return false;
+        return strspn(term, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-") == n;
+}
+
+char *json_key_from_property(const char *property)
+{
+        static const struct {
+                const char *property, *key;
+        } same_as_columns[] = {
+                {"ReadOnly", "ro"},          {"CreationTimestamp", "created"}, {"ModificationTimestamp", "modified"},
+                {"UserNamespace", "userns"}, {"OSRelease", "os_release"},      {"UIDShift", "uid_shift"},
+        };
+        char *key, *q;
+
+        if (!property)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(same_as_columns); i++)
+                if (strcmp(property, same_as_columns[i].property) == 0)
+                        return strdup(same_as_columns[i].key);
+        key = malloc(strlen(property) * 2 + 1);
+        if (!key)
+                return NULL;
+        q = key;
+        for (const char *p = property; *p; p++) {
+                if (*p >= 'A' && *p <= 'Z') {
+                        if (p != property)
+                                *q++ = '_';
+                        *q++ = (char) (*p - 'A' + 'a');
+                } else
+                        *q++ = *p;
+        }
+        *q = '\0';
+        return key;
+}
+
+/* Shell-like exit code for the machine's status (stampd says 128+N for a command ended by signal N). A
+ * command that our Ctrl-C ended ends as a shell's foreground command would: 128+SIGINT. */
+int exit_code_from_machine_status(int status, bool interrupted)
+{
+        if (interrupted && status == 128 + SIGTERM)
+                return 128 + SIGINT;
+        if (status >= 0 && status <= 255)
+                return status;
+        if (status < 0 && status > -128)
+                return 128 - status; /* killed by signal -status */
+        return 255;
+}
+
+char *json_compact(const char *json)
+{
+        char *out = malloc(strlen(json) + 1), *q = out;
+        bool in_string = false, escaped = false;
+        int depth = 0;
+
+        if (!out)
+                return NULL;
+        for (const char *p = json; *p; p++) {
+                char c = *p;
+                if (in_string) {
+                        *q++ = c;
+                        if (escaped)
+                                escaped = false;
+                        else if (c == '\\')
+                                escaped = true;
+                        else if (c == '"')
+                                in_string = false;
+                        continue;
+                }
+                if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+                        /* Between two top-level values: a line each. */
+                        if (c == '\n' && depth == 0 && q > out && q[-1] != '\n')
+                                *q++ = '\n';
+                        continue;
+                }
+                if (c == '"')
+                        in_string = true;
+                else if (c == '{' || c == '[')
+                        depth++;
+                else if ((c == '}' || c == ']') && depth > 0)
+                        depth--;
+                *q++ = c;
+        }
+        while (q > out && q[-1] == '\n')
+                q--;
+        *q = '\0';
+        return out;
+}

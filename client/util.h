@@ -64,3 +64,20 @@ void tree_order(const char *const *name, const char *const *origin, size_t n, si
 
 /* Levenshtein distance of @a and @b (UINT_MAX when either is 64 bytes or longer): for "did you mean". */
 unsigned edit_distance(const char *a, const char *b);
+
+/* Whether @term is a terminal type worth passing into a machine: 1 to 64 of A-Z a-z 0-9 . _ + -. */
+bool term_is_valid(const char *term);
+
+/* The JSON key stampctl uses for a bus property: the one vocabulary of every --json output, where
+ * table columns and properties meet ("ReadOnly" → "ro", "CreationTimestamp" → "created",
+ * "UserNamespace" → "userns", else CamelCase → snake_case: "UsageExclusive" → "usage_exclusive").
+ * Returns a new string, or NULL. */
+char *json_key_from_property(const char *property);
+
+/* The exit code for a machine's ExitStatus (128+N for a command ended by signal N); @interrupted: our
+ * Ctrl-C stopped it, which a shell reports as 128+SIGINT. */
+int exit_code_from_machine_status(int status, bool interrupted);
+
+/* @json with the whitespace between tokens removed, each top-level value on a line of its own (for
+ * --json=short). Returns a new string, or NULL. */
+char *json_compact(const char *json);

@@ -206,8 +206,16 @@ static void fill_origins(sd_bus *bus, struct image_list *l)
         }
 }
 
+/* How list fits its table into the width it has (table_width()). */
+struct list_layout {
+        bool short_timestamps; /* "2024-01-02 03:04" instead of "Tue 2024-01-02 03:04:05 CET" */
+        bool origin_column;    /* not in a text --tree: the tree says it */
+        size_t name_max;       /* names longer are ellipsized; 0: no limit */
+        size_t origin_max;
+};
+
 static int image_row(struct libscols_table *t, struct libscols_line *parent, const struct image *img,
-                     struct libscols_line **ret)
+                     const struct list_layout *layout, unsigned depth, struct libscols_line **ret)
 {
         struct libscols_line *line = scols_table_new_line(t, parent);
         char buf[FORMAT_TIMESTAMP_MAX];
@@ -233,25 +241,82 @@ static int image_row(struct libscols_table *t, struct libscols_line *parent, con
                 return 0;
         }
 
+        if (layout->name_max > 0) {
+                /* The tree's lines take two columns a level. */
+                size_t room = layout->name_max > 2 * depth + 2 ? layout->name_max - 2 * depth : 2;
+                _cleanup_(freep) char *name = ellipsize(img->name, room);
+                table_set(line, 0, "%s", name ? name : img->name);
+        }
         table_set(line, 2, "%s", img->read_only ? "yes" : "no");
         if (img->read_only && table_style.colors)
                 scols_cell_set_color(scols_line_get_cell(line, 2), "red");
         table_set(line, 3, "%s", format_user(buf, sizeof(buf), img->owner));
         table_set(line, 4, "%s", format_bytes(buf, sizeof(buf), img->usage));
-        table_set(line, 5, "%s", format_timestamp(buf, sizeof(buf), img->crtime));
-        table_set(line, 6, "%s", format_timestamp(buf, sizeof(buf), img->mtime));
-        {
+        if (layout->short_timestamps) {
+                table_set(line, 5, "%s", format_timestamp_short(buf, sizeof(buf), img->crtime));
+                table_set(line, 6, "%s", format_timestamp_short(buf, sizeof(buf), img->mtime));
+        } else {
+                table_set(line, 5, "%s", format_timestamp(buf, sizeof(buf), img->crtime));
+                table_set(line, 6, "%s", format_timestamp(buf, sizeof(buf), img->mtime));
+        }
+        if (layout->origin_column) {
                 /* The origin is read from the image: escaped on a terminal (JSON escapes its own). */
                 _cleanup_(freep) char *shown = origin ? text_escape(origin, 0, ESCAPE_TERMINAL) : NULL;
-                table_set(line, 7, "%s", shown ? shown : "-");
+                _cleanup_(freep) char *cut =
+                        shown && layout->origin_max > 0 ? ellipsize(shown, layout->origin_max) : NULL;
+                table_set(line, 7, "%s", cut ? cut : shown ? shown : "-");
         }
         return 0;
+}
+
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Chooses short timestamps, then ellipsized names and origins, as far as @width needs (0: no limit). */
+static void list_fit(const struct image_list *l, unsigned width, struct list_layout *layout)
+{
+        char buf[FORMAT_TIMESTAMP_MAX];
+        size_t name = strlen("NAME"), type = strlen("TYPE"), owner = strlen("OWNER"), usage = strlen("USAGE"),
+               origin = layout->origin_column ? strlen("ORIGIN") : 0, stamp = strlen("MODIFIED"), stamp_short, fixed,
+               total;
+
+        if (width == 0)
+                return;
+        for (size_t i = 0; i < l->n; i++) {
+                const struct image *img = &l->items[i];
+                name = MAX(name, strlen(img->name) + (arg_tree ? 2 : 0));
+                type = MAX(type, strlen(img->type));
+                owner = MAX(owner, strlen(format_user(buf, sizeof buf, img->owner)));
+                usage = MAX(usage, strlen(format_bytes(buf, sizeof buf, img->usage)));
+                stamp = MAX(stamp, strlen(format_timestamp(buf, sizeof buf, img->crtime)));
+                stamp = MAX(stamp, strlen(format_timestamp(buf, sizeof buf, img->mtime)));
+                if (layout->origin_column && img->origin)
+                        origin = MAX(origin, strlen(img->origin));
+        }
+        stamp_short = MAX(strlen("MODIFIED"), strlen("2024-01-02 03:04"));
+        /* columns, and one space between each two */
+        fixed = type + strlen("RO") + owner + usage + (layout->origin_column ? 7 : 6);
+        total = fixed + name + origin + 2 * stamp;
+        if (total <= width)
+                return;
+        layout->short_timestamps = true;
+        total = fixed + name + origin + 2 * stamp_short;
+        /* Then the names give way, the longer first, never below 8 characters. */
+        while (total > width && (name > 8 || origin > 8)) {
+                if (name >= origin && name > 8)
+                        name--;
+                else
+                        origin--;
+                total--;
+        }
+        layout->name_max = name;
+        layout->origin_max = layout->origin_column ? origin : 0;
 }
 
 int verb_list(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(scols_unref_tablep) struct libscols_table *t = NULL;
         _cleanup_(image_list_free) struct image_list l = {0};
+        struct list_layout layout = {};
         int r;
 
         r = list_images(bus, &l);
@@ -275,6 +340,10 @@ int verb_list(sd_bus *bus, int argc, char **argv)
                 l.n = kept;
         }
 
+        layout.origin_column = table_style.json || !arg_tree;
+        if (!table_style.json)
+                list_fit(&l, table_width(), &layout);
+
         t = table_new("images");
         if (!t)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
@@ -287,7 +356,8 @@ int verb_list(sd_bus *bus, int argc, char **argv)
          * nothing is cut. */
         table_add_column(t, "CREATED", SCOLS_FL_TRUNC, SCOLS_JSON_NUMBER);
         table_add_column(t, "MODIFIED", SCOLS_FL_TRUNC, SCOLS_JSON_NUMBER);
-        table_add_column(t, "ORIGIN", SCOLS_FL_TRUNC, SCOLS_JSON_STRING);
+        if (layout.origin_column)
+                table_add_column(t, "ORIGIN", SCOLS_FL_TRUNC, SCOLS_JSON_STRING);
 
         {
                 /* Without --tree every image is a root, so this only sorts by name. */
@@ -308,7 +378,8 @@ int verb_list(sd_bus *bus, int argc, char **argv)
                 r = 0;
                 for (size_t k = 0; k < l.n && r >= 0; k++) {
                         size_t i = order[k];
-                        r = image_row(t, parent[i] >= 0 ? lines[parent[i]] : NULL, &l.items[i], &lines[i]);
+                        r = image_row(t, parent[i] >= 0 ? lines[parent[i]] : NULL, &l.items[i], &layout, depth[i],
+                                      &lines[i]);
                 }
         }
         if (r < 0)
@@ -638,6 +709,34 @@ static int get_image_path(sd_bus *bus, const char *name, char **ret)
         return *ret ? EXIT_OK : log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 }
 
+static bool image_exists(sd_bus *bus, const char *name)
+{
+        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+
+        /* Anything but NoSuchImage counts as there: get_image_path() then says what went wrong. */
+        return sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "GetImage", &error,
+                                  &reply, "s", name) >= 0 ||
+               !sd_bus_error_has_name(&error, STAMP_ERROR_NO_SUCH_IMAGE);
+}
+
+static bool machine_running(sd_bus *bus, const char *name)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *n, *image, *state, *path;
+        uint32_t leader;
+        int r;
+
+        r = sd_bus_call_method(bus, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE, "ListMachines", NULL,
+                               &reply, NULL);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "(sssuo)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssuo)", &n, &image, &state, &leader, &path)) > 0)
+                if (strcmp(n, name) == 0)
+                        return true;
+        return false;
+}
+
 /* The caller's own images against the limits stampd.conf sets, below the pool's lines. */
 static void print_own_usage(sd_bus *bus)
 {
@@ -680,6 +779,10 @@ int verb_show(sd_bus *bus, int argc, char **argv)
                         print_own_usage(bus);
                 return r;
         }
+
+        /* machinectl's status NAME is a machine's: with no image of that name, a machine of it. */
+        if (!image_exists(bus, argv[1]) && machine_running(bus, argv[1]))
+                return verb_machine_status(bus, argc, argv);
 
         r = get_image_path(bus, argv[1], &path);
         if (r != EXIT_OK)

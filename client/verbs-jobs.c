@@ -231,8 +231,9 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 /* Sends @call (a method returning (u job_id, o job)), then waits for the job
- * unless --no-block. Returns an exit code. */
-int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+ * unless --no-block. The size of @size_fd after the job (a regular file: what an export wrote, what
+ * an import read) goes into the summary, said with @bytes_verb. Returns an exit code. */
+int job_run_sized(sd_bus *bus, sd_bus_message *call, const char *label, int size_fd, const char *bytes_verb)
 {
         _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -275,7 +276,7 @@ int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
 
         if (!arg_block) {
                 if (arg_json) {
-                        printf("{\"id\": %" PRIu32 ", \"job\": ", w.id);
+                        printf("{\"id\": %" PRIu32 ", \"object\": ", w.id);
                         json_fputs(path, stdout);
                         printf("}\n");
                 } else
@@ -308,13 +309,26 @@ int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
         if (w.vanished)
                 return log_error(EXIT_UNAVAILABLE, "stampd exited before job %" PRIu32 " ended.", w.id);
         if (w.result && strcmp(w.result, "done") == 0) {
+                struct stat st;
+                if (size_fd >= 0 && fstat(size_fd, &st) >= 0 && S_ISREG(st.st_mode)) {
+                        w.progress.bytes = (uint64_t) st.st_size;
+                        w.progress.bytes_verb = bytes_verb;
+                }
                 progress_summary(&w.progress);
                 return EXIT_OK;
         }
         if (w.result && strcmp(w.result, "canceled") == 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) was canceled.", w.id, label);
+        /* The reason may say "failed" itself: then once is enough. */
+        if (w.last_error && strcasestr(w.last_error, "fail"))
+                return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s): %s", w.id, label, w.last_error);
         return log_error(EXIT_FAILURE_GENERIC, "Job %" PRIu32 " (%s) failed: %s", w.id, label,
                          w.last_error ? w.last_error : "see its log with --verbose");
+}
+
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+{
+        return job_run_sized(bus, call, label, -1, NULL);
 }
 
 /* Options dictionaries: only the options the user gave, the daemon has the defaults. */
@@ -654,6 +668,12 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
         if (!format)
                 format = ""; /* the daemon's default, zstd */
 
+        if (!to_stdout) {
+                struct stat st;
+                if (stat(file, &st) >= 0 && S_ISDIR(st.st_mode))
+                        return log_error(EXIT_USAGE,
+                                         "Cannot write the archive to %s: it is a directory; name a file in it.", file);
+        }
         if (to_stdout) {
                 if (arg_checksum)
                         return log_error(EXIT_USAGE, "--checksum needs a file, not standard output.");
@@ -691,7 +711,10 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
 
         if (asprintf(&label, "export-tar %s", name) < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-        r = job_run(bus, m, label);
+        r = job_run_sized(bus, m, label, to_stdout ? STDOUT_FILENO : fd, "written");
+        if (r == EXIT_OK && !arg_block && !to_stdout)
+                log_info("%s is written as the job goes; if it fails or is canceled, the partial file stays there.",
+                         file);
         if (r != EXIT_OK || !temp)
                 return r;
 
@@ -730,9 +753,15 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
                 if (isatty(STDIN_FILENO))
                         return log_error(EXIT_USAGE, "Refusing to read an archive from a terminal.");
         } else {
+                struct stat st;
+
                 fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
                 if (fd < 0)
                         return log_error(EXIT_FAILURE_GENERIC, "Cannot open %s: %s", file, strerror(errno));
+                if (fstat(fd, &st) < 0)
+                        return log_error(EXIT_FAILURE_GENERIC, "Cannot read %s: %s", file, strerror(errno));
+                if (S_ISDIR(st.st_mode))
+                        return log_error(EXIT_USAGE, "Cannot import %s: it is a directory, not a tar archive.", file);
         }
 
         r = bus_new_manager_call(bus, &m, "ImportTar");
@@ -743,7 +772,7 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
 
         if (asprintf(&label, "import-tar %s", name) < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-        return job_run(bus, m, label);
+        return job_run_sized(bus, m, label, from_stdin ? STDIN_FILENO : fd, "read");
 }
 
 /* Any local user can read our command line: over an argument that may carry credentials or a token,
@@ -821,6 +850,8 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
         table_add_column(t, "TYPE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "IMAGE", 0, SCOLS_JSON_STRING);
         table_add_column(t, "PROGRESS", SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER);
+        table_add_column(t, "STATE", 0, SCOLS_JSON_STRING);
+        table_add_column(t, "DESCRIPTION", SCOLS_FL_TRUNC, SCOLS_JSON_STRING);
 
         r = sd_bus_message_enter_container(reply, 'a', "(ussdo)");
         while (r >= 0 && (r = sd_bus_message_read(reply, "(ussdo)", &id, &type, &image, &progress, &path)) > 0) {
@@ -835,6 +866,22 @@ int verb_jobs(sd_bus *bus, int argc, char **argv)
                         table_set(line, 3, known ? "%g" : NULL, progress);
                 else
                         table_set(line, 3, known ? "%.0f%%" : "-", floor(progress * 100));
+                {
+                        /* Facts ListJobs does not carry; a job that ended meanwhile shows none. A
+                         * canceled job says so until it is gone. */
+                        _cleanup_(freep) char *state = NULL, *description = NULL, *shown = NULL;
+                        (void) sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_JOB_IFACE, "State", NULL,
+                                                          &state);
+                        (void) sd_bus_get_property_string(bus, STAMP_BUS_NAME, path, STAMP_JOB_IFACE, "Description",
+                                                          NULL, &description);
+                        if (description && *description && !table_style.json)
+                                shown = text_escape(description, 0, ESCAPE_TERMINAL);
+                        table_set(line, 4, state ? "%s" : NULL, state);
+                        if (shown || (description && *description))
+                                table_set(line, 5, "%s", shown ? shown : description);
+                        else
+                                table_set(line, 5, table_style.json ? NULL : "-");
+                }
         }
         if (r < 0)
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the list of jobs: %s", strerror(-r));

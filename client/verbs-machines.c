@@ -22,6 +22,7 @@ struct machine_wait {
         bool stop_sent;
         bool vanished;
         bool detached;
+        bool interrupted; /* the stop was our Ctrl-C's */
         sd_bus_slot *stop_slot;
 };
 
@@ -105,19 +106,21 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         log_info("Stopping the machine... (Ctrl-C again to stop waiting)");
         w->stop_sent = true;
+        w->interrupted = true;
         if (send_stop(w) < 0)
                 w->stop_sent = false;
         return 0;
 }
 
-/* Shell-like exit code for the machine's status. */
-static int exit_code_from_status(int status)
+/* Our terminal, the console, changed its size: nspawn (not in our session, so the kernel does not tell
+ * it) is to pass the new size on. */
+static int on_winch(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
-        if (status >= 0 && status <= 255)
-                return status;
-        if (status < 0 && status > -128)
-                return 128 - status; /* killed by signal -status */
-        return 255;
+        struct machine_wait *w = userdata;
+
+        (void) sd_bus_call_method_async(w->bus, NULL, STAMP_BUS_NAME, w->path, STAMP_MACHINE_IFACE, "ConsoleResized",
+                                        NULL, NULL, "");
+        return 0;
 }
 
 /* StartMachine with our stdio (or the terminal for shell), then wait for its end. */
@@ -131,6 +134,7 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
         _cleanup_(machine_wait_done) struct machine_wait w = {.bus = bus};
         int in = STDIN_FILENO, out = STDOUT_FILENO, err = STDERR_FILENO;
         const char *path;
+        bool attached, interactive;
         int r;
 
         r = bus_check_fd_passing(bus);
@@ -138,11 +142,19 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 return r;
 
         if (shell) {
+                if (!arg_block)
+                        return log_error(EXIT_USAGE, "shell stays attached to this terminal: --no-block does not "
+                                                     "apply; use 'start --no-block NAME' for a machine in the "
+                                                     "background.");
                 tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
                 if (tty < 0)
                         return log_error(EXIT_USAGE, "shell needs a terminal; use 'start NAME -- CMD' without one.");
                 in = out = err = tty;
         }
+        /* Not staying attached, the machine gets none of our fds: it must not write over the shell's
+         * prompt, read the user's keys, or fill a file after we exited. stampd logs its output. */
+        attached = arg_block;
+        interactive = attached && isatty(in) && isatty(out);
 
         r = sd_bus_message_new_method_call(bus, &m, STAMP_BUS_NAME, STAMP_MANAGER_PATH, STAMP_MANAGER_IFACE,
                                            "StartMachine");
@@ -177,7 +189,9 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 r = sd_bus_message_append(m, "{sv}", "private_network", "b", 1);
         if (r >= 0 && arg_snapshot)
                 r = sd_bus_message_append(m, "{sv}", "snapshot", "s", arg_snapshot);
-        if (r >= 0)
+        if (r >= 0 && interactive && term_is_valid(getenv("TERM")))
+                r = sd_bus_message_append(m, "{sv}", "term", "s", getenv("TERM"));
+        if (r >= 0 && attached)
                 r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr", "h", err);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
@@ -205,14 +219,36 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 return log_error(EXIT_FAILURE_GENERIC, "Failed to parse the reply: %s", strerror(-r));
         log_debug("Machine started: %s", path);
 
-        if (!arg_block)
+        if (!arg_block) {
+                if (arg_json) {
+                        printf("{\"name\": ");
+                        json_fputs(arg_machine_name ? arg_machine_name : image, stdout);
+                        printf(", \"object\": ");
+                        json_fputs(path, stdout);
+                        printf("}\n");
+                } else
+                        log_info("Machine %s started; its output goes to stampd's log. 'stampctl stop %s' ends it.",
+                                 arg_machine_name ? arg_machine_name : image,
+                                 arg_machine_name ? arg_machine_name : image);
                 return EXIT_OK;
+        }
+        if (interactive)
+                log_info("Connected to machine %s. Press ^] three times within 1s to leave it.",
+                         arg_machine_name ? arg_machine_name : image);
 
         w.path = strdup(path);
         if (!w.path)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
 
         r = event_new_with_signals(&event, on_signal, &w);
+        if (r >= 0 && interactive) {
+                sigset_t winch;
+                sigemptyset(&winch);
+                sigaddset(&winch, SIGWINCH);
+                r = sigprocmask(SIG_BLOCK, &winch, NULL) < 0 ? -errno : 0;
+                if (r >= 0)
+                        r = sd_event_add_signal(event, NULL, SIGWINCH, on_winch, &w);
+        }
         if (r >= 0)
                 r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
@@ -230,7 +266,7 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
         if (w.vanished)
                 return log_error(EXIT_UNAVAILABLE, "stampd exited while the machine ran.");
         log_debug("Machine exited with status %d.", w.exit_status);
-        return exit_code_from_status(w.exit_status);
+        return exit_code_from_machine_status(w.exit_status, w.interrupted);
 }
 
 int verb_start(sd_bus *bus, int argc, char **argv)
@@ -257,7 +293,7 @@ static int call_machines(sd_bus *bus, int argc, char **argv, const char *member,
                 if (r >= 0)
                         r = sd_bus_message_append(m, "s", argv[i]);
                 if (r >= 0 && with_signal)
-                        r = sd_bus_message_append(m, "i", (int32_t) arg_signal);
+                        r = sd_bus_message_append(m, "si", arg_kill_whom ? arg_kill_whom : "all", (int32_t) arg_signal);
                 if (r < 0)
                         return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
                 r = bus_call_mutating(bus, m, &error, NULL);
@@ -278,7 +314,15 @@ int verb_stop(sd_bus *bus, int argc, char **argv)
 
 int verb_kill(sd_bus *bus, int argc, char **argv)
 {
-        return call_machines(bus, argc, argv, "KillMachine", true);
+        return call_machines(bus, argc, argv, "KillMachineEx", true);
+}
+
+int verb_terminate(sd_bus *bus, int argc, char **argv)
+{
+        /* machinectl's terminate: every process, at once, without a shutdown. */
+        arg_signal = SIGKILL;
+        arg_kill_whom = "all";
+        return call_machines(bus, argc, argv, "KillMachineEx", true);
 }
 
 int verb_machines(sd_bus *bus, int argc, char **argv)

@@ -448,19 +448,49 @@ static const char *detail(const char *const *details, const char *key)
         return NULL;
 }
 
-/* "clone image base as web", for messages: what was refused, naming the image. */
+/* "clone image base as web", for messages: what was asked, in words, naming the image or machine. */
 static void describe(const char *const *details, char *buf, size_t size)
 {
+        static const struct {
+                const char *verb, *format; /* %1$s the image (or machine), %2$s the new name or job */
+        } phrases[] = {
+                {"clone", "clone image %1$s as %2$s"},
+                {"remove", "remove image %1$s"},
+                {"rename", "rename image %1$s to %2$s"},
+                {"mark-read-only", "mark image %1$s read-only"},
+                {"mark-writable", "make image %1$s writable"},
+                {"cancel", "cancel job %2$s (on image %1$s)"},
+                {"export", "export image %1$s"},
+                {"import", "import an archive as image %1$s"},
+                {"pull", "pull an archive as image %1$s"},
+                {"create-template", "create template %1$s"},
+                {"start", "start a machine on image %1$s"},
+                {"stop", "stop machine %1$s"},
+                {"kill", "send a signal to machine %1$s"},
+                {"snapshot", "take snapshot %2$s of image %1$s"},
+                {"restore", "restore image %1$s from snapshot %2$s"},
+                {"remove-snapshot", "remove snapshot %2$s of image %1$s"},
+                {"diff", "compare image %1$s with another"},
+        };
         const char *verb = detail(details, "verb"), *image = detail(details, "image"),
-                   *new_name = detail(details, "new_name"), *machine = detail(details, "machine");
+                   *machine = detail(details, "machine"), *new_name = detail(details, "new_name"),
+                   *job = detail(details, "job"), *snapshot = detail(details, "snapshot");
+        const char *first = machine && verb && (streq(verb, "stop") || streq(verb, "kill")) ? machine : image;
 
         /* What runs inside a machine is about the machine, whatever its image. */
         if (machine && verb && (streq(verb, "exec") || streq(verb, "shell") || streq(verb, "kill-exec"))) {
                 snprintf(buf, size, "%s in machine %s", streq(verb, "kill-exec") ? "signal a command" : verb, machine);
                 return;
         }
-        snprintf(buf, size, "%s%s%s%s%s", verb ?: "do this", image ? " image " : "", image ?: "",
-                 new_name ? " as " : "", new_name ?: "");
+        for (size_t i = 0; verb && i < ELEMENTSOF(phrases); i++)
+                if (streq(verb, phrases[i].verb)) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+                        snprintf(buf, size, phrases[i].format, first ?: "?", new_name ?: job ?: snapshot ?: "?");
+#pragma GCC diagnostic pop
+                        return;
+                }
+        snprintf(buf, size, "%s%s%s", verb ?: "do this", image ? " image " : "", image ?: "");
 }
 
 static int verify(Authz *a, sd_bus_message *msg, const char *action, const AuthzOwner *owner,
@@ -513,10 +543,11 @@ static int verify(Authz *a, sd_bus_message *msg, const char *action, const Authz
                                                  "Cannot check authorization to %s (%s): %s", what, action, why);
                 if (challenge && !interactive)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                                 "Authentication is required to %s (%s); call with interactive "
-                                                 "authorization allowed",
+                                                 "A password is needed to %s (polkit action %s), and this call did "
+                                                 "not allow asking for one",
                                                  what, action);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (%s)", what, action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s (polkit action %s)",
+                                         what, action);
         }
 
         if (!sender) /* direct connection without a bus: only root can reach us that way */

@@ -524,11 +524,20 @@ static int property_get_recipe(sd_bus *bus, const char *path, const char *interf
 {
         Image *img = userdata;
         g_autoptr(GVariant) recipe = image_read_recipe(img->manager, img);
+        g_autoptr(GVariant) uuid = recipe ? g_variant_lookup_value(recipe, "uuid", G_VARIANT_TYPE_STRING) : NULL;
         GVariantIter it;
         const char *key;
         GVariant *value;
         int k;
 
+        /* A clone (a snapshot) or an import of a template carries its xattr along: the recipe is the
+         * template's, not this image's, and is not shown as if it were. */
+        if (uuid && img->has_uuid) {
+                char hex[33];
+                uuid_to_hex(img->uuid, hex);
+                if (!streq(g_variant_get_string(uuid, NULL), hex))
+                        g_clear_pointer(&recipe, g_variant_unref);
+        }
         k = sd_bus_message_open_container(reply, 'a', "{sv}");
         if (k < 0)
                 return k;

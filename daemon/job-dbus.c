@@ -162,6 +162,13 @@ static int property_get_error_name(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_append(reply, "s", name);
 }
 
+static int property_get_description(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        return sd_bus_message_append(reply, "s", j->description ?: "");
+}
+
 static int property_get_error_message(sd_bus *bus, const char *path, const char *interface, const char *property,
                                       sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -184,6 +191,7 @@ const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("Result", "s", property_get_result, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ErrorName", "s", property_get_error_name, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ErrorMessage", "s", property_get_error_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Description", "s", property_get_description, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Cancel", "", "", method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("LogMessage", SD_BUS_ARGS("u", priority, "s", text), 0),
         SD_BUS_VTABLE_END,

@@ -96,6 +96,7 @@ Job *job_free(Job *j)
         free(j->object_path);
         free(j->owner);
         free(j->temp_name);
+        free(j->description);
         free(j->error_message);
         free(j);
         return NULL;
@@ -443,6 +444,9 @@ int job_start(Job *j, JobArgs *args)
         args->temp_name = j->temp_name ? strdup(j->temp_name) : NULL;
         if (!args->store_path || (j->temp_name && !args->temp_name))
                 return -ENOMEM;
+
+        free(j->description);
+        j->description = job_describe(args);
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return -errno;

@@ -47,8 +47,9 @@ struct Job {
         sd_event_source *child_source;
         sd_event_source *kill_timer;
 
-        char *temp_name; /* removed from the store if the job does not succeed */
-        int error;       /* errno of the failure */
+        char *description; /* what it reads or writes, in words (job-describe.c) */
+        char *temp_name;   /* removed from the store if the job does not succeed */
+        int error;         /* errno of the failure */
         char *error_message;
 };
 typedef struct Job Job;
@@ -72,6 +73,10 @@ int job_new(Manager *m, JobType type, const char *image, bool lock, sd_bus_messa
  * (job_emit_new()) and replies; on failure it is still the caller's to free (job_free() kills a
  * helper that was started). */
 int job_start(Job *j, JobArgs *args);
+/* What a job of @a reads or writes, in words: "from /srv/web.tar.zst", "from https://…" (redacted),
+ * "debootstrap bookworm from …". A new string, or NULL. */
+char *job_describe(const JobArgs *a);
+
 /* Drop a job that never started. */
 Job *job_free(Job *j);
 static inline void job_freep(Job **j)

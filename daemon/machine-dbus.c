@@ -69,6 +69,7 @@ typedef struct StartOptions {
         int read_only;
         int private_users;
         int private_network;
+        char *term;
         int stdio_fd[3];
         char *snapshot;
 } StartOptions;
@@ -81,6 +82,7 @@ static const OptionSpec start_option_table[] = {
         {"read_only", OPTION_BOOL, offsetof(StartOptions, read_only)},
         {"private_users", OPTION_BOOL, offsetof(StartOptions, private_users)},
         {"private_network", OPTION_BOOL, offsetof(StartOptions, private_network)},
+        {"term", OPTION_STRING, offsetof(StartOptions, term)},
         {"stdin", OPTION_FD, offsetof(StartOptions, stdio_fd[0])},
         {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
@@ -118,6 +120,23 @@ int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *error)
                                          "The file descriptor of option \"%s\" is not open for %s", key,
                                          input ? "reading" : "writing");
         return 0;
+}
+
+/* The caller's terminal type, for nspawn's console: a short name, nothing nspawn's environment could
+ * take for more. */
+static int check_term(const char *term, sd_bus_error *error)
+{
+        size_t n;
+
+        if (!term)
+                return 0;
+        n = strlen(term);
+        if (n >= 1 && n <= 64 &&
+            strspn(term, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-") == n)
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                 "Invalid option \"term\": 1 to 64 of A-Z a-z 0-9 . _ + - (a terminal type "
+                                 "such as xterm-256color)");
 }
 
 static int check_command(char **command, bool boot, sd_bus_error *error)
@@ -229,7 +248,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "\"name\"",
                                          image, machine_name_invalid_reason(image));
         if ((k = bus_check_machine_name(name, "machine name", error)) < 0 ||
-            (k = check_command(o.command, boot, error)) < 0 ||
+            (k = check_command(o.command, boot, error)) < 0 || (k = check_term(o.term, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0)
@@ -241,7 +260,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_READ_ONLY,
                                          "Image %s is read-only; it can only be started ephemeral or read-only", image);
         if (machine_find(m, name))
-                return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s exists already", name);
+                return sd_bus_error_setf(error, STAMP_ERROR_MACHINE_EXISTS, "A machine named %s already exists", name);
         if (o.snapshot && (k = check_start_snapshot(m, img, o.snapshot, ephemeral, error)) < 0)
                 return k;
         if (!ephemeral && (k = check_image_free(m, img, !read_only, error)) < 0)
@@ -292,6 +311,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (k < 0)
                 return k;
         mc->command = TAKE_PTR(o.command);
+        mc->term = TAKE_PTR(o.term);
+        mc->starter = sd_bus_message_get_sender(msg) ? strdup(sd_bus_message_get_sender(msg)) : NULL;
         mc->boot = boot;
         mc->ephemeral = ephemeral;
         mc->read_only = read_only;
@@ -351,10 +372,12 @@ static int machine_method_stop(Manager *m, sd_bus_message *msg, Machine *mc, sd_
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int signo, sd_bus_error *error)
+static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, const char *whom, int signo,
+                               sd_bus_error *error)
 {
         char number[16];
-        const char *details[] = {"verb", "kill", "machine", mc->name, "image", mc->image, "signal", number, NULL};
+        const char *details[] = {"verb",   "kill", "machine", mc->name, "image", mc->image,
+                                 "signal", number, "whom",    whom,     NULL};
         AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = mc->uid};
         int k;
 
@@ -362,7 +385,7 @@ static int machine_method_kill(Manager *m, sd_bus_message *msg, Machine *mc, int
         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_MACHINES, &owner, details, NULL, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        k = machine_kill(mc, signo);
+        k = machine_kill_whom(mc, machine_kill_whom_from_string(whom), signo);
         if (k == -ESRCH)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
         if (k < 0)
@@ -376,6 +399,14 @@ static int check_signal(int signo, sd_bus_error *error)
                 return 0;
         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal number %d: not between 1 and %d",
                                  signo, _NSIG - 1);
+}
+
+static int check_whom(const char *whom, sd_bus_error *error)
+{
+        if (machine_kill_whom_from_string(whom) >= 0)
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid whom \"%s\": use \"all\" or \"leader\"",
+                                 whom);
 }
 
 int method_stop_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -410,7 +441,26 @@ int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
         mc = bus_find_machine(m, name, error);
         if (!mc)
                 return -ENXIO; /* @error says which */
-        return machine_method_kill(m, msg, mc, signo, error);
+        return machine_method_kill(m, msg, mc, "all", signo, error);
+}
+
+int method_kill_machine_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        const char *name, *whom;
+        int32_t signo;
+        Machine *mc = NULL;
+        int k;
+
+        k = sd_bus_message_read(msg, "ssi", &name, &whom, &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0 || (k = check_whom(whom, error)) < 0)
+                return k;
+        mc = bus_find_machine(m, name, error);
+        if (!mc)
+                return -ENXIO; /* @error says which */
+        return machine_method_kill(m, msg, mc, whom, signo, error);
 }
 
 /* ---- the Machine object ---- */
@@ -474,7 +524,55 @@ static int method_kill(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return k;
         if (mc->state == MACHINE_EXITED)
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
-        return machine_method_kill(mc->manager, msg, mc, signo, error);
+        return machine_method_kill(mc->manager, msg, mc, "all", signo, error);
+}
+
+static int method_kill_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        const char *whom;
+        int32_t signo;
+        int k;
+
+        k = sd_bus_message_read(msg, "si", &whom, &signo);
+        if (k < 0)
+                return k;
+        if ((k = check_signal(signo, error)) < 0 || (k = check_whom(whom, error)) < 0)
+                return k;
+        if (mc->state == MACHINE_EXITED)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        return machine_method_kill(mc->manager, msg, mc, whom, signo, error);
+}
+
+/* The terminal of the connection that started the machine changed its size: nspawn is to pass it on.
+ * Only that connection may ask (its terminal is the console); nothing else changes, so no polkit. */
+static int method_console_resized(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        const char *sender = sd_bus_message_get_sender(msg);
+        int k;
+
+        if (!mc->starter || !sender || !streq(mc->starter, sender))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Only the caller that started machine %s on its terminal may say that "
+                                         "the terminal was resized",
+                                         mc->name);
+        k = machine_console_resized(mc);
+        if (k == -ESRCH)
+                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "Machine %s has already ended", mc->name);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, k, "Cannot tell machine %s of its console's size: %m", mc->name);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* The command's pid, looked for when asked: it may be forked after the leader was learned. */
+static int property_get_payload(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+
+        machine_learn_payload(mc);
+        return sd_bus_message_append(reply, "u", mc->payload);
 }
 
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -517,11 +615,15 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Machine, uid), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UserNamespace", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Payload", "u", property_get_payload, 0, 0),
+        SD_BUS_METHOD("ConsoleResized", "", "", method_console_resized, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Exec", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("u", exec_id),
                                 method_machine_exec, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillEx", SD_BUS_ARGS("s", whom, "i", signal), SD_BUS_NO_RESULT, method_kill_ex,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

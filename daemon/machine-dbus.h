@@ -16,3 +16,4 @@ int method_kill_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error
 Machine *bus_find_machine(Manager *m, const char *name, sd_bus_error *error);
 /* A caller's stdio fd of option @key: one that can be read (@input) or written; InvalidArgs if not. */
 int check_stdio_fd(int fd, const char *key, bool input, sd_bus_error *error);
+int method_kill_machine_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -39,8 +39,9 @@ typedef struct MachineSetup {
         bool boot, read_only, private_users, private_network;
         unsigned uid_base; /* > 0: a user namespace of stampd's choosing, this host uid as its root */
         const char *notify_address;
-        int stdio[3];   /* the caller's fds, -1 for /dev/null */
-        char **command; /* NULL: nspawn's default shell */
+        const char *term; /* TERM for nspawn's interactive console, or NULL */
+        int stdio[3];     /* the caller's fds, -1 for /dev/null */
+        char **command;   /* NULL: nspawn's default shell */
 } MachineSetup;
 
 static int open_null(int flags)
@@ -195,6 +196,10 @@ static char **nspawn_argv(const MachineSetup *mc, const char *directory, const c
 
 static const char *console_mode(const MachineSetup *mc, int in, int out)
 {
+        /* Nobody attached (start --no-block): the console is nobody's, nspawn's own output goes to
+         * stampd's log, and so does a command's. */
+        if (mc->stdio[0] < 0 && mc->stdio[1] < 0 && mc->stdio[2] < 0)
+                return mc->boot ? "passive" : "pipe";
         /* nspawn's interactive console relays its own stdin/stdout, which must then be the terminal. */
         if (isatty(in) && isatty(out))
                 return "interactive";
@@ -209,9 +214,14 @@ _noreturn_ static void exec_nspawn(const MachineSetup *mc, char **argv, const ch
         const char *path = getenv("PATH") ?: DEFAULT_PATH;
         g_autofree char *env_path = g_strdup_printf("PATH=%s", path);
         g_autofree char *env_notify = g_strdup_printf("NOTIFY_SOCKET=%s", notify_address);
+        /* nspawn gives its interactive console the TERM it has itself (vt220 without one). */
+        g_autofree char *env_term = mc->term ? g_strdup_printf("TERM=%s", mc->term) : NULL;
         /* nspawn locks an image with a file beside it in the store, for machinectl and other nspawns to
          * see; an ephemeral snapshot is ours alone, and its lock file would only be litter. */
-        char *envp[] = {env_path, env_notify, mc->temp_name ? (char *) "SYSTEMD_NSPAWN_LOCK=0" : NULL, NULL};
+        char *envp[] = {env_path, env_notify, mc->temp_name ? (char *) "SYSTEMD_NSPAWN_LOCK=0" : NULL, NULL, NULL};
+
+        if (env_term)
+                envp[mc->temp_name ? 3 : 2] = env_term;
 
         for (int i = 0; i < 3; i++)
                 if (stdio[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(stdio[i], i) < 0) {
@@ -285,6 +295,8 @@ static int parse_setup(int argc, char *argv[], MachineSetup *s)
                         s->private_network = streq(v, "1");
                 else if (KEY("notify"))
                         s->notify_address = v;
+                else if (KEY("term"))
+                        s->term = v;
                 else if (KEY("stdin"))
                         k = step_parse_fd(v, &s->stdio[0]);
                 else if (KEY("stdout"))
@@ -323,6 +335,8 @@ char **machine_supervisor_args(Machine *mc, const char *notify_address)
         if (mc->userns)
                 g_ptr_array_add(a, g_strdup_printf("uid-base=%u", (unsigned) mc->uid_base));
         g_ptr_array_add(a, g_strdup_printf("notify=%s", notify_address));
+        if (mc->term)
+                g_ptr_array_add(a, g_strdup_printf("term=%s", mc->term));
         g_ptr_array_add(a, g_strdup_printf("stdin=%d", mc->stdio_fd[0]));
         g_ptr_array_add(a, g_strdup_printf("stdout=%d", mc->stdio_fd[1]));
         g_ptr_array_add(a, g_strdup_printf("stderr=%d", mc->stdio_fd[2]));
@@ -351,7 +365,15 @@ int machine_supervisor_main(int argc, char *argv[])
                 _exit(EXIT_FAILURE);
         }
         for (int i = 0; i < 3; i++) {
-                stdio[i] = mc->stdio[i] >= 0 ? mc->stdio[i] : open_null(i == 0 ? O_RDONLY : O_WRONLY);
+                bool detached = mc->stdio[0] < 0 && mc->stdio[1] < 0 && mc->stdio[2] < 0;
+                if (mc->stdio[i] >= 0)
+                        stdio[i] = mc->stdio[i];
+                else if (detached && i > 0)
+                        stdio[i] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3); /* stampd's log */
+                else
+                        stdio[i] = open_null(i == 0 ? O_RDONLY : O_WRONLY);
+                if (stdio[i] < 0)
+                        stdio[i] = open_null(i == 0 ? O_RDONLY : O_WRONLY);
                 if (stdio[i] < 0)
                         _exit(EXIT_FAILURE);
         }

@@ -94,6 +94,7 @@ int machine_new(Manager *m, const char *name, const char *image, const char *own
         mc->notify_fd = -1;
         mc->leader_pidfd = -1;
         mc->nspawn_pidfd = -1;
+        mc->payload_pidfd = -1;
         mc->exit_status = -1;
         mc->state = MACHINE_STARTING;
         mc->name = strdup(name);
@@ -306,6 +307,7 @@ static void machine_learn_leader(Machine *mc, pid_t inner)
         mc->leader = (uint32_t) leader;
         log_debug("Machine %s: leader is pid %d.", mc->name, (int) leader);
         machine_emit_changed(mc, "Leader");
+        machine_watch_payload(mc);
 }
 
 /* Whether a notification from @pid comes from this machine's nspawn. */
@@ -442,7 +444,9 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         mc->nspawn_pidfd = safe_close(mc->nspawn_pidfd);
         mc->pid = 0;
 
-        mc->exit_status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
+        mc->payload_retry = sd_event_source_disable_unref(mc->payload_retry);
+        mc->exit_status = machine_exit_status(mc, si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status);
+        mc->payload_pidfd = safe_close(mc->payload_pidfd);
         log_info("Machine %s (image %s) ended with status %d.", mc->name, mc->image, mc->exit_status);
         machine_unlock_image(mc);
         mc->state = MACHINE_EXITED;
@@ -590,6 +594,8 @@ int machine_stop(Machine *mc)
 
         if (mc->state == MACHINE_EXITED)
                 return 0;
+        machine_learn_payload(mc);
+        mc->stop_requested = true;
         machine_set_state(mc, MACHINE_STOPPING);
         if (!mc->stop_retry) {
                 k = sd_event_add_time_relative(mc->manager->event, &mc->stop_retry, CLOCK_MONOTONIC, 0, 0,
@@ -648,12 +654,16 @@ Machine *machine_free(Machine *mc)
         sd_event_source_disable_unref(mc->kill_timer);
         sd_event_source_disable_unref(mc->stop_retry);
         sd_event_source_disable_unref(mc->cleanup_source);
+        sd_event_source_disable_unref(mc->payload_retry);
+        safe_close(mc->payload_pidfd);
         safe_close(mc->notify_fd);
         safe_close(mc->leader_pidfd);
         safe_close(mc->nspawn_pidfd);
         for (int i = 0; i < 3; i++)
                 safe_close(mc->stdio_fd[i]);
         strv_freep(&mc->command);
+        free(mc->term);
+        free(mc->starter);
         free(mc->name);
         free(mc->image);
         free(mc->object_path);

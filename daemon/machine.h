@@ -31,6 +31,8 @@ struct Machine {
         char *owner; /* who started it, as manager_caller_key() says: what the per-caller cap counts */
 
         char **command; /* NULL: nspawn's default shell */
+        char *term;     /* the caller's TERM, for an interactive console; NULL: nspawn's default */
+        char *starter;  /* the bus connection that started it: its terminal is the console */
         bool boot;
         bool ephemeral;
         bool read_only;
@@ -54,10 +56,16 @@ struct Machine {
         int nspawn_pidfd; /* where nspawn is not the supervising child itself */
         uint32_t leader;  /* the container's PID 1, 0 until known */
         int leader_pidfd;
-        pid_t leader_inner; /* the leader as nspawn names it, in nspawn's PID namespace */
-        bool killed;        /* SIGKILL sent after the stop timeout */
-        char *temp_name;    /* the ephemeral snapshot in the store */
-        char *snapshot;     /* a snapshot of the image to take just before the start (option "snapshot") */
+        pid_t leader_inner;  /* the leader as nspawn names it, in nspawn's PID namespace */
+        bool killed;         /* SIGKILL sent after the stop timeout */
+        bool stop_requested; /* Stop() was asked: the stub init ends a command with SIGTERM */
+        int kill_signal;     /* the last signal Kill() sent, 0 for none */
+        uint32_t payload;    /* the command under nspawn's stub init, 0 until known (see machine-kill.c) */
+        int payload_pidfd;
+        unsigned payload_tries;
+        sd_event_source *payload_retry;
+        char *temp_name; /* the ephemeral snapshot in the store */
+        char *snapshot;  /* a snapshot of the image to take just before the start (option "snapshot") */
 
         int notify_fd; /* nspawn's NOTIFY_SOCKET */
         sd_event_source *notify_source;
@@ -92,6 +100,21 @@ Machine *machine_holding_image(Manager *m, const char *image);
  * the payload SIGTERM); SIGKILL after a timeout. */
 int machine_stop(Machine *mc);
 int machine_kill(Machine *mc, int signo);
+
+/* machine-kill.c: whom a signal is for, as machinectl's --kill-whom= says. */
+typedef enum {
+        MACHINE_KILL_ALL,    /* every process in the container */
+        MACHINE_KILL_LEADER, /* its PID 1 (nspawn's stub init under a command) */
+} MachineKillWhom;
+int machine_kill_whom_from_string(const char *s);
+int machine_kill_whom(Machine *mc, MachineKillWhom whom, int signo);
+/* Finds the command under the stub init (now, and a few times more while it may not be forked yet). */
+void machine_learn_payload(Machine *mc);
+void machine_watch_payload(Machine *mc);
+/* SIGWINCH for nspawn: it reads the window size of its (the caller's) terminal anew. */
+int machine_console_resized(Machine *mc);
+/* The status MachineRemoved carries, from nspawn's @status: 128+N for a command ended by signal N. */
+int machine_exit_status(Machine *mc, int status);
 
 int machine_bus_path(const char *name, char **ret);
 

@@ -274,6 +274,8 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("u", exec_id), method_exec_machine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("KillExec", SD_BUS_ARGS("u", exec_id, "i", signal), SD_BUS_NO_RESULT, method_kill_exec,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillMachineEx", SD_BUS_ARGS("s", name, "s", whom, "i", signal), SD_BUS_NO_RESULT,
+                                method_kill_machine_ex, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ExportTar", SD_BUS_ARGS("s", name, "h", fd, "s", format),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_export_tar, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ImportTar", SD_BUS_ARGS("h", fd, "s", name, "b", read_only),

@@ -178,6 +178,11 @@ class MatrixTest(stamptest.TestCase):
             ('StopMachine', 'manage-machines', lambda c, **kw: c.manager('StopMachine', 'box', **kw), 'machine'),
             ('KillMachine', 'manage-machines', lambda c, **kw: c.manager('KillMachine', 'box', 9, **kw),
              'machine'),
+            ('KillMachineEx', 'manage-machines',
+             lambda c, **kw: c.manager('KillMachineEx', 'box', 'all', 9, **kw), 'machine'),
+            ('Machine.KillEx', 'manage-machines',
+             lambda c, **kw: c.call(self.machine, MACHINE_IFACE, 'KillEx', 'leader', 9, sig='(si)', **kw),
+             'machine'),
             ('Machine.Stop', 'manage-machines',
              lambda c, **kw: c.call(self.machine, MACHINE_IFACE, 'Stop', sig='()', **kw), 'machine'),
             ('Machine.Kill', 'manage-machines',
@@ -276,7 +281,8 @@ class MatrixTest(stamptest.TestCase):
                 self.snapbase_with_snapshot()
             elif label in ('MarkImageReadOnly', 'Image.MarkReadOnly'):
                 self.root.manager('MarkImageReadOnly', 'base', False)
-            elif label in ('StopMachine', 'KillMachine', 'Machine.Stop', 'Machine.Kill'):
+            elif label in ('StopMachine', 'KillMachine', 'KillMachineEx', 'Machine.Stop', 'Machine.Kill',
+                           'Machine.KillEx'):
                 stamptest.wait_for(lambda: 'box' not in [r[0] for r in self.root.manager('ListMachines')],
                                    'the machine to go')
                 self.machine = self.running_machine()

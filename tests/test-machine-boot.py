@@ -6,6 +6,7 @@ on the console the caller passed, and StopMachine powers it off cleanly;
 then the same image as a read-only template, booted ephemeral. Slow suite."""
 
 import os
+import subprocess
 
 import stamptest
 import templatetest
@@ -63,6 +64,32 @@ class BootTest(stamptest.TestCase):
         self.assertNotIn('did not stop within', self.daemons[-1].log())
         self.assertFalse(os.path.exists('/proc/%d' % props['Leader']))
         self.assertEqual(self.root.manager('ListMachines'), [])
+
+    def test_no_block_boot_keeps_off_the_callers_fds(self):
+        """stampctl start --no-block --boot: the console is nobody's (passive), so the boot log never
+        reaches the caller's terminal or file, before or after stampctl returned."""
+        daemon = self.start_daemon()
+        self.make_debian(daemon.store, 'deb')
+        removed, unsubscribe = self.env.subscribe(MANAGER_IFACE, 'MachineRemoved', MANAGER_PATH)
+        self.addCleanup(unsubscribe)
+        caller = os.path.join(self.dir, 'caller-output')
+        self.attach_log(caller)
+        with open(caller, 'w') as f:
+            p = subprocess.run([stamptest.STAMPCTL, 'start', '--no-block', '--boot', 'deb'],
+                               stdin=subprocess.DEVNULL, stdout=f, stderr=f, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 0)
+        path = '/io/stamp/Stamp1/machine/deb'
+        stamptest.wait_for(lambda: self.root.get_property(path, MACHINE_IFACE, 'State') == 'running',
+                           'the machine to run', timeout=BOOT_TIMEOUT, interval=0.2)
+        # its init is up: systemd told nspawn it is ready
+        self.root.manager('StopMachine', 'deb')
+        stamptest.spin_until(lambda: removed, 'MachineRemoved(deb)', BOOT_TIMEOUT)
+        self.assertEqual(removed[-1][2], 0, 'a clean poweroff')
+        with open(caller) as f:
+            text = f.read()
+        self.assertNotIn('systemd', text)
+        self.assertNotIn('login', text)
+        self.assertEqual(len(text.splitlines()), 1, text)  # stampctl's own line on where the output goes
 
     def test_boot_reaches_login_and_powers_off(self):
         daemon = self.start_daemon()

@@ -111,21 +111,45 @@ class ListShowTest(StampctlTestCase):
         self.assertIn('PRETTY_NAME=' + shown, text)
         self.assertIn('X_\\033[8mKEY=hidden', text)
         props = json.loads(self.ctl('--json', 'show', 'evil').stdout)
-        self.assertEqual(props['OSRelease']['PRETTY_NAME'], pretty)
+        self.assertEqual(props['os_release']['PRETTY_NAME'], pretty)
 
     def test_show_json_matches_properties(self):
         shown = json.loads(self.ctl('--json', 'show', 'base').stdout)
         props = self.root.image_props('base')
-        for key in ('Name', 'Path', 'Type', 'ReadOnly', 'CreationTimestamp', 'Origin',
-                    'OSRelease', 'Template'):
-            self.assertEqual(shown[key], props[key], key)
+        for key, prop in (('name', 'Name'), ('path', 'Path'), ('type', 'Type'), ('ro', 'ReadOnly'),
+                          ('created', 'CreationTimestamp'), ('os_release', 'OSRelease'),
+                          ('template', 'Template')):
+            self.assertEqual(shown[key], props[prop], key)
+        self.assertIsNone(shown['origin'], 'no origin is null, as in list')
+
+    def test_json_one_vocabulary(self):
+        """list's keys are show's keys, with the same values; unknown is null in both."""
+        self.ctl('clone', 'base', 'web')
+        for name in ('base', 'web'):
+            listed = [i for i in json.loads(self.ctl('--json', 'list').stdout)['images']
+                      if i['name'] == name][0]
+            shown = json.loads(self.ctl('--json', 'show', name).stdout)
+            self.assertLessEqual(set(listed), set(shown), name)
+            for key in listed:
+                self.assertEqual(listed[key], shown[key], '%s of %s' % (key, name))
+        self.assertEqual(shown['origin'], 'base')
+
+    def test_json_modes(self):
+        pretty = self.ctl('--json=pretty', 'list').stdout
+        short = self.ctl('--json=short', 'list').stdout
+        self.assertEqual(json.loads(pretty), json.loads(short))
+        self.assertEqual(len(short.splitlines()), 1, short)
+        self.assertGreater(len(pretty.splitlines()), 1)
+        self.assertIn('NAME', self.ctl('--json', '--json=off', 'list').stdout)
+        p = self.ctl('--json=loud', 'list', expect=EXIT_USAGE)
+        self.assertIn("'loud'", p.stderr)
 
     def test_show_pool(self):
         shown = json.loads(self.ctl('--json', 'show').stdout)
-        self.assertEqual(shown['PoolPath'],
+        self.assertEqual(shown['pool_path'],
                          self.root.get_property(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE,
                                                 'PoolPath'))
-        self.assertGreater(shown['PoolLimit'], 0)
+        self.assertGreater(shown['pool_limit'], 0)
 
     def test_show_missing(self):
         p = self.ctl('show', 'ghost', expect=EXIT_NO_SUCH)
@@ -172,7 +196,7 @@ class ChangeTest(StampctlTestCase):
         self.assertEqual(self.ctl('--no-legend', 'list-images').stdout, self.ctl('--no-legend', 'list').stdout)
         self.assertIn("did you mean 'list'?", self.ctl('lsit', expect=EXIT_USAGE).stderr)
         # A value for an option that takes none is said so, in words.
-        for args, option in ((['--json=short', 'list'], '--json'), (['list', '--tree=yes'], '--tree'),
+        for args, option in ((['--no-legend=short', 'list'], '--no-legend'), (['list', '--tree=yes'], '--tree'),
                              (['--quiet=1', 'list'], '--quiet')):
             err = self.ctl(*args, expect=EXIT_USAGE).stderr
             self.assertIn("Option '%s' takes no value." % option, err)
@@ -224,6 +248,8 @@ class JobVerbTest(StampctlTestCase):
         p = run([STAMPCTL, 'import-tar', junk, 'junk'], check=False, timeout=stamptest.TIMEOUT)
         self.assertEqual(p.returncode, EXIT_FAILURE, p.stderr)
         self.assertJobFailed(p.stderr, 'import-tar junk')
+        error = [line for line in p.stderr.splitlines() if line.startswith('stampctl: ')][0]
+        self.assertLessEqual(error.lower().count('failed'), 1, 'no doubled "failed": %s' % error)
         self.assertEqual(self.entries(), before)
         self.assertNotIn('junk', self.root.list_images())
 
@@ -250,6 +276,7 @@ class JobVerbTest(StampctlTestCase):
         p = self.ctl('export-tar', '--format', 'uncompressed', 'base', archive)
         lines = p.stderr.splitlines()
         self.assertTrue(lines and lines[-1].startswith('export-tar base: done in '), p.stderr)
+        self.assertRegex(lines[-1], r' s, 1[67]M written$', 'what, size, time')
         progress = [line for line in lines[:-1] if line.endswith('%')]
         self.assertEqual(len(progress), len(lines) - 1, p.stderr)
         self.assertLessEqual(len(progress), 12, 'a line per tenth of the way at most: %s' % p.stderr)
@@ -281,6 +308,176 @@ class JobVerbTest(StampctlTestCase):
         self.assertEqual(out, '')
         self.assertNotIn('held', self.root.list_images())
         wait_for(lambda: self.entries() == before, 'the canceled import to leave nothing in the store')
+
+
+class PolishTest(StampctlTestCase):
+    """What a newcomer trips over (issue 17): tables at 80 columns, messages that
+    name the thing, refusals that say how to get what was refused, help that
+    matches, jobs that say what they read and write."""
+
+    def test_tables_fit_80_columns(self):
+        long_name = 'bookworm-base-with-a-rather-long-name'
+        make_image(self.store, long_name)
+        self.ctl('clone', long_name, 'web-server-of-the-marketing-team')
+        env = dict(os.environ, COLUMNS='80')
+        p = run([STAMPCTL, 'list'], env=env, check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = [line for line in p.stdout.splitlines() if line.strip()]
+        for line in lines:
+            self.assertLessEqual(len(line), 80, line)
+        rows = {line.split()[0]: line for line in lines[1:-1]}
+        # ellipsized with "…", never cut in the middle of a word without a sign
+        self.assertTrue(any(name.endswith('…') and long_name.startswith(name[:-1]) for name in rows), rows)
+        self.assertNotIn(long_name, rows)
+        # shorter timestamps (no weekday, no seconds): the whole date and time are there
+        self.assertRegex(lines[1], r'\d{4}-\d\d-\d\d \d\d:\d\d')
+        self.assertNotRegex(lines[1], r'\d\d:\d\d:\d\d')
+        # wide enough, nothing changes
+        wide = run([STAMPCTL, 'list'], env=dict(os.environ, COLUMNS='300')).stdout
+        self.assertIn(long_name, wide)
+        self.assertRegex(wide, r'\d\d:\d\d:\d\d')
+
+    def test_tree_has_no_origin_column(self):
+        self.ctl('clone', 'base', 'web')
+        lines = self.ctl('list', '--tree').stdout.splitlines()
+        self.assertEqual(lines[0].split(), ['NAME', 'TYPE', 'RO', 'OWNER', 'USAGE', 'CREATED', 'MODIFIED'])
+        self.assertIn('web', lines[2])
+        tree = json.loads(self.ctl('--json', 'list', '--tree').stdout)['images']
+        self.assertEqual(tree[0]['children'][0]['origin'], 'base')
+
+    def test_quiet_tables(self):
+        self.assertEqual(self.ctl('-q', 'jobs').stdout, '')
+        self.assertEqual(self.ctl('jobs').stdout, 'No jobs.\n')
+        out = self.ctl('-q', 'list').stdout
+        self.assertNotIn('listed', out)
+        self.assertIn('base', out)
+
+    def test_help_matches(self):
+        text = self.ctl('--help').stdout
+        for needle in ('shell NAME [--ephemeral]', 'machine-status NAME', '--kill-whom', 'terminate NAME',
+                       '130 for Ctrl-C'):
+            self.assertIn(needle, text)
+        self.assertEqual([line for line in text.splitlines() if line.endswith(' ')], [])
+        self.assertEqual(self.ctl('help').stdout, text)
+
+    def test_start_options_hint_double_dash(self):
+        for args in (['start', 'base', 'ls', '-la'], ['start', '-x', 'base', 'ls', '--color']):
+            p = self.ctl(*args, expect=EXIT_USAGE)
+            self.assertIn("put '--' before it", p.stderr)
+        p = self.ctl('list', '-la', expect=EXIT_USAGE)
+        self.assertNotIn("'--'", p.stderr)
+
+    def test_file_arguments_named(self):
+        before = store_state(self.store)
+        p = self.ctl('import-tar', self.dir, 'x', expect=EXIT_USAGE)
+        self.assertIn(self.dir, p.stderr)
+        self.assertIn('directory', p.stderr)
+        p = self.ctl('export-tar', 'base', self.dir, expect=EXIT_USAGE)
+        self.assertIn(self.dir, p.stderr)
+        self.assertUnchanged(self.store, before)
+        self.assertEqual([n for n in os.listdir(self.dir) if n.startswith('.')], [])
+
+    def test_remote_refuses_fd_verbs_up_front(self):
+        # no ssh is tried: the refusal comes before any connection
+        for args in (['import-tar', '/dev/null', 'x'], ['export-tar', 'base', 'x.tar'], ['start', 'base'],
+                     ['shell', 'base']):
+            p = self.ctl('-H', 'nowhere.invalid', *args, expect=EXIT_NOT_SUPPORTED)
+            self.assertIn('ssh', p.stderr)
+            self.assertIn(args[0], p.stderr)
+
+    def test_already_exists_wording(self):
+        self.ctl('clone', 'base', 'web')
+        p = self.ctl('clone', 'base', 'web', expect=EXIT_EXISTS)
+        self.assertIn('already exists', p.stderr)
+
+    def test_refusals_say_how(self):
+        before = store_state(self.store)
+        p = self.ctl('--no-ask-password', 'clone', 'base', 'web', user=USER, expect=EXIT_DENIED)
+        self.assertIn('clone image base as web', p.stderr)
+        self.assertIn('io.stamp.Stamp1.manage-images', p.stderr)
+        self.assertIn('without --no-ask-password', p.stderr)
+        self.assertNotIn('interactive authorization', p.stderr)
+        # without a terminal: no password can be asked, and it says where to look
+        p = self.ctl('remove', 'base', user=USER, expect=EXIT_DENIED)
+        self.assertIn('remove image base', p.stderr)
+        self.assertIn('AUTHORIZATION in stampctl(1)', p.stderr)
+        self.assertIn('terminal', p.stderr)
+        self.assertUnchanged(self.store, before)
+
+    def test_clone_does_not_show_the_templates_recipe(self):
+        uuid = stamptest.subvolume_show(self.base)['UUID'].replace('-', '')
+        os.setxattr(self.base, 'user.stamp.recipe',
+                    ("{'suite': <'bookworm'>, 'uuid': <'%s'>}" % uuid).encode())
+        self.ctl('clone', 'base', 'web')
+        self.assertEqual(json.loads(self.ctl('--json', 'show', 'base').stdout)['recipe']['suite'], 'bookworm')
+        self.assertEqual(json.loads(self.ctl('--json', 'show', 'web').stdout)['recipe'], {})
+        self.assertNotIn('bookworm', self.ctl('show', 'web').stdout)
+
+    def complete(self, *words):
+        script = ('source %s && COMP_WORDS=(%s) && COMP_CWORD=%d && _stampctl && printf "%%s\\n" "${COMPREPLY[@]}"'
+                  % (os.path.join(stamptest.SRCDIR, 'completion', 'stampctl'),
+                     ' '.join("'%s'" % w for w in (STAMPCTL,) + words), len(words)))
+        return sorted(run(['bash', '--norc', '--noprofile', '-c', script]).stdout.split())
+
+    def test_completion_offers_what_the_verb_can_use(self):
+        make_image(self.store, 'frozen', read_only=True)
+        self.assertEqual(self.complete('start', ''), ['base'])
+        self.assertEqual(self.complete('shell', ''), ['base'])
+        self.assertEqual(self.complete('start', '-x', ''), ['base', 'frozen'])
+        self.assertEqual(self.complete('start', '--read-only', ''), ['base', 'frozen'])
+        self.assertEqual(self.complete('clone', ''), ['base', 'frozen'])
+        self.assertIn('terminate', self.complete('ter'))
+        self.assertEqual(self.complete('kill', '--kill-whom', ''), ['all', 'leader'])
+
+
+class JobsPolishTest(StampctlTestCase):
+
+    def held_import(self, name='held'):
+        """An import whose input never comes: it stays running until canceled."""
+        r, w = os.pipe()
+        try:
+            ctl = subprocess.Popen(wrap_pdeathsig([STAMPCTL, 'import-tar', '-', name]), stdin=r,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(r)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        self.addCleanup(os.close, w)
+        return ctl
+
+    def test_jobs_say_what_they_read(self):
+        self.held_import()
+        wait_for(lambda: self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs'), 'the import job')
+        lines = self.ctl('jobs').stdout.splitlines()
+        self.assertEqual(lines[0].split(), ['ID', 'TYPE', 'IMAGE', 'PROGRESS', 'STATE', 'DESCRIPTION'])
+        self.assertIn('from a pipe', lines[1])
+        self.assertIn('running', lines[1])
+        job = json.loads(self.ctl('--json', 'jobs').stdout)['jobs'][0]
+        self.assertEqual((job['image'], job['state'], job['description']), ('held', 'running', 'from a pipe'))
+        # a file passed by fd is named by the path the kernel keeps for it (a FIFO here: it stays open)
+        fifo = os.path.join(self.dir, 'in.tar')
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        _, path = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ImportTar', 0, 'fromfile', False,
+                                 fd_list=stamptest.fd_list(fd))
+        self.assertEqual(self.root.get_property(path, 'io.stamp.Stamp1.Job', 'Description'), 'from ' + fifo)
+
+    def test_refusals_name_the_job_and_the_verb(self):
+        self.held_import()
+        job_id = wait_for(lambda: self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs'), 'the import job')[0][0]
+        p = self.ctl('--no-ask-password', 'cancel', str(job_id), user=USER, expect=EXIT_DENIED)
+        self.assertIn('cancel job %d (on image held)' % job_id, p.stderr)
+        p = self.ctl('--no-ask-password', 'read-only', 'base', user=USER, expect=EXIT_DENIED)
+        self.assertIn('mark image base read-only', p.stderr)
+        self.assertEqual(self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs')[0][0], job_id)
+
+    def test_no_block_json_shape(self):
+        out = os.path.join(self.dir, 'base.tar')
+        p = self.ctl('--json', '--no-block', 'export-tar', 'base', out)
+        shown = json.loads(p.stdout)
+        self.assertEqual(sorted(shown), ['id', 'object'])
+        self.assertIn('partial file stays', p.stderr)
+        wait_for(lambda: not self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ListJobs'), 'the export to end')
 
 
 class UserTest(StampctlTestCase):

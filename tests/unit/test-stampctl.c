@@ -330,6 +330,111 @@ static void test_progress_lines(void)
         }
 }
 
+static void test_exit_code_from_machine_status(void)
+{
+        g_assert_cmpint(exit_code_from_machine_status(0, false), ==, 0);
+        g_assert_cmpint(exit_code_from_machine_status(7, false), ==, 7);
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGKILL, false), ==, 137);
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGTERM, false), ==, 143);
+        /* our Ctrl-C stopped it: what a shell says for its foreground command */
+        g_assert_cmpint(exit_code_from_machine_status(128 + SIGTERM, true), ==, 130);
+        g_assert_cmpint(exit_code_from_machine_status(3, true), ==, 3);
+        g_assert_cmpint(exit_code_from_machine_status(-1, false), ==, 129);
+        g_assert_cmpint(exit_code_from_machine_status(1000, false), ==, 255);
+}
+
+static void test_term_is_valid(void)
+{
+        g_assert_true(term_is_valid("xterm-256color"));
+        g_assert_true(term_is_valid("screen.xterm-256color"));
+        g_assert_true(term_is_valid("rxvt-unicode+x"));
+        g_assert_false(term_is_valid(NULL));
+        g_assert_false(term_is_valid(""));
+        g_assert_false(term_is_valid("xterm\nPATH=/evil"));
+        g_assert_false(term_is_valid("a b"));
+        g_assert_false(term_is_valid("x=y"));
+        g_assert_false(term_is_valid("12345678901234567890123456789012345678901234567890123456789012345"));
+}
+
+static void test_json_key_from_property(void)
+{
+        static const char *const cases[][2] = {
+                {"Name", "name"},
+                {"ReadOnly", "ro"},
+                {"CreationTimestamp", "created"},
+                {"ModificationTimestamp", "modified"},
+                {"UsageExclusive", "usage_exclusive"},
+                {"OSRelease", "os_release"},
+                {"UserNamespace", "userns"},
+                {"UIDShift", "uid_shift"},
+                {"ExitStatus", "exit_status"},
+                {"PoolPath", "pool_path"},
+                {"Leader", "leader"},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *key = json_key_from_property(cases[i][0]);
+                g_assert_cmpstr(key, ==, cases[i][1]);
+        }
+        g_assert_null(json_key_from_property(NULL));
+}
+
+static void test_json_compact(void)
+{
+        static const char *const cases[][2] = {
+                {"{\n  \"a\": [1, 2],\n  \"b\": \"x y\\\" z\"\n}\n", "{\"a\":[1,2],\"b\":\"x y\\\" z\"}"},
+                {"{}\n{}\n", "{}\n{}"},
+                {"  7 ", "7"},
+                {"", ""},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *c = json_compact(cases[i][0]);
+                g_assert_cmpstr(c, ==, cases[i][1]);
+        }
+}
+
+static void test_ellipsize(void)
+{
+        static const struct {
+                const char *in;
+                size_t width;
+                const char *out;
+        } cases[] = {
+                {"bookworm-base", 20, "bookworm-base"},
+                {"bookworm-base", 13, "bookworm-base"},
+                {"bookworm-base", 8, "bookwor…"},
+                {"bookworm-base", 1, "b…"},
+                {"", 4, ""},
+                {"ünïcödé-name", 5, "ünïc…"},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *e = ellipsize(cases[i].in, cases[i].width);
+                g_assert_cmpstr(e, ==, cases[i].out);
+        }
+}
+
+static void test_format_timestamp_short(void)
+{
+        char buf[FORMAT_TIMESTAMP_MAX];
+
+        g_assert_cmpstr(format_timestamp_short(buf, sizeof(buf), 0), ==, "-");
+        g_assert_cmpstr(format_timestamp_short(buf, sizeof(buf), UINT64_MAX), ==, "-");
+        g_assert_cmpuint(strlen(format_timestamp_short(buf, sizeof(buf), UINT64_C(1700000000) * 1000000)), ==,
+                         strlen("2023-11-14 22:13"));
+}
+
+static void test_progress_summary(void)
+{
+        char buf[256];
+
+        progress_format_summary(buf, sizeof buf, "export-tar base", 8.24, UINT64_C(1288490189), "written");
+        g_assert_cmpstr(buf, ==, "export-tar base: done in 8.2 s, 1.2G written");
+        progress_format_summary(buf, sizeof buf, "pull-tar x", 0.5, UINT64_MAX, NULL);
+        g_assert_cmpstr(buf, ==, "pull-tar x: done in 0.5 s");
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -346,6 +451,13 @@ int main(int argc, char *argv[])
         g_test_add_func("/stampctl/progress-format", test_progress_format);
         g_test_add_func("/stampctl/progress-lines", test_progress_lines);
         g_test_add_func("/stampctl/edit-distance", test_edit_distance);
+        g_test_add_func("/stampctl/exit-code-from-machine-status", test_exit_code_from_machine_status);
+        g_test_add_func("/stampctl/term-is-valid", test_term_is_valid);
+        g_test_add_func("/stampctl/json-key-from-property", test_json_key_from_property);
+        g_test_add_func("/stampctl/json-compact", test_json_compact);
+        g_test_add_func("/stampctl/ellipsize", test_ellipsize);
+        g_test_add_func("/stampctl/progress-summary", test_progress_summary);
+        g_test_add_func("/stampctl/format-timestamp-short", test_format_timestamp_short);
 
         return g_test_run();
 }
