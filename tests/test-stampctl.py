@@ -354,7 +354,7 @@ class PolishTest(StampctlTestCase):
 
     def test_help_matches(self):
         text = self.ctl('--help').stdout
-        for needle in ('shell NAME [--ephemeral]', 'machine-status NAME', '--kill-whom', 'terminate NAME',
+        for needle in ('shell NAME [--user U] [--ephemeral]', 'snapshot NAME SNAP', '--with-snapshots', 'machine-status NAME', '--kill-whom', 'terminate NAME',
                        '130 for Ctrl-C'):
             self.assertIn(needle, text)
         self.assertEqual([line for line in text.splitlines() if line.endswith(' ')], [])
