@@ -111,6 +111,7 @@ static const struct verb verbs[] = {
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
         {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
+        {"cp", 2, 2, 0, verb_cp, "cp SRC NAME:PATH | cp NAME:PATH DST"},
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 

@@ -122,6 +122,10 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);
 int verb_jobs(sd_bus *bus, int argc, char **argv);
 int verb_cancel(sd_bus *bus, int argc, char **argv);
+/* Sends @call (a method returning (u job_id, o job)) and waits for the job unless --no-block; an exit
+ * code. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
+int verb_cp(sd_bus *bus, int argc, char **argv);
 
 int verb_start(sd_bus *bus, int argc, char **argv);
 int verb_shell(sd_bus *bus, int argc, char **argv);

@@ -38,3 +38,4 @@
 #define STAMP_ACTION_MANAGE_OWN_IMAGES "io.stamp.Stamp1.manage-own-images"
 #define STAMP_ACTION_START_OWN_MACHINE "io.stamp.Stamp1.start-own-machine"
 #define STAMP_ACTION_MANAGE_OWN_MACHINES "io.stamp.Stamp1.manage-own-machines"
+#define STAMP_ACTION_LOGIN "io.stamp.Stamp1.login"

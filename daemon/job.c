@@ -16,6 +16,8 @@ static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_EXPORT_TAR] = "export-tar",
         [JOB_IMPORT_TAR] = "import-tar",
         [JOB_PULL_TAR] = "pull-tar",
+        [JOB_COPY_TO] = "copy-to",
+        [JOB_COPY_FROM] = "copy-from",
 };
 
 const char *job_type_to_string(JobType t)

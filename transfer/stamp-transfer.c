@@ -186,6 +186,10 @@ int main(int argc, char *argv[])
         case JOB_PULL_TAR:
                 k = run_pull(&c, &a);
                 break;
+        case JOB_COPY_TO:
+        case JOB_COPY_FROM:
+                k = transfer_copy(&c, &a);
+                break;
         default:
                 k = job_child_fail(&c, EINVAL, "stamp-transfer: unknown verb");
         }
