@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "image-dbus.h"
 #include "job-dbus.h"
+#include "disk-limits.h"
 #include "machine-dbus.h"
 #include "manager-dbus.h"
 #include "pool.h"
@@ -273,6 +274,10 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("u", job_id, "o", job), method_copy_to_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CopyFromImage", SD_BUS_ARGS("s", name, "s", path, "h", fd, "a{sv}", options),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_copy_from_image,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetImageLimit", SD_BUS_ARGS("s", name, "t", bytes), SD_BUS_NO_RESULT,
+                                method_set_image_limit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetPoolLimit", SD_BUS_ARGS("t", bytes), SD_BUS_NO_RESULT, method_set_pool_limit,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ussdo)", jobs), method_list_jobs,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Limits: SetImageLimit (a quota group limit on an image of stampd's own
+pool) refuses a write past it; SetPoolLimit shrinks the pool and caps its
+growth; both are NotSupported on a store stampd did not make, need
+manage-images, and bad values are named errors. StartMachine's memory_max and
+cpu_weight land in the machine's cgroup and are shown on the Machine
+object."""
+
+import importlib
+import os
+
+import stamptest
+from stamptest import (ACCESS_DENIED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, STAMPCTL, USER,
+                       GLib, JobWatch, fd_list, make_image, rule_for, run, store_state)
+
+machines = importlib.import_module('test-machines')
+copytest = importlib.import_module('test-copy')
+
+INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
+NOT_SUPPORTED = STAMP_ERROR + 'NotSupported'
+NO_SPACE = STAMP_ERROR + 'NoSpace'
+REFUSED = (ACCESS_DENIED, stamptest.INTERACTIVE_REQUIRED)
+UNLIMITED = 2 ** 64 - 1
+MIB = 1 << 20
+
+
+class ImageLimitTest(copytest.CopyTestCase):
+
+    def write_file(self, name, size):
+        """CopyToImage of a file of @size bytes into base:/srv/@name: (result, ErrorName)."""
+        src = os.path.join(self.dir, name)
+        with open(src, 'wb') as f:
+            f.write(os.urandom(size))
+        with open(src, 'rb') as f:
+            import io
+            import tarfile
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
+                t.add(src, arcname=name)
+        path = os.path.join(self.dir, name + '.tar')
+        with open(path, 'wb') as f:
+            f.write(buf.getvalue())
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            result, error, _ = self.call_copy('CopyToImage', 'base', '/srv/' + name, fd)
+        finally:
+            os.close(fd)
+        return result, error
+
+    def test_a_write_past_the_limit_is_refused(self):
+        self.assertEqual(self.root.image_props('base')['Limit'], UNLIMITED)
+        self.root.manager('SetImageLimit', 'base', 4 * MIB)
+        self.assertEqual(self.root.image_props('base')['Limit'], 4 * MIB)
+        shown = run([STAMPCTL, 'show', 'base']).stdout
+        self.assertIn('Limit', shown)
+
+        self.assertEqual(self.write_file('small', 64 * 1024), ('done', ''))
+        run(['sync'])
+        result, error = self.write_file('big', 16 * MIB)
+        self.assertEqual((result, error), ('failed', NO_SPACE))
+        self.assertFalse(os.path.lexists(os.path.join(self.base, 'srv/big')))
+        self.assertEqual([n for n in os.listdir(os.path.join(self.base, 'srv')) if n.startswith('.')], [])
+
+        self.root.manager('SetImageLimit', 'base', UNLIMITED)
+        self.assertEqual(self.root.image_props('base')['Limit'], UNLIMITED)
+        self.assertEqual(self.write_file('big', 16 * MIB), ('done', ''))
+
+    def test_refusals(self):
+        make_image(self.store, 'plain', kind='directory')
+        before = store_state(self.store)
+        pool_limit = self.root.get_property(MANAGER_PATH, MANAGER_IFACE, 'PoolLimit')
+        self.assertDBusError(INVALID_ARGS, self.root.manager, 'SetImageLimit', 'base', 0)
+        self.assertDBusError(STAMP_ERROR + 'NoSuchImage', self.root.manager, 'SetImageLimit', 'nothere', MIB)
+        self.assertDBusError(STAMP_ERROR + 'InvalidName', self.root.manager, 'SetImageLimit', '../x', MIB)
+        self.assertDBusError(NOT_SUPPORTED, self.root.manager, 'SetImageLimit', 'plain', MIB)
+        for args in (('SetImageLimit', 'base', MIB), ('SetPoolLimit', 1 << 30)):
+            with self.assertRaises(stamptest.DBusError) as e:
+                self.user.manager(*args)
+            self.assertIn(e.exception.name, REFUSED)
+        self.assertDBusError(INVALID_ARGS, self.root.manager, 'SetPoolLimit', MIB)
+        self.assertEqual(self.root.image_props('base')['Limit'], UNLIMITED)
+        self.assertEqual(self.root.get_property(MANAGER_PATH, MANAGER_IFACE, 'PoolLimit'), pool_limit)
+        self.assertEqual(store_state(self.store), before)
+        # with the right action, the user may
+        self.set_rules(rule_for(USER, 'manage-images', 'YES'))
+        self.user.manager('SetImageLimit', 'base', 8 * MIB)
+        self.assertEqual(self.root.image_props('base')['Limit'], 8 * MIB)
+
+    def test_pool_limit_shrinks_the_pool(self):
+        size = os.statvfs(self.store)
+        size = size.f_blocks * size.f_frsize
+        limit = 1536 * MIB
+        self.assertLess(limit, size)
+        self.root.manager('SetPoolLimit', limit)
+        self.assertEqual(self.root.get_property(MANAGER_PATH, MANAGER_IFACE, 'PoolLimit'), limit)
+        st = os.statvfs(self.store)
+        self.assertLessEqual(st.f_blocks * st.f_frsize, limit)
+        self.assertLessEqual(os.stat(self.store + '.raw').st_size, limit)
+        # kept across a restart of the daemon
+        self.stop_daemon(self.daemon)
+        self.daemon = self.start_daemon(store=self.store)
+        self.assertEqual(self.root.get_property(MANAGER_PATH, MANAGER_IFACE, 'PoolLimit'), limit)
+        self.root.manager('SetPoolLimit', UNLIMITED)
+        self.assertEqual(self.root.get_property(MANAGER_PATH, MANAGER_IFACE, 'PoolLimit'),
+                         os.statvfs(self.store).f_blocks * os.statvfs(self.store).f_frsize)
+
+
+class ForeignStoreTest(stamptest.TestCase):
+
+    def test_not_supported_on_a_store_stampd_did_not_make(self):
+        daemon = self.start_daemon(kind='btrfs')
+        make_image(daemon.store, 'base')
+        self.assertDBusError(NOT_SUPPORTED, self.root.manager, 'SetImageLimit', 'base', 4 * MIB)
+        self.assertDBusError(NOT_SUPPORTED, self.root.manager, 'SetPoolLimit', 1 << 30)
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())
