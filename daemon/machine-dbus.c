@@ -8,6 +8,7 @@
 #include "image.h"
 #include "image-dbus.h"
 #include "machine-dbus.h"
+#include "machine-cgroup.h"
 #include "uid-range.h"
 #include "names.h"
 #include "options.h"
@@ -68,6 +69,8 @@ typedef struct StartOptions {
         int private_users;
         int private_network;
         int stdio_fd[3];
+        uint64_t memory_max;
+        uint64_t cpu_weight;
 } StartOptions;
 
 static const OptionSpec start_option_table[] = {
@@ -81,6 +84,8 @@ static const OptionSpec start_option_table[] = {
         {"stdin", OPTION_FD, offsetof(StartOptions, stdio_fd[0])},
         {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
+        {"memory_max", OPTION_U64, offsetof(StartOptions, memory_max)},
+        {"cpu_weight", OPTION_U64, offsetof(StartOptions, cpu_weight)},
         {},
 };
 
@@ -127,6 +132,21 @@ static int check_command(char **command, bool boot, sd_bus_error *error)
         if (isempty(command[0]))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Option \"command\" starts with an empty program name");
+        return 0;
+}
+
+static int check_machine_limits(const StartOptions *o, sd_bus_error *error)
+{
+        if (o->memory_max != UINT64_MAX && o->memory_max < MACHINE_MEMORY_MAX_MIN)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"memory_max\" of %" PRIu64 " bytes is below the least a machine "
+                                         "needs (%" PRIu64 " bytes)",
+                                         o->memory_max, MACHINE_MEMORY_MAX_MIN);
+        if (o->cpu_weight != UINT64_MAX &&
+            (o->cpu_weight < MACHINE_CPU_WEIGHT_MIN || o->cpu_weight > MACHINE_CPU_WEIGHT_MAX))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"cpu_weight\" is %" PRIu64 ", not between %" PRIu64 " and %" PRIu64,
+                                         o->cpu_weight, MACHINE_CPU_WEIGHT_MIN, MACHINE_CPU_WEIGHT_MAX);
         return 0;
 }
 
@@ -216,7 +236,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
             (k = check_command(o.command, boot, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
-            (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0)
+            (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0 ||
+            (k = check_machine_limits(&o, error)) < 0)
                 return k;
 
         if ((k = bus_check_image_exists(m, image, &img, error)) < 0)
@@ -280,6 +301,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         mc->uid = uid;
         mc->userns = userns;
         mc->uid_base = uid_base;
+        mc->memory_max = o.memory_max;
+        mc->cpu_weight = o.cpu_weight;
         for (int i = 0; i < 3; i++)
                 mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
 
@@ -496,6 +519,8 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Machine, uid), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UserNamespace", "b", property_get_flag, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("MemoryMax", "t", NULL, offsetof(Machine, memory_max), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CPUWeight", "t", NULL, offsetof(Machine, cpu_weight), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -17,6 +17,7 @@
 #include "errors.h"
 #include "image.h"
 #include "machine.h"
+#include "machine-cgroup.h"
 #include "step.h"
 
 #define NOTIFY_MSG_MAX 4096
@@ -95,6 +96,7 @@ int machine_new(Manager *m, const char *name, const char *image, const char *own
         mc->leader_pidfd = -1;
         mc->nspawn_pidfd = -1;
         mc->exit_status = -1;
+        mc->memory_max = mc->cpu_weight = UINT64_MAX;
         mc->state = MACHINE_STARTING;
         mc->name = strdup(name);
         mc->image = strdup(image);
@@ -445,6 +447,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         mc->exit_status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
         log_info("Machine %s (image %s) ended with status %d.", mc->name, mc->image, mc->exit_status);
         machine_unlock_image(mc);
+        if (mc->cgroup) /* nothing runs in it: its PID namespace went with nspawn */
+                machine_cgroup_remove(mc->cgroup);
         mc->state = MACHINE_EXITED;
         (void) sd_bus_emit_properties_changed(mc->manager->bus, mc->object_path, STAMP_MACHINE_IFACE, "State",
                                               "ExitStatus", NULL);
@@ -478,6 +482,15 @@ int machine_start(Machine *mc)
         k = machine_lock_image(mc);
         if (k < 0)
                 return k;
+        if ((mc->memory_max != UINT64_MAX || mc->cpu_weight != UINT64_MAX) && sd_booted() <= 0) {
+                char hex[9];
+                random_hex(hex, 8);
+                if (asprintf(&mc->cgroup, "stamp-machine-%s-%s", mc->name, hex) < 0) {
+                        mc->cgroup = NULL;
+                        machine_unlock_image(mc);
+                        return -ENOMEM;
+                }
+        }
 
         /* The supervisor is a step of its own (see machine-supervisor.c): its arguments and the fds it
          * keeps are all made here, before the fork. */
@@ -642,6 +655,8 @@ Machine *machine_free(Machine *mc)
         /* Only when the daemon goes away: the snapshot would otherwise wait for the next start. */
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
                 (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);
+        if (interrupted && mc->cgroup)
+                machine_cgroup_remove(mc->cgroup);
 
         sd_event_source_disable_unref(mc->notify_source);
         sd_event_source_disable_unref(mc->child_source);
@@ -660,6 +675,7 @@ Machine *machine_free(Machine *mc)
         free(mc->owner);
         free(mc->lock_reason);
         free(mc->temp_name);
+        free(mc->cgroup);
         free(mc);
         return NULL;
 }

@@ -41,6 +41,10 @@ struct Machine {
         uid_t uid_base;  /* with userns: host uid of the container's root */
         int stdio_fd[3]; /* the caller's fds, until the supervisor has them */
 
+        uint64_t memory_max; /* UINT64_MAX: none (machine-cgroup.h) */
+        uint64_t cpu_weight; /* UINT64_MAX: none */
+        char *cgroup;        /* the cgroup of its own the supervisor makes for the limits, or NULL */
+
         char *lock_reason; /* what ImageBusy says while this machine holds its image */
         bool lock_held;
 

@@ -106,6 +106,81 @@ class ImageLimitTest(copytest.CopyTestCase):
                          os.statvfs(self.store).f_blocks * os.statvfs(self.store).f_frsize)
 
 
+machines.OPTION_TYPES.update({'memory_max': 't', 'cpu_weight': 't'})
+
+
+def machine_cgroup_dir(pid, controller):
+    """The directory of the cgroup stampd made for the machine whose leader is @pid: the one named
+    stamp-machine-* among those of @pid's cgroup and its ancestors (@controller None: unified)."""
+    with open('/proc/%d/cgroup' % pid) as f:
+        for line in f:
+            _, controllers, path = line.rstrip('\n').split(':', 2)
+            if (controller is None and controllers == '') or controller in controllers.split(','):
+                break
+        else:
+            return None
+    top = '/sys/fs/cgroup' + ('/' + controller if controller else '')
+    while path not in ('', '/'):
+        if os.path.basename(path).startswith('stamp-machine-'):
+            return top + path
+        path = os.path.dirname(path)
+    return None
+
+
+def cgroup_unified():
+    return os.statvfs('/sys/fs/cgroup') and os.path.exists('/sys/fs/cgroup/cgroup.controllers')
+
+
+class MachineLimitTest(machines.MachineTestCase):
+
+    def test_memory_max_and_cpu_weight_land_in_the_cgroup(self):
+        props = self.sleeper(memory_max=64 * MIB, cpu_weight=50)
+        self.assertEqual((props['MemoryMax'], props['CPUWeight']), (64 * MIB, 50))
+        leader = props['Leader']
+        if cgroup_unified():
+            d = machine_cgroup_dir(leader, None)
+            self.assertIsNotNone(d, 'the machine runs in a cgroup of its own')
+            with open(os.path.join(d, 'memory.max')) as f:
+                self.assertEqual(int(f.read()), 64 * MIB)
+            with open(os.path.join(d, 'cpu.weight')) as f:
+                self.assertEqual(int(f.read()), 50)
+            dirs = [d]
+        else:
+            mem, cpu = machine_cgroup_dir(leader, 'memory'), machine_cgroup_dir(leader, 'cpu')
+            self.assertIsNotNone(mem, 'the machine runs in a memory cgroup of its own')
+            self.assertIsNotNone(cpu, 'the machine runs in a cpu cgroup of its own')
+            with open(os.path.join(mem, 'memory.limit_in_bytes')) as f:
+                self.assertEqual(int(f.read()), 64 * MIB)
+            with open(os.path.join(cpu, 'cpu.shares')) as f:
+                self.assertEqual(int(f.read()), 512)
+            dirs = [mem, cpu]
+        self.root.manager('KillMachine', 'base', 9)
+        self.wait_removed('base')
+        for d in dirs:
+            self.assertFalse(os.path.exists(d), '%s is removed with the machine' % d)
+
+    def test_memory_max_is_enforced(self):
+        for applet in ('head', 'sort'):
+            os.symlink('busybox', os.path.join(self.base, 'bin', applet))
+        # sort holds all its input in memory: 32 MiB and more
+        command = ['/bin/sh', '-c', 'head -c 33554432 /dev/urandom | sort >/dev/null && echo survived']
+        status, output = self.run_command(command, name='limited', memory_max=16 * MIB)
+        self.assertNotEqual(status, 0, output)
+        self.assertNotIn('survived', output)
+        status, output = self.run_command(command, name='unlimited')
+        self.assertEqual((status, output.strip()), (0, 'survived'))
+
+    def test_bad_values_are_named_errors(self):
+        for options in ({'memory_max': 1}, {'memory_max': 0}, {'cpu_weight': 0}, {'cpu_weight': 10001}):
+            variants, fd_list_ = self.options(**options)
+            e = self.assertDBusError(INVALID_ARGS, self.root.call, MANAGER_PATH, MANAGER_IFACE, 'StartMachine',
+                                     'base', variants, fd_list=fd_list_)
+            self.assertIn(list(options)[0], e.message)
+        self.assertDBusError(INVALID_ARGS, self.root.manager, 'StartMachine', 'base',
+                             {'memory_max': GLib.Variant('s', '64M')})
+        self.assertEqual(self.list_machines(), {})
+
+
 class ForeignStoreTest(stamptest.TestCase):
 
     def test_not_supported_on_a_store_stampd_did_not_make(self):
