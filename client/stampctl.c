@@ -44,6 +44,8 @@ const char *arg_machine_name = NULL;
 bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
+uint64_t arg_memory_max = UINT64_MAX;
+uint64_t arg_cpu_weight = UINT64_MAX;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -67,11 +69,14 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_MEMORY_MAX = 1u << 20,
+        OPT_CPU_WEIGHT = 1u << 21,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
+#define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT)
 
 #define ARGS_ANY ((unsigned) -1)
 
@@ -104,14 +109,15 @@ static const struct verb verbs[] = {
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
-        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
+        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPTS_LIMITS, verb_start,
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
-         "[-- CMD...]"},
-        {"shell", 1, 1, OPTS_MACHINE, verb_shell, "shell NAME"},
+         "[--memory-max SIZE] [--cpu-weight N] [-- CMD...]"},
+        {"shell", 1, 1, OPTS_MACHINE | OPTS_LIMITS, verb_shell, "shell NAME"},
         {"machines", 0, 0, 0, verb_machines, "machines"},
         {"stop", 1, ARGS_ANY, 0, verb_stop, "stop NAME..."},
         {"kill", 1, ARGS_ANY, OPT_SIGNAL, verb_kill, "kill NAME... [--signal SIG]"},
         {"cp", 2, 2, 0, verb_cp, "cp SRC NAME:PATH | cp NAME:PATH DST"},
+        {"set-limit", 1, 2, 0, verb_set_limit, "set-limit [NAME] BYTES|none"},
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 
@@ -174,6 +180,8 @@ static void help(void)
                "  remove NAME...             Remove images\n"
                "  rename OLD NEW             Rename an image\n"
                "  read-only NAME [yes|no]    Mark an image read-only (default) or not\n"
+               "  set-limit [NAME] SIZE|none Limit an image's bytes, or without NAME\n"
+               "                             the size of stampd's own pool\n"
                "\n"
                "Job commands (wait with a progress bar unless --no-block; Ctrl-C cancels):\n"
                "  create-template NAME --suite S [--variant V] [--arch A]\n"
@@ -191,7 +199,8 @@ static void help(void)
                "\n"
                "Machine commands:\n"
                "  start NAME [--boot] [--ephemeral] [--name N] [--read-only]\n"
-               "             [--private-network] [--private-users] [-- CMD...]\n"
+               "             [--private-network] [--private-users]\n"
+               "             [--memory-max SIZE] [--cpu-weight N] [-- CMD...]\n"
                "                             Run CMD (default: a shell) or boot a\n"
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
@@ -202,6 +211,9 @@ static void help(void)
                "  stop NAME...               Stop machines (poweroff, or SIGTERM)\n"
                "  kill NAME... [--signal SIG]\n"
                "                             Send a signal (default TERM) to machines\n"
+               "  cp SRC NAME:PATH, cp NAME:PATH DST\n"
+               "                             Copy a file or a tree into or out of a\n"
+               "                             running machine, or a stopped image\n"
                "\n"
                "Options:\n"
                "  -h --help                  Show this help\n"
@@ -321,6 +333,8 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_MEMORY_MAX,
+        ARG_CPU_WEIGHT,
 };
 
 static const struct option long_options[] = {
@@ -353,6 +367,8 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"memory-max", required_argument, NULL, ARG_MEMORY_MAX},
+        {"cpu-weight", required_argument, NULL, ARG_CPU_WEIGHT},
         {},
 };
 
@@ -400,6 +416,10 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_MEMORY_MAX:
+                return OPT_MEMORY_MAX;
+        case ARG_CPU_WEIGHT:
+                return OPT_CPU_WEIGHT;
         default:
                 return 0;
         }
@@ -459,6 +479,20 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                 case ARG_MINE:
                         arg_mine = true;
                         break;
+                case ARG_MEMORY_MAX:
+                        if (parse_size_arg(optarg, &arg_memory_max) < 0 || arg_memory_max == UINT64_MAX)
+                                return log_error(EXIT_USAGE, "Invalid --memory-max \"%s\": bytes, with K, M or G.",
+                                                 optarg);
+                        break;
+                case ARG_CPU_WEIGHT: {
+                        char *end;
+                        errno = 0;
+                        arg_cpu_weight = strtoull(optarg, &end, 10);
+                        if (errno != 0 || end == optarg || *end || *optarg == '-')
+                                return log_error(EXIT_USAGE, "Invalid --cpu-weight \"%s\": a number, 1 to 10000.",
+                                                 optarg);
+                        break;
+                }
                 case ARG_TREE:
                         arg_tree = true;
                         break;

@@ -55,6 +55,8 @@ extern const char *arg_machine_name;
 extern bool arg_private_network;
 extern bool arg_private_users;
 extern int arg_signal;
+extern uint64_t arg_memory_max;
+extern uint64_t arg_cpu_weight;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -126,6 +128,9 @@ int verb_cancel(sd_bus *bus, int argc, char **argv);
  * code. */
 int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 int verb_cp(sd_bus *bus, int argc, char **argv);
+int verb_set_limit(sd_bus *bus, int argc, char **argv);
+/* A size in bytes, with K, M, G, T, P or E (powers of 1024), or "none"/"infinity" (UINT64_MAX). */
+int parse_size_arg(const char *s, uint64_t *ret);
 
 int verb_start(sd_bus *bus, int argc, char **argv);
 int verb_shell(sd_bus *bus, int argc, char **argv);

@@ -336,6 +336,7 @@ static const struct field image_fields[] = {
         {"ModificationTimestamp", "Modified"},
         {"Usage", "Usage"},
         {"UsageExclusive", "Exclusive"},
+        {"Limit", "Limit"},
         {"Origin", "Origin"},
         {"Owner", "Owner"},
         {"Recipe", "Recipe"},

@@ -175,6 +175,10 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 r = sd_bus_message_append(m, "{sv}", "private_users", "b", 1);
         if (r >= 0 && arg_private_network)
                 r = sd_bus_message_append(m, "{sv}", "private_network", "b", 1);
+        if (r >= 0 && arg_memory_max != UINT64_MAX)
+                r = sd_bus_message_append(m, "{sv}", "memory_max", "t", arg_memory_max);
+        if (r >= 0 && arg_cpu_weight != UINT64_MAX)
+                r = sd_bus_message_append(m, "{sv}", "cpu_weight", "t", arg_cpu_weight);
         if (r >= 0)
                 r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr", "h", err);
         if (r >= 0)

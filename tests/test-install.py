@@ -163,7 +163,7 @@ class InstallTest(stamptest.TestCase):
         are what they are."""
         text = read(os.path.join(SRCDIR, 'polkit/io.stamp.Stamp1.policy'))
         ids = re.findall(r'<action id="([^"]+)"', text)
-        self.assertEqual(len(ids), 10)
+        self.assertEqual(len(ids), 11)
         for action in ids:
             with self.subTest(action=action):
                 before = text[:text.index('<action id="%s"' % action)].rstrip()

@@ -50,10 +50,10 @@ class ImageLimitTest(copytest.CopyTestCase):
 
     def test_a_write_past_the_limit_is_refused(self):
         self.assertEqual(self.root.image_props('base')['Limit'], UNLIMITED)
-        self.root.manager('SetImageLimit', 'base', 4 * MIB)
+        run([STAMPCTL, 'set-limit', 'base', '4M'])
         self.assertEqual(self.root.image_props('base')['Limit'], 4 * MIB)
         shown = run([STAMPCTL, 'show', 'base']).stdout
-        self.assertIn('Limit', shown)
+        self.assertRegex(shown, r'Limit: +4\.0M')
 
         self.assertEqual(self.write_file('small', 64 * 1024), ('done', ''))
         run(['sync'])
@@ -169,6 +169,19 @@ class MachineLimitTest(machines.MachineTestCase):
         self.assertNotIn('survived', output)
         status, output = self.run_command(command, name='unlimited')
         self.assertEqual((status, output.strip()), (0, 'survived'))
+
+    def test_stampctl_start_with_limits(self):
+        import subprocess
+        subprocess.run([STAMPCTL, 'start', 'base', '--no-block', '--memory-max', '32M', '--cpu-weight', '200',
+                        '--', '/bin/sleep', '1000'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True, timeout=stamptest.TIMEOUT)
+        self.addCleanup(self.kill_quietly, 'base')
+        props = self.wait_running('base')
+        self.assertEqual((props['MemoryMax'], props['CPUWeight']), (32 * MIB, 200))
+        p = run([STAMPCTL, 'start', 'base', '--name', 'other', '--cpu-weight', '0', '--', '/bin/true'],
+                check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn('cpu_weight', p.stderr)
 
     def test_bad_values_are_named_errors(self):
         for options in ({'memory_max': 1}, {'memory_max': 0}, {'cpu_weight': 0}, {'cpu_weight': 10001}):
