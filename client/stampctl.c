@@ -46,6 +46,7 @@ bool arg_private_users = false;
 int arg_signal = SIGTERM;
 uint64_t arg_memory_max = UINT64_MAX;
 uint64_t arg_cpu_weight = UINT64_MAX;
+char **arg_ports = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -71,12 +72,13 @@ enum {
         OPT_MINE = 1u << 19,
         OPT_MEMORY_MAX = 1u << 20,
         OPT_CPU_WEIGHT = 1u << 21,
+        OPT_PORT = 1u << 22,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
-#define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT)
+#define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT | OPT_PORT)
 
 #define ARGS_ANY ((unsigned) -1)
 
@@ -200,7 +202,8 @@ static void help(void)
                "Machine commands:\n"
                "  start NAME [--boot] [--ephemeral] [--name N] [--read-only]\n"
                "             [--private-network] [--private-users]\n"
-               "             [--memory-max SIZE] [--cpu-weight N] [-- CMD...]\n"
+               "             [--memory-max SIZE] [--cpu-weight N]\n"
+               "             [--port [tcp:|udp:]HOST[:MACHINE]]... [-- CMD...]\n"
                "                             Run CMD (default: a shell) or boot a\n"
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
@@ -335,6 +338,7 @@ enum {
         ARG_MINE,
         ARG_MEMORY_MAX,
         ARG_CPU_WEIGHT,
+        ARG_PORT,
 };
 
 static const struct option long_options[] = {
@@ -369,6 +373,7 @@ static const struct option long_options[] = {
         {"mine", no_argument, NULL, ARG_MINE},
         {"memory-max", required_argument, NULL, ARG_MEMORY_MAX},
         {"cpu-weight", required_argument, NULL, ARG_CPU_WEIGHT},
+        {"port", required_argument, NULL, ARG_PORT},
         {},
 };
 
@@ -420,6 +425,8 @@ static unsigned option_bit(int c)
                 return OPT_MEMORY_MAX;
         case ARG_CPU_WEIGHT:
                 return OPT_CPU_WEIGHT;
+        case ARG_PORT:
+                return OPT_PORT;
         default:
                 return 0;
         }
@@ -483,6 +490,10 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         if (parse_size_arg(optarg, &arg_memory_max) < 0 || arg_memory_max == UINT64_MAX)
                                 return log_error(EXIT_USAGE, "Invalid --memory-max \"%s\": bytes, with K, M or G.",
                                                  optarg);
+                        break;
+                case ARG_PORT:
+                        if (strv_extend_comma_list(&arg_ports, optarg) < 0)
+                                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
                         break;
                 case ARG_CPU_WEIGHT: {
                         char *end;

@@ -57,6 +57,7 @@ extern bool arg_private_users;
 extern int arg_signal;
 extern uint64_t arg_memory_max;
 extern uint64_t arg_cpu_weight;
+extern char **arg_ports;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 

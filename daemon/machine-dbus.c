@@ -5,6 +5,7 @@
 
 #include "authz.h"
 #include "errors.h"
+#include "escape.h"
 #include "image.h"
 #include "image-dbus.h"
 #include "machine-dbus.h"
@@ -71,6 +72,7 @@ typedef struct StartOptions {
         int stdio_fd[3];
         uint64_t memory_max;
         uint64_t cpu_weight;
+        char **ports;
 } StartOptions;
 
 static const OptionSpec start_option_table[] = {
@@ -86,6 +88,7 @@ static const OptionSpec start_option_table[] = {
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
         {"memory_max", OPTION_U64, offsetof(StartOptions, memory_max)},
         {"cpu_weight", OPTION_U64, offsetof(StartOptions, cpu_weight)},
+        {"ports", OPTION_STRV, offsetof(StartOptions, ports)},
         {},
 };
 
@@ -150,6 +153,62 @@ static int check_machine_limits(const StartOptions *o, sd_bus_error *error)
         return 0;
 }
 
+/* The ports to publish, checked: each valid, no host port twice. */
+static int parse_ports(char **ports, MachinePort **ret, size_t *ret_n, sd_bus_error *error)
+{
+        _cleanup_free_ MachinePort *l = NULL;
+        size_t n = ports ? g_strv_length(ports) : 0;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (n == 0)
+                return 0;
+        if (n > MACHINE_PORTS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"ports\" names %zu ports; at most %d can be published", n,
+                                         MACHINE_PORTS_MAX);
+        l = calloc(n, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *why = machine_port_parse(ports[i], &l[i]);
+                if (why) {
+                        g_autofree char *shown = text_escape(ports[i], 64, ESCAPE_MESSAGE);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Port \"%s\" of option \"ports\" %s",
+                                                 shown, why);
+                }
+                for (size_t j = 0; j < i; j++)
+                        if (l[j].host == l[i].host && streq(l[j].protocol, l[i].protocol))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option \"ports\" publishes %s port %u twice", l[i].protocol,
+                                                         l[i].host);
+        }
+        *ret = TAKE_PTR(l);
+        *ret_n = n;
+        return 0;
+}
+
+/* A link-local /30 no running machine has. */
+static unsigned pick_net_index(Manager *m)
+{
+        static unsigned next;
+
+        for (unsigned tries = 0; tries < MACHINE_NET_INDEX_MAX; tries++) {
+                unsigned candidate = next++ % MACHINE_NET_INDEX_MAX;
+                GHashTableIter it;
+                gpointer v;
+                bool taken = false;
+
+                g_hash_table_iter_init(&it, m->machines);
+                while (g_hash_table_iter_next(&it, NULL, &v))
+                        if (((Machine *) v)->n_ports > 0 && ((Machine *) v)->net_index == candidate)
+                                taken = true;
+                if (!taken)
+                        return candidate;
+        }
+        return next;
+}
+
 /* Whether @image may be started as asked, given who holds it now. */
 static int check_image_free(Manager *m, const Image *img, bool writable, sd_bus_error *error)
 {
@@ -211,6 +270,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         const char *image, *name, *path;
         bool boot, ephemeral, read_only, userns = false;
         uid_t uid = 0, uid_base = 0;
+        _cleanup_free_ MachinePort *ports = NULL;
+        size_t n_ports = 0;
         Image *img;
         int k;
 
@@ -237,7 +298,7 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
             (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0 ||
-            (k = check_machine_limits(&o, error)) < 0)
+            (k = check_machine_limits(&o, error)) < 0 || (k = parse_ports(o.ports, &ports, &n_ports, error)) < 0)
                 return k;
 
         if ((k = bus_check_image_exists(m, image, &img, error)) < 0)
@@ -266,12 +327,15 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          ephemeral ? "yes" : "no",
                                          "private_users",
                                          o.private_users == 0 ? "no" : "yes",
+                                         "ports",
+                                         n_ports > 0 ? "yes" : "no",
                                          NULL};
                 AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
                 /* On one's own image a machine may start without the administrator, but only in a user
                  * namespace: one that explicitly asks for root mapping (private_users false) asks for
                  * start-machine itself. */
-                if (o.private_users == 0)
+                /* Ports on the host's addresses are the host's business: the administrator's. */
+                if (o.private_users == 0 || n_ports > 0)
                         k = authz_verify(m->authz, msg, STAMP_ACTION_START_MACHINE, details, error);
                 else
                         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_START_MACHINE, &owner, details, &userns,
@@ -303,6 +367,10 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         mc->uid_base = uid_base;
         mc->memory_max = o.memory_max;
         mc->cpu_weight = o.cpu_weight;
+        mc->ports = TAKE_PTR(ports);
+        mc->n_ports = n_ports;
+        if (n_ports > 0)
+                mc->net_index = pick_net_index(m);
         for (int i = 0; i < 3; i++)
                 mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
 
@@ -506,6 +574,18 @@ static int property_get_uid_shift(sd_bus *bus, const char *path, const char *int
         return sd_bus_message_append(reply, "u", shift);
 }
 
+static int property_get_ports(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        int k = sd_bus_message_open_container(reply, 'a', "(sqq)");
+
+        for (size_t i = 0; k >= 0 && i < mc->n_ports; i++)
+                k = sd_bus_message_append(reply, "(sqq)", mc->ports[i].protocol, mc->ports[i].host,
+                                          mc->ports[i].container);
+        return k < 0 ? k : sd_bus_message_close_container(reply);
+}
+
 static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Machine, name), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -521,6 +601,7 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("MemoryMax", "t", NULL, offsetof(Machine, memory_max), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("CPUWeight", "t", NULL, offsetof(Machine, cpu_weight), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Ports", "a(sqq)", property_get_ports, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -43,6 +43,9 @@ typedef struct MachineSetup {
 
         uint64_t memory_max, cpu_weight; /* UINT64_MAX: none */
         const char *cgroup;              /* without systemd: the cgroup to make for them */
+
+        const char *ports[MACHINE_PORTS_MAX]; /* nspawn's --port values; then on a veth pair */
+        size_t n_ports;
 } MachineSetup;
 
 static int open_null(int flags)
@@ -188,7 +191,11 @@ static char **nspawn_argv(const MachineSetup *mc, const char *directory, const c
                 g_ptr_array_add(a, g_strdup("--private-users-ownership=map"));
         } else if (mc->private_users)
                 g_ptr_array_add(a, g_strdup("--private-users=pick"));
-        if (mc->private_network)
+        if (mc->n_ports > 0) {
+                g_ptr_array_add(a, g_strdup("--network-veth"));
+                for (size_t i = 0; i < mc->n_ports; i++)
+                        g_ptr_array_add(a, g_strdup_printf("--port=%s", mc->ports[i]));
+        } else if (mc->private_network)
                 g_ptr_array_add(a, g_strdup("--private-network"));
         if (mc->command) {
                 g_ptr_array_add(a, g_strdup("--"));
@@ -295,7 +302,11 @@ static int parse_setup(int argc, char *argv[], MachineSetup *s)
                         *(KEY("memory-max") ? &s->memory_max : &s->cpu_weight) = u;
                 } else if (KEY("cgroup"))
                         s->cgroup = v;
-                else if (KEY("private-network"))
+                else if (KEY("port")) {
+                        if (s->n_ports >= MACHINE_PORTS_MAX)
+                                return -E2BIG;
+                        s->ports[s->n_ports++] = v;
+                } else if (KEY("private-network"))
                         s->private_network = streq(v, "1");
                 else if (KEY("notify"))
                         s->notify_address = v;
@@ -340,6 +351,9 @@ char **machine_supervisor_args(Machine *mc, const char *notify_address)
                 g_ptr_array_add(a, g_strdup_printf("cpu-weight=%" PRIu64, mc->cpu_weight));
         if (mc->cgroup)
                 g_ptr_array_add(a, g_strdup_printf("cgroup=%s", mc->cgroup));
+        for (size_t i = 0; i < mc->n_ports; i++)
+                g_ptr_array_add(a, g_strdup_printf("port=%s:%u:%u", mc->ports[i].protocol, mc->ports[i].host,
+                                                   mc->ports[i].container));
         g_ptr_array_add(a, g_strdup_printf("notify=%s", notify_address));
         g_ptr_array_add(a, g_strdup_printf("stdin=%d", mc->stdio_fd[0]));
         g_ptr_array_add(a, g_strdup_printf("stdout=%d", mc->stdio_fd[1]));

@@ -286,6 +286,47 @@ static void machine_set_state(Machine *mc, MachineState state)
         machine_emit_changed(mc, "State");
 }
 
+static int on_net_done(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Machine *mc = userdata;
+
+        mc->net_source = sd_event_source_disable_unref(mc->net_source);
+        mc->net_pid = 0;
+        if (si->si_code != CLD_EXITED || si->si_status != 0)
+                log_warning("Machine %s: its network could not be set up; its ports are not published.", mc->name);
+        return 0;
+}
+
+/* Addresses for both ends of the veth pair, in a step: nspawn publishes the ports once the container
+ * has one. */
+static void machine_start_net(Machine *mc)
+{
+        _cleanup_close_ int netns = -1;
+        char path[64], fd_arg[32], host[16], container[16], host_arg[32], container_arg[48], name_arg[96];
+        pid_t pid;
+
+        snprintf(path, sizeof path, "/proc/%" PRIu32 "/ns/net", mc->leader);
+        netns = open(path, O_RDONLY | O_CLOEXEC);
+        if (netns < 0 || pidfd_send_signal_(mc->leader_pidfd, 0) < 0) {
+                log_warning("Machine %s: cannot open its network namespace: %s", mc->name, strerror(errno));
+                return;
+        }
+        machine_net_addresses(mc->net_index, host, container);
+        snprintf(fd_arg, sizeof fd_arg, "netns=%d", netns);
+        snprintf(host_arg, sizeof host_arg, "host=%s", host);
+        snprintf(container_arg, sizeof container_arg, "container=%s", container);
+        snprintf(name_arg, sizeof name_arg, "name=%s", mc->name);
+        pid = step_spawn("machine-net", (char *[]) {fd_arg, host_arg, container_arg, name_arg, NULL}, &netns, 1, false);
+        if (pid < 0)
+                return;
+        if (sd_event_add_child(mc->manager->event, &mc->net_source, pid, WEXITED, on_net_done, mc) < 0) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                return;
+        }
+        mc->net_pid = pid;
+}
+
 static void machine_learn_leader(Machine *mc, pid_t inner)
 {
         pid_t leader;
@@ -308,6 +349,8 @@ static void machine_learn_leader(Machine *mc, pid_t inner)
         mc->leader = (uint32_t) leader;
         log_debug("Machine %s: leader is pid %d.", mc->name, (int) leader);
         machine_emit_changed(mc, "Leader");
+        if (mc->n_ports > 0)
+                machine_start_net(mc);
 }
 
 /* Whether a notification from @pid comes from this machine's nspawn. */
@@ -652,6 +695,12 @@ Machine *machine_free(Machine *mc)
                 (void) kill(mc->cleanup_pid, SIGKILL);
                 (void) waitpid(mc->cleanup_pid, NULL, 0);
         }
+        if (mc->net_pid > 0) {
+                (void) kill(mc->net_pid, SIGKILL);
+                (void) waitpid(mc->net_pid, NULL, 0);
+        }
+        sd_event_source_disable_unref(mc->net_source);
+        free(mc->ports);
         /* Only when the daemon goes away: the snapshot would otherwise wait for the next start. */
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
                 (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);

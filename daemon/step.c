@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 
 #include "step.h"
+#include "machine-ports.h"
 #include "store.h"
 
 static int remove_tree_main(int argc, char *argv[]);
@@ -15,6 +16,7 @@ static const struct {
         {"machine", machine_supervisor_main},
         {"remove-tree", remove_tree_main},
         {"pool-grow", pool_grow_main},
+        {"machine-net", machine_net_main},
 };
 
 /* stampd's own executable, opened at start (an upgrade may replace the file later; the fd keeps the
