@@ -195,6 +195,26 @@ class MachineCopyTest(CopyTestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(self.base, 'srv'))), before)
         self.assertFalse(os.path.lexists(os.path.join(self.store, 'escaped')))
 
+    def test_cancel_leaves_nothing(self):
+        """A copy canceled halfway (the stream stalls in the middle of a file) ends canceled, and what
+        it had made is gone."""
+        self.sleeper()
+        srv = os.path.join(self.base, 'srv')
+        stream = tar_stream([('top', tarfile.DIRTYPE, None, None),
+                             ('top/big', tarfile.REGTYPE, b'x' * (4 << 20), None)])
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        os.write(w, stream[:60 * 1024])  # below a pipe's buffer: the rest never comes
+        job = tuple(self.root.manager('CopyToMachine', 'base', '/srv/new', 0, {}, fd_list=fd_list(r),
+                                      sig='(ssha{sv})'))
+        os.close(r)
+        stamptest.wait_for(lambda: any(n.startswith('.#stamp-copy-') for n in os.listdir(srv)),
+                           'the copy to be under way')
+        self.root.manager('CancelJob', job[0])
+        result, _ = self.jobs.wait(job)
+        self.assertEqual(result, 'canceled')
+        self.assertEqual([n for n in os.listdir(srv) if n.startswith('.') or n == 'new'], [])
+
     def test_existing_target_is_refused(self):
         self.sleeper()
         src = os.path.join(self.dir, 'marker')

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -56,6 +57,51 @@ static void archive_entry_freep_(struct archive_entry **e)
 static void freep_(void *p)
 {
         free(*(void **) p);
+}
+
+static int cancel_fd = -1;
+
+void copy_stream_set_cancel_fd(int fd)
+{
+        cancel_fd = fd;
+}
+
+typedef struct Source {
+        int fd;
+        bool canceled;
+        uint8_t buf[COPY_BLOCK_SIZE];
+} Source;
+
+/* The stream, read as it comes, until a cancel comes first. */
+static la_ssize_t source_read(struct archive *a, void *userdata, const void **ret)
+{
+        Source *src = userdata;
+
+        for (;;) {
+                struct pollfd p[2] = {{.fd = src->fd, .events = POLLIN}, {.fd = cancel_fd, .events = POLLIN}};
+                ssize_t n;
+
+                if (poll(p, cancel_fd >= 0 ? 2 : 1, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        archive_set_error(a, errno, "Cannot wait for the copy's stream");
+                        return -1;
+                }
+                if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
+                        src->canceled = true;
+                        archive_set_error(a, ECANCELED, "The copy was canceled");
+                        return -1;
+                }
+                n = read(src->fd, src->buf, sizeof src->buf);
+                if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
+                if (n < 0) {
+                        archive_set_error(a, errno, "Cannot read the copy's stream");
+                        return -1;
+                }
+                *ret = src->buf;
+                return n;
+        }
 }
 
 bool copy_name_is_valid(const char *name)
@@ -377,14 +423,16 @@ int copy_stream_extract(int in_fd, int dir_fd, const char *name, bool keep_owner
         __attribute__((cleanup(archive_read_freep_))) struct archive *r = archive_read_new();
         __attribute__((cleanup(archive_write_freep_))) struct archive *w = archive_write_disk_new();
         char temp[sizeof COPY_TEMP_PREFIX + 16], top[COPY_NAME_MAX + 1] = "";
+        __attribute__((cleanup(freep_))) Source *src = calloc(1, sizeof(Source));
         const char *final;
         uint64_t rnd = 0;
         int flags, k;
 
         if (name && !copy_name_is_valid(name))
                 return fail(err, errlen, EINVAL, "Invalid name %s for the copy", name);
-        if (!r || !w)
+        if (!r || !w || !src)
                 return fail(err, errlen, ENOMEM, "Out of memory");
+        src->fd = in_fd;
         if (fchdir(dir_fd) < 0)
                 return fail(err, errlen, errno, "Cannot enter the directory of the copy: %s", strerror(errno));
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
@@ -399,13 +447,18 @@ int copy_stream_extract(int in_fd, int dir_fd, const char *name, bool keep_owner
         if (archive_write_disk_set_options(w, flags) != ARCHIVE_OK ||
             archive_read_support_format_tar(r) != ARCHIVE_OK || archive_read_support_filter_all(r) != ARCHIVE_OK)
                 return fail(err, errlen, EIO, "Cannot set up the copy");
-        if (archive_read_open_fd(r, in_fd, COPY_BLOCK_SIZE) != ARCHIVE_OK)
+        if (archive_read_open(r, src, NULL, source_read, NULL) != ARCHIVE_OK) {
+                if (src->canceled)
+                        return fail(err, errlen, ECANCELED, "The copy was canceled");
                 return fail(err, errlen, EBADMSG, "The copy's stream is no tar archive: %s",
                             archive_error_string(r) ?: "unknown error");
+        }
 
         k = extract_entries(r, w, temp, top, sizeof top, err, errlen);
         if (k < 0) {
                 remove_tree_at(dir_fd, temp, 0);
+                if (src->canceled)
+                        return fail(err, errlen, ECANCELED, "The copy was canceled");
                 return k;
         }
         final = name ?: top;

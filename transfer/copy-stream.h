@@ -28,5 +28,9 @@ int copy_stream_write(int src_fd, const char *top_name, int out_fd, char *err, s
  * @keep_owners. Returns 0 or a negative errno with a sentence in @err. */
 int copy_stream_extract(int in_fd, int dir_fd, const char *name, bool keep_owners, char *err, size_t errlen);
 
+/* A file descriptor that, once readable, ends copy_stream_extract() with -ECANCELED (the tree it made
+ * removed): stamp-transfer's signalfd for a cancel's SIGTERM. -1 (the default): none. */
+void copy_stream_set_cancel_fd(int fd);
+
 /* Whether @name may be a copy's top: one path component, not "." or "..", at most COPY_NAME_MAX. */
 bool copy_name_is_valid(const char *name);
