@@ -16,8 +16,8 @@ import subprocess
 import tarfile
 
 import stamptest
-from stamptest import (ACCESS_DENIED, MANAGER_IFACE, MANAGER_PATH, PYTHON, STAMP_ERROR, STAMPCTL,
-                       USER, USER2, GLib, JobWatch, fd_list, rule_for, run, store_state)
+from stamptest import (ACCESS_DENIED, PYTHON, STAMP_ERROR, STAMPCTL, USER, USER2, GLib, JobWatch,
+                       fd_list, rule_for, run, store_state)
 
 machines = importlib.import_module('test-machines')
 

@@ -9,10 +9,12 @@ object."""
 
 import importlib
 import os
+import subprocess
+import tarfile
 
 import stamptest
 from stamptest import (ACCESS_DENIED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, STAMPCTL, USER,
-                       GLib, JobWatch, fd_list, make_image, rule_for, run, store_state)
+                       GLib, make_image, rule_for, run, store_state)
 
 machines = importlib.import_module('test-machines')
 copytest = importlib.import_module('test-copy')
@@ -32,15 +34,9 @@ class ImageLimitTest(copytest.CopyTestCase):
         src = os.path.join(self.dir, name)
         with open(src, 'wb') as f:
             f.write(os.urandom(size))
-        with open(src, 'rb') as f:
-            import io
-            import tarfile
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
-                t.add(src, arcname=name)
         path = os.path.join(self.dir, name + '.tar')
-        with open(path, 'wb') as f:
-            f.write(buf.getvalue())
+        with tarfile.open(path, mode='w', format=tarfile.PAX_FORMAT) as t:
+            t.add(src, arcname=name)
         fd = os.open(path, os.O_RDONLY)
         try:
             result, error, _ = self.call_copy('CopyToImage', 'base', '/srv/' + name, fd)
@@ -171,7 +167,6 @@ class MachineLimitTest(machines.MachineTestCase):
         self.assertEqual((status, output.strip()), (0, 'survived'))
 
     def test_stampctl_start_with_limits(self):
-        import subprocess
         subprocess.run([STAMPCTL, 'start', 'base', '--no-block', '--memory-max', '32M', '--cpu-weight', '200',
                         '--', '/bin/sleep', '1000'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True, timeout=stamptest.TIMEOUT)
