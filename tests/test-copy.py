@@ -55,12 +55,15 @@ def listing(top):
     return result
 
 
-def tar_stream(entries):
+def tar_stream(entries, pax_headers=None):
     """A tar stream of (name, type, data, linkname) entries, as bytes."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
         for name, kind, data, link in entries:
             info = tarfile.TarInfo(name)
+            info.pax_headers = dict(pax_headers or {})
+            if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                info.devmajor, info.devminor = 8, 0
             info.type = kind
             info.linkname = link or ''
             info.size = len(data or b'')
@@ -186,6 +189,8 @@ class MachineCopyTest(CopyTestCase):
             [('top', tarfile.DIRTYPE, None, None), ('top/l', tarfile.SYMTYPE, None, '/'),
              ('top/l/etc/through-link', tarfile.REGTYPE, b'x', None)],
             [('top', tarfile.DIRTYPE, None, None), ('top/h', tarfile.LNKTYPE, None, '../../etc/shadow')],
+            [('top', tarfile.DIRTYPE, None, None), ('top/sda', tarfile.BLKTYPE, None, None)],
+            [('top', tarfile.DIRTYPE, None, None), ('top/mem', tarfile.CHRTYPE, None, None)],
         ]
         for entries in cases:
             result, name, log = self.copy_bytes_in('CopyToMachine', 'base', '/srv/new', tar_stream(entries))
@@ -214,6 +219,17 @@ class MachineCopyTest(CopyTestCase):
         result, _ = self.jobs.wait(job)
         self.assertEqual(result, 'canceled')
         self.assertEqual([n for n in os.listdir(srv) if n.startswith('.') or n == 'new'], [])
+
+    def test_only_user_xattrs_are_copied_in(self):
+        """security.* and trusted.* attributes could give a file powers its copier has not."""
+        self.sleeper()
+        stream = tar_stream([('f', tarfile.REGTYPE, b'data', None)],
+                            {'SCHILY.xattr.user.kept': 'yes', 'SCHILY.xattr.trusted.dropped': 'no'})
+        result, name, log = self.copy_bytes_in('CopyToMachine', 'base', '/srv/f', stream)
+        self.assertEqual((result, name), ('done', ''), log)
+        f = os.path.join(self.base, 'srv/f')
+        self.assertEqual(os.getxattr(f, 'user.kept'), b'yes')
+        self.assertNotIn('trusted.dropped', os.listxattr(f))
 
     def test_existing_target_is_refused(self):
         self.sleeper()

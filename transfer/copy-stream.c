@@ -347,6 +347,36 @@ static char *rewrite_path(const char *path, char *top, size_t top_size, const ch
         return result;
 }
 
+/* Keep only the user.* extended attributes of @e: security.capability, trusted.* and the like would
+ * give a file powers its copier may not have. */
+static int keep_user_xattrs(struct archive_entry *e)
+{
+        __attribute__((cleanup(archive_entry_freep_))) struct archive_entry *kept = NULL;
+        const char *name;
+        const void *value;
+        size_t size;
+        bool other = false;
+
+        archive_entry_xattr_reset(e);
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+                if (strncmp(name, "user.", 5) != 0)
+                        other = true;
+        if (!other)
+                return 0;
+        kept = archive_entry_new();
+        if (!kept)
+                return -ENOMEM;
+        archive_entry_xattr_reset(e);
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+                if (strncmp(name, "user.", 5) == 0)
+                        archive_entry_xattr_add_entry(kept, name, value, size);
+        archive_entry_xattr_clear(e);
+        archive_entry_xattr_reset(kept);
+        while (archive_entry_xattr_next(kept, &name, &value, &size) == ARCHIVE_OK)
+                archive_entry_xattr_add_entry(e, name, value, size);
+        return 0;
+}
+
 static int extract_entries(struct archive *r, struct archive *w, const char *temp, char *top, size_t top_size,
                            char *err, size_t errlen)
 {
@@ -371,6 +401,14 @@ static int extract_entries(struct archive *r, struct archive *w, const char *tem
                         return -EBADMSG;
                 if (!any && archive_entry_filetype(e) != AE_IFREG && archive_entry_filetype(e) != AE_IFDIR)
                         return fail(err, errlen, EBADMSG, "What the copy's stream holds is no file and no directory");
+                /* Files, directories, symlinks and hard links: a device node would open a device of
+                 * the host to whoever runs the machine. */
+                if (!archive_entry_hardlink(e) && archive_entry_filetype(e) != AE_IFREG &&
+                    archive_entry_filetype(e) != AE_IFDIR && archive_entry_filetype(e) != AE_IFLNK)
+                        return fail(err, errlen, EBADMSG,
+                                    "The copy's stream holds a device node, fifo or socket, which is not copied");
+                if (keep_user_xattrs(e) < 0)
+                        return fail(err, errlen, ENOMEM, "Out of memory");
                 any = true;
                 archive_entry_set_pathname(e, path);
                 hard = archive_entry_hardlink(e);
