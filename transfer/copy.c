@@ -31,7 +31,7 @@ static int openat2_(int dir_fd, const char *path, int flags, uint64_t resolve)
 #define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 
 /* Join the machine's user namespace as its root, then make @root_fd this process's root. */
-static int enter_root(JobChild *c, const CopyJobArgs *a)
+static int enter_root(JobChild *c, const char *name, const CopyJobArgs *a)
 {
         if (a->userns_fd >= 0) {
                 if (setns(a->userns_fd, CLONE_NEWUSER) < 0)
@@ -44,8 +44,7 @@ static int enter_root(JobChild *c, const CopyJobArgs *a)
                                               strerror(errno));
         }
         if (fchdir(a->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0)
-                return job_child_fail(c, errno, "Cannot enter the root of %s: %s", c->temp_name ?: "the machine",
-                                      strerror(errno));
+                return job_child_fail(c, errno, "Cannot enter the root of %s: %s", name, strerror(errno));
         return 0;
 }
 
@@ -114,7 +113,7 @@ static int copy_in(JobChild *c, const JobArgs *j)
                         return job_child_fail(c, -dir_fd, "Cannot open directory %s in %s: %s", parent, j->name,
                                               strerror(-dir_fd));
         }
-        k = enter_root(c, a);
+        k = enter_root(c, j->name, a);
         if (k < 0)
                 return k;
         k = copy_stream_extract(a->data_fd, dir_fd, name, true, err, sizeof err);
@@ -154,7 +153,7 @@ static int copy_out(JobChild *c, const JobArgs *j)
                 if (fstat(fd, &again) < 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino)
                         return job_child_fail(c, EBUSY, "%s in %s changed while it was opened", a->path, j->name);
         }
-        k = enter_root(c, a);
+        k = enter_root(c, j->name, a);
         if (k < 0)
                 return k;
         k = copy_stream_write(fd, name, a->data_fd, err, sizeof err);
