@@ -93,6 +93,7 @@ class ImageLimitTest(copytest.CopyTestCase):
         st = os.statvfs(self.store)
         self.assertLessEqual(st.f_blocks * st.f_frsize, limit)
         self.assertLessEqual(os.stat(self.store + '.raw').st_size, limit)
+        self.assertRegex(run([STAMPCTL, 'status']).stdout, r'Limit: +1\.5G')
         # kept across a restart of the daemon
         self.stop_daemon(self.daemon)
         self.daemon = self.start_daemon(store=self.store)
