@@ -172,19 +172,23 @@ int machine_cgroup_join(const char *name, uint64_t memory_max, uint64_t cpu_weig
         return 0;
 }
 
-void machine_cgroup_remove(const char *name)
+int machine_cgroup_remove(const char *name)
 {
         const char *controllers[] = {"memory", "cpu"};
+        int k = 0;
 
         if (cgroup_unified()) {
                 _cleanup_free_ char *dir = cgroup_dir(NULL, name);
-                if (dir)
-                        (void) rmdir(dir);
-                return;
+                if (dir && rmdir(dir) < 0 && errno != ENOENT)
+                        k = -errno;
+                return k;
         }
         for (size_t i = 0; i < sizeof controllers / sizeof controllers[0]; i++) {
                 _cleanup_free_ char *dir = cgroup_dir(controllers[i], name);
-                if (dir && rmdir(dir) < 0 && errno != ENOENT)
-                        log_debug("Cannot remove cgroup %s: %s", dir, strerror(errno));
+                if (dir && rmdir(dir) < 0 && errno != ENOENT) {
+                        log_debug("Cannot remove cgroup %s yet: %s", dir, strerror(errno));
+                        k = -errno;
+                }
         }
+        return k;
 }

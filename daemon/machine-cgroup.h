@@ -18,5 +18,6 @@
 /* Make the cgroup @name (one path component) below this process's own, with the limits that are not
  * UINT64_MAX, and move this process into it. Returns 0 or a negative errno with a sentence in @err. */
 int machine_cgroup_join(const char *name, uint64_t memory_max, uint64_t cpu_weight, char *err, size_t errlen);
-/* Remove what machine_cgroup_join() made for @name, once nothing runs in it. */
-void machine_cgroup_remove(const char *name);
+/* Remove what machine_cgroup_join() made for @name, once nothing runs in it: 0, or -EBUSY while
+ * something is still there (processes killed by the OOM killer take a moment to leave). */
+int machine_cgroup_remove(const char *name);

@@ -474,6 +474,61 @@ static int machine_start_cleanup(Machine *mc)
         return 0;
 }
 
+#define CGROUP_REMOVE_TRIES 100
+#define CGROUP_REMOVE_INTERVAL_USEC (100 * USEC_PER_MSEC)
+
+typedef struct CgroupRemoval {
+        char *name;
+        unsigned tries;
+} CgroupRemoval;
+
+static void cgroup_removal_free(void *p)
+{
+        CgroupRemoval *r = p;
+
+        (void) machine_cgroup_remove(r->name); /* a last try, when the daemon goes away meanwhile */
+        free(r->name);
+        free(r);
+}
+
+static int on_cgroup_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        CgroupRemoval *r = userdata;
+
+        if (machine_cgroup_remove(r->name) < 0 && ++r->tries < CGROUP_REMOVE_TRIES) {
+                (void) sd_event_source_set_time_relative(s, CGROUP_REMOVE_INTERVAL_USEC);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        if (r->tries >= CGROUP_REMOVE_TRIES)
+                log_warning("Cgroup %s of an ended machine cannot be removed; it stays.", r->name);
+        /* Done: the loop drops its reference, which frees it (and @r) once this call returns. */
+        return sd_event_source_set_floating(s, false);
+}
+
+/* A killed machine's last processes take a moment to leave its cgroup: remove it now or a little
+ * later, in a timer of the loop's own that outlives the machine. */
+static void machine_cgroup_remove_later(Manager *m, const char *name)
+{
+        CgroupRemoval *r;
+        sd_event_source *s = NULL;
+
+        if (machine_cgroup_remove(name) >= 0)
+                return;
+        r = calloc(1, sizeof *r);
+        if (!r || !(r->name = strdup(name))) {
+                free(r);
+                return;
+        }
+        if (sd_event_add_time_relative(m->event, &s, CLOCK_MONOTONIC, CGROUP_REMOVE_INTERVAL_USEC, 0, on_cgroup_retry,
+                                       r) < 0) {
+                cgroup_removal_free(r);
+                return;
+        }
+        (void) sd_event_source_set_destroy_callback(s, cgroup_removal_free);
+        (void) sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         Machine *mc = userdata;
@@ -491,7 +546,7 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         log_info("Machine %s (image %s) ended with status %d.", mc->name, mc->image, mc->exit_status);
         machine_unlock_image(mc);
         if (mc->cgroup) /* nothing runs in it: its PID namespace went with nspawn */
-                machine_cgroup_remove(mc->cgroup);
+                machine_cgroup_remove_later(mc->manager, mc->cgroup);
         mc->state = MACHINE_EXITED;
         (void) sd_bus_emit_properties_changed(mc->manager->bus, mc->object_path, STAMP_MACHINE_IFACE, "State",
                                               "ExitStatus", NULL);
@@ -705,7 +760,7 @@ Machine *machine_free(Machine *mc)
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
                 (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);
         if (interrupted && mc->cgroup)
-                machine_cgroup_remove(mc->cgroup);
+                (void) machine_cgroup_remove(mc->cgroup);
 
         sd_event_source_disable_unref(mc->notify_source);
         sd_event_source_disable_unref(mc->child_source);

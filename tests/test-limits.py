@@ -124,6 +124,16 @@ def machine_cgroup_dir(pid, controller):
     return None
 
 
+def own_cgroup_dir(controller):
+    """The directory of this process's cgroup (the daemon's, which it started) for @controller."""
+    with open('/proc/self/cgroup') as f:
+        for line in f:
+            _, controllers, path = line.rstrip('\n').split(':', 2)
+            if (controller is None and controllers == '') or controller in controllers.split(','):
+                return '/sys/fs/cgroup' + ('/' + controller if controller else '') + path
+    return None
+
+
 def cgroup_unified():
     return os.statvfs('/sys/fs/cgroup') and os.path.exists('/sys/fs/cgroup/cgroup.controllers')
 
@@ -154,7 +164,8 @@ class MachineLimitTest(machines.MachineTestCase):
         self.root.manager('KillMachine', 'base', 9)
         self.wait_removed('base')
         for d in dirs:
-            self.assertFalse(os.path.exists(d), '%s is removed with the machine' % d)
+            stamptest.wait_for(lambda: not os.path.exists(d), '%s to be removed with the machine' % d,
+                               interval=0.05)
 
     def test_memory_max_is_enforced(self):
         for applet in ('head', 'sort'):
@@ -164,6 +175,10 @@ class MachineLimitTest(machines.MachineTestCase):
         status, output = self.run_command(command, name='limited', memory_max=16 * MIB)
         self.assertNotEqual(status, 0, output)
         self.assertNotIn('survived', output)
+        # the cgroup goes with the machine, also after the OOM killer was in it
+        parent = own_cgroup_dir(None if cgroup_unified() else 'memory')
+        stamptest.wait_for(lambda: not [n for n in os.listdir(parent) if n.startswith('stamp-machine-limited-')],
+                           'the machine\'s cgroup to be removed', interval=0.05)
         status, output = self.run_command(command, name='unlimited')
         self.assertEqual((status, output.strip()), (0, 'survived'))
 
