@@ -360,6 +360,30 @@ class ImageCopyTest(CopyTestCase):
         self.cp('base:/srv/tree', out)
         self.assertEqual(listing(out), listing(src))
 
+    def test_owner_copies_into_and_out_of_their_own_image(self):
+        machines.make_template(self.store, 'tmpl')
+        own = ('manage-own-images', 'start-own-machine', 'manage-own-machines')
+        self.set_rules(''.join(rule_for(u, a, 'YES') for u in (USER, USER2) for a in own))
+        self.user.manager('CloneImage', 'tmpl', 'mine', False)
+        udir = os.path.join(self.dir, 'user-dir')
+        os.makedirs(udir)
+        os.chmod(self.dir, 0o755)
+        os.chown(udir, self.env.users[USER], self.env.users[USER])
+        src = os.path.join(udir, 'note')
+        with open(src, 'w') as f:
+            f.write('mine\n')
+        os.chown(src, self.env.users[USER], self.env.users[USER])
+        self.cp(src, 'mine:/srv/note', user=USER)
+        with open(os.path.join(self.store, 'mine/srv/note')) as f:
+            self.assertEqual(f.read(), 'mine\n')
+        self.cp('mine:/srv/marker', os.path.join(udir, 'marker'), user=USER)
+        self.assertEqual(os.stat(os.path.join(udir, 'marker')).st_uid, self.env.users[USER])
+        # not someone else's
+        before = store_state(self.store)
+        p = self.cp(src, 'mine:/srv/other', user=USER2, check=False)
+        self.assertEqual(p.returncode, 77, p.stderr)
+        self.assertEqual(store_state(self.store), before)
+
     def test_read_only_busy_and_unauthorized_images(self):
         machines.make_template(self.store, 'tmpl')
         r, w = os.pipe()
