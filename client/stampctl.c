@@ -84,10 +84,18 @@ const char *arg_kill_whom = NULL;
 #define OPT_DELTA (UINT64_C(1) << 26)
 #define OPT_PARENT (UINT64_C(1) << 27)
 #define OPT_KILL_WHOM (UINT64_C(1) << 28)
+uint64_t arg_memory_max = UINT64_MAX;
+uint64_t arg_cpu_weight = UINT64_MAX;
+char **arg_ports = NULL;
+
+#define OPT_MEMORY_MAX (UINT64_C(1) << 29)
+#define OPT_CPU_WEIGHT (UINT64_C(1) << 30)
+#define OPT_PORT (UINT64_C(1) << 31)
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
+#define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT | OPT_PORT)
 
 #define ARGS_ANY ((unsigned) -1)
 
@@ -124,10 +132,10 @@ static const struct verb verbs[] = {
         {"import", 1, 2, OPT_READ_ONLY, verb_import, "import FILE|- [NAME] [--read-only]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
-        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT, verb_start,
+        {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT | OPTS_LIMITS, verb_start,
          "start NAME [--boot] [--ephemeral] [--name N] [--read-only] [--private-network] [--private-users] "
-         "[--snapshot SNAP] [-- CMD...]"},
-        {"shell", 1, 1, OPTS_MACHINE | OPT_USER | OPT_ENV | OPT_CHDIR, verb_shell_or_join,
+         "[--snapshot SNAP] [--memory-max SIZE] [--cpu-weight N] [--port P]... [-- CMD...]"},
+        {"shell", 1, 1, OPTS_MACHINE | OPTS_LIMITS | OPT_USER | OPT_ENV | OPT_CHDIR, verb_shell_or_join,
          "shell NAME [--user U] [--env K=V]... [--chdir D] [--ephemeral] [--name N] [--read-only] "
          "[--private-network] [--private-users]"},
         {"exec", 1, ARGS_ANY, OPT_USER | OPT_ENV | OPT_CHDIR, verb_exec,
@@ -141,6 +149,8 @@ static const struct verb verbs[] = {
         {"snapshots", 1, 1, 0, verb_snapshots, "snapshots NAME"},
         {"restore", 2, 2, 0, verb_restore, "restore NAME SNAP"},
         {"remove-snapshot", 2, ARGS_ANY, 0, verb_remove_snapshot, "remove-snapshot NAME SNAP..."},
+        {"cp", 2, 2, 0, verb_cp, "cp SRC NAME:PATH | cp NAME:PATH DST"},
+        {"set-limit", 1, 2, 0, verb_set_limit, "set-limit [NAME] BYTES|none"},
         {"help", 0, ARGS_ANY, 0, verb_help, "help"},
 };
 
@@ -211,6 +221,8 @@ static void help(void)
                "  restore NAME SNAP          Put image NAME back to snapshot SNAP\n"
                "  remove-snapshot NAME SNAP...\n"
                "                             Remove snapshots of image NAME\n"
+               "  set-limit [NAME] SIZE|none Limit an image's bytes, or without NAME\n"
+               "                             the size of stampd's own pool\n"
                "\n"
                "Job commands (wait with a progress bar unless --no-block; Ctrl-C cancels):\n"
                "  create-template NAME --suite S [--variant V] [--arch A]\n"
@@ -237,7 +249,8 @@ static void help(void)
                "Machine commands:\n"
                "  start NAME [--boot] [--ephemeral] [--name N] [--read-only]\n"
                "             [--private-network] [--private-users]\n"
-               "             [--snapshot SNAP] [-- CMD...]\n"
+               "             [--snapshot SNAP] [--memory-max SIZE] [--cpu-weight N]\n"
+               "             [--port [tcp:|udp:]HOST[:MACHINE]]... [-- CMD...]\n"
                "                             Run CMD (default: a shell) or boot a\n"
                "                             container on image NAME with this\n"
                "                             program's stdio; wait and exit with its\n"
@@ -261,6 +274,9 @@ static void help(void)
                "                             Send a signal (default TERM) to every\n"
                "                             process of machines, or to their leader\n"
                "  terminate NAME...          Kill machines at once (SIGKILL to all)\n"
+               "  cp SRC NAME:PATH, cp NAME:PATH DST\n"
+               "                             Copy a file or a tree into or out of a\n"
+               "                             running machine, or a stopped image\n"
                "\n"
                "Options:\n"
                "  -h --help                  Show this help\n"
@@ -408,6 +424,9 @@ enum {
         ARG_DELTA,
         ARG_PARENT,
         ARG_KILL_WHOM,
+        ARG_MEMORY_MAX,
+        ARG_CPU_WEIGHT,
+        ARG_PORT,
 };
 
 static const struct option long_options[] = {
@@ -449,6 +468,9 @@ static const struct option long_options[] = {
         {"delta", no_argument, NULL, ARG_DELTA},
         {"parent", required_argument, NULL, ARG_PARENT},
         {"kill-whom", required_argument, NULL, ARG_KILL_WHOM},
+        {"memory-max", required_argument, NULL, ARG_MEMORY_MAX},
+        {"cpu-weight", required_argument, NULL, ARG_CPU_WEIGHT},
+        {"port", required_argument, NULL, ARG_PORT},
         {},
 };
 
@@ -514,6 +536,12 @@ static uint64_t option_bit(int c)
                 return OPT_PARENT;
         case ARG_KILL_WHOM:
                 return OPT_KILL_WHOM;
+        case ARG_MEMORY_MAX:
+                return OPT_MEMORY_MAX;
+        case ARG_CPU_WEIGHT:
+                return OPT_CPU_WEIGHT;
+        case ARG_PORT:
+                return OPT_PORT;
         default:
                 return 0;
         }
@@ -624,6 +652,24 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                 case ARG_CHDIR:
                         arg_chdir = optarg;
                         break;
+                case ARG_MEMORY_MAX:
+                        if (parse_size_arg(optarg, &arg_memory_max) < 0 || arg_memory_max == UINT64_MAX)
+                                return log_error(EXIT_USAGE, "Invalid --memory-max \"%s\": bytes, with K, M or G.",
+                                                 optarg);
+                        break;
+                case ARG_PORT:
+                        if (strv_extend_comma_list(&arg_ports, optarg) < 0)
+                                return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
+                        break;
+                case ARG_CPU_WEIGHT: {
+                        char *end;
+                        errno = 0;
+                        arg_cpu_weight = strtoull(optarg, &end, 10);
+                        if (errno != 0 || end == optarg || *end || *optarg == '-')
+                                return log_error(EXIT_USAGE, "Invalid --cpu-weight \"%s\": a number, 1 to 10000.",
+                                                 optarg);
+                        break;
+                }
                 case ARG_TREE:
                         arg_tree = true;
                         break;

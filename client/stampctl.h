@@ -65,6 +65,9 @@ extern const char *arg_compression;
 extern bool arg_delta;
 extern const char *arg_parent;
 extern const char *arg_kill_whom;
+extern uint64_t arg_memory_max;
+extern uint64_t arg_cpu_weight;
+extern char **arg_ports;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -141,6 +144,13 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);
 int verb_jobs(sd_bus *bus, int argc, char **argv);
 int verb_cancel(sd_bus *bus, int argc, char **argv);
+/* Sends @call (a method returning (u job_id, o job)) and waits for the job unless --no-block; an exit
+ * code. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
+int verb_cp(sd_bus *bus, int argc, char **argv);
+int verb_set_limit(sd_bus *bus, int argc, char **argv);
+/* A size in bytes, with K, M, G, T, P or E (powers of 1024), or "none"/"infinity" (UINT64_MAX). */
+int parse_size_arg(const char *s, uint64_t *ret);
 
 int verb_start(sd_bus *bus, int argc, char **argv);
 int verb_shell(sd_bus *bus, int argc, char **argv);

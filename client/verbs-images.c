@@ -407,6 +407,7 @@ static const struct field image_fields[] = {
         {"ModificationTimestamp", "Modified"},
         {"Usage", "Usage"},
         {"UsageExclusive", "Exclusive"},
+        {"Limit", "Limit"},
         {"Origin", "Origin"},
         {"Owner", "Owner"},
         {"Recipe", "Recipe"},

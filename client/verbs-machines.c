@@ -191,6 +191,18 @@ static int start_machine(sd_bus *bus, const char *image, char **command, bool sh
                 r = sd_bus_message_append(m, "{sv}", "snapshot", "s", arg_snapshot);
         if (r >= 0 && interactive && term_is_valid(getenv("TERM")))
                 r = sd_bus_message_append(m, "{sv}", "term", "s", getenv("TERM"));
+        if (r >= 0 && arg_memory_max != UINT64_MAX)
+                r = sd_bus_message_append(m, "{sv}", "memory_max", "t", arg_memory_max);
+        if (r >= 0 && arg_cpu_weight != UINT64_MAX)
+                r = sd_bus_message_append(m, "{sv}", "cpu_weight", "t", arg_cpu_weight);
+        if (r >= 0 && arg_ports) {
+                r = sd_bus_message_open_container(m, 'e', "sv");
+                r = sd_bus_message_append(m, "s", "ports");
+                r = sd_bus_message_open_container(m, 'v', "as");
+                r = sd_bus_message_append_strv(m, arg_ports);
+                r = sd_bus_message_close_container(m);
+                r = sd_bus_message_close_container(m);
+        }
         if (r >= 0 && attached)
                 r = sd_bus_message_append(m, "{sv}{sv}{sv}", "stdin", "h", in, "stdout", "h", out, "stderr", "h", err);
         if (r >= 0)

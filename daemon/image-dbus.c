@@ -6,6 +6,7 @@
 #include "authz.h"
 #include "errors.h"
 #include "image-dbus.h"
+#include "disk-limits.h"
 #include "names.h"
 #include "operation.h"
 #include "pool.h"
@@ -620,6 +621,13 @@ static int method_mark_read_only(sd_bus_message *msg, void *userdata, sd_bus_err
         return image_method_mark_read_only(img->manager, msg, img->name, read_only, error);
 }
 
+static int property_get_limit(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Image *img = userdata;
+        return sd_bus_message_append(reply, "t", image_limit(img->manager, img));
+}
+
 const sd_bus_vtable image_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Image, name), 0),
@@ -630,6 +638,7 @@ const sd_bus_vtable image_vtable[] = {
         SD_BUS_PROPERTY("ModificationTimestamp", "t", NULL, offsetof(Image, mtime_usec), 0),
         SD_BUS_PROPERTY("Usage", "t", NULL, offsetof(Image, usage), 0),
         SD_BUS_PROPERTY("UsageExclusive", "t", NULL, offsetof(Image, usage_exclusive), 0),
+        SD_BUS_PROPERTY("Limit", "t", property_get_limit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Template", "b", property_get_template, 0, 0),
         SD_BUS_PROPERTY("Origin", "s", property_get_origin, 0, 0),
         SD_BUS_PROPERTY("Owner", "u", property_get_owner, 0, 0),

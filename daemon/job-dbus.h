@@ -23,3 +23,8 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
 int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+/* job-copy.c */
+int method_copy_to_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_copy_from_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_copy_to_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_copy_from_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);

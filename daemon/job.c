@@ -18,6 +18,8 @@ static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_PULL_TAR] = "pull-tar",
         [JOB_EXPORT] = "export",
         [JOB_IMPORT] = "import",
+        [JOB_COPY_TO] = "copy-to",
+        [JOB_COPY_FROM] = "copy-from",
 };
 
 const char *job_type_to_string(JobType t)

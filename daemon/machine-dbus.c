@@ -6,9 +6,11 @@
 #include "authz.h"
 #include "errors.h"
 #include "exec.h"
+#include "escape.h"
 #include "image.h"
 #include "image-dbus.h"
 #include "machine-dbus.h"
+#include "machine-cgroup.h"
 #include "uid-range.h"
 #include "names.h"
 #include "options.h"
@@ -72,6 +74,9 @@ typedef struct StartOptions {
         char *term;
         int stdio_fd[3];
         char *snapshot;
+        uint64_t memory_max;
+        uint64_t cpu_weight;
+        char **ports;
 } StartOptions;
 
 static const OptionSpec start_option_table[] = {
@@ -87,6 +92,9 @@ static const OptionSpec start_option_table[] = {
         {"stdout", OPTION_FD, offsetof(StartOptions, stdio_fd[1])},
         {"stderr", OPTION_FD, offsetof(StartOptions, stdio_fd[2])},
         {"snapshot", OPTION_STRING, offsetof(StartOptions, snapshot)},
+        {"memory_max", OPTION_U64, offsetof(StartOptions, memory_max)},
+        {"cpu_weight", OPTION_U64, offsetof(StartOptions, cpu_weight)},
+        {"ports", OPTION_STRV, offsetof(StartOptions, ports)},
         {},
 };
 
@@ -151,6 +159,77 @@ static int check_command(char **command, bool boot, sd_bus_error *error)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Option \"command\" starts with an empty program name");
         return 0;
+}
+
+static int check_machine_limits(const StartOptions *o, sd_bus_error *error)
+{
+        if (o->memory_max != UINT64_MAX && o->memory_max < MACHINE_MEMORY_MAX_MIN)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"memory_max\" of %" PRIu64 " bytes is below the least a machine "
+                                         "needs (%" PRIu64 " bytes)",
+                                         o->memory_max, MACHINE_MEMORY_MAX_MIN);
+        if (o->cpu_weight != UINT64_MAX &&
+            (o->cpu_weight < MACHINE_CPU_WEIGHT_MIN || o->cpu_weight > MACHINE_CPU_WEIGHT_MAX))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"cpu_weight\" is %" PRIu64 ", not between %" PRIu64 " and %" PRIu64,
+                                         o->cpu_weight, MACHINE_CPU_WEIGHT_MIN, MACHINE_CPU_WEIGHT_MAX);
+        return 0;
+}
+
+/* The ports to publish, checked: each valid, no host port twice. */
+static int parse_ports(char **ports, MachinePort **ret, size_t *ret_n, sd_bus_error *error)
+{
+        _cleanup_free_ MachinePort *l = NULL;
+        size_t n = ports ? g_strv_length(ports) : 0;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (n == 0)
+                return 0;
+        if (n > MACHINE_PORTS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"ports\" names %zu ports; at most %d can be published", n,
+                                         MACHINE_PORTS_MAX);
+        l = calloc(n, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *why = machine_port_parse(ports[i], &l[i]);
+                if (why) {
+                        g_autofree char *shown = text_escape(ports[i], 64, ESCAPE_MESSAGE);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Port \"%s\" of option \"ports\" %s",
+                                                 shown, why);
+                }
+                for (size_t j = 0; j < i; j++)
+                        if (l[j].host == l[i].host && streq(l[j].protocol, l[i].protocol))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option \"ports\" publishes %s port %u twice", l[i].protocol,
+                                                         l[i].host);
+        }
+        *ret = TAKE_PTR(l);
+        *ret_n = n;
+        return 0;
+}
+
+/* A link-local /30 no running machine has. */
+static unsigned pick_net_index(Manager *m)
+{
+        static unsigned next;
+
+        for (unsigned tries = 0; tries < MACHINE_NET_INDEX_MAX; tries++) {
+                unsigned candidate = next++ % MACHINE_NET_INDEX_MAX;
+                GHashTableIter it;
+                gpointer v;
+                bool taken = false;
+
+                g_hash_table_iter_init(&it, m->machines);
+                while (g_hash_table_iter_next(&it, NULL, &v))
+                        if (((Machine *) v)->n_ports > 0 && ((Machine *) v)->net_index == candidate)
+                                taken = true;
+                if (!taken)
+                        return candidate;
+        }
+        return next;
 }
 
 /* Whether @image may be started as asked, given who holds it now. */
@@ -226,6 +305,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         const char *image, *name, *path;
         bool boot, ephemeral, read_only, userns = false;
         uid_t uid = 0, uid_base = 0;
+        _cleanup_free_ MachinePort *ports = NULL;
+        size_t n_ports = 0;
         Image *img;
         int k;
 
@@ -251,7 +332,8 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
             (k = check_command(o.command, boot, error)) < 0 || (k = check_term(o.term, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[0], "stdin", true, error)) < 0 ||
             (k = check_stdio_fd(o.stdio_fd[1], "stdout", false, error)) < 0 ||
-            (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0)
+            (k = check_stdio_fd(o.stdio_fd[2], "stderr", false, error)) < 0 ||
+            (k = check_machine_limits(&o, error)) < 0 || (k = parse_ports(o.ports, &ports, &n_ports, error)) < 0)
                 return k;
 
         if ((k = bus_check_image_exists(m, image, &img, error)) < 0)
@@ -284,12 +366,15 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          o.private_users == 0 ? "no" : "yes",
                                          o.snapshot ? "snapshot" : NULL,
                                          o.snapshot,
+                                         "ports",
+                                         n_ports > 0 ? "yes" : "no",
                                          NULL};
                 AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
                 /* On one's own image a machine may start without the administrator, but only in a user
                  * namespace: one that explicitly asks for root mapping (private_users false) asks for
                  * start-machine itself. */
-                if (o.private_users == 0)
+                /* Ports on the host's addresses are the host's business: the administrator's. */
+                if (o.private_users == 0 || n_ports > 0)
                         k = authz_verify(m->authz, msg, STAMP_ACTION_START_MACHINE, details, error);
                 else
                         k = authz_verify_owned(m->authz, msg, STAMP_ACTION_START_MACHINE, &owner, details, &userns,
@@ -321,6 +406,12 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         mc->uid = uid;
         mc->userns = userns;
         mc->uid_base = uid_base;
+        mc->memory_max = o.memory_max;
+        mc->cpu_weight = o.cpu_weight;
+        mc->ports = TAKE_PTR(ports);
+        mc->n_ports = n_ports;
+        if (n_ports > 0)
+                mc->net_index = pick_net_index(m);
         mc->snapshot = TAKE_PTR(o.snapshot);
         for (int i = 0; i < 3; i++)
                 mc->stdio_fd[i] = TAKE_FD(o.stdio_fd[i]);
@@ -602,6 +693,18 @@ static int property_get_uid_shift(sd_bus *bus, const char *path, const char *int
         return sd_bus_message_append(reply, "u", shift);
 }
 
+static int property_get_ports(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Machine *mc = userdata;
+        int k = sd_bus_message_open_container(reply, 'a', "(sqq)");
+
+        for (size_t i = 0; k >= 0 && i < mc->n_ports; i++)
+                k = sd_bus_message_append(reply, "(sqq)", mc->ports[i].protocol, mc->ports[i].host,
+                                          mc->ports[i].container);
+        return k < 0 ? k : sd_bus_message_close_container(reply);
+}
+
 static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Machine, name), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -617,6 +720,9 @@ static const sd_bus_vtable machine_vtable[] = {
         SD_BUS_PROPERTY("UIDShift", "u", property_get_uid_shift, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Payload", "u", property_get_payload, 0, 0),
         SD_BUS_METHOD("ConsoleResized", "", "", method_console_resized, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_PROPERTY("MemoryMax", "t", NULL, offsetof(Machine, memory_max), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CPUWeight", "t", NULL, offsetof(Machine, cpu_weight), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Ports", "a(sqq)", property_get_ports, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

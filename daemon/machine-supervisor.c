@@ -20,6 +20,7 @@
 #include "bus-util.h"
 #include "machine.h"
 #include "snapshots.h"
+#include "machine-cgroup.h"
 #include "step.h"
 #include "store.h"
 #include "uid-range.h"
@@ -42,6 +43,12 @@ typedef struct MachineSetup {
         const char *term; /* TERM for nspawn's interactive console, or NULL */
         int stdio[3];     /* the caller's fds, -1 for /dev/null */
         char **command;   /* NULL: nspawn's default shell */
+
+        uint64_t memory_max, cpu_weight; /* UINT64_MAX: none */
+        const char *cgroup;              /* without systemd: the cgroup to make for them */
+
+        const char *ports[MACHINE_PORTS_MAX]; /* nspawn's --port values; then on a veth pair */
+        size_t n_ports;
 } MachineSetup;
 
 static int open_null(int flags)
@@ -122,6 +129,10 @@ static int enter_scope(const MachineSetup *mc)
                                           (uint32_t) getpid(), "CollectMode", "s", "inactive-or-failed");
         if (k >= 0 && own_unit)
                 k = sd_bus_message_append(call, "(sv)(sv)", "BindsTo", "as", 1, own_unit, "After", "as", 1, own_unit);
+        if (k >= 0 && mc->memory_max != UINT64_MAX)
+                k = sd_bus_message_append(call, "(sv)", "MemoryMax", "t", mc->memory_max);
+        if (k >= 0 && mc->cpu_weight != UINT64_MAX)
+                k = sd_bus_message_append(call, "(sv)", "CPUWeight", "t", mc->cpu_weight);
         if (k >= 0)
                 k = sd_bus_message_close_container(call);
         if (k >= 0)
@@ -183,7 +194,11 @@ static char **nspawn_argv(const MachineSetup *mc, const char *directory, const c
                 g_ptr_array_add(a, g_strdup("--private-users-ownership=map"));
         } else if (mc->private_users)
                 g_ptr_array_add(a, g_strdup("--private-users=pick"));
-        if (mc->private_network)
+        if (mc->n_ports > 0) {
+                g_ptr_array_add(a, g_strdup("--network-veth"));
+                for (size_t i = 0; i < mc->n_ports; i++)
+                        g_ptr_array_add(a, g_strdup_printf("--port=%s", mc->ports[i]));
+        } else if (mc->private_network)
                 g_ptr_array_add(a, g_strdup("--private-network"));
         if (mc->command) {
                 g_ptr_array_add(a, g_strdup("--"));
@@ -247,7 +262,7 @@ static void private_nspawn_dir(void)
 
 static int parse_setup(int argc, char *argv[], MachineSetup *s)
 {
-        *s = (MachineSetup) {.store_fd = -1, .stdio = {-1, -1, -1}};
+        *s = (MachineSetup) {.store_fd = -1, .stdio = {-1, -1, -1}, .memory_max = UINT64_MAX, .cpu_weight = UINT64_MAX};
 
         for (int i = 0; i < argc; i++) {
                 const char *a = argv[i], *eq = strchr(a, '='), *v;
@@ -291,6 +306,20 @@ static int parse_setup(int argc, char *argv[], MachineSetup *s)
                         if (errno != 0 || end == v || *end || b < UID_RANGE_FIRST || b > UID_RANGE_LAST)
                                 return -EINVAL;
                         s->uid_base = (unsigned) b;
+                } else if (KEY("memory-max") || KEY("cpu-weight")) {
+                        char *end;
+                        uint64_t u;
+                        errno = 0;
+                        u = strtoull(v, &end, 10);
+                        if (errno != 0 || end == v || *end)
+                                return -EINVAL;
+                        *(KEY("memory-max") ? &s->memory_max : &s->cpu_weight) = u;
+                } else if (KEY("cgroup"))
+                        s->cgroup = v;
+                else if (KEY("port")) {
+                        if (s->n_ports >= MACHINE_PORTS_MAX)
+                                return -E2BIG;
+                        s->ports[s->n_ports++] = v;
                 } else if (KEY("private-network"))
                         s->private_network = streq(v, "1");
                 else if (KEY("notify"))
@@ -334,6 +363,15 @@ char **machine_supervisor_args(Machine *mc, const char *notify_address)
         g_ptr_array_add(a, g_strdup_printf("private-network=%d", mc->private_network));
         if (mc->userns)
                 g_ptr_array_add(a, g_strdup_printf("uid-base=%u", (unsigned) mc->uid_base));
+        if (mc->memory_max != UINT64_MAX)
+                g_ptr_array_add(a, g_strdup_printf("memory-max=%" PRIu64, mc->memory_max));
+        if (mc->cpu_weight != UINT64_MAX)
+                g_ptr_array_add(a, g_strdup_printf("cpu-weight=%" PRIu64, mc->cpu_weight));
+        if (mc->cgroup)
+                g_ptr_array_add(a, g_strdup_printf("cgroup=%s", mc->cgroup));
+        for (size_t i = 0; i < mc->n_ports; i++)
+                g_ptr_array_add(a, g_strdup_printf("port=%s:%u:%u", mc->ports[i].protocol, mc->ports[i].host,
+                                                   mc->ports[i].container));
         g_ptr_array_add(a, g_strdup_printf("notify=%s", notify_address));
         if (mc->term)
                 g_ptr_array_add(a, g_strdup_printf("term=%s", mc->term));
@@ -424,6 +462,17 @@ int machine_supervisor_main(int argc, char *argv[])
                                             "image: %s",
                                             mc->name, strerror(errno));
                 exec_nspawn(mc, nspawn, mc->notify_address, stdio);
+        }
+
+        /* The limits: a cgroup of the machine's own, entered before nspawn starts, so that everything
+         * it runs is counted there. */
+        if (mc->cgroup) {
+                char err[1024] = "";
+                k = machine_cgroup_join(mc->cgroup, mc->memory_max, mc->cpu_weight, err, sizeof err);
+                if (k < 0) {
+                        supervisor_fail(stdio[2], "Machine %s: cannot apply its limits: %s", mc->name, err);
+                        _exit(EXIT_FAILURE);
+                }
         }
 
         /* nspawn as PID 1 of a PID namespace of ours: when it dies, for whatever reason, the kernel takes

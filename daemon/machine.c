@@ -17,6 +17,7 @@
 #include "errors.h"
 #include "image.h"
 #include "machine.h"
+#include "machine-cgroup.h"
 #include "step.h"
 
 #define NOTIFY_MSG_MAX 4096
@@ -96,6 +97,7 @@ int machine_new(Manager *m, const char *name, const char *image, const char *own
         mc->nspawn_pidfd = -1;
         mc->payload_pidfd = -1;
         mc->exit_status = -1;
+        mc->memory_max = mc->cpu_weight = UINT64_MAX;
         mc->state = MACHINE_STARTING;
         mc->name = strdup(name);
         mc->image = strdup(image);
@@ -285,6 +287,47 @@ static void machine_set_state(Machine *mc, MachineState state)
         machine_emit_changed(mc, "State");
 }
 
+static int on_net_done(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Machine *mc = userdata;
+
+        mc->net_source = sd_event_source_disable_unref(mc->net_source);
+        mc->net_pid = 0;
+        if (si->si_code != CLD_EXITED || si->si_status != 0)
+                log_warning("Machine %s: its network could not be set up; its ports are not published.", mc->name);
+        return 0;
+}
+
+/* Addresses for both ends of the veth pair, in a step: nspawn publishes the ports once the container
+ * has one. */
+static void machine_start_net(Machine *mc)
+{
+        _cleanup_close_ int netns = -1;
+        char path[64], fd_arg[32], host[16], container[16], host_arg[32], container_arg[48], name_arg[96];
+        pid_t pid;
+
+        snprintf(path, sizeof path, "/proc/%" PRIu32 "/ns/net", mc->leader);
+        netns = open(path, O_RDONLY | O_CLOEXEC);
+        if (netns < 0 || pidfd_send_signal_(mc->leader_pidfd, 0) < 0) {
+                log_warning("Machine %s: cannot open its network namespace: %s", mc->name, strerror(errno));
+                return;
+        }
+        machine_net_addresses(mc->net_index, host, container);
+        snprintf(fd_arg, sizeof fd_arg, "netns=%d", netns);
+        snprintf(host_arg, sizeof host_arg, "host=%s", host);
+        snprintf(container_arg, sizeof container_arg, "container=%s", container);
+        snprintf(name_arg, sizeof name_arg, "name=%s", mc->name);
+        pid = step_spawn("machine-net", (char *[]) {fd_arg, host_arg, container_arg, name_arg, NULL}, &netns, 1, false);
+        if (pid < 0)
+                return;
+        if (sd_event_add_child(mc->manager->event, &mc->net_source, pid, WEXITED, on_net_done, mc) < 0) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                return;
+        }
+        mc->net_pid = pid;
+}
+
 static void machine_learn_leader(Machine *mc, pid_t inner)
 {
         pid_t leader;
@@ -308,6 +351,8 @@ static void machine_learn_leader(Machine *mc, pid_t inner)
         log_debug("Machine %s: leader is pid %d.", mc->name, (int) leader);
         machine_emit_changed(mc, "Leader");
         machine_watch_payload(mc);
+        if (mc->n_ports > 0)
+                machine_start_net(mc);
 }
 
 /* Whether a notification from @pid comes from this machine's nspawn. */
@@ -431,6 +476,61 @@ static int machine_start_cleanup(Machine *mc)
         return 0;
 }
 
+#define CGROUP_REMOVE_TRIES 100
+#define CGROUP_REMOVE_INTERVAL_USEC (100 * USEC_PER_MSEC)
+
+typedef struct CgroupRemoval {
+        char *name;
+        unsigned tries;
+} CgroupRemoval;
+
+static void cgroup_removal_free(void *p)
+{
+        CgroupRemoval *r = p;
+
+        (void) machine_cgroup_remove(r->name); /* a last try, when the daemon goes away meanwhile */
+        free(r->name);
+        free(r);
+}
+
+static int on_cgroup_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        CgroupRemoval *r = userdata;
+
+        if (machine_cgroup_remove(r->name) < 0 && ++r->tries < CGROUP_REMOVE_TRIES) {
+                (void) sd_event_source_set_time_relative(s, CGROUP_REMOVE_INTERVAL_USEC);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        if (r->tries >= CGROUP_REMOVE_TRIES)
+                log_warning("Cgroup %s of an ended machine cannot be removed; it stays.", r->name);
+        /* Done: the loop drops its reference, which frees it (and @r) once this call returns. */
+        return sd_event_source_set_floating(s, false);
+}
+
+/* A killed machine's last processes take a moment to leave its cgroup: remove it now or a little
+ * later, in a timer of the loop's own that outlives the machine. */
+static void machine_cgroup_remove_later(Manager *m, const char *name)
+{
+        CgroupRemoval *r;
+        sd_event_source *s = NULL;
+
+        if (machine_cgroup_remove(name) >= 0)
+                return;
+        r = calloc(1, sizeof *r);
+        if (!r || !(r->name = strdup(name))) {
+                free(r);
+                return;
+        }
+        if (sd_event_add_time_relative(m->event, &s, CLOCK_MONOTONIC, CGROUP_REMOVE_INTERVAL_USEC, 0, on_cgroup_retry,
+                                       r) < 0) {
+                cgroup_removal_free(r);
+                return;
+        }
+        (void) sd_event_source_set_destroy_callback(s, cgroup_removal_free);
+        (void) sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 {
         Machine *mc = userdata;
@@ -449,6 +549,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         mc->payload_pidfd = safe_close(mc->payload_pidfd);
         log_info("Machine %s (image %s) ended with status %d.", mc->name, mc->image, mc->exit_status);
         machine_unlock_image(mc);
+        if (mc->cgroup) /* nothing runs in it: its PID namespace went with nspawn */
+                machine_cgroup_remove_later(mc->manager, mc->cgroup);
         mc->state = MACHINE_EXITED;
         (void) sd_bus_emit_properties_changed(mc->manager->bus, mc->object_path, STAMP_MACHINE_IFACE, "State",
                                               "ExitStatus", NULL);
@@ -482,6 +584,15 @@ int machine_start(Machine *mc)
         k = machine_lock_image(mc);
         if (k < 0)
                 return k;
+        if ((mc->memory_max != UINT64_MAX || mc->cpu_weight != UINT64_MAX) && sd_booted() <= 0) {
+                char hex[9];
+                random_hex(hex, 8);
+                if (asprintf(&mc->cgroup, "stamp-machine-%s-%s", mc->name, hex) < 0) {
+                        mc->cgroup = NULL;
+                        machine_unlock_image(mc);
+                        return -ENOMEM;
+                }
+        }
 
         /* The supervisor is a step of its own (see machine-supervisor.c): its arguments and the fds it
          * keeps are all made here, before the fork. */
@@ -645,9 +756,17 @@ Machine *machine_free(Machine *mc)
                 (void) kill(mc->cleanup_pid, SIGKILL);
                 (void) waitpid(mc->cleanup_pid, NULL, 0);
         }
+        if (mc->net_pid > 0) {
+                (void) kill(mc->net_pid, SIGKILL);
+                (void) waitpid(mc->net_pid, NULL, 0);
+        }
+        sd_event_source_disable_unref(mc->net_source);
+        free(mc->ports);
         /* Only when the daemon goes away: the snapshot would otherwise wait for the next start. */
         if (interrupted && mc->temp_name && mc->manager->store_fd >= 0)
                 (void) store_remove_tree_retrying(mc->manager->store_fd, mc->temp_name);
+        if (interrupted && mc->cgroup)
+                (void) machine_cgroup_remove(mc->cgroup);
 
         sd_event_source_disable_unref(mc->notify_source);
         sd_event_source_disable_unref(mc->child_source);
@@ -671,6 +790,7 @@ Machine *machine_free(Machine *mc)
         free(mc->lock_reason);
         free(mc->temp_name);
         free(mc->snapshot);
+        free(mc->cgroup);
         free(mc);
         return NULL;
 }

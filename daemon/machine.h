@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include "machine-ports.h"
 #include "manager.h"
 
 /* A machine: systemd-nspawn running an image, supervised by the daemon.
@@ -42,6 +43,16 @@ struct Machine {
         bool userns;     /* in a user namespace of stampd's choosing (see uid-range.h) */
         uid_t uid_base;  /* with userns: host uid of the container's root */
         int stdio_fd[3]; /* the caller's fds, until the supervisor has them */
+
+        uint64_t memory_max; /* UINT64_MAX: none (machine-cgroup.h) */
+        uint64_t cpu_weight; /* UINT64_MAX: none */
+        char *cgroup;        /* the cgroup of its own the supervisor makes for the limits, or NULL */
+
+        MachinePort *ports; /* published (machine-ports.h); then on a veth pair */
+        size_t n_ports;
+        unsigned net_index; /* which link-local /30 its veth pair has */
+        pid_t net_pid;      /* the step that gives the veth pair its addresses */
+        sd_event_source *net_source;
 
         char *lock_reason; /* what ImageBusy says while this machine holds its image */
         bool lock_held;

@@ -7,6 +7,7 @@
 #include "exec.h"
 #include "image-dbus.h"
 #include "job-dbus.h"
+#include "disk-limits.h"
 #include "machine-dbus.h"
 #include "manager-dbus.h"
 #include "pool.h"
@@ -282,6 +283,21 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("u", job_id, "o", job), method_import_tar, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("PullTar", SD_BUS_ARGS("s", url, "s", name, "a{sv}", options),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_pull_tar, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyToMachine", SD_BUS_ARGS("s", name, "s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_copy_to_machine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyFromMachine", SD_BUS_ARGS("s", name, "s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_copy_from_machine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyToImage", SD_BUS_ARGS("s", name, "s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_copy_to_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyFromImage", SD_BUS_ARGS("s", name, "s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job), method_copy_from_image,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetImageLimit", SD_BUS_ARGS("s", name, "t", bytes), SD_BUS_NO_RESULT,
+                                method_set_image_limit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetPoolLimit", SD_BUS_ARGS("t", bytes), SD_BUS_NO_RESULT, method_set_pool_limit,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ussdo)", jobs), method_list_jobs,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("u", job_id), SD_BUS_NO_RESULT, method_cancel_job,

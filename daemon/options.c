@@ -20,6 +20,8 @@ static const char *type_signature(OptionType t)
                 return "as";
         case OPTION_FD:
                 return "h";
+        case OPTION_U64:
+                return "t";
         }
         return "?";
 }
@@ -42,6 +44,9 @@ void options_free(const OptionSpec *table, void *base)
                 case OPTION_FD:
                         *(int *) field(base, o) = safe_close(*(int *) field(base, o));
                         break;
+                case OPTION_U64:
+                        *(uint64_t *) field(base, o) = UINT64_MAX;
+                        break;
                 }
 }
 
@@ -54,6 +59,9 @@ static void options_reset(const OptionSpec *table, void *base)
                         break;
                 case OPTION_STRV:
                         *(char ***) field(base, o) = NULL;
+                        break;
+                case OPTION_U64:
+                        *(uint64_t *) field(base, o) = UINT64_MAX;
                         break;
                 case OPTION_BOOL:
                 case OPTION_FD:
@@ -135,6 +143,8 @@ static int read_one(sd_bus_message *msg, const OptionSpec *o, void *base, sd_bus
                         return -errno;
                 *(int *) field(base, o) = fd;
                 return 0;
+        case OPTION_U64:
+                return sd_bus_message_read(msg, "t", (uint64_t *) field(base, o));
         }
         return -EINVAL;
 }
@@ -185,6 +195,9 @@ int bus_read_options(sd_bus_message *msg, const OptionSpec *table, void *base, s
                 case OPTION_BOOL:
                 case OPTION_FD:
                         seen = *(int *) field(base, o) != -1;
+                        break;
+                case OPTION_U64:
+                        seen = *(uint64_t *) field(base, o) != UINT64_MAX;
                         break;
                 }
                 if (seen) {

@@ -19,6 +19,7 @@ typedef enum {
         OPTION_BOOL,   /* "b" → int, -1 when absent */
         OPTION_STRV,   /* "as" → char** (NULL-terminated, malloc'd), NULL when absent */
         OPTION_FD,     /* "h" → int (a dup, O_CLOEXEC), -1 when absent */
+        OPTION_U64,    /* "t" → uint64_t, UINT64_MAX when absent */
 } OptionType;
 
 typedef struct OptionSpec {

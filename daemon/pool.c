@@ -9,6 +9,7 @@
 
 #include "btrfs-util.h"
 #include "pool.h"
+#include "disk-limits.h"
 #include "step.h"
 
 static int mkdir_parents(const char *path, mode_t mode)
@@ -169,6 +170,8 @@ int pool_get_usage(Manager *m, uint64_t *ret_usage, uint64_t *ret_limit)
         if (fstatvfs(m->store_fd, &sv) < 0)
                 return -errno;
         *ret_limit = (uint64_t) sv.f_blocks * sv.f_frsize;
+        if (pool_limit_get(m) != UINT64_MAX)
+                *ret_limit = pool_limit_get(m); /* SetPoolLimit's: it grows up to that */
         *ret_usage = (uint64_t) (sv.f_blocks - sv.f_bfree) * sv.f_frsize;
         return 0;
 }
@@ -278,6 +281,11 @@ void pool_maybe_grow(Manager *m)
                 return;
         host_avail = (uint64_t) host.f_bavail * host.f_frsize;
         grow = MAX(POOL_FREE_MIN, size / 2);
+        if (pool_limit_get(m) != UINT64_MAX) { /* never past SetPoolLimit's limit */
+                if (size >= pool_limit_get(m))
+                        return;
+                grow = MIN(grow, pool_limit_get(m) - size);
+        }
         if (host_avail < POOL_HOST_RESERVE + grow) {
                 if (host_avail <= POOL_HOST_RESERVE)
                         return;

@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 
 #include "step.h"
+#include "machine-ports.h"
 #include "store.h"
 
 static int remove_tree_main(int argc, char *argv[]);
@@ -12,10 +13,9 @@ static const struct {
         const char *name;
         int (*main)(int argc, char *argv[]);
 } steps[] = {
-        {"machine", machine_supervisor_main},
-        {"remove-tree", remove_tree_main},
-        {"pool-grow", pool_grow_main},
-        {"exec", exec_step_main},
+        {"machine", machine_supervisor_main}, {"remove-tree", remove_tree_main},
+        {"pool-grow", pool_grow_main},        {"exec", exec_step_main},
+        {"machine-net", machine_net_main},
 };
 
 /* stampd's own executable, opened at start (an upgrade may replace the file later; the fd keeps the

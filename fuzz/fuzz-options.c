@@ -135,6 +135,8 @@ static int append_value(sd_bus_message *m, FuzzInput *in, int depth, Expect *e, 
                 case OPTION_FD:
                         t = 3;
                         break;
+                case OPTION_U64: /* no such option in the table */
+                        break;
                 }
         } else
                 t %= 13;
@@ -253,6 +255,9 @@ static void check_absent(Opts *o)
                 case OPTION_FD:
                         FUZZ_CHECK(*(int *) field(o, spec) == -1, "%s kept after a refusal", spec->key);
                         break;
+                case OPTION_U64:
+                        FUZZ_CHECK(*(uint64_t *) field(o, spec) == UINT64_MAX, "%s kept after a refusal", spec->key);
+                        break;
                 }
 }
 
@@ -357,6 +362,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 FUZZ_CHECK(fd >= 3 && fcntl(fd, F_GETFD) == FD_CLOEXEC, "%s: fd %d", spec->key, fd);
                                 break;
                         }
+                        case OPTION_U64: /* no such option in the table */
+                                break;
                         }
                 }
                 FUZZ_CHECK(sd_bus_message_read(m, "s", &next) > 0 && strcmp(next, "next-argument") == 0,

@@ -120,6 +120,37 @@ int btrfs_quota_is_enabled(int fd)
         return (le64toh(status.flags) & BTRFS_QGROUP_STATUS_FLAG_ON) != 0;
 }
 
+int btrfs_qgroup_get_limit(int fd, uint64_t subvol_id, uint64_t *ret)
+{
+        struct btrfs_qgroup_limit_item limit;
+        int k;
+
+        k = quota_tree_find(fd, BTRFS_QGROUP_LIMIT_KEY, subvol_id, &limit, sizeof limit);
+        if (k == -ENOENT) {
+                *ret = UINT64_MAX;
+                return 0;
+        }
+        if (k < 0)
+                return k;
+        *ret = (le64toh(limit.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER) ? le64toh(limit.max_rfer) : UINT64_MAX;
+        return 0;
+}
+
+int btrfs_qgroup_set_limit(int fd, uint64_t subvol_id, uint64_t bytes)
+{
+        struct btrfs_ioctl_qgroup_limit_args args = {
+                .qgroupid = subvol_id,
+                .lim =
+                        {
+                                .flags = BTRFS_QGROUP_LIMIT_MAX_RFER,
+                                /* No limit is one the kernel takes as "unlimited". */
+                                .max_rfer = bytes == UINT64_MAX ? (uint64_t) -1 : bytes,
+                        },
+        };
+
+        return ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &args) < 0 ? -errno : 0;
+}
+
 int btrfs_qgroup_usage(int fd, uint64_t subvol_id, uint64_t *ret_referenced, uint64_t *ret_exclusive)
 {
         struct btrfs_qgroup_info_item info;

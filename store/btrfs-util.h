@@ -41,6 +41,10 @@ int btrfs_quota_enable(int fd, bool *ret_simple);
 int btrfs_quota_is_enabled(int fd);
 /* Referenced and exclusive bytes of the level-0 quota group of @subvol_id. -ENOENT if none. */
 int btrfs_qgroup_usage(int fd, uint64_t subvol_id, uint64_t *ret_referenced, uint64_t *ret_exclusive);
+/* The limit on the bytes the level-0 quota group of @subvol_id refers to; UINT64_MAX if none. */
+int btrfs_qgroup_get_limit(int fd, uint64_t subvol_id, uint64_t *ret);
+/* Set that limit (UINT64_MAX: none). The ioctl works on any fd of the file system. */
+int btrfs_qgroup_set_limit(int fd, uint64_t subvol_id, uint64_t bytes);
 /* Grow the filesystem of @fd to the size of its (only) device. */
 int btrfs_resize_max(int fd);
 

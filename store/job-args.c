@@ -81,6 +81,14 @@ static const ArgField pull_fields[] = {
         {},
 };
 
+static const ArgField copy_fields[] = {
+        FIELD("path", ARG_STRING, copy.path, true),
+        FIELD("root", ARG_FD, copy.root_fd, true),
+        FIELD("userns", ARG_FD, copy.userns_fd, false),
+        FIELD("data", ARG_FD, copy.data_fd, true),
+        {},
+};
+
 static const ArgField no_fields[] = {{}};
 
 static const struct {
@@ -93,6 +101,8 @@ static const struct {
         [JOB_PULL_TAR] = {"pull", pull_fields},
         [JOB_EXPORT] = {"export-image", export_image_fields},
         [JOB_IMPORT] = {"import-image", import_fields},
+        [JOB_COPY_TO] = {"copy-to", copy_fields},
+        [JOB_COPY_FROM] = {"copy-from", copy_fields},
         [JOB_REMOVE_TEMPORARY] = {"remove-temporary", no_fields},
 };
 

@@ -40,6 +40,8 @@ typedef enum {
         JOB_PULL_TAR,
         JOB_EXPORT, /* ExportImage: a tar archive or a btrfs send stream */
         JOB_IMPORT, /* ImportImage: either, told apart by content */
+        JOB_COPY_TO,
+        JOB_COPY_FROM,
         _JOB_TYPE_MAX,
         /* No job of its own: what stampd runs after a job that failed or was canceled, to remove the
          * temporary it left. */
@@ -88,6 +90,14 @@ typedef struct PullJobArgs {
         bool read_only;
 } PullJobArgs;
 
+/* A copy into (JOB_COPY_TO) or out of (JOB_COPY_FROM) a machine or an image: transfer/copy.c. */
+typedef struct CopyJobArgs {
+        char *path;    /* absolute, resolved in the root of @root_fd */
+        int root_fd;   /* the machine's root (its /proc/PID/root) or the image's directory */
+        int userns_fd; /* the machine's user namespace, joined for the copy; -1 if it has none */
+        int data_fd;   /* the caller's tar stream: read by a copy in, written by a copy out */
+} CopyJobArgs;
+
 typedef struct JobArgs {
         JobType type;
         char *name;       /* the image the job reads or makes */
@@ -101,6 +111,7 @@ typedef struct JobArgs {
         ExportJobArgs export;
         ImportJobArgs import;
         PullJobArgs pull;
+        CopyJobArgs copy;
 } JobArgs;
 
 /* Empty arguments of @type: every fd -1, usage unknown. */

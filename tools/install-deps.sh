@@ -13,6 +13,8 @@ packages=(
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
     util-linux mount e2fsprogs
+    # published ports: addresses for a machine's veth pair
+    iproute2
     # archives
     libarchive-tools xz-utils zstd bzip2
     # tests: Gio from Python, gdbus, terminals, passwords, file metadata, fixtures

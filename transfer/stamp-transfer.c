@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 
+#include "copy-stream.h"
 #include "store.h"
 #include "transfer.h"
 
@@ -85,6 +87,20 @@ static void job_namespace_enter(JobChild *c)
                         break;
         }
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILURE);
+}
+
+static void copy_cancel_on_sigterm(void)
+{
+        sigset_t ss;
+        int fd;
+
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return;
+        fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (fd >= 0)
+                copy_stream_set_cancel_fd(fd);
 }
 
 static int run_export(JobChild *c, const JobArgs *j)
@@ -172,7 +188,12 @@ int main(int argc, char *argv[])
         if (a.type == JOB_REMOVE_TEMPORARY)
                 return run_remove_temporary(&c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
-        job_namespace_enter(&c);
+        /* A copy starts no process and makes no mount: it needs no namespaces of its own, and a cancel's
+         * SIGTERM reaches it, so that a copy in removes what it made before it ends. */
+        if (a.type == JOB_COPY_TO)
+                copy_cancel_on_sigterm();
+        else if (a.type != JOB_COPY_FROM)
+                job_namespace_enter(&c);
         switch (a.type) {
         case JOB_CREATE_TEMPLATE:
                 k = transfer_template(&c, &a);
@@ -191,6 +212,10 @@ int main(int argc, char *argv[])
                 break;
         case JOB_IMPORT:
                 k = transfer_import_image(&c, &a);
+                break;
+        case JOB_COPY_TO:
+        case JOB_COPY_FROM:
+                k = transfer_copy(&c, &a);
                 break;
         default:
                 k = job_child_fail(&c, EINVAL, "stamp-transfer: unknown verb");

@@ -42,6 +42,9 @@ typedef struct PullArgs {
 
 int transfer_pull(JobChild *c, const PullArgs *a);
 
+/* CopyToMachine and its kin (copy.c): JOB_COPY_TO or JOB_COPY_FROM. */
+int transfer_copy(JobChild *c, const JobArgs *a);
+
 /* Called once the stream is extracted, or has failed with @result (then @err says why). Returns 0 to
  * go on (on failure: @err is the job's error), > 0 when the job fails for a reason someone else has
  * already reported, or a negative errno after job_child_fail(). */
