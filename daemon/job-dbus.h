@@ -23,3 +23,6 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
 int method_export_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+/* job-oci.c */
+int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);

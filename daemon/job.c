@@ -16,6 +16,8 @@ static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_EXPORT_TAR] = "export-tar",
         [JOB_IMPORT_TAR] = "import-tar",
         [JOB_PULL_TAR] = "pull-tar",
+        [JOB_PULL_IMAGE] = "pull",
+        [JOB_PUSH_IMAGE] = "push",
 };
 
 const char *job_type_to_string(JobType t)
@@ -55,6 +57,8 @@ static const char *job_action(JobType t)
                 return STAMP_ACTION_EXPORT;
         case JOB_IMPORT_TAR:
                 return STAMP_ACTION_IMPORT;
+        case JOB_PUSH_IMAGE:
+                return STAMP_ACTION_PUSH;
         default:
                 return STAMP_ACTION_PULL;
         }

@@ -38,6 +38,8 @@ typedef enum {
         JOB_EXPORT_TAR,
         JOB_IMPORT_TAR,
         JOB_PULL_TAR,
+        JOB_PULL_IMAGE,
+        JOB_PUSH_IMAGE,
         _JOB_TYPE_MAX,
         /* No job of its own: what stampd runs after a job that failed or was canceled, to remove the
          * temporary it left. */
@@ -82,6 +84,26 @@ typedef struct PullJobArgs {
         bool read_only;
 } PullJobArgs;
 
+/* PullImage and PushImage (transfer/oci.c). */
+typedef struct OciJobArgs {
+        char *registry; /* host[:port] */
+        char *repository;
+        char *reference;        /* a tag, or (pulls) a "sha256:" digest */
+        char *credentials_file; /* read by the helper: the credentials never pass through the daemon */
+        char *compression;      /* push: "gzip" or "zstd" */
+        bool insecure;
+        bool read_only;     /* pull */
+        bool snapshot;      /* push from a read-only snapshot, made as the job's temporary */
+        uint64_t cache_max; /* bytes the blob cache may keep */
+        int image_fd;       /* push */
+        /* push: stamp's annotations */
+        char *kind;
+        char *origin;
+        char *uuid;
+        char *origin_uuid;
+        char *recipe;
+} OciJobArgs;
+
 typedef struct JobArgs {
         JobType type;
         char *name;       /* the image the job reads or makes */
@@ -95,6 +117,7 @@ typedef struct JobArgs {
         ExportJobArgs export;
         ImportJobArgs import;
         PullJobArgs pull;
+        OciJobArgs oci;
 } JobArgs;
 
 /* Empty arguments of @type: every fd -1, usage unknown. */

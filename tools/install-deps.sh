@@ -19,6 +19,8 @@ packages=(
     python3 python3-gi gir1.2-glib-2.0 libglib2.0-bin tmux openssl acl attr busybox-static
     # tests: stampctl -H against an sshd of the test's own; installed files
     openssh-server openssh-client libxml2-utils man-db
+    # tests: an OCI registry on the loopback, and an independent client of it
+    docker-registry skopeo apache2-utils
     # install: the completion directory from its pkg-config file
     bash-completion
 )
