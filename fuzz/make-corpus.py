@@ -11,6 +11,7 @@ import bz2
 import gzip
 import os
 import shutil
+import struct
 import subprocess
 import tarfile
 
@@ -196,10 +197,67 @@ def archives():
         write('fuzz-archive-import', name, data)
 
 
+# ---- btrfs send streams, as BTRFS_IOC_SEND writes them (version 1)
+
+def crc32c(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+
+
+def send_cmd(cmd, *attrs):
+    body = b''.join(struct.pack('<HH', t, len(v)) + v for t, v in attrs)
+    head = struct.pack('<IHI', len(body), cmd, 0)
+    return struct.pack('<IHI', len(body), cmd, crc32c(head + body)) + body
+
+
+def u64(v):
+    return struct.pack('<Q', v)
+
+
+def send_streams():
+    clear('fuzz-btrfs-send')
+    head = b'btrfs-stream\0' + struct.pack('<I', 1)
+    t = struct.pack('<QI', 1700000000, 5)
+    subvol = send_cmd(1, (15, b'img'), (1, bytes(range(16))), (2, u64(9)))
+    snap = send_cmd(2, (15, b'img'), (1, bytes(range(16))), (2, u64(9)), (20, bytes(16)), (21, u64(3)))
+    body = [
+        send_cmd(4, (15, b'o257-9-0'), (3, u64(257))),
+        send_cmd(9, (15, b'o257-9-0'), (16, b'etc')),
+        send_cmd(3, (15, b'o258-9-0'), (3, u64(258))),
+        send_cmd(9, (15, b'o258-9-0'), (16, b'etc/hostname')),
+        send_cmd(15, (15, b'etc/hostname'), (18, u64(0)), (19, b'web\n')),
+        send_cmd(8, (15, b'etc/link'), (17, b'hostname')),
+        send_cmd(10, (15, b'etc/hard'), (17, b'etc/hostname')),
+        send_cmd(5, (15, b'null'), (5, u64(0o20666)), (8, u64(0x103))),
+        send_cmd(13, (15, b'etc/hostname'), (13, b'user.x'), (14, b'1')),
+        send_cmd(19, (15, b'etc/hostname'), (6, u64(0)), (7, u64(0))),
+        send_cmd(18, (15, b'etc/hostname'), (5, u64(0o644))),
+        send_cmd(17, (15, b'etc/hostname'), (4, u64(4))),
+        send_cmd(20, (15, b''), (11, t), (10, t), (9, t)),
+    ]
+    end = send_cmd(21)
+    full = head + subvol + b''.join(body) + end
+    seeds = {
+        'full': full,
+        'delta': head + snap + send_cmd(11, (15, b'gone')) + send_cmd(12, (15, b'dir')) +
+        send_cmd(22, (15, b'etc/hostname'), (18, u64(0)), (4, u64(4096))) + end,
+        'truncated': full[:len(full) - 7],
+        'no-end': head + subvol,
+        'escape': head + subvol + send_cmd(9, (15, b'a'), (16, b'../a')) + end,
+        'empty': b'',
+    }
+    for name, data in seeds.items():
+        write('fuzz-btrfs-send', name, data)
+
+
 if __name__ == '__main__':
     names()
     options()
     archives()
+    send_streams()
     for t in sorted(os.listdir(os.path.join(HERE, 'corpus'))):
         d = os.path.join(HERE, 'corpus', t)
         print('%-22s %3d seeds, %7d bytes' % (t, len(os.listdir(d)),
