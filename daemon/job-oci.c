@@ -371,6 +371,17 @@ int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (img->has_uuid)
                 a.oci.uuid = uuid_string(img->uuid), a.oci.origin_uuid = uuid_string(img->parent_uuid);
         (void) image_find_origin(m, img, NULL, &a.oci.origin);
+        /* A clone of a template: the template's layer and one of the clone's changes, which btrfs
+         * tells from a read-only view of the clone (a snapshot, or the image itself). */
+        Image *origin = NULL;
+        if (!template && a.oci.origin && (snapshot || img->read_only) &&
+            manager_get_image(m, a.oci.origin, &origin) >= 0 && image_is_template(m, origin)) {
+                a.oci.base_fd = openat(m->store_fd, a.oci.origin, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (a.oci.base_fd >= 0) {
+                        free(a.oci.kind);
+                        a.oci.kind = strdup("clone");
+                }
+        }
         if (template) {
                 g_autoptr(GVariant) recipe = image_read_recipe(m, img);
                 if (recipe)

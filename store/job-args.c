@@ -93,6 +93,7 @@ static const ArgField push_image_fields[] = {
         FIELD("insecure", ARG_BOOL, oci.insecure, false),
         FIELD("snapshot", ARG_BOOL, oci.snapshot, false),
         FIELD("image", ARG_FD, oci.image_fd, true),
+        FIELD("base", ARG_FD, oci.base_fd, false),
         FIELD("kind", ARG_STRING, oci.kind, false),
         FIELD("origin", ARG_STRING, oci.origin, false),
         FIELD("uuid", ARG_STRING, oci.uuid, false),

@@ -96,6 +96,7 @@ typedef struct OciJobArgs {
         bool snapshot;      /* push from a read-only snapshot, made as the job's temporary */
         uint64_t cache_max; /* bytes the blob cache may keep */
         int image_fd;       /* push */
+        int base_fd;        /* push of a clone: its template, whose layer comes first */
         /* push: stamp's annotations */
         char *kind;
         char *origin;

@@ -310,6 +310,83 @@ class PushPullTest(OciTestCase):
         self.assertEqual(tree_listing(os.path.join(store2, 'again')), want)
         self.assertTrue(daemon2.running())
 
+    def restart_on(self, daemon, store_name):
+        """Stop daemon; a new one on a new, empty store (one stampd per bus)."""
+        self.stop_daemon(daemon)
+        store = os.path.join(self.dir, store_name)
+        os.makedirs(store)
+        new = self.start_daemon(store=store)
+        self.jobs.close()
+        self.jobs = JobWatch(self.env.conn)  # job ids start again at 1
+        return new
+
+    def blob_gets(self, reg, digest):
+        with open(reg.log) as f:
+            return sum(1 for line in f if '"GET /v2/' in line and '/blobs/' + digest in line)
+
+    def test_clone_is_its_templates_layer_plus_its_changes(self):
+        reg = self.registry()
+        daemon = self.start_daemon()
+        store = daemon.store
+        self.make_template(store, 'tmpl')
+        self.root.manager('CloneImage', 'tmpl', 'web', False)
+        web = os.path.join(store, 'web')
+        with open(os.path.join(web, 'srv/new'), 'wb') as f:
+            f.write(os.urandom(64 << 10))
+        with open(os.path.join(web, 'srv/marker'), 'w') as f:
+            f.write('changed\n')
+        os.unlink(os.path.join(web, 'etc/hostname'))
+        os.makedirs(os.path.join(web, 'srv/newdir/deeper'))
+        os.link(os.path.join(web, 'srv/new'), os.path.join(web, 'srv/newdir/new-link'))
+        run(['rm', '-rf', os.path.join(web, 'usr')])
+        os.setxattr(os.path.join(web, 'srv/new'), 'user.stamp-test', b'new')
+        want_web, want_tmpl = tree_listing(web), tree_listing(os.path.join(store, 'tmpl'))
+
+        self.assertDone(self.push('tmpl', reg.host + '/stamp/tmpl:v1'))
+        log = self.assertDone(self.push('web', reg.host + '/stamp/web:v1'))
+        self.assertIn('Template tmpl is layer', log)
+        inspect = ['skopeo', 'inspect', '--tls-verify=false', '--raw']
+        tm = json.loads(subprocess.check_output(inspect + ['docker://%s/stamp/tmpl:v1' % reg.host]))
+        wm = json.loads(subprocess.check_output(inspect + ['docker://%s/stamp/web:v1' % reg.host]))
+        self.assertEqual(len(wm['layers']), 2)
+        self.assertEqual(wm['layers'][0], tm['layers'][0], "the clone's first layer is the template's")
+        self.assertEqual(wm['annotations']['io.stamp.kind'], 'clone')
+        self.assertEqual(wm['annotations']['io.stamp.origin'], 'tmpl')
+        delta = wm['layers'][1]
+        with tarfile.open(reg.blob_path(delta['digest'])) as t:
+            names = t.getnames()
+        self.assertIn('etc/.wh.hostname', names)
+        self.assertIn('.wh.usr', names)
+        self.assertNotIn('usr/lib/.wh.os-release', names, 'only the top of a removed tree')
+        self.assertIn('srv/new', names)
+        self.assertNotIn('bin/busybox', names, 'nothing unchanged')
+        self.assertLess(delta['size'], tm['layers'][0]['size'] / 4)
+        run(['skopeo', 'copy', '--src-tls-verify=false', 'docker://%s/stamp/web:v1' % reg.host,
+             'oci:%s:v1' % os.path.join(self.dir, 'copy')])
+
+        # A host that has the template fetches the clone's own layer alone.
+        daemon2 = self.restart_on(daemon, 'store2')
+        self.assertDone(self.pull(reg.host + '/stamp/tmpl:v1', ''))
+        gets = self.blob_gets(reg, tm['layers'][0]['digest'])
+        log = self.assertDone(self.pull(reg.host + '/stamp/web:v1', ''))
+        self.assertIn('Fetched %d bytes of layers' % delta['size'], log)
+        self.assertEqual(self.blob_gets(reg, tm['layers'][0]['digest']), gets, 'the template layer again')
+        self.assertEqual(tree_listing(os.path.join(daemon2.store, 'web')), want_web)
+        self.assertEqual(self.root.image_props('web')['Origin'], 'tmpl')
+        self.assertFalse(subvolume_read_only(os.path.join(daemon2.store, 'web')))
+
+        # A host without it makes the template too, read-only, and the clone of it.
+        daemon3 = self.restart_on(daemon2, 'store3')
+        log = self.assertDone(self.pull(reg.host + '/stamp/web:v1', 'web2'))
+        self.assertIn('Making template tmpl', log)
+        self.assertEqual(tree_listing(os.path.join(daemon3.store, 'web2')), want_web)
+        self.assertEqual(tree_listing(os.path.join(daemon3.store, 'tmpl')), want_tmpl)
+        self.assertTrue(subvolume_read_only(os.path.join(daemon3.store, 'tmpl')))
+        self.assertEqual(self.root.image_props('web2')['Origin'], 'tmpl')
+        # and a second clone of it then needs its own layer only
+        log = self.assertDone(self.pull(reg.host + '/stamp/web:v1', 'web3'))
+        self.assertIn('only the clone\'s own layer is needed', log)
+
     def manifest_digest(self, reg, repo, tag):
         req = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (reg.host, repo, tag),
                                      headers={'Accept': OCI_MANIFEST})

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sys/stat.h>
 
+#include <btrfsutil.h>
+
+#include "btrfs-util.h"
 #include "oci.h"
 #include "owners.h"
 
@@ -200,4 +204,113 @@ void oci_cache_trim(int cache_fd, uint64_t max, char *const *keep)
                 if (unlinkat(cache_fd, e->name, 0) >= 0)
                         total -= e->size;
         }
+}
+
+/* ---- layer records ---- */
+
+#define LAYER_RECORD_MAX 1024
+
+static int layers_dir_open(int store_fd, bool create)
+{
+        _cleanup_close_ int meta = open_dir_checked(store_fd, STORE_META_DIR, create);
+
+        if (meta < 0)
+                return meta;
+        return open_dir_checked(meta, "oci-layers", create);
+}
+
+int oci_layer_record_write(int store_fd, const char *name, int image_fd, const OciLayerRecord *r)
+{
+        _cleanup_close_ int dir = layers_dir_open(store_fd, true);
+        char identity[STORE_IDENTITY_MAX], text[LAYER_RECORD_MAX];
+        int k;
+
+        if (dir < 0)
+                return dir;
+        k = store_image_identity(image_fd, identity);
+        if (k < 0)
+                return k;
+        snprintf(text, sizeof text, "%s\n%s\n%s\n%" PRIu64 "\n%s\n", identity, r->digest, r->diff_id, r->size,
+                 r->media_type);
+        return write_file_atomic_at(dir, name, text, strlen(text), 0600, true);
+}
+
+static int record_parse(int dir, const char *name, char identity[static STORE_IDENTITY_MAX], OciLayerRecord *ret)
+{
+        _cleanup_close_ int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        char buf[LAYER_RECORD_MAX + 1];
+        g_auto(GStrv) lines = NULL;
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, LAYER_RECORD_MAX);
+        if (n < 0)
+                return -errno;
+        buf[n] = '\0';
+        lines = g_strsplit(buf, "\n", 6);
+        if (g_strv_length(lines) < 5 || strlen(lines[0]) >= STORE_IDENTITY_MAX || !oci_digest_is_valid(lines[1]) ||
+            !oci_digest_is_valid(lines[2]) || strlen(lines[4]) >= sizeof ret->media_type)
+                return -EBADMSG;
+        strcpy(identity, lines[0]);
+        strcpy(ret->digest, lines[1]);
+        strcpy(ret->diff_id, lines[2]);
+        ret->size = g_ascii_strtoull(lines[3], NULL, 10);
+        strcpy(ret->media_type, lines[4]);
+        return 0;
+}
+
+int oci_layer_record_read(int store_fd, const char *name, int image_fd, OciLayerRecord *ret)
+{
+        _cleanup_close_ int dir = layers_dir_open(store_fd, false);
+        char recorded[STORE_IDENTITY_MAX], actual[STORE_IDENTITY_MAX];
+        int k;
+
+        if (dir < 0)
+                return dir == -ENOENT ? -ENOENT : dir;
+        k = record_parse(dir, name, recorded, ret);
+        if (k < 0)
+                return k == -EBADMSG ? -ENOENT : k;
+        k = store_image_identity(image_fd, actual);
+        if (k < 0)
+                return k;
+        return streq(recorded, actual) ? 0 : -ENOENT;
+}
+
+int oci_layer_record_find(int store_fd, const char *digest, char **ret_name, int *ret_fd)
+{
+        _cleanup_close_ int dir = layers_dir_open(store_fd, false);
+        struct dirent *de;
+        DIR *d;
+        int found = -ENOENT;
+
+        if (dir < 0)
+                return -ENOENT;
+        d = opendir_at(dir, ".");
+        if (!d)
+                return -errno;
+        while (found < 0 && (de = readdir(d))) {
+                char recorded[STORE_IDENTITY_MAX], actual[STORE_IDENTITY_MAX];
+                _cleanup_close_ int fd = -1;
+                OciLayerRecord r;
+
+                if (de->d_name[0] == '.' || record_parse(dir, de->d_name, recorded, &r) < 0 || !streq(r.digest, digest))
+                        continue;
+                fd = openat(store_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0 || store_image_identity(fd, actual) < 0 || !streq(recorded, actual))
+                        continue;
+                /* Only a read-only subvolume is what it was when its layer was made. */
+                bool ro = false;
+                if (fd_is_subvolume(fd) <= 0 || btrfs_util_get_subvolume_read_only_fd(fd, &ro) != BTRFS_UTIL_OK || !ro)
+                        continue;
+                *ret_name = strdup(de->d_name);
+                if (!*ret_name)
+                        found = -ENOMEM;
+                else {
+                        *ret_fd = TAKE_FD(fd);
+                        found = 0;
+                }
+        }
+        closedir(d);
+        return found;
 }

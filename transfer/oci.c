@@ -4,12 +4,14 @@
 #include <locale.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 
 #include <btrfsutil.h>
 #include <json-glib/json-glib.h>
 
 #include "btrfs-util.h"
+#include "names.h"
 #include "oci.h"
 #include "owners.h"
 #include "store.h"
@@ -248,6 +250,96 @@ static char *recipe_rewrite(const char *text, int root_fd)
         return g_variant_print(out, true);
 }
 
+/* Apply @n layers to the tree at @root_fd in a child confined to it (chroot): whatever slips past
+ * the checks lands in there, and this process stays free to put the image in place. */
+static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const Descriptor *layers, size_t n,
+                                 const char *shown_ref)
+{
+        pid_t pid;
+        int status;
+
+        pid = safe_fork(false);
+        if (pid < 0)
+                return job_child_fail(c, (int) -pid, "Cannot start applying the layers: %s", strerror((int) -pid));
+        if (pid == 0) {
+                char err[1024] = "";
+                int k = 0;
+
+                (void) setlocale(LC_CTYPE, "C.UTF-8");
+                if (fchdir(root_fd) < 0) {
+                        job_child_fail(c, errno, "Cannot enter the new image: %s", strerror(errno));
+                        _exit(EXIT_FAILURE);
+                }
+                if (chroot(".") < 0)
+                        job_child_log(c, LOG_LEVEL_DEBUG, "Applying layers without a chroot: %s", strerror(errno));
+                (void) umask(0022);
+                for (size_t i = 0; i < n && k >= 0; i++) {
+                        k = oci_layer_apply(c, fds[i], err, sizeof err);
+                        if (k < 0)
+                                job_child_fail(c, -k, "Layer %s of %s: %s", layers[i].digest, shown_ref, err);
+                }
+                _exit(k < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return job_child_fail(c, errno, "Cannot wait for the layers: %s", strerror(errno));
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return -EBADMSG; /* the child said why */
+        return 0;
+}
+
+static void record_layer(JobChild *c, const char *name, int fd, const Descriptor *d)
+{
+        OciLayerRecord r = {.size = d->size};
+        int k;
+
+        snprintf(r.digest, sizeof r.digest, "%s", d->digest);
+        /* Not needed again for a layer pulled: only the digest is compared. */
+        snprintf(r.diff_id, sizeof r.diff_id, "%s", d->digest);
+        snprintf(r.media_type, sizeof r.media_type, "%s", d->media_type ?: OCI_LAYER_TYPE "+gzip");
+        k = oci_layer_record_write(c->store_fd, name, fd, &r);
+        if (k < 0)
+                job_child_log(c, LOG_LEVEL_WARNING, "Cannot record the layer of %s: %s", name, strerror(-k));
+}
+
+/* The template of a clone being pulled, from its layer: made under a temporary name of its own,
+ * read-only, recorded, and renamed to @name. Returns an fd of it. */
+static int make_template_of_layer(JobChild *c, const char *name, int layer_fd, const Descriptor *layer,
+                                  const char *shown_ref, int *ret_fd)
+{
+        _cleanup_free_ char *temp = store_temp_name(name);
+        _cleanup_close_ int fd = -1;
+        int k;
+
+        if (!temp)
+                return job_child_fail(c, ENOMEM, "Out of memory");
+        job_child_log(c, LOG_LEVEL_INFO, "Making template %s of layer %s too", name, layer->digest);
+        k = store_make_tree(c->store_fd, true, temp, NULL);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot make template %s: %s", name, strerror(-k));
+        fd = openat(c->store_fd, temp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                k = job_child_fail(c, errno, "Cannot open template %s: %s", name, strerror(errno));
+        if (k >= 0)
+                k = apply_layers_confined(c, fd, &layer_fd, layer, 1, shown_ref);
+        if (k >= 0 && (k = store_set_read_only_fd(fd, true)) < 0)
+                k = job_child_fail(c, -k, "Cannot mark template %s read-only: %s", name, strerror(-k));
+        if (k >= 0) {
+                record_layer(c, name, fd, layer);
+                if (renameat2(c->store_fd, temp, c->store_fd, name, RENAME_NOREPLACE) < 0)
+                        k = job_child_fail(c, errno, "Cannot put template %s in place: %s", name, strerror(errno));
+        }
+        if (k < 0) {
+                fd = safe_close(fd);
+                (void) store_remove_tree(c->store_fd, temp);
+                return k;
+        }
+        if (lseek(layer_fd, 0, SEEK_SET) < 0)
+                return job_child_fail(c, errno, "Cannot read layer %s again: %s", layer->digest, strerror(errno));
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int transfer_pull_image(JobChild *c, const JobArgs *a)
 {
         _cleanup_(registry_freep) Registry *r = NULL;
@@ -264,7 +356,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         JsonObject *m, *co;
         JsonArray *la;
         const char *mt, *name = a->name;
-        char actual[72], err[1024] = "";
+        char actual[72];
         int k;
 
         shown_ref = g_strdup_printf("%s/%s%s%s", a->oci.registry, a->oci.repository,
@@ -343,10 +435,28 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         cache_fd = oci_cache_open(c->store_fd);
         if (cache_fd < 0)
                 return job_child_fail(c, -cache_fd, "Cannot open the blob cache: %s", strerror(-cache_fd));
+        /* A clone whose template this host has (the same layer, recorded with the template): the
+         * template is snapshotted and only the clone's own layer is fetched and applied. */
+        JsonObject *annotations = json_object_member(m, "annotations");
+        const char *kind = json_string(annotations, OCI_ANNOTATION_KIND);
+        const char *origin = json_string(annotations, OCI_ANNOTATION_ORIGIN);
+        bool template = streq_ptr(kind, "template") && n_layers == 1;
+        bool clone = streq_ptr(kind, "clone") && n_layers == 2;
+        _cleanup_free_ char *base_name = NULL;
+        _cleanup_close_ int base_fd = -1;
+        size_t first = 0;
+
         for (size_t i = 0; i < n_layers; i++)
                 layer_fds[i] = -1;
-        /* Download all first: the application below runs in the chroot of the new image. */
-        for (size_t i = 0; i < n_layers && k >= 0; i++) {
+        if (clone && oci_layer_record_find(c->store_fd, layers[0].digest, &base_name, &base_fd) >= 0) {
+                job_child_log(c, LOG_LEVEL_INFO, "Template %s here is layer %s: only the clone's own layer is needed",
+                              base_name, layers[0].digest);
+                first = 1;
+                total -= layers[0].size;
+        }
+
+        /* Download all first: the layers are applied in a child confined to the new image. */
+        for (size_t i = first; i < n_layers && k >= 0; i++) {
                 bool fetched;
                 registry_set_progress(r, total * 2, done);
                 k = oci_cache_fetch(c, r, cache_fd, layers[i].digest, layers[i].size, &fetched);
@@ -360,33 +470,37 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         job_child_log(c, LOG_LEVEL_INFO, "Layer %s is in the cache already", layers[i].digest);
                 g_ptr_array_add(keep, g_strdup(layers[i].digest));
         }
-        if (k >= 0) {
+        if (k >= 0)
                 job_child_log(c, LOG_LEVEL_INFO, "Fetched %" PRIu64 " bytes of layers (%" PRIu64 " received in all)",
                               fetched_bytes, registry_bytes_received(r));
-                k = make_temporary(c, name);
+
+        /* A clone whose template is not here: the template is made too, from the first layer, under
+         * the name it had where it was pushed, if that is free. */
+        if (k >= 0 && clone && base_fd < 0 && origin && image_name_is_valid(origin) &&
+            faccessat(c->store_fd, origin, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT && c->store_is_btrfs) {
+                k = make_template_of_layer(c, origin, layer_fds[0], &layers[0], shown_ref, &base_fd);
+                if (k >= 0) {
+                        first = 1;
+                        base_name = strdup(origin);
+                }
         }
+
+        if (k >= 0 && base_fd >= 0) {
+                enum btrfs_util_error e;
+                errno = 0;
+                e = btrfs_util_create_snapshot_fd2(base_fd, c->store_fd, c->temp_name, 0, NULL, NULL);
+                if (e != BTRFS_UTIL_OK)
+                        k = job_child_fail(c, errno ?: EIO, "Cannot snapshot template %s for %s: %s", base_name, name,
+                                           btrfs_util_strerror(e));
+        } else if (k >= 0)
+                k = make_temporary(c, name);
         if (k >= 0) {
                 root_fd = openat(c->store_fd, c->temp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (root_fd < 0)
                         k = job_child_fail(c, errno, "Cannot open the new image %s: %s", name, strerror(errno));
         }
-        if (k >= 0) {
-                /* Layers are applied confined to the new image: whatever slips past the checks lands in
-                 * there. The store stays reachable through store_fd for the final rename. */
-                (void) setlocale(LC_CTYPE, "C.UTF-8");
-                if (fchdir(root_fd) < 0)
-                        k = job_child_fail(c, errno, "Cannot enter the new image %s: %s", name, strerror(errno));
-                else if (chroot(".") < 0)
-                        job_child_log(c, LOG_LEVEL_DEBUG, "Applying layers without a chroot: %s", strerror(errno));
-                (void) umask(0022);
-        }
-        for (size_t i = 0; i < n_layers && k >= 0; i++) {
-                k = oci_layer_apply(c, layer_fds[i], err, sizeof err);
-                if (k < 0)
-                        k = job_child_fail(c, -k, "Layer %s of %s: %s", layers[i].digest, shown_ref, err);
-                done += layers[i].size;
-                job_child_progress(c, MIN(0.99, (double) done / (double) (total * 2 ?: 1)));
-        }
+        if (k >= 0)
+                k = apply_layers_confined(c, root_fd, layer_fds + first, layers + first, n_layers - first, shown_ref);
         for (size_t i = 0; i < n_layers; i++)
                 safe_close(layer_fds[i]);
         if (k < 0)
@@ -397,9 +511,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                                       strerror(errno));
 
         /* stamp's own: a template comes back as a template, with its recipe. */
-        JsonObject *annotations = json_object_member(m, "annotations");
         const char *recipe = json_string(annotations, OCI_ANNOTATION_RECIPE);
-        bool template = streq_ptr(json_string(annotations, OCI_ANNOTATION_KIND), "template");
         if (recipe && template && strlen(recipe) < 64 * 1024) {
                 g_autofree char *rewritten = recipe_rewrite(recipe, root_fd);
                 if (!rewritten || fsetxattr(root_fd, RECIPE_XATTR, rewritten, strlen(rewritten), 0) < 0)
@@ -410,6 +522,8 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         bool is_subvolume = fd_is_subvolume(root_fd) > 0;
         if (read_only && is_subvolume && (k = store_set_read_only_fd(root_fd, true)) < 0)
                 return job_child_fail(c, -k, "Cannot mark image %s read-only: %s", name, strerror(-k));
+        if (template && is_subvolume)
+                record_layer(c, name, root_fd, &layers[0]);
         k = job_child_record_owner(c, name, root_fd);
         if (k < 0)
                 return k;
@@ -500,6 +614,69 @@ static int layer_make(JobChild *c, int cache_fd, int tree_fd, ExportFormat forma
         return 0;
 }
 
+static void layer_remember(JobChild *c, const char *name, int image_fd, const Layer *l, const char *type)
+{
+        OciLayerRecord r = {.size = l->size};
+        int k;
+
+        strcpy(r.digest, l->digest);
+        strcpy(r.diff_id, l->diff_id);
+        snprintf(r.media_type, sizeof r.media_type, "%s", type);
+        k = oci_layer_record_write(c->store_fd, name, image_fd, &r);
+        if (k < 0)
+                job_child_log(c, LOG_LEVEL_WARNING, "Cannot record the layer of %s: %s", name, strerror(-k));
+}
+
+/* The layer of template @name at @fd: the recorded one if its blob is still in the cache, else made
+ * now (and recorded). */
+static int template_layer(JobChild *c, int cache_fd, int fd, const char *name, ExportFormat format, Layer *ret)
+{
+        const char *type = format == EXPORT_ZSTD ? OCI_LAYER_TYPE "+zstd" : OCI_LAYER_TYPE "+gzip";
+        OciLayerRecord r;
+        int k;
+
+        if (oci_layer_record_read(c->store_fd, name, fd, &r) >= 0 && streq(r.media_type, type)) {
+                int blob = oci_cache_open_blob(cache_fd, r.digest, r.size);
+                if (blob >= 0) {
+                        job_child_log(c, LOG_LEVEL_INFO, "Template %s is layer %s", name, r.digest);
+                        *ret = (Layer) {.fd = blob, .size = r.size};
+                        strcpy(ret->digest, r.digest);
+                        strcpy(ret->diff_id, r.diff_id);
+                        return 0;
+                }
+        }
+        job_child_log(c, LOG_LEVEL_INFO, "Making the layer of template %s", name);
+        k = layer_make(c, cache_fd, fd, format, name, ret);
+        (void) fchdir(c->store_fd);
+        if (k < 0)
+                return k;
+        layer_remember(c, name, fd, ret, type);
+        return 0;
+}
+
+static int delta_make(JobChild *c, int cache_fd, int base_fd, int tree_fd, ExportFormat format, const char *what,
+                      Layer *ret)
+{
+        _cleanup_close_ int fd = -1;
+        char err[1024] = "";
+        int k;
+
+        fd = openat(cache_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return job_child_fail(c, errno, "Cannot make the layer of %s: %s", what, strerror(errno));
+        k = oci_delta_write(c, base_fd, tree_fd, fd, format == EXPORT_ZSTD, err, sizeof err);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot make the layer of %s: %s", what, err);
+        k = fd_sha256(fd, ret->digest, &ret->size);
+        if (k >= 0)
+                k = layer_diff_id(fd, ret->diff_id);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot read back the layer of %s: %s", what, strerror(-k));
+        (void) oci_cache_add(cache_fd, fd, ret->digest);
+        ret->fd = TAKE_FD(fd);
+        return 0;
+}
+
 static int upload_blob(JobChild *c, Registry *r, const char *digest, int fd, const void *data, uint64_t size)
 {
         int k = registry_has_blob(r, digest);
@@ -566,7 +743,7 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
         ExportFormat format = streq_ptr(a->oci.compression, "zstd") ? EXPORT_ZSTD : EXPORT_GZIP;
         const char *layer_type = format == EXPORT_ZSTD ? OCI_LAYER_TYPE "+zstd" : OCI_LAYER_TYPE "+gzip";
         int tree_fd = a->oci.image_fd;
-        Layer layers[1] = {{.fd = -1}};
+        Layer layers[2] = {{.fd = -1}, {.fd = -1}};
         size_t n_layers = 0;
         char config_digest[72];
         int k;
@@ -596,12 +773,31 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 tree_fd = snapshot_fd;
         }
 
-        job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s", a->name);
-        k = layer_make(c, cache_fd, tree_fd, format, a->name, &layers[n_layers]);
-        (void) fchdir(c->store_fd);
-        if (k < 0)
-                return k;
-        n_layers++;
+        if (a->oci.base_fd >= 0 && !isempty(a->oci.origin)) {
+                /* A clone: its template's layer, the very blob the template was pushed or pulled as
+                 * where that is known, and the clone's own changes. */
+                k = template_layer(c, cache_fd, a->oci.base_fd, a->oci.origin, format, &layers[0]);
+                if (k < 0)
+                        return k;
+                n_layers++;
+                job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s's changes against %s", a->name, a->oci.origin);
+                k = delta_make(c, cache_fd, a->oci.base_fd, tree_fd, format, a->name, &layers[1]);
+                (void) fchdir(c->store_fd);
+                if (k < 0) {
+                        safe_close(layers[0].fd);
+                        return k;
+                }
+                n_layers++;
+        } else {
+                job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s", a->name);
+                k = layer_make(c, cache_fd, tree_fd, format, a->name, &layers[n_layers]);
+                (void) fchdir(c->store_fd);
+                if (k < 0)
+                        return k;
+                n_layers++;
+                if (streq_ptr(a->oci.kind, "template"))
+                        layer_remember(c, a->name, a->oci.image_fd, &layers[0], layer_type);
+        }
 
         /* The config: what the image runs on, its layers' uncompressed digests, stamp's labels. */
         json_builder_begin_object(cb);

@@ -97,3 +97,30 @@ int fd_sha256(int fd, char ret[static 72], uint64_t *ret_size);
  * ".wh..wh..opq" empties its directory of what earlier layers put there. -EBADMSG with a sentence
  * in @err for a hostile or damaged layer. */
 int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen);
+
+/* ---- oci-cache.c: which layer an image of the store is, <store>/.stamp/oci-layers/<name> ----
+ *
+ * Written when a template is pushed or pulled: the layer it is, so that a clone's push reuses that
+ * very blob (same digest, so the registry and every host that has the template share it) and a
+ * clone's pull on a host that has the template snapshots it instead of fetching its layer. Believed
+ * only while the image under the name still has the identity recorded (see owners.h). */
+
+typedef struct OciLayerRecord {
+        char digest[72];
+        char diff_id[72];
+        uint64_t size;
+        char media_type[128];
+} OciLayerRecord;
+
+int oci_layer_record_write(int store_fd, const char *name, int image_fd, const OciLayerRecord *r);
+/* The record of image @name at @image_fd; -ENOENT if none (or a stale one). */
+int oci_layer_record_read(int store_fd, const char *name, int image_fd, OciLayerRecord *ret);
+/* The read-only image of the store whose layer is @digest: its name and an fd; -ENOENT if none. */
+int oci_layer_record_find(int store_fd, const char *digest, char **ret_name, int *ret_fd);
+
+/* ---- oci-delta.c ---- */
+
+/* Write the changes that turn the read-only subvolume @base_fd into the read-only subvolume
+ * @image_fd (as btrfs sends them) as a tar layer to @out_fd: what was added or changed as entries,
+ * what was removed as whiteouts. */
+int oci_delta_write(JobChild *c, int base_fd, int image_fd, int out_fd, bool zstd, char *err, size_t errlen);
