@@ -44,6 +44,8 @@ const char *arg_machine_name = NULL;
 bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
+bool arg_insecure = false;
+const char *arg_compression = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
 enum {
@@ -67,6 +69,8 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_INSECURE = 1u << 20,
+        OPT_COMPRESSION = 1u << 21,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -102,6 +106,10 @@ static const struct verb verbs[] = {
         {"import-tar", 1, 2, OPT_READ_ONLY, verb_import_tar, "import-tar FILE|- [NAME] [--read-only]"},
         {"pull-tar", 1, 2, OPT_VERIFY | OPT_READ_ONLY, verb_pull_tar,
          "pull-tar URL [NAME] [--verify no|checksum] [--read-only]"},
+        {"push", 2, 2, OPT_INSECURE | OPT_COMPRESSION, verb_push,
+         "push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]"},
+        {"pull", 1, 2, OPT_INSECURE | OPT_READ_ONLY, verb_pull,
+         "pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
@@ -185,6 +193,12 @@ static void help(void)
                "                             Make an image from a tar archive\n"
                "  pull-tar URL [NAME] [--verify no|checksum] [--read-only]\n"
                "                             Download a tar archive, make an image of it\n"
+               "  push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]\n"
+               "                             Upload an image to an OCI registry (a\n"
+               "                             clone of a template as the template's\n"
+               "                             layer and one of its changes)\n"
+               "  pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]\n"
+               "                             Make an image of one from an OCI registry\n"
                "  jobs                       List running jobs\n"
                "  cancel ID...               Cancel jobs\n"
                "\n"
@@ -237,6 +251,9 @@ static void help(void)
                "                             SHA256SUMS file beside FILE\n"
                "     --verify=no|checksum    pull-tar: check the archive against the\n"
                "                             SHA256SUMS beside URL (default) or not\n"
+               "     --insecure              push, pull: plain http, or TLS without\n"
+               "                             verification (a registry on this machine)\n"
+               "     --compression=C         push: gzip (default) or zstd layers\n"
                "  -b --boot                  start: boot the image's init\n"
                "  -x --ephemeral             start, shell: on a throw-away snapshot\n"
                "     --name=N                start, shell: machine name (default: image)\n"
@@ -320,6 +337,8 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_INSECURE,
+        ARG_COMPRESSION,
 };
 
 static const struct option long_options[] = {
@@ -352,6 +371,8 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"insecure", no_argument, NULL, ARG_INSECURE},
+        {"compression", required_argument, NULL, ARG_COMPRESSION},
         {},
 };
 
@@ -399,6 +420,10 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_INSECURE:
+                return OPT_INSECURE;
+        case ARG_COMPRESSION:
+                return OPT_COMPRESSION;
         default:
                 return 0;
         }
@@ -457,6 +482,12 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_MINE:
                         arg_mine = true;
+                        break;
+                case ARG_INSECURE:
+                        arg_insecure = true;
+                        break;
+                case ARG_COMPRESSION:
+                        arg_compression = optarg;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

@@ -55,6 +55,8 @@ extern const char *arg_machine_name;
 extern bool arg_private_network;
 extern bool arg_private_users;
 extern int arg_signal;
+extern bool arg_insecure;
+extern const char *arg_compression;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -121,6 +123,12 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv);
 int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);
 int verb_jobs(sd_bus *bus, int argc, char **argv);
+/* verbs-oci.c */
+int verb_push(sd_bus *bus, int argc, char **argv);
+int verb_pull(sd_bus *bus, int argc, char **argv);
+/* verbs-jobs.c: send @call (a method returning (u job_id, o job)), then wait for the job unless
+ * --no-block; an exit code. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 int verb_cancel(sd_bus *bus, int argc, char **argv);
 
 int verb_start(sd_bus *bus, int argc, char **argv);

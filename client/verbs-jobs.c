@@ -232,7 +232,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 /* Sends @call (a method returning (u job_id, o job)), then waits for the job
  * unless --no-block. Returns an exit code. */
-static int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label)
 {
         _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;

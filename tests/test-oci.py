@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 
 import stamptest
-from stamptest import (ACCESS_DENIED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, GLib, JobWatch,
+from stamptest import (ACCESS_DENIED, STAMP_ERROR, STAMPCTL, USER, GLib, JobWatch,
                        make_image, run, store_state, subvolume_read_only, tree_listing, wait_for)
 
 INVALID_ARGS = 'org.freedesktop.DBus.Error.InvalidArgs'
@@ -386,6 +386,37 @@ class PushPullTest(OciTestCase):
         # and a second clone of it then needs its own layer only
         log = self.assertDone(self.pull(reg.host + '/stamp/web:v1', 'web3'))
         self.assertIn('only the clone\'s own layer is needed', log)
+
+    def test_stampctl_push_and_pull_zstd(self):
+        reg = self.registry()
+        daemon = self.start_daemon()
+        src = make_image(daemon.store, 'src')
+        with open(os.path.join(src, 'srv/data'), 'wb') as f:
+            f.write(os.urandom(128 << 10))
+        ref = reg.host + '/plain/src:latest'
+        run([STAMPCTL, 'push', '--insecure', '--compression=zstd', 'src', ref], timeout=stamptest.TIMEOUT)
+        raw = json.loads(subprocess.check_output(
+            ['skopeo', 'inspect', '--tls-verify=false', '--raw', 'docker://' + ref]))
+        self.assertEqual([layer['mediaType'] for layer in raw['layers']], [LAYER_TAR + '+zstd'])
+        self.assertEqual(raw['annotations']['io.stamp.kind'], 'image')
+        # The tag defaults to latest; the name to the repository's last component.
+        run([STAMPCTL, 'pull', '--insecure', '--read-only', reg.host + '/plain/src', 'copy'],
+            timeout=stamptest.TIMEOUT)
+        self.assertEqual(tree_listing(os.path.join(daemon.store, 'copy')), tree_listing(src))
+        self.assertTrue(subvolume_read_only(os.path.join(daemon.store, 'copy')))
+        # Refusals: the exit codes of stampctl(1).
+        p = run([STAMPCTL, 'pull', 'not a reference'], check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn('Invalid reference', p.stderr)
+        p = run([STAMPCTL, 'pull', '--insecure', reg.host + '/plain/none:v1', 'x'], check=False,
+                timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn('has no manifest v1 in plain/none', p.stderr)
+        # Without --insecure, the registry must speak verified TLS, which this one does not.
+        p = run([STAMPCTL, 'pull', ref, 'y'], check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn('verified TLS', p.stderr)
+        self.assertEqual(stamptest.store_names(daemon.store), ['copy', 'src'])
 
     def manifest_digest(self, reg, repo, tag):
         req = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (reg.host, repo, tag),
