@@ -45,6 +45,7 @@ bool arg_private_network = false;
 bool arg_private_users = false;
 int arg_signal = SIGTERM;
 bool arg_insecure = false;
+bool arg_cache = false;
 const char *arg_compression = NULL;
 
 /* Options that only some verbs take; a verb lists the ones it accepts. */
@@ -71,6 +72,7 @@ enum {
         OPT_MINE = 1u << 19,
         OPT_INSECURE = 1u << 20,
         OPT_COMPRESSION = 1u << 21,
+        OPT_CACHE = 1u << 22,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
@@ -110,6 +112,7 @@ static const struct verb verbs[] = {
          "push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]"},
         {"pull", 1, 2, OPT_INSECURE | OPT_READ_ONLY, verb_pull,
          "pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]"},
+        {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT, verb_start,
@@ -199,6 +202,7 @@ static void help(void)
                "                             layer and one of its changes)\n"
                "  pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]\n"
                "                             Make an image of one from an OCI registry\n"
+               "  clean --cache              Empty the cache of registry layers\n"
                "  jobs                       List running jobs\n"
                "  cancel ID...               Cancel jobs\n"
                "\n"
@@ -339,6 +343,7 @@ enum {
         ARG_MINE,
         ARG_INSECURE,
         ARG_COMPRESSION,
+        ARG_CACHE,
 };
 
 static const struct option long_options[] = {
@@ -373,6 +378,7 @@ static const struct option long_options[] = {
         {"mine", no_argument, NULL, ARG_MINE},
         {"insecure", no_argument, NULL, ARG_INSECURE},
         {"compression", required_argument, NULL, ARG_COMPRESSION},
+        {"cache", no_argument, NULL, ARG_CACHE},
         {},
 };
 
@@ -424,6 +430,8 @@ static unsigned option_bit(int c)
                 return OPT_INSECURE;
         case ARG_COMPRESSION:
                 return OPT_COMPRESSION;
+        case ARG_CACHE:
+                return OPT_CACHE;
         default:
                 return 0;
         }
@@ -488,6 +496,9 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_COMPRESSION:
                         arg_compression = optarg;
+                        break;
+                case ARG_CACHE:
+                        arg_cache = true;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

@@ -57,6 +57,7 @@ extern bool arg_private_users;
 extern int arg_signal;
 extern bool arg_insecure;
 extern const char *arg_compression;
+extern bool arg_cache;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -126,6 +127,7 @@ int verb_jobs(sd_bus *bus, int argc, char **argv);
 /* verbs-oci.c */
 int verb_push(sd_bus *bus, int argc, char **argv);
 int verb_pull(sd_bus *bus, int argc, char **argv);
+int verb_clean(sd_bus *bus, int argc, char **argv);
 /* verbs-jobs.c: send @call (a method returning (u job_id, o job)), then wait for the job unless
  * --no-block; an exit code. */
 int job_run(sd_bus *bus, sd_bus_message *call, const char *label);

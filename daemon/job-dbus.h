@@ -26,3 +26,4 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 /* job-oci.c */
 int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_clean_cache(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -267,6 +267,8 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("u", job_id, "o", job), method_push_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("PullImage", SD_BUS_ARGS("s", reference, "s", name, "a{sv}", options),
                                 SD_BUS_RESULT("u", job_id, "o", job), method_pull_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CleanCache", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_clean_cache,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ussdo)", jobs), method_list_jobs,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("u", job_id), SD_BUS_NO_RESULT, method_cancel_job,

@@ -10,15 +10,20 @@ types and refused credentials each fail with a named error and leave nothing;
 the caller's authorization and bad references are refused before anything
 happens."""
 
+import base64
 import gzip
 import hashlib
+import http.client
+import http.server
 import io
 import json
 import os
 import socket
 import subprocess
 import tarfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import stamptest
@@ -32,6 +37,10 @@ OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
 LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip'
 LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar'
 MTIME = 1_700_000_000
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o7777
 
 
 def free_port():
@@ -128,6 +137,84 @@ class Registry:
             'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
             'config': {'mediaType': OCI_CONFIG, 'digest': cdigest, 'size': len(config)},
             'layers': descs})
+
+
+class TokenProxy(http.server.BaseHTTPRequestHandler):
+    """The distribution spec's bearer-token flow in front of a registry: /v2/
+    wants a token, /token hands one out (to the right user, if one is set)."""
+
+    protocol_version = 'HTTP/1.1'
+
+    def do_token(self):
+        srv = self.server
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        srv.token_requests.append(query)
+        auth = self.headers.get('Authorization')
+        if srv.basic and auth != 'Basic ' + base64.b64encode(srv.basic.encode()).decode():
+            return self.answer(401, b'{}')
+        return self.answer(200, json.dumps({'token': srv.token}).encode())
+
+    def answer(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
+
+    def forward(self):
+        srv = self.server
+        if self.path.startswith('/token'):
+            return self.do_token()
+        if srv.token and self.headers.get('Authorization') != 'Bearer ' + srv.token:
+            realm = 'http://%s/token' % srv.host
+            return self.answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [
+                ('WWW-Authenticate', 'Bearer realm="%s",service="stamp-test",scope="repository:%s:pull"'
+                 % (realm, srv.repo))])
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        conn = http.client.HTTPConnection(srv.backend)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('authorization', 'expect')}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if srv.hold and self.command == 'GET' and self.path.endswith('/blobs/' + srv.hold):
+            self.send_response(resp.status)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            srv.held.set()
+            srv.release.wait(stamptest.TIMEOUT)
+            self.close_connection = True
+            return
+        self.answer(resp.status, data, [(k, v) for k, v in resp.getheaders()
+                                        if k.lower() not in ('content-length', 'transfer-encoding', 'connection')])
+        conn.close()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = forward
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def token_proxy(test, backend, repo, basic=None):
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), TokenProxy)
+    srv.daemon_threads = True
+    srv.backend = backend
+    srv.repo = repo
+    srv.basic = basic
+    srv.token = 'tok-' + os.urandom(12).hex()
+    srv.token_requests = []
+    srv.hold = None
+    srv.held = threading.Event()
+    srv.release = threading.Event()
+    test.addCleanup(srv.release.set)
+    srv.host = '127.0.0.1:%d' % srv.server_address[1]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    test.addCleanup(srv.server_close)
+    test.addCleanup(srv.shutdown)
+    return srv
 
 
 def tar_bytes(entries):
@@ -528,6 +615,30 @@ class RefusalTest(OciTestCase):
         self.assertFailed(self.pull(self.reg.host + '/odd/arch:v1', 'x'), self.store, 'x',
                           STAMP_ERROR + 'NotSupported', 'arm64')
 
+    def test_index_picks_linux_amd64(self):
+        amd = self.reg.put_image('multi/img', 'amd', [gz(tar_bytes(busybox_entries() + [
+            ('srv', 'dir', None, None), ('srv/arch', 'file', b'amd64\n', None)]))])
+        arm = self.reg.put_image('multi/img', 'arm', [gz(tar_bytes([('srv', 'dir', None, None)]))],
+                                 config={'architecture': 'arm64', 'os': 'linux'})
+
+        def size(digest):
+            return os.path.getsize(self.reg.blob_path(digest))
+        entries = [{'mediaType': OCI_MANIFEST, 'digest': arm, 'size': size(arm),
+                    'platform': {'architecture': 'arm64', 'os': 'linux'}},
+                   {'mediaType': OCI_MANIFEST, 'digest': amd, 'size': size(amd),
+                    'platform': {'architecture': 'amd64', 'os': 'linux'}}]
+        index = 'application/vnd.oci.image.index.v1+json'
+        self.reg.put_manifest('multi/img', 'v1', {'schemaVersion': 2, 'mediaType': index,
+                                                  'manifests': entries}, media_type=index)
+        self.assertDone(self.pull(self.reg.host + '/multi/img:v1', 'multi'))
+        with open(os.path.join(self.store, 'multi/srv/arch')) as f:
+            self.assertEqual(f.read(), 'amd64\n')
+        # An index without linux/amd64 is refused by name.
+        self.reg.put_manifest('multi/img', 'armonly', {'schemaVersion': 2, 'mediaType': index,
+                                                       'manifests': entries[:1]}, media_type=index)
+        self.assertFailed(self.pull(self.reg.host + '/multi/img:armonly', 'x'), self.store, 'x',
+                          STAMP_ERROR + 'NotSupported', 'no image for linux/amd64')
+
     def test_missing_image(self):
         self.assertFailed(self.pull(self.reg.host + '/no/such:v1', 'x'), self.store, 'x',
                           STAMP_ERROR + 'NoSuchImage', 'no/such')
@@ -567,7 +678,85 @@ class RefusalTest(OciTestCase):
         self.assertUnchanged(self.store, before)
 
 
+class CacheTest(OciTestCase):
+
+    def test_cache_is_trimmed_to_its_limit_and_cleaned(self):
+        reg = self.registry()
+        layer_a = gz(tar_bytes(busybox_entries() + [('srv', 'dir', None, None), ('srv/a', 'file', b'a', None)]))
+        layer_b = gz(tar_bytes(busybox_entries() + [('srv', 'dir', None, None), ('srv/b', 'file', b'b', None)]))
+        reg.put_image('c/a', 'v1', [layer_a])
+        reg.put_image('c/b', 'v1', [layer_b])
+        conf = os.path.join(self.dir, 'stampd.conf')
+        with open(conf, 'w') as f:
+            f.write('[Limits]\nBlobCacheBytes=1\n')
+        daemon = self.start_daemon(args=['--config', conf])
+        cache = os.path.join(daemon.store, '.stamp/oci-blobs/sha256')
+
+        def cached():
+            return sorted('sha256:' + n for n in os.listdir(cache))
+        self.assertDone(self.pull(reg.host + '/c/a:v1', 'a'))
+        self.assertEqual(cached(), [sha256(layer_a)], 'what the last pull used stays')
+        self.assertDone(self.pull(reg.host + '/c/b:v1', 'b'))
+        self.assertEqual(cached(), [sha256(layer_b)], 'the older blob went for the limit')
+        self.assertEqual(stat_mode(cache), 0o700)
+
+        # Cleaning needs the pull action; then stampctl empties the cache and leaves the images.
+        self.set_rules(stamptest.rule_for(USER, 'pull', 'NO'))
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'CleanCache', {})
+        self.assertEqual(cached(), [sha256(layer_b)])
+        run([STAMPCTL, 'clean', '--cache'], timeout=stamptest.TIMEOUT)
+        self.assertEqual(cached(), [])
+        self.assertEqual(stamptest.store_names(daemon.store), ['a', 'b'])
+        p = run([STAMPCTL, 'clean'], check=False, timeout=stamptest.TIMEOUT)
+        self.assertEqual(p.returncode, 2, p.stderr)
+
+    def test_cancel_mid_layer_leaves_nothing(self):
+        reg = self.registry()
+        layer = gz(tar_bytes(busybox_entries() + [('srv', 'dir', None, None),
+                                                  ('srv/big', 'file', os.urandom(4 << 20), None)]))
+        reg.put_image('c/big', 'v1', [layer])
+        proxy = token_proxy(self, reg.host, 'c/big')
+        proxy.token = None
+        proxy.hold = sha256(layer)
+        daemon = self.start_daemon()
+        job = self.pull(proxy.host + '/c/big:v1', 'big')
+        self.assertTrue(proxy.held.wait(stamptest.TIMEOUT), 'the layer was never asked for')
+        self.root.manager('CancelJob', job[0])
+        result, log = self.jobs.wait(job)
+        self.assertEqual(result, 'canceled', log)
+        proxy.release.set()
+        self.assertEqual(stamptest.store_names(daemon.store), [])
+        self.assertEqual([n for n in os.listdir(daemon.store) if n.startswith('.#')], [])
+        cache = os.path.join(daemon.store, '.stamp/oci-blobs/sha256')
+        self.assertEqual(os.listdir(cache), [], 'no part of the blob is kept')
+
+
 class AuthTest(OciTestCase):
+
+    def test_bearer_token_flow(self):
+        reg = self.registry()
+        reg.put_image('tok/img', 'v1', [gz(tar_bytes(busybox_entries()))])
+        proxy = token_proxy(self, reg.host, 'tok/img')
+        creds = os.path.join(self.dir, 'registries.conf')
+        conf = os.path.join(self.dir, 'stampd.conf')
+        with open(conf, 'w') as f:
+            f.write('[Registries]\nCredentialsFile=%s\n' % creds)
+        daemon = self.start_daemon(args=['--config', conf])
+        log = self.assertDone(self.pull(proxy.host + '/tok/img:v1', 'anon'))
+        self.assertEqual(proxy.token_requests[0]['scope'], ['repository:tok/img:pull'])
+        self.assertEqual(proxy.token_requests[0]['service'], ['stamp-test'])
+        self.assertTrue(os.path.exists(os.path.join(daemon.store, 'anon/bin/busybox')))
+        # A token server that wants a user: refused without one, given with the file's.
+        proxy.basic = 'robot:t0ken-pw'
+        self.assertFailed(self.pull(proxy.host + '/tok/img:v1', 'x'), daemon.store, 'x', AUTH_FAILED,
+                          'refused a token')
+        with open(creds, 'w') as f:
+            f.write('[%s]\nUser=robot\nPassword=t0ken-pw\n' % proxy.host)
+        os.chmod(creds, 0o600)
+        log += self.assertDone(self.pull(proxy.host + '/tok/img:v1', 'y'))
+        for secret in (proxy.token, 't0ken-pw'):
+            self.assertNotIn(secret, log)
+            self.assertNotIn(secret, daemon.log())
 
     def test_basic_auth_from_the_credentials_file(self):
         reg = self.registry(htpasswd=('stamp', 's3cret-pw'))
