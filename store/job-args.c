@@ -92,6 +92,7 @@ static const ArgField push_image_fields[] = {
         FIELD("compression", ARG_STRING, oci.compression, false),
         FIELD("insecure", ARG_BOOL, oci.insecure, false),
         FIELD("snapshot", ARG_BOOL, oci.snapshot, false),
+        FIELD("cache-max", ARG_U64, oci.cache_max, false),
         FIELD("image", ARG_FD, oci.image_fd, true),
         FIELD("base", ARG_FD, oci.base_fd, false),
         FIELD("kind", ARG_STRING, oci.kind, false),

@@ -458,7 +458,8 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         /* Download all first: the layers are applied in a child confined to the new image. */
         for (size_t i = first; i < n_layers && k >= 0; i++) {
                 bool fetched;
-                registry_set_progress(r, total * 2, done);
+                /* Downloading is most of a pull's time: it goes to 90 %, applying the rest. */
+                registry_set_progress(r, total + total / 9, done);
                 k = oci_cache_fetch(c, r, cache_fd, layers[i].digest, layers[i].size, &fetched);
                 if (k < 0)
                         break;
@@ -859,6 +860,10 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 safe_close(layers[i].fd);
         if (k < 0)
                 return k;
+        {
+                char *keep[3] = {layers[0].digest, n_layers > 1 ? layers[1].digest : NULL, NULL};
+                oci_cache_trim(cache_fd, a->oci.cache_max, keep);
+        }
 
         if (snapshot_fd >= 0) {
                 snapshot_fd = safe_close(snapshot_fd);
