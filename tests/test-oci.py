@@ -594,6 +594,8 @@ class RefusalTest(OciTestCase):
             'symlink-out': [('up', 'link', '../../..', None)],
             'link-out': [('esc', 'hardlink', '../../etc/passwd', None)],
             'through-symlink': [('etc2', 'link', '/etc', None), ('etc2/passwd', 'file', b'x', None)],
+            'whiteout-dot': [('srv', 'dir', None, None), ('srv/.wh..', 'file', b'', None)],
+            'whiteout-empty': [('.wh.', 'file', b'', None)],
         }
         for repo, entries in cases.items():
             with self.subTest(repo):
@@ -602,6 +604,18 @@ class RefusalTest(OciTestCase):
                 self.assertFailed(self.pull(self.reg.host + '/hostile/%s:v1' % repo, 'x'), self.store, 'x',
                                   STAMP_ERROR + 'BadArchive')
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.store), 'escape')))
+
+    def test_whiteouts_never_follow_symlinks(self):
+        """A whiteout below a symlink removes nothing: not where the link points."""
+        base = busybox_entries() + [('srv', 'dir', None, None), ('srv/keep', 'file', b'keep\n', None),
+                                    ('lnk', 'link', 'srv', None), ('abs', 'link', '/srv', None)]
+        self.reg.put_image('wh/links', 'v1', [gz(tar_bytes(base)), gz(tar_bytes([
+            ('lnk/.wh.keep', 'file', b'', None), ('abs/.wh.keep', 'file', b'', None),
+            ('abs/.wh..wh..opq', 'file', b'', None)]))])
+        self.assertDone(self.pull(self.reg.host + '/wh/links:v1', 'links'))
+        root = os.path.join(self.store, 'links')
+        self.assertEqual(open(os.path.join(root, 'srv/keep')).read(), 'keep\n')
+        self.assertEqual(os.readlink(os.path.join(root, 'lnk')), 'srv')
 
     def test_unknown_media_type(self):
         self.reg.put_image('odd/type', 'v1', [b'not a layer'],
