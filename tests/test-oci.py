@@ -617,6 +617,17 @@ class RefusalTest(OciTestCase):
         self.assertEqual(open(os.path.join(root, 'srv/keep')).read(), 'keep\n')
         self.assertEqual(os.readlink(os.path.join(root, 'lnk')), 'srv')
 
+    def test_a_user_granted_pull_owns_what_they_pulled(self):
+        self.reg.put_image('u/img', 'v1', [gz(tar_bytes(busybox_entries()))])
+        self.set_rules(stamptest.rule_for(USER, 'pull', 'YES'))
+        job = self.user.manager('PullImage', self.reg.host + '/u/img:v1', '',
+                                {'insecure': GLib.Variant('b', True)})
+        self.assertDone(tuple(job))
+        self.assertEqual(self.root.image_props('img')['Owner'], self.env.users[USER])
+        # push is another action: not granted by pull (its default wants the administrator)
+        self.assertDBusError(stamptest.INTERACTIVE_REQUIRED, self.user.manager, 'PushImage', 'img', self.reg.host + '/u/x:v1',
+                             {'insecure': GLib.Variant('b', True)})
+
     def test_unknown_media_type(self):
         self.reg.put_image('odd/type', 'v1', [b'not a layer'],
                            layer_types=['application/vnd.example.unknown'])
