@@ -547,11 +547,24 @@ class PushPullTest(OciTestCase):
         self.assertEqual(os.getxattr(os.path.join(root, 'srv/keep'), 'user.color'), b'blue')
         self.assertEqual(os.stat(os.path.join(root, 'srv/keep')).st_ino,
                          os.stat(os.path.join(root, 'srv/keep-link')).st_ino)
-        # and stamp can run it
-        out = subprocess.run(
-            ['systemd-nspawn', '--quiet', '--register=no', '--keep-unit', '-D', root,
-             '/bin/busybox', 'cat', '/srv/changed'], capture_output=True, text=True, timeout=120)
-        self.assertEqual(out.stdout, 'two\n', out.stderr)
+        # and stamp can run it: StartMachine with a command, its output on our pipe
+        removed, unsubscribe = self.env.subscribe(stamptest.MANAGER_IFACE, 'MachineRemoved',
+                                                  stamptest.MANAGER_PATH)
+        self.addCleanup(unsubscribe)
+        r, w = os.pipe()
+        fds = stamptest.Gio.UnixFDList.new()
+        try:
+            options = {'command': GLib.Variant('as', ['/bin/busybox', 'cat', '/srv/changed']),
+                       'stdout': GLib.Variant('h', fds.append(w))}
+            self.root.call(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE, 'StartMachine', 'img', options,
+                           fd_list=fds)
+        finally:
+            os.close(w)
+            for fd in fds.steal_fds():  # the list's dup of w, or read() never sees the end
+                os.close(fd)
+        with os.fdopen(r) as f:
+            self.assertEqual(f.read(), 'two\n')
+        stamptest.spin_until(lambda: len(removed) > 0, 'the machine to end')
 
 
 class RefusalTest(OciTestCase):
