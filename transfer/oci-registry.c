@@ -322,6 +322,9 @@ static int perform(Registry *r, HttpMethod method, const char *url, struct curl_
         (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
         (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, x);
         (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        /* Layers are tens or hundreds of MiB: fewer, bigger reads and writes. */
+        (void) curl.easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
+        (void) curl.easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
         if (r->insecure) {
                 (void) curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
                 (void) curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
