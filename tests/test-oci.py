@@ -599,6 +599,9 @@ class RefusalTest(OciTestCase):
             json.dump(body, f)
         self.assertFailed(self.pull(self.reg.host + '/bad/digest@' + digest, 'x'), self.store, 'x',
                           STAMP_ERROR + 'BadArchive', 'does not match its digest')
+        # By tag, the digest the registry gives for it is checked instead.
+        self.assertFailed(self.pull(self.reg.host + '/bad/digest:v1', 'x'), self.store, 'x',
+                          STAMP_ERROR + 'BadArchive', 'does not match the digest the registry gives')
 
     def test_hostile_layers(self):
         cases = {

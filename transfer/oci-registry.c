@@ -651,7 +651,8 @@ static int status_failure(Registry *r, long status, const char *what, const char
         return job_child_fail(r->c, EIO, "Registry %s answered HTTP %ld for %s", r->host, status, what);
 }
 
-int registry_get_manifest(Registry *r, const char *reference, char **ret_body, size_t *ret_size, char **ret_type)
+int registry_get_manifest(Registry *r, const char *reference, char **ret_body, size_t *ret_size, char **ret_type,
+                          char **ret_digest)
 {
         static const char *const accept[] = {
                 "Accept: " OCI_MANIFEST_TYPE ", " OCI_INDEX_TYPE ", " DOCKER_MANIFEST_TYPE ", " DOCKER_LIST_TYPE,
@@ -678,6 +679,10 @@ int registry_get_manifest(Registry *r, const char *reference, char **ret_body, s
         x.body = NULL;
         /* parameters (";charset=…") are not part of the type */
         *ret_type = x.content_type ? strndup(x.content_type, strcspn(x.content_type, "; ")) : strdup("");
+        if (ret_digest) {
+                *ret_digest = x.docker_digest;
+                x.docker_digest = NULL;
+        }
         exchange_done(&x);
         return 0;
 }

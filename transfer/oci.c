@@ -195,7 +195,7 @@ static int resolve_manifest(JobChild *c, Registry *r, const char *shown_ref, cha
         _cleanup_free_ char *nb = NULL, *nt = NULL;
         size_t ns;
         char actual[72];
-        int k = registry_get_manifest(r, chosen.digest, &nb, &ns, &nt);
+        int k = registry_get_manifest(r, chosen.digest, &nb, &ns, &nt, NULL);
         if (k < 0)
                 return k;
         sha256_of(nb, ns, actual);
@@ -346,7 +346,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
 {
         _cleanup_(registry_freep) Registry *r = NULL;
         _cleanup_(credentials_done) RegistryCredentials cred = {};
-        _cleanup_free_ char *body = NULL, *type = NULL, *config = NULL;
+        _cleanup_free_ char *body = NULL, *type = NULL, *config = NULL, *said_digest = NULL;
         g_autoptr(JsonParser) mp = json_parser_new(), cp = json_parser_new();
         g_autofree char *shown_ref = NULL;
         _cleanup_close_ int cache_fd = -1, root_fd = -1;
@@ -372,15 +372,19 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         if (k < 0)
                 return k;
 
-        k = registry_get_manifest(r, a->oci.reference, &body, &size, &type);
+        k = registry_get_manifest(r, a->oci.reference, &body, &size, &type, &said_digest);
         if (k < 0)
                 return k;
-        if (oci_digest_is_valid(a->oci.reference)) {
-                sha256_of(body, size, actual);
-                if (!streq(actual, a->oci.reference))
-                        return job_child_fail(c, EBADMSG, "The manifest of %s does not match its digest (it is %s)",
-                                              shown_ref, actual);
-        }
+        sha256_of(body, size, actual);
+        if (oci_digest_is_valid(a->oci.reference) && !streq(actual, a->oci.reference))
+                return job_child_fail(c, EBADMSG, "The manifest of %s does not match its digest (it is %s)", shown_ref,
+                                      actual);
+        /* Of a tag, the registry's word is all there is to check against. */
+        if (said_digest && oci_digest_is_valid(said_digest) && !streq(said_digest, actual))
+                return job_child_fail(c, EBADMSG,
+                                      "The manifest of %s does not match the digest the registry gives for it (%s; it "
+                                      "is %s)",
+                                      shown_ref, said_digest, actual);
         k = resolve_manifest(c, r, shown_ref, &body, &size, &type);
         if (k < 0)
                 return k;
@@ -899,6 +903,12 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                         return k;
                 }
                 n_layers++;
+        } else if (streq_ptr(a->oci.kind, "template") && snapshot_fd < 0) {
+                /* The layer its clones were pushed with, if one was: the same blob again. */
+                k = template_layer(c, cache_fd, a->oci.image_fd, a->name, format, &layers[0]);
+                if (k < 0)
+                        return k;
+                n_layers++;
         } else {
                 job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s", a->name);
                 k = layer_make(c, cache_fd, tree_fd, format, a->name, &layers[n_layers]);
@@ -906,8 +916,6 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 if (k < 0)
                         return k;
                 n_layers++;
-                if (streq_ptr(a->oci.kind, "template"))
-                        layer_remember(c, a->name, a->oci.image_fd, &layers[0], layer_type);
         }
 
         /* The config: what the image runs on, its layers' uncompressed digests, stamp's labels. */

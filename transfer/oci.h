@@ -58,8 +58,10 @@ static inline void registry_freep(Registry **r)
 uint64_t registry_bytes_received(const Registry *r);
 void registry_set_progress(Registry *r, uint64_t total, uint64_t done);
 
-/* GET a manifest by tag or digest; its body and media type. Fails with ENOENT for a missing one. */
-int registry_get_manifest(Registry *r, const char *reference, char **ret_body, size_t *ret_size, char **ret_type);
+/* GET a manifest by tag or digest; its body, media type and (if @ret_digest and the registry said
+ * one) the digest the registry gives for it. Fails with ENOENT for a missing one. */
+int registry_get_manifest(Registry *r, const char *reference, char **ret_body, size_t *ret_size, char **ret_type,
+                          char **ret_digest);
 /* GET blob @digest of @size bytes into @fd, verifying size and digest (EBADMSG if wrong). */
 int registry_get_blob(Registry *r, const char *digest, uint64_t size, int fd);
 /* GET a small blob into memory, verified. */
