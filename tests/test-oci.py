@@ -56,7 +56,7 @@ def sha256(data):
 class Registry:
     """docker-registry serving a directory of its own on a free port."""
 
-    def __init__(self, test, htpasswd=None):
+    def __init__(self, test, htpasswd=None, tls=False):
         self.dir = os.path.join(test.dir, 'registry-%d' % len(test.registries))
         os.makedirs(self.dir)
         self.storage = os.path.join(self.dir, 'storage')
@@ -66,6 +66,13 @@ class Registry:
                   'log: {level: info}',
                   'storage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}' % self.storage,
                   'http: {addr: "%s"}' % self.host]
+        self.scheme = 'http'
+        if tls:
+            cert, key = os.path.join(self.dir, 'cert.pem'), os.path.join(self.dir, 'key.pem')
+            run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+                 '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert])
+            config[-1] = 'http: {addr: "%s", tls: {certificate: %s, key: %s}}' % (self.host, cert, key)
+            self.scheme = 'https'
         if htpasswd:
             path = os.path.join(self.dir, 'htpasswd')
             user, password = htpasswd
@@ -86,7 +93,9 @@ class Registry:
         if self.proc.poll() is not None:
             raise AssertionError('docker-registry exited with %s' % self.proc.returncode)
         try:
-            urllib.request.urlopen('http://%s/v2/' % self.host, timeout=5)
+            import ssl
+            urllib.request.urlopen('%s://%s/v2/' % (self.scheme, self.host), timeout=5,
+                                   context=ssl._create_unverified_context())
             return True
         except urllib.error.HTTPError:
             return True  # 401: up, with auth
@@ -770,6 +779,25 @@ class CacheTest(OciTestCase):
         self.assertEqual([n for n in os.listdir(daemon.store) if n.startswith('.#')], [])
         cache = os.path.join(daemon.store, '.stamp/oci-blobs/sha256')
         self.assertEqual(os.listdir(cache), [], 'no part of the blob is kept')
+
+
+class TlsTest(OciTestCase):
+
+    def test_tls_is_verified_unless_insecure(self):
+        reg = self.registry(tls=True)
+        daemon = self.start_daemon()
+        make_image(daemon.store, 'src')
+        # A certificate nobody vouches for: refused, nothing sent.
+        self.assertFailed(self.push('src', reg.host + '/tls/src:v1', insecure=False), daemon.store, 'nothing',
+                          'org.freedesktop.DBus.Error.Failed', 'verified TLS')
+        self.assertFalse(os.path.exists(os.path.join(reg.storage, 'docker/registry/v2/repositories')))
+        # insecure: TLS still, without verification (not plain http, which this registry does not speak).
+        self.assertDone(self.push('src', reg.host + '/tls/src:v1'))
+        self.assertDone(self.pull(reg.host + '/tls/src:v1', 'back'))
+        self.assertEqual(tree_listing(os.path.join(daemon.store, 'back')),
+                         tree_listing(os.path.join(daemon.store, 'src')))
+        self.assertFailed(self.pull(reg.host + '/tls/src:v1', 'x', insecure=False), daemon.store, 'x',
+                          'org.freedesktop.DBus.Error.Failed', 'verified TLS')
 
 
 class AuthTest(OciTestCase):
