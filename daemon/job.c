@@ -10,6 +10,7 @@
 #include "authz.h"
 #include "image.h"
 #include "job-dbus.h"
+#include "names.h"
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_CREATE_TEMPLATE] = "create-template",
@@ -197,6 +198,12 @@ static void job_handle_message(Job *j, const char *buf)
         }
         case 'L':
                 (void) job_send_log(j, (int) num, text);
+                break;
+        case 'I':
+                /* Another image the job made besides its own (a pulled clone's template): in sight
+                 * already, so announced at once. Only a valid name that is there now. */
+                if (image_name_is_valid(text) && faccessat(j->manager->store_fd, text, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                        (void) manager_send_image_added(j->manager, text);
                 break;
         case 'E':
                 j->error = num > 0 ? (int) num : EIO;

@@ -473,7 +473,11 @@ class PushPullTest(OciTestCase):
 
         # A host without it makes the template too, read-only, and the clone of it.
         daemon3 = self.restart_on(daemon2, 'store3')
+        added, unsubscribe = self.env.subscribe(stamptest.MANAGER_IFACE, 'ImageAdded', stamptest.MANAGER_PATH)
+        self.addCleanup(unsubscribe)
         log = self.assertDone(self.pull(reg.host + '/stamp/web:v1', 'web2'))
+        stamptest.spin_until(lambda: len(added) >= 2, 'ImageAdded of both')
+        self.assertEqual(sorted(name for name, _ in added), ['tmpl', 'web2'])
         self.assertIn('Making template tmpl', log)
         self.assertEqual(tree_listing(os.path.join(daemon3.store, 'web2')), want_web)
         self.assertEqual(tree_listing(os.path.join(daemon3.store, 'tmpl')), want_tmpl)

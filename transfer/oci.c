@@ -330,6 +330,8 @@ static int make_template_of_layer(JobChild *c, const char *name, int layer_fd, c
                 record_layer(c, name, fd, layer);
                 if (renameat2(c->store_fd, temp, c->store_fd, name, RENAME_NOREPLACE) < 0)
                         k = job_child_fail(c, errno, "Cannot put template %s in place: %s", name, strerror(errno));
+                else
+                        job_child_image_added(c, name);
         }
         if (k < 0) {
                 fd = safe_close(fd);
