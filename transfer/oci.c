@@ -485,7 +485,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
 
         /* A clone whose template is not here: the template is made too, from the first layer, under
          * the name it had where it was pushed, if that is free. */
-        if (k >= 0 && clone && base_fd < 0 && origin && image_name_is_valid(origin) &&
+        if (k >= 0 && clone && base_fd < 0 && origin && image_name_is_valid(origin) && !streq(origin, name) &&
             faccessat(c->store_fd, origin, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT && c->store_is_btrfs) {
                 k = make_template_of_layer(c, origin, layer_fds[0], &layers[0], shown_ref, &base_fd);
                 if (k >= 0) {
@@ -598,7 +598,7 @@ typedef struct Layer {
 /* A gzip layer is compressed here rather than by libarchive: zlib at a fast level, beside the walk,
  * in blocks of 1 MiB that two threads compress at once (each primed with the 32 KiB before it, so
  * little is lost; every block but the last ends with a sync flush, so their outputs join into one
- * deflate stream), where libarchive's gzip is level 6 on the walk's own thread, some eight times
+ * deflate stream), where libarchive's gzip is level 6 on the walk's own thread, several times
  * slower. Both digests (of the tar, the config's diff_id, and of the layer) are taken on the way
  * instead of by reading the layer back twice. */
 #define LAYER_GZIP_LEVEL 1
