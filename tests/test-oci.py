@@ -176,6 +176,9 @@ class TokenProxy(http.server.BaseHTTPRequestHandler):
         srv = self.server
         if self.path.startswith('/token'):
             return self.do_token()
+        if srv.refuse_patch and self.command == 'PATCH':
+            self.close_connection = True  # its chunked body is left unread
+            return self.answer(405, b'{"errors":[{"code":"UNSUPPORTED"}]}')
         if srv.token and self.headers.get('Authorization') != 'Bearer ' + srv.token:
             realm = 'http://%s/token' % srv.host
             return self.answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [
@@ -216,6 +219,7 @@ def token_proxy(test, backend, repo, basic=None):
     srv.token = 'tok-' + os.urandom(12).hex()
     srv.token_requests = []
     srv.hold = None
+    srv.refuse_patch = False
     srv.held = threading.Event()
     srv.release = threading.Event()
     test.addCleanup(srv.release.set)
@@ -361,7 +365,12 @@ class PushPullTest(OciTestCase):
         src = self.make_template(daemon.store, 'tmpl')
         want = tree_listing(src)
         self.assertTrue(self.root.image_props('tmpl')['Template'])
-        self.assertDone(self.push('tmpl', reg.host + '/stamp/tmpl:v1'))
+        log = self.assertDone(self.push('tmpl', reg.host + '/stamp/tmpl:v1'))
+        # uploaded while it was made, in one chunked PATCH
+        self.assertNotIn('once it is made', log)
+        self.assertNotIn('sending it again', log)
+        with open(reg.log) as f:
+            self.assertEqual(sum(1 for line in f if '"PATCH /v2/stamp/tmpl/blobs/uploads/' in line), 1)
 
         # skopeo reads it back: an OCI manifest, one gzip layer, our config and annotations.
         raw = json.loads(subprocess.check_output(
@@ -783,6 +792,22 @@ class CacheTest(OciTestCase):
         self.assertEqual([n for n in os.listdir(daemon.store) if n.startswith('.#')], [])
         cache = os.path.join(daemon.store, '.stamp/oci-blobs/sha256')
         self.assertEqual(os.listdir(cache), [], 'no part of the blob is kept')
+
+
+class UploadTest(OciTestCase):
+
+    def test_a_registry_without_chunked_uploads_gets_the_layer_whole(self):
+        reg = self.registry()
+        proxy = token_proxy(self, reg.host, 'up/src')
+        proxy.token = None
+        proxy.refuse_patch = True
+        daemon = self.start_daemon()
+        make_image(daemon.store, 'src', read_only=True)
+        log = self.assertDone(self.push('src', proxy.host + '/up/src:v1'))
+        self.assertIn('sending it again', log)
+        self.assertDone(self.pull(reg.host + '/up/src:v1', 'back'))
+        self.assertEqual(tree_listing(os.path.join(daemon.store, 'back')),
+                         tree_listing(os.path.join(daemon.store, 'src')))
 
 
 class TlsTest(OciTestCase):

@@ -135,6 +135,7 @@ typedef struct Exchange {
         int write_error;
         /* what is sent */
         int in_fd;
+        bool in_stream; /* @in_fd is read to its end (a pipe), its size unknown */
         const uint8_t *in_data;
         uint64_t in_size, in_done;
         /* headers seen */
@@ -198,6 +199,19 @@ static size_t on_send(char *ptr, size_t size, size_t nmemb, void *userdata)
         size_t n = size * nmemb;
         uint64_t left = x->in_size - x->in_done;
 
+        if (x->in_stream) {
+                ssize_t k;
+                do
+                        k = read(x->in_fd, ptr, n);
+                while (k < 0 && errno == EINTR);
+                if (k < 0) {
+                        x->write_error = errno;
+                        return CURL_READFUNC_ABORT;
+                }
+                x->in_done += (uint64_t) k;
+                x->r->sent += (uint64_t) k;
+                return (size_t) k;
+        }
         if (n > left)
                 n = (size_t) left;
         if (n == 0)
@@ -287,7 +301,7 @@ static void curl_slist_freep(struct curl_slist **l)
                 curl.slist_free_all(*l);
 }
 
-typedef enum { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT } HttpMethod;
+typedef enum { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_PATCH } HttpMethod;
 
 /* One request; *ret_status is the HTTP status. Returns 0, a negative errno after job_child_fail()
  * for a transport failure, or -ECONNREFUSED/-EPROTO unreported for the caller's fallback to plain
@@ -345,6 +359,14 @@ static int perform(Registry *r, HttpMethod method, const char *url, struct curl_
                 (void) curl.easy_setopt(e, CURLOPT_READFUNCTION, on_send);
                 (void) curl.easy_setopt(e, CURLOPT_READDATA, x);
                 (void) curl.easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) x->in_size);
+                break;
+        case HTTP_PATCH:
+                /* Of unknown size: sent chunked. */
+                (void) curl.easy_setopt(e, CURLOPT_UPLOAD, 1L);
+                (void) curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PATCH");
+                (void) curl.easy_setopt(e, CURLOPT_READFUNCTION, on_send);
+                (void) curl.easy_setopt(e, CURLOPT_READDATA, x);
+                (void) curl.easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) -1);
                 break;
         }
         (void) curl.easy_setopt(e, CURLOPT_HTTPHEADER, headers);
@@ -775,6 +797,62 @@ int registry_put_blob(Registry *r, const char *digest, int fd, const void *data,
         static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
         Exchange x = {.r = r, .out_fd = -1, .in_fd = fd, .in_data = data, .in_size = size, .max = 64 * 1024};
         k = request(r, HTTP_PUT, put, headers, &x, &status, what);
+        if (k >= 0 && status != 201)
+                k = status_failure(r, status, what, x.body);
+        exchange_done(&x);
+        return k;
+}
+
+int registry_stream_begin(Registry *r, char **ret_url)
+{
+        Exchange x = {.r = r, .out_fd = -1, .in_fd = -1, .max = 64 * 1024};
+        g_autofree char *path = g_strdup_printf("/v2/%s/blobs/uploads/", r->repository);
+        long status;
+        int k;
+
+        k = request(r, HTTP_POST, path, NULL, &x, &status, "an upload");
+        if (k >= 0 && status != 202)
+                k = status_failure(r, status, "an upload", x.body);
+        if (k >= 0 && (!x.location || !(*ret_url = location_url(r, x.location))))
+                k = job_child_fail(r->c, EIO, "Registry %s gave no place to upload to", r->host);
+        exchange_done(&x);
+        return k;
+}
+
+int registry_stream_send(Registry *r, const char *url, int fd, char **ret_url)
+{
+        static const char *const headers[] = {"Content-Type: application/octet-stream", NULL};
+        _cleanup_(curl_slist_freep) struct curl_slist *h = NULL;
+        Exchange x = {.r = r, .out_fd = -1, .in_fd = fd, .in_stream = true, .max = 64 * 1024};
+        uint64_t total = r->progress_total;
+        long status = 0;
+        int k;
+
+        /* No authentication round here: the stream cannot be sent twice. The POST before has it. */
+        for (const char *const *p = headers; *p; p++)
+                h = curl.slist_append(h, *p);
+        if (r->authorization)
+                h = curl.slist_append(h, r->authorization);
+        r->progress_total = 0; /* the layer's making reports progress meanwhile */
+        k = perform(r, HTTP_PATCH, url, h, &x, &status, "the layer", false);
+        r->progress_total = total;
+        if (k >= 0 && status != 202 && status != 204)
+                k = status_failure(r, status, "the layer", x.body);
+        if (k >= 0 && (!x.location || !(*ret_url = location_url(r, x.location))))
+                *ret_url = strdup(url);
+        exchange_done(&x);
+        return k;
+}
+
+int registry_stream_finish(Registry *r, const char *url, const char *digest)
+{
+        g_autofree char *put = g_strdup_printf("%s%cdigest=%s", url, strchr(url, '?') ? '&' : '?', digest);
+        g_autofree char *what = g_strdup_printf("the upload of blob %s", digest);
+        Exchange x = {.r = r, .out_fd = -1, .in_fd = -1, .in_size = 0, .max = 64 * 1024};
+        long status;
+        int k;
+
+        k = request(r, HTTP_PUT, put, NULL, &x, &status, what);
         if (k >= 0 && status != 201)
                 k = status_failure(r, status, what, x.body);
         exchange_done(&x);

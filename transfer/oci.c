@@ -608,6 +608,8 @@ typedef struct Layer {
 typedef struct Deflater {
         int in_fd;
         int out_fd;
+        int stream_fd; /* a copy of the layer goes here too (to an upload), while it takes it; or -1 */
+        bool stream_broken;
         GChecksum *raw, *packed;
         uint64_t size;
         int error;
@@ -693,6 +695,9 @@ static int write_out(Deflater *d, const uint8_t *p, size_t n)
 
         if (k < 0)
                 return k;
+        /* An upload that gave up is given up on here too: the layer is sent again afterwards. */
+        if (d->stream_fd >= 0 && !d->stream_broken && loop_write(d->stream_fd, p, n) < 0)
+                d->stream_broken = true;
         g_checksum_update(d->packed, p, (gssize) n);
         d->size += n;
         return 0;
@@ -787,11 +792,11 @@ static void *deflater_thread(void *userdata)
         return NULL;
 }
 
-static int layer_write_gzip(JobChild *c, int tree_fd, int out_fd, const TreeTotal *total, Layer *ret, char *err,
-                            size_t errlen)
+static int layer_write_gzip(JobChild *c, int tree_fd, int out_fd, int stream_fd, const TreeTotal *total, Layer *ret,
+                            char *err, size_t errlen)
 {
         g_autoptr(GChecksum) raw = g_checksum_new(G_CHECKSUM_SHA256), packed = g_checksum_new(G_CHECKSUM_SHA256);
-        Deflater d = {.out_fd = out_fd, .raw = raw, .packed = packed};
+        Deflater d = {.out_fd = out_fd, .stream_fd = stream_fd, .raw = raw, .packed = packed};
         pthread_t thread;
         int p[2], k;
 
@@ -818,7 +823,8 @@ static int layer_write_gzip(JobChild *c, int tree_fd, int out_fd, const TreeTota
 }
 
 /* Write the tree at @tree_fd as a compressed tar layer into an unnamed file in the cache. */
-static int layer_make(JobChild *c, int cache_fd, int tree_fd, ExportFormat format, const char *what, Layer *ret)
+static int layer_make_to(JobChild *c, int cache_fd, int tree_fd, ExportFormat format, int stream_fd, const char *what,
+                         Layer *ret)
 {
         _cleanup_close_ int fd = -1;
         char err[1024] = "";
@@ -830,7 +836,7 @@ static int layer_make(JobChild *c, int cache_fd, int tree_fd, ExportFormat forma
                 return job_child_fail(c, errno, "Cannot make the layer of %s: %s", what, strerror(errno));
         (void) tree_total_start(&total, tree_fd, UINT64_MAX);
         if (format == EXPORT_GZIP) {
-                k = layer_write_gzip(c, tree_fd, fd, &total, ret, err, sizeof err);
+                k = layer_write_gzip(c, tree_fd, fd, stream_fd, &total, ret, err, sizeof err);
                 tree_total_stop(&total);
                 if (k < 0)
                         return job_child_fail(c, -k, "Cannot make the layer of %s: %s", what, err);
@@ -852,6 +858,63 @@ static int layer_make(JobChild *c, int cache_fd, int tree_fd, ExportFormat forma
         return 0;
 }
 
+static int layer_make(JobChild *c, int cache_fd, int tree_fd, ExportFormat format, const char *what, Layer *ret)
+{
+        return layer_make_to(c, cache_fd, tree_fd, format, -1, what, ret);
+}
+
+typedef struct Upload {
+        Registry *r;
+        const char *url;
+        int fd;
+        char *next_url;
+        int result;
+} Upload;
+
+static void *upload_thread(void *userdata)
+{
+        Upload *u = userdata;
+
+        u->result = registry_stream_send(u->r, u->url, u->fd, &u->next_url);
+        u->fd = safe_close(u->fd); /* the layer's writer stops sending */
+        return NULL;
+}
+
+/* A gzip layer uploaded while it is made, as skopeo does, instead of after: *ret_uploaded says
+ * whether that worked; if not, the caller uploads the finished layer as any other. */
+static int layer_make_uploading(JobChild *c, Registry *r, int cache_fd, int tree_fd, const char *what, Layer *ret,
+                                bool *ret_uploaded)
+{
+        _cleanup_free_ char *url = NULL;
+        Upload u = {.r = r, .fd = -1};
+        pthread_t thread;
+        int p[2], k;
+
+        *ret_uploaded = false;
+        if (registry_stream_begin(r, &url) < 0 || pipe2(p, O_CLOEXEC) < 0) {
+                job_child_log(c, LOG_LEVEL_INFO, "Uploading the layer of %s once it is made", what);
+                return layer_make(c, cache_fd, tree_fd, EXPORT_GZIP, what, ret);
+        }
+        (void) fcntl(p[1], F_SETPIPE_SZ, DEFLATE_BLOCK);
+        u.url = url;
+        u.fd = p[0];
+        if (pthread_create(&thread, NULL, upload_thread, &u) != 0) {
+                safe_close(p[0]);
+                safe_close(p[1]);
+                return layer_make(c, cache_fd, tree_fd, EXPORT_GZIP, what, ret);
+        }
+        k = layer_make_to(c, cache_fd, tree_fd, EXPORT_GZIP, p[1], what, ret);
+        safe_close(p[1]); /* the end of the upload's stream */
+        (void) pthread_join(thread, NULL);
+        if (k >= 0 && u.result >= 0 && u.next_url && registry_stream_finish(r, u.next_url, ret->digest) >= 0)
+                *ret_uploaded = true;
+        else if (k >= 0)
+                job_child_log(c, LOG_LEVEL_INFO, "The upload of %s's layer while it was made failed; sending it again",
+                              what);
+        free(u.next_url);
+        return k;
+}
+
 static void layer_remember(JobChild *c, const char *name, int image_fd, const Layer *l, const char *type)
 {
         OciLayerRecord r = {.size = l->size};
@@ -867,7 +930,8 @@ static void layer_remember(JobChild *c, const char *name, int image_fd, const La
 
 /* The layer of template @name at @fd: the recorded one if its blob is still in the cache, else made
  * now (and recorded). */
-static int template_layer(JobChild *c, int cache_fd, int fd, const char *name, ExportFormat format, Layer *ret)
+static int template_layer(JobChild *c, Registry *reg, int cache_fd, int fd, const char *name, ExportFormat format,
+                          Layer *ret, bool *ret_uploaded)
 {
         const char *type = format == EXPORT_ZSTD ? OCI_LAYER_TYPE "+zstd" : OCI_LAYER_TYPE "+gzip";
         OciLayerRecord r;
@@ -884,7 +948,8 @@ static int template_layer(JobChild *c, int cache_fd, int fd, const char *name, E
                 }
         }
         job_child_log(c, LOG_LEVEL_INFO, "Making the layer of template %s", name);
-        k = layer_make(c, cache_fd, fd, format, name, ret);
+        k = format == EXPORT_GZIP ? layer_make_uploading(c, reg, cache_fd, fd, name, ret, ret_uploaded)
+                                  : layer_make(c, cache_fd, fd, format, name, ret);
         (void) fchdir(c->store_fd);
         if (k < 0)
                 return k;
@@ -982,6 +1047,7 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
         const char *layer_type = format == EXPORT_ZSTD ? OCI_LAYER_TYPE "+zstd" : OCI_LAYER_TYPE "+gzip";
         int tree_fd = a->oci.image_fd;
         Layer layers[2] = {{.fd = -1}, {.fd = -1}};
+        bool uploaded[2] = {};
         size_t n_layers = 0;
         char config_digest[72];
         int k;
@@ -1011,10 +1077,16 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 tree_fd = snapshot_fd;
         }
 
+        /* The registry first: a layer made now is uploaded as it is made. */
+        job_child_log(c, LOG_LEVEL_INFO, "Pushing %s to %s", a->name, shown_ref);
+        k = registry_new(c, a->oci.registry, a->oci.repository, a->oci.insecure, true, &cred, &r);
+        if (k < 0)
+                return k;
+
         if (a->oci.base_fd >= 0 && !isempty(a->oci.origin)) {
                 /* A clone: its template's layer, the very blob the template was pushed or pulled as
                  * where that is known, and the clone's own changes. */
-                k = template_layer(c, cache_fd, a->oci.base_fd, a->oci.origin, format, &layers[0]);
+                k = template_layer(c, r, cache_fd, a->oci.base_fd, a->oci.origin, format, &layers[0], &uploaded[0]);
                 if (k < 0)
                         return k;
                 n_layers++;
@@ -1028,13 +1100,15 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 n_layers++;
         } else if (streq_ptr(a->oci.kind, "template") && snapshot_fd < 0) {
                 /* The layer its clones were pushed with, if one was: the same blob again. */
-                k = template_layer(c, cache_fd, a->oci.image_fd, a->name, format, &layers[0]);
+                k = template_layer(c, r, cache_fd, a->oci.image_fd, a->name, format, &layers[0], &uploaded[0]);
                 if (k < 0)
                         return k;
                 n_layers++;
         } else {
                 job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s", a->name);
-                k = layer_make(c, cache_fd, tree_fd, format, a->name, &layers[n_layers]);
+                k = format == EXPORT_GZIP
+                            ? layer_make_uploading(c, r, cache_fd, tree_fd, a->name, &layers[0], &uploaded[0])
+                            : layer_make(c, cache_fd, tree_fd, format, a->name, &layers[0]);
                 (void) fchdir(c->store_fd);
                 if (k < 0)
                         return k;
@@ -1083,14 +1157,13 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
         json_builder_end_object(mb);
         manifest = json_text(mb);
 
-        job_child_log(c, LOG_LEVEL_INFO, "Pushing %s to %s", a->name, shown_ref);
-        k = registry_new(c, a->oci.registry, a->oci.repository, a->oci.insecure, true, &cred, &r);
         uint64_t total = strlen(config) + strlen(manifest), done = 0;
         for (size_t i = 0; i < n_layers; i++)
                 total += layers[i].size;
         for (size_t i = 0; i < n_layers && k >= 0; i++) {
                 registry_set_progress(r, total, done);
-                k = upload_blob(c, r, layers[i].digest, layers[i].fd, NULL, layers[i].size);
+                if (!uploaded[i])
+                        k = upload_blob(c, r, layers[i].digest, layers[i].fd, NULL, layers[i].size);
                 done += layers[i].size;
         }
         if (k >= 0)

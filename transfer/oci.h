@@ -71,6 +71,13 @@ int registry_has_blob(Registry *r, const char *digest);
 /* Upload @size bytes from @fd (or @data if @fd < 0) as blob @digest. */
 int registry_put_blob(Registry *r, const char *digest, int fd, const void *data, uint64_t size);
 int registry_put_manifest(Registry *r, const char *tag, const char *type, const char *body, size_t size);
+/* A blob uploaded while it is being made, its digest known at its end only: a POST for where it
+ * goes (begin), its bytes read from @fd (a pipe) to the end in one chunked PATCH (send: it touches
+ * nothing of @r but its counters, and may run in a thread of its own while nothing else uses @r),
+ * and a PUT naming the digest (finish). Failures are said. */
+int registry_stream_begin(Registry *r, char **ret_url);
+int registry_stream_send(Registry *r, const char *url, int fd, char **ret_url);
+int registry_stream_finish(Registry *r, const char *url, const char *digest);
 
 /* ---- oci-cache.c: <store>/.stamp/oci-blobs/sha256/<hex>, root's, 0700 ---- */
 
