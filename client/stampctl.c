@@ -91,6 +91,10 @@ char **arg_ports = NULL;
 #define OPT_MEMORY_MAX (UINT64_C(1) << 29)
 #define OPT_CPU_WEIGHT (UINT64_C(1) << 30)
 #define OPT_PORT (UINT64_C(1) << 31)
+bool arg_insecure = false;
+bool arg_cache = false;
+#define OPT_INSECURE (UINT64_C(1) << 32)
+#define OPT_CACHE (UINT64_C(1) << 33)
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
@@ -130,6 +134,11 @@ static const struct verb verbs[] = {
         {"export", 2, 2, OPT_FORMAT | OPT_COMPRESSION | OPT_DELTA | OPT_PARENT, verb_export,
          "export NAME FILE|- [--format tar|btrfs] [--compression C] [--delta | --parent P]"},
         {"import", 1, 2, OPT_READ_ONLY, verb_import, "import FILE|- [NAME] [--read-only]"},
+        {"push", 2, 2, OPT_INSECURE | OPT_COMPRESSION, verb_push,
+         "push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]"},
+        {"pull", 1, 2, OPT_INSECURE | OPT_READ_ONLY, verb_pull,
+         "pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]"},
+        {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT | OPTS_LIMITS, verb_start,
@@ -243,6 +252,13 @@ static void help(void)
                "                             stream (a delta needs its parent here)\n"
                "  pull-tar URL [NAME] [--verify no|checksum] [--read-only]\n"
                "                             Download a tar archive, make an image of it\n"
+               "  push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]\n"
+               "                             Upload an image to an OCI registry (a\n"
+               "                             clone of a template as the template's\n"
+               "                             layer and one of its changes)\n"
+               "  pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]\n"
+               "                             Make an image of one from an OCI registry\n"
+               "  clean --cache              Empty the cache of registry layers\n"
                "  jobs                       List running jobs\n"
                "  cancel ID...               Cancel jobs\n"
                "\n"
@@ -322,6 +338,9 @@ static void help(void)
                "                             SHA256SUMS file beside FILE\n"
                "     --verify=no|checksum    pull-tar: check the archive against the\n"
                "                             SHA256SUMS beside URL (default) or not\n"
+               "     --insecure              push, pull: plain http, or TLS without\n"
+               "                             verification (a registry on this machine)\n"
+               "     --compression=C         push: gzip (default) or zstd layers\n"
                "  -b --boot                  start: boot the image's init\n"
                "  -x --ephemeral             start, shell: on a throw-away snapshot\n"
                "     --name=N                start, shell: machine name (default: image)\n"
@@ -427,6 +446,8 @@ enum {
         ARG_MEMORY_MAX,
         ARG_CPU_WEIGHT,
         ARG_PORT,
+        ARG_INSECURE,
+        ARG_CACHE,
 };
 
 static const struct option long_options[] = {
@@ -471,6 +492,8 @@ static const struct option long_options[] = {
         {"memory-max", required_argument, NULL, ARG_MEMORY_MAX},
         {"cpu-weight", required_argument, NULL, ARG_CPU_WEIGHT},
         {"port", required_argument, NULL, ARG_PORT},
+        {"insecure", no_argument, NULL, ARG_INSECURE},
+        {"cache", no_argument, NULL, ARG_CACHE},
         {},
 };
 
@@ -542,6 +565,10 @@ static uint64_t option_bit(int c)
                 return OPT_CPU_WEIGHT;
         case ARG_PORT:
                 return OPT_PORT;
+        case ARG_INSECURE:
+                return OPT_INSECURE;
+        case ARG_CACHE:
+                return OPT_CACHE;
         default:
                 return 0;
         }
@@ -670,6 +697,12 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                                                  optarg);
                         break;
                 }
+                case ARG_INSECURE:
+                        arg_insecure = true;
+                        break;
+                case ARG_CACHE:
+                        arg_cache = true;
+                        break;
                 case ARG_TREE:
                         arg_tree = true;
                         break;

@@ -68,6 +68,8 @@ extern const char *arg_kill_whom;
 extern uint64_t arg_memory_max;
 extern uint64_t arg_cpu_weight;
 extern char **arg_ports;
+extern bool arg_insecure;
+extern bool arg_cache;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -143,6 +145,13 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv);
 int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);
 int verb_jobs(sd_bus *bus, int argc, char **argv);
+/* verbs-oci.c */
+int verb_push(sd_bus *bus, int argc, char **argv);
+int verb_pull(sd_bus *bus, int argc, char **argv);
+int verb_clean(sd_bus *bus, int argc, char **argv);
+/* verbs-jobs.c: send @call (a method returning (u job_id, o job)), then wait for the job unless
+ * --no-block; an exit code. */
+int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 int verb_cancel(sd_bus *bus, int argc, char **argv);
 /* Sends @call (a method returning (u job_id, o job)) and waits for the job unless --no-block; an exit
  * code. */

@@ -37,6 +37,7 @@
 #define STAMP_ACTION_EXPORT "io.stamp.Stamp1.export"
 #define STAMP_ACTION_IMPORT "io.stamp.Stamp1.import"
 #define STAMP_ACTION_PULL "io.stamp.Stamp1.pull"
+#define STAMP_ACTION_PUSH "io.stamp.Stamp1.push"
 #define STAMP_ACTION_MANAGE_OWN_IMAGES "io.stamp.Stamp1.manage-own-images"
 #define STAMP_ACTION_START_OWN_MACHINE "io.stamp.Stamp1.start-own-machine"
 #define STAMP_ACTION_MANAGE_OWN_MACHINES "io.stamp.Stamp1.manage-own-machines"

@@ -33,7 +33,9 @@
         X(STAMP_ERROR_NO_SPACE, EDQUOT, true)                                                                          \
         X(STAMP_ERROR_QUOTA_EXCEEDED, EDQUOT, false)                                                                   \
         X(STAMP_ERROR_NO_SUCH_SNAPSHOT, ENOENT, false)                                                                 \
-        X(STAMP_ERROR_NO_SUCH_EXEC, ESRCH, false)
+        X(STAMP_ERROR_NO_SUCH_EXEC, ESRCH, false)                                                                      \
+        X(STAMP_ERROR_UNSUPPORTED_FORMAT, EMEDIUMTYPE, true)                                                           \
+        X(SD_BUS_ERROR_AUTH_FAILED, EKEYREJECTED, true)
 
 #define AS_MAP(name, error, from_errno) SD_BUS_ERROR_MAP(name, error),
 const sd_bus_error_map stamp_error_map[] = {

@@ -28,3 +28,7 @@ int method_copy_to_machine(sd_bus_message *msg, void *userdata, sd_bus_error *er
 int method_copy_from_machine(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_copy_to_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_copy_from_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+/* job-oci.c */
+int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_clean_cache(sd_bus_message *msg, void *userdata, sd_bus_error *error);

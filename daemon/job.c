@@ -10,6 +10,7 @@
 #include "authz.h"
 #include "image.h"
 #include "job-dbus.h"
+#include "names.h"
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_CREATE_TEMPLATE] = "create-template",
@@ -20,6 +21,8 @@ static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_IMPORT] = "import",
         [JOB_COPY_TO] = "copy-to",
         [JOB_COPY_FROM] = "copy-from",
+        [JOB_PULL_IMAGE] = "pull",
+        [JOB_PUSH_IMAGE] = "push",
 };
 
 const char *job_type_to_string(JobType t)
@@ -61,6 +64,8 @@ static const char *job_action(JobType t)
         case JOB_IMPORT_TAR:
         case JOB_IMPORT:
                 return STAMP_ACTION_IMPORT;
+        case JOB_PUSH_IMAGE:
+                return STAMP_ACTION_PUSH;
         default:
                 return STAMP_ACTION_PULL;
         }
@@ -200,6 +205,12 @@ static void job_handle_message(Job *j, const char *buf)
         }
         case 'L':
                 (void) job_send_log(j, (int) num, text);
+                break;
+        case 'I':
+                /* Another image the job made besides its own (a pulled clone's template): in sight
+                 * already, so announced at once. Only a valid name that is there now. */
+                if (image_name_is_valid(text) && faccessat(j->manager->store_fd, text, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                        (void) manager_send_image_added(j->manager, text);
                 break;
         case 'E':
                 j->error = num > 0 ? (int) num : EIO;

@@ -20,6 +20,8 @@ void settings_defaults(Settings *s)
                 .operations_max = SETTINGS_DEFAULT_OPERATIONS,
                 .operations_per_user_max = SETTINGS_DEFAULT_OPERATIONS_PER_USER,
                 .snapshots_per_image = SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE,
+                .blob_cache_bytes = SETTINGS_DEFAULT_BLOB_CACHE_BYTES,
+                .registry_credentials = SETTINGS_DEFAULT_REGISTRY_CREDENTIALS,
         };
 }
 
@@ -67,9 +69,9 @@ static const struct {
         {"SnapshotsPerImage", offsetof(Settings, snapshots_per_image)},
 };
 
-static const char *const known_limits[] = {
-        "ImagesPerUser",     "BytesPerUser",      "Jobs", "JobsPerUser", "Machines", "MachinesPerUser", "Operations",
-        "OperationsPerUser", "SnapshotsPerImage", NULL};
+static const char *const known_limits[] = {"ImagesPerUser",     "BytesPerUser",    "Jobs",       "JobsPerUser",
+                                           "Machines",          "MachinesPerUser", "Operations", "OperationsPerUser",
+                                           "SnapshotsPerImage", "BlobCacheBytes",  NULL};
 
 int settings_load(Settings *s, const char *path)
 {
@@ -87,6 +89,8 @@ int settings_load(Settings *s, const char *path)
         groups = g_key_file_get_groups(kf, NULL);
         for (char **g = groups; g && *g; g++) {
                 g_auto(GStrv) keys = NULL;
+                if (streq(*g, "Registries"))
+                        continue;
                 if (!streq(*g, "Limits")) {
                         log_warning("%s: unknown section [%s], ignored", path, *g);
                         continue;
@@ -116,6 +120,22 @@ int settings_load(Settings *s, const char *path)
                 else
                         log_warning("%s: BytesPerUser=%s is not a size such as 20G (or infinity); ignored", path,
                                     v ?: "");
+        }
+        if (g_key_file_has_key(kf, "Limits", "BlobCacheBytes", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "BlobCacheBytes", NULL);
+                uint64_t n;
+                if (v && parse_size(v, &n) >= 0)
+                        s->blob_cache_bytes = n;
+                else
+                        log_warning("%s: BlobCacheBytes=%s is not a size such as 10G (or infinity); ignored", path,
+                                    v ?: "");
+        }
+        if (g_key_file_has_key(kf, "Registries", "CredentialsFile", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Registries", "CredentialsFile", NULL);
+                if (v && v[0] == '/' && strlen(v) < sizeof s->registry_credentials)
+                        strcpy(s->registry_credentials, v);
+                else
+                        log_warning("%s: CredentialsFile= must be an absolute path; ignored", path);
         }
         for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
                 unsigned *field = (unsigned *) ((char *) s + caps[i].offset);

@@ -20,6 +20,11 @@
 #define SETTINGS_DEFAULT_OPERATIONS_PER_USER 16
 /* Snapshots one image may have (SnapshotsPerImage=). */
 #define SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE 16
+/* Bytes of layers the OCI blob cache in the store keeps (LRU) after a pull. */
+#define SETTINGS_DEFAULT_BLOB_CACHE_BYTES (UINT64_C(10) << 30)
+/* Registry credentials (stampd.conf(5), [Registries] CredentialsFile=): read by the pull and push
+ * jobs only, never by the daemon. */
+#define SETTINGS_DEFAULT_REGISTRY_CREDENTIALS "/etc/stamp/registries.conf"
 /* Above this, a cap would let callers hold more than the daemon is built for (fds, processes). */
 #define SETTINGS_CAP_MAX 4096
 
@@ -31,6 +36,8 @@ typedef struct Settings {
         unsigned machines_max, machines_per_user_max;
         unsigned operations_max, operations_per_user_max;
         unsigned snapshots_per_image;
+        uint64_t blob_cache_bytes;
+        char registry_credentials[256]; /* [Registries] CredentialsFile= */
 } Settings;
 
 void settings_defaults(Settings *s);

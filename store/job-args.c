@@ -89,6 +89,36 @@ static const ArgField copy_fields[] = {
         {},
 };
 
+static const ArgField pull_image_fields[] = {
+        FIELD("registry", ARG_STRING, oci.registry, true),
+        FIELD("repository", ARG_STRING, oci.repository, true),
+        FIELD("reference", ARG_STRING, oci.reference, true),
+        FIELD("credentials-file", ARG_STRING, oci.credentials_file, false),
+        FIELD("insecure", ARG_BOOL, oci.insecure, false),
+        FIELD("read-only", ARG_BOOL, oci.read_only, false),
+        FIELD("cache-max", ARG_U64, oci.cache_max, false),
+        {},
+};
+
+static const ArgField push_image_fields[] = {
+        FIELD("registry", ARG_STRING, oci.registry, true),
+        FIELD("repository", ARG_STRING, oci.repository, true),
+        FIELD("reference", ARG_STRING, oci.reference, true),
+        FIELD("credentials-file", ARG_STRING, oci.credentials_file, false),
+        FIELD("compression", ARG_STRING, oci.compression, false),
+        FIELD("insecure", ARG_BOOL, oci.insecure, false),
+        FIELD("snapshot", ARG_BOOL, oci.snapshot, false),
+        FIELD("cache-max", ARG_U64, oci.cache_max, false),
+        FIELD("image", ARG_FD, oci.image_fd, true),
+        FIELD("base", ARG_FD, oci.base_fd, false),
+        FIELD("kind", ARG_STRING, oci.kind, false),
+        FIELD("origin", ARG_STRING, oci.origin, false),
+        FIELD("uuid", ARG_STRING, oci.uuid, false),
+        FIELD("origin-uuid", ARG_STRING, oci.origin_uuid, false),
+        FIELD("recipe", ARG_STRING, oci.recipe, false),
+        {},
+};
+
 static const ArgField no_fields[] = {{}};
 
 static const struct {
@@ -103,6 +133,8 @@ static const struct {
         [JOB_IMPORT] = {"import-image", import_fields},
         [JOB_COPY_TO] = {"copy-to", copy_fields},
         [JOB_COPY_FROM] = {"copy-from", copy_fields},
+        [JOB_PULL_IMAGE] = {"pull-image", pull_image_fields},
+        [JOB_PUSH_IMAGE] = {"push-image", push_image_fields},
         [JOB_REMOVE_TEMPORARY] = {"remove-temporary", no_fields},
 };
 
@@ -135,6 +167,7 @@ void job_args_init(JobArgs *a, JobType type)
                 fields_init(a, verbs[t].fields);
         a->export.usage = UINT64_MAX;
         a->owner = UINT64_MAX;
+        a->oci.cache_max = UINT64_MAX;
 }
 
 static void fields_done(JobArgs *a, const ArgField *fields)

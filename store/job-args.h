@@ -42,6 +42,8 @@ typedef enum {
         JOB_IMPORT, /* ImportImage: either, told apart by content */
         JOB_COPY_TO,
         JOB_COPY_FROM,
+        JOB_PULL_IMAGE,
+        JOB_PUSH_IMAGE,
         _JOB_TYPE_MAX,
         /* No job of its own: what stampd runs after a job that failed or was canceled, to remove the
          * temporary it left. */
@@ -97,6 +99,26 @@ typedef struct CopyJobArgs {
         int userns_fd; /* the machine's user namespace, joined for the copy; -1 if it has none */
         int data_fd;   /* the caller's tar stream: read by a copy in, written by a copy out */
 } CopyJobArgs;
+/* PullImage and PushImage (transfer/oci.c). */
+typedef struct OciJobArgs {
+        char *registry; /* host[:port] */
+        char *repository;
+        char *reference;        /* a tag, or (pulls) a "sha256:" digest */
+        char *credentials_file; /* read by the helper: the credentials never pass through the daemon */
+        char *compression;      /* push: "gzip" or "zstd" */
+        bool insecure;
+        bool read_only;     /* pull */
+        bool snapshot;      /* push from a read-only snapshot, made as the job's temporary */
+        uint64_t cache_max; /* bytes the blob cache may keep */
+        int image_fd;       /* push */
+        int base_fd;        /* push of a clone: its template, whose layer comes first */
+        /* push: stamp's annotations */
+        char *kind;
+        char *origin;
+        char *uuid;
+        char *origin_uuid;
+        char *recipe;
+} OciJobArgs;
 
 typedef struct JobArgs {
         JobType type;
@@ -112,6 +134,7 @@ typedef struct JobArgs {
         ImportJobArgs import;
         PullJobArgs pull;
         CopyJobArgs copy;
+        OciJobArgs oci;
 } JobArgs;
 
 /* Empty arguments of @type: every fd -1, usage unknown. */

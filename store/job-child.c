@@ -24,6 +24,11 @@ void job_child_progress(JobChild *c, double progress)
         child_send(c, 'P', 0, text);
 }
 
+void job_child_image_added(JobChild *c, const char *name)
+{
+        child_send(c, 'I', 0, name);
+}
+
 void job_child_log(JobChild *c, int priority, const char *fmt, ...)
 {
         char text[JOB_MSG_MAX];

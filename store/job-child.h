@@ -5,7 +5,8 @@
 
 /* The child side of a job: what its work may use, and how it reports back to the daemon.
  * stamp-transfer, where every job runs, builds it from the job's arguments (job-args.h). Messages go
- * over a SOCK_SEQPACKET socket, one per packet: 'P' progress, 'L' a log line with its priority, 'E'
+ * over a SOCK_SEQPACKET socket, one per packet: 'P' progress, 'L' a log line with its priority, 'I' another
+ * image made (see job_child_image_added()), 'E'
  * the error the job fails with ("E<errno> <text>"; the daemon's job_spawn() sends one itself when
  * the helper cannot be executed). */
 
@@ -24,6 +25,8 @@ typedef struct JobChild {
 
 void job_child_progress(JobChild *c, double progress);
 void job_child_log(JobChild *c, int priority, const char *fmt, ...) _printf_(3, 4);
+/* An image the job made and put in place besides the one it is for ('I': ImageAdded). */
+void job_child_image_added(JobChild *c, const char *name);
 /* Before the image the job made at @image_fd is renamed to @name: record its owner, if the job has
  * one. Returns 0, or a negative errno after job_child_fail(). After a failed rename,
  * job_child_drop_owner() takes the record back. */

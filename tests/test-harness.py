@@ -14,7 +14,8 @@ from stamptest import ADMIN, ADMIN_PASSWORD, USER, USER2, run
 
 
 ACTIONS = ['create-template', 'manage-images', 'start-machine', 'manage-machines', 'export',
-           'import', 'pull', 'manage-own-images', 'start-own-machine', 'manage-own-machines', 'login']
+           'import', 'pull', 'manage-own-images', 'start-own-machine', 'manage-own-machines', 'login',
+           'push']
 
 
 def pkcheck_cmd(action, interactive=False):

@@ -9,6 +9,7 @@ packages=(
     meson ninja-build pkg-config gcc clang clang-format
     libsystemd-dev libpolkit-gobject-1-dev libpolkit-agent-1-dev libglib2.0-dev
     libbtrfsutil-dev libarchive-dev libcurl4-openssl-dev libsmartcols-dev libcrypt-dev
+    libjson-glib-dev zlib1g-dev
     scdoc
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
@@ -21,6 +22,8 @@ packages=(
     python3 python3-gi gir1.2-glib-2.0 libglib2.0-bin tmux openssl acl attr busybox-static
     # tests: stampctl -H against an sshd of the test's own; installed files
     openssh-server openssh-client libxml2-utils man-db
+    # tests: an OCI registry on the loopback, and an independent client of it
+    docker-registry skopeo apache2-utils
     # install: the completion directory from its pkg-config file
     bash-completion
 )

@@ -993,6 +993,11 @@ static int import_check_entry(struct archive_entry *e, char *err, size_t errlen)
         }
 }
 
+int archive_entry_check_safe(struct archive_entry *e, char *err, size_t errlen)
+{
+        return import_check_entry(e, err, errlen);
+}
+
 static int import_copy_data(struct archive *a, struct archive *w, struct archive_entry *e, const Source *src, char *err,
                             size_t errlen)
 {

@@ -35,6 +35,10 @@ const char *archive_path_unsafe_reason(const char *path);
  * root when the container runs, and nothing here follows them. */
 const char *archive_symlink_unsafe_reason(const char *path, const char *target);
 
+/* The checks a tar import makes on each entry (names, link targets, file types), for other readers of
+ * tar streams (OCI layers): 0, or -EBADMSG with a sentence in @err. */
+int archive_entry_check_safe(struct archive_entry *e, char *err, size_t errlen);
+
 /* How deep the count of a tree goes; what lies deeper is left out of the estimate. */
 #define TREE_COUNT_MAX_DEPTH 128
 /* How long an export runs before its tree is counted. */

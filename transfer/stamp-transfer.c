@@ -217,6 +217,13 @@ int main(int argc, char *argv[])
         case JOB_COPY_FROM:
                 k = transfer_copy(&c, &a);
                 break;
+        case JOB_PULL_IMAGE:
+                k = c.temp_name ? transfer_pull_image(&c, &a)
+                                : job_child_fail(&c, EINVAL, "stamp-transfer: invalid arguments");
+                break;
+        case JOB_PUSH_IMAGE:
+                k = transfer_push_image(&c, &a);
+                break;
         default:
                 k = job_child_fail(&c, EINVAL, "stamp-transfer: unknown verb");
         }

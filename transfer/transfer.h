@@ -44,6 +44,9 @@ int transfer_pull(JobChild *c, const PullArgs *a);
 
 /* CopyToMachine and its kin (copy.c): JOB_COPY_TO or JOB_COPY_FROM. */
 int transfer_copy(JobChild *c, const JobArgs *a);
+/* PullImage and PushImage (oci.c). */
+int transfer_pull_image(JobChild *c, const JobArgs *a);
+int transfer_push_image(JobChild *c, const JobArgs *a);
 
 /* Called once the stream is extracted, or has failed with @result (then @err says why). Returns 0 to
  * go on (on failure: @err is the job's error), > 0 when the job fails for a reason someone else has

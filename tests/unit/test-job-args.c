@@ -107,6 +107,69 @@ static void test_export_round_trip(void)
         close(args_fd);
 }
 
+static void test_push_image_round_trip(void)
+{
+        JobArgs a, b;
+        int fds[JOB_ARGS_FDS_MAX], args_fd;
+        size_t n = 0;
+
+        job_args_init(&a, JOB_PUSH_IMAGE);
+        g_assert_cmpuint(a.oci.cache_max, ==, UINT64_MAX);
+        g_assert_cmpint(a.oci.base_fd, ==, -1);
+        a.name = g_strdup("web");
+        a.oci.registry = g_strdup("registry.example.com:5000");
+        a.oci.repository = g_strdup("team/web");
+        a.oci.reference = g_strdup("v1");
+        a.oci.credentials_file = g_strdup("/etc/stamp/registries.conf");
+        a.oci.compression = g_strdup("zstd");
+        a.oci.insecure = true;
+        a.oci.cache_max = UINT64_C(10) << 30;
+        a.oci.kind = g_strdup("clone");
+        a.oci.origin = g_strdup("base");
+        a.oci.image_fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        a.oci.base_fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        args_fd = job_args_encode(&a, fds, &n);
+        g_assert_cmpint(args_fd, >=, 0);
+        g_assert_cmpuint(n, ==, 2);
+        place_fds(fds, n);
+        g_assert_cmpint(job_args_decode(args_fd, &b), ==, 0);
+        g_assert_cmpint(b.type, ==, JOB_PUSH_IMAGE);
+        g_assert_cmpstr(job_verb_to_string(b.type), ==, "push-image");
+        g_assert_cmpstr(b.oci.registry, ==, "registry.example.com:5000");
+        g_assert_cmpstr(b.oci.repository, ==, "team/web");
+        g_assert_cmpstr(b.oci.reference, ==, "v1");
+        g_assert_cmpstr(b.oci.credentials_file, ==, "/etc/stamp/registries.conf");
+        g_assert_cmpstr(b.oci.compression, ==, "zstd");
+        g_assert_true(b.oci.insecure);
+        g_assert_false(b.oci.snapshot);
+        g_assert_cmpuint(b.oci.cache_max, ==, UINT64_C(10) << 30);
+        g_assert_cmpstr(b.oci.kind, ==, "clone");
+        g_assert_cmpstr(b.oci.origin, ==, "base");
+        g_assert_null(b.oci.recipe);
+        g_assert_cmpint(b.oci.image_fd, ==, JOB_ARGS_FD_FIRST);
+        g_assert_cmpint(b.oci.base_fd, ==, JOB_ARGS_FD_FIRST + 1);
+        job_args_done(&b);
+        job_args_done(&a);
+        close(args_fd);
+
+        /* a pull has no image fd to take, and a push needs one */
+        job_args_init(&a, JOB_PUSH_IMAGE);
+        a.name = g_strdup("web");
+        a.oci.registry = g_strdup("h:1");
+        a.oci.repository = g_strdup("r");
+        a.oci.reference = g_strdup("t");
+        g_assert_cmpint(job_args_encode(&a, fds, &n), ==, -EINVAL);
+        a.type = JOB_PULL_IMAGE;
+        args_fd = job_args_encode(&a, fds, &n);
+        g_assert_cmpint(args_fd, >=, 0);
+        g_assert_cmpint(job_args_decode(args_fd, &b), ==, 0);
+        g_assert_cmpstr(job_verb_to_string(b.type), ==, "pull-image");
+        g_assert_cmpint(b.oci.image_fd, ==, -1);
+        job_args_done(&b);
+        job_args_done(&a);
+        close(args_fd);
+}
+
 static void test_missing_required(void)
 {
         JobArgs a;
@@ -183,6 +246,7 @@ int main(int argc, char *argv[])
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/job-args/template-round-trip", test_template_round_trip);
         g_test_add_func("/job-args/export-round-trip", test_export_round_trip);
+        g_test_add_func("/job-args/push-image-round-trip", test_push_image_round_trip);
         g_test_add_func("/job-args/missing-required", test_missing_required);
         g_test_add_func("/job-args/refused", test_refused);
         g_test_add_func("/job-args/mirror-and-arch", test_mirror_and_arch);

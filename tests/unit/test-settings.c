@@ -135,6 +135,27 @@ static void test_snapshots_per_image(void)
         (void) g_unlink(bad);
 }
 
+static void test_registries(void)
+{
+        g_autofree char *path = write_config("[Limits]\nBlobCacheBytes=2G\n[Registries]\n"
+                                             "CredentialsFile=/etc/other/registries.conf\n");
+        g_autofree char *bad = write_config("[Limits]\nBlobCacheBytes=lots\n[Registries]\nCredentialsFile=relative\n");
+        Settings s;
+
+        settings_defaults(&s);
+        g_assert_cmpuint(s.blob_cache_bytes, ==, UINT64_C(10) << 30);
+        g_assert_cmpstr(s.registry_credentials, ==, "/etc/stamp/registries.conf");
+        g_assert_cmpint(settings_load(&s, path), ==, 0);
+        g_assert_cmpuint(s.blob_cache_bytes, ==, UINT64_C(2) << 30);
+        g_assert_cmpstr(s.registry_credentials, ==, "/etc/other/registries.conf");
+        settings_defaults(&s);
+        g_assert_cmpint(settings_load(&s, bad), ==, 0);
+        g_assert_cmpuint(s.blob_cache_bytes, ==, UINT64_C(10) << 30);
+        g_assert_cmpstr(s.registry_credentials, ==, "/etc/stamp/registries.conf");
+        (void) g_unlink(path);
+        (void) g_unlink(bad);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -145,5 +166,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/settings/infinity", test_infinity);
         g_test_add_func("/settings/unreadable", test_unreadable_file);
         g_test_add_func("/settings/snapshots-per-image", test_snapshots_per_image);
+        g_test_add_func("/settings/registries", test_registries);
         return g_test_run();
 }

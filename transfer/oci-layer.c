@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <locale.h>
+#include <sys/stat.h>
+
+#include "archive-util.h"
+#include "escape.h"
+#include "oci.h"
+
+/* A layer is a tar stream applied over what the layers before it made: its entries are extracted
+ * with the checks of a tar import, and two kinds of names stand for changes instead of files (the
+ * OCI image spec's whiteouts): ".wh.NAME" says NAME of a lower layer is gone, and ".wh..wh..opq" in
+ * a directory says that nothing of the lower layers' in that directory is left. What this layer
+ * itself puts there stays, whichever order the entries come in. All removals go by fd, never
+ * through a symlink, in the chroot of the new image. */
+
+#define WHITEOUT_PREFIX ".wh."
+#define OPAQUE_NAME ".wh..wh..opq"
+#define REMOVE_DEPTH_MAX 512
+
+#define LAYER_EXTRACT_FLAGS                                                                                            \
+        (ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |                 \
+         ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                              \
+         ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
+
+/* "./a//b/" → "a/b"; "" for the root. */
+static char *path_normalize(const char *p)
+{
+        GString *s = g_string_new(NULL);
+
+        while (*p) {
+                size_t n = strcspn(p, "/");
+                if (n > 0 && !(n == 1 && p[0] == '.')) {
+                        if (s->len > 0)
+                                g_string_append_c(s, '/');
+                        g_string_append_len(s, p, (gssize) n);
+                }
+                p += n;
+                p += strspn(p, "/");
+        }
+        return g_string_free(s, false);
+}
+
+static int remove_recursive(int dir_fd, const char *name, unsigned depth)
+{
+        _cleanup_close_ int fd = -1;
+        DIR *d;
+        struct dirent *de;
+        int k = 0;
+
+        if (unlinkat(dir_fd, name, 0) >= 0 || errno == ENOENT)
+                return 0;
+        if (errno != EISDIR && errno != EPERM)
+                return -errno;
+        if (depth >= REMOVE_DEPTH_MAX)
+                return -ELOOP;
+        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        d = opendir_at(fd, ".");
+        if (!d)
+                return -errno;
+        while (k >= 0 && (de = readdir(d)))
+                if (!dot_or_dot_dot(de->d_name))
+                        k = remove_recursive(fd, de->d_name, depth + 1);
+        closedir(d);
+        if (k < 0)
+                return k;
+        if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+/* The directory @dir (normalized, "" for the root) opened without following any symlink on the way;
+ * -ENOENT or -ENOTDIR when there is none such (then nothing of it needs removing). */
+static int open_dir_nofollow(const char *dir)
+{
+        _cleanup_close_ int fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd < 0)
+                return -errno;
+        for (const char *p = dir; *p;) {
+                size_t n = strcspn(p, "/");
+                g_autofree char *c = g_strndup(p, n);
+                int next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (next < 0)
+                        return errno == ELOOP ? -ENOTDIR : -errno;
+                safe_close(fd);
+                fd = next;
+                p += n;
+                p += strspn(p, "/");
+        }
+        return TAKE_FD(fd);
+}
+
+static void split(const char *path, char **ret_dir, const char **ret_base)
+{
+        const char *slash = strrchr(path, '/');
+
+        *ret_dir = slash ? g_strndup(path, (size_t) (slash - path)) : g_strdup("");
+        *ret_base = slash ? slash + 1 : path;
+}
+
+static int whiteout_apply(const char *dir, const char *name, GHashTable *made)
+{
+        _cleanup_close_ int fd = open_dir_nofollow(dir);
+        g_autofree char *full = *dir ? g_strdup_printf("%s/%s", dir, name) : g_strdup(name);
+
+        if (fd == -ENOENT || fd == -ENOTDIR)
+                return 0;
+        if (fd < 0)
+                return fd;
+        if (g_hash_table_contains(made, full))
+                return 0; /* of this layer: a whiteout hides lower layers only */
+        return remove_recursive(fd, name, 0);
+}
+
+static int opaque_apply(const char *dir, GHashTable *made)
+{
+        _cleanup_close_ int fd = open_dir_nofollow(dir);
+        g_autoptr(GPtrArray) victims = g_ptr_array_new_with_free_func(g_free);
+        struct dirent *de;
+        DIR *d;
+        int k;
+
+        if (fd == -ENOENT || fd == -ENOTDIR)
+                return 0;
+        if (fd < 0)
+                return fd;
+        d = opendir_at(fd, ".");
+        if (!d)
+                return -errno;
+        while ((de = readdir(d))) {
+                g_autofree char *full = NULL;
+                if (dot_or_dot_dot(de->d_name))
+                        continue;
+                full = *dir ? g_strdup_printf("%s/%s", dir, de->d_name) : g_strdup(de->d_name);
+                if (!g_hash_table_contains(made, full))
+                        g_ptr_array_add(victims, g_strdup(de->d_name));
+        }
+        closedir(d);
+        for (guint i = 0; i < victims->len; i++)
+                if ((k = remove_recursive(fd, victims->pdata[i], 0)) < 0)
+                        return k;
+        return 0;
+}
+
+/* What was at @path before this entry, if it cannot simply be replaced: a directory where a
+ * non-directory comes, or the other way round. */
+static int clear_conflict(const char *path, bool new_is_dir)
+{
+        g_autofree char *dir = NULL;
+        _cleanup_close_ int fd = -1;
+        const char *base;
+        struct stat st;
+
+        split(path, &dir, &base);
+        if (!*base)
+                return 0;
+        fd = open_dir_nofollow(dir);
+        if (fd < 0)
+                return 0; /* libarchive makes the parents */
+        if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return 0;
+        if (S_ISDIR(st.st_mode) == new_is_dir)
+                return 0;
+        return remove_recursive(fd, base, 0);
+}
+
+static int layer_read_failure(struct archive *a, char *err, size_t errlen)
+{
+        if (archive_errno(a) == ENOMEM)
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        return errbuf_set(err, errlen, EBADMSG, "The layer is damaged or not a tar archive: %s",
+                          archive_error_string(a) ?: "unreadable");
+}
+
+static int layer_write_failure(struct archive *w, const char *path, char *err, size_t errlen)
+{
+        g_autofree char *p = text_escape(path, 200, ESCAPE_MESSAGE);
+        int ae = archive_errno(w);
+
+        if (ae == ENOSPC || ae == EDQUOT)
+                return errbuf_set(err, errlen, ENOSPC, "No space left for the image while writing %s", p);
+        if (ae == EIO || ae == EROFS || ae == ENOMEM)
+                return errbuf_set(err, errlen, ae, "Cannot write %s: %s", p, archive_error_string(w));
+        return errbuf_set(err, errlen, EBADMSG, "Refusing the layer at entry %s: %s", p,
+                          archive_error_string(w) ?: "cannot be extracted");
+}
+
+int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
+{
+        _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
+        _cleanup_(archive_write_freep) struct archive *w = archive_write_disk_new();
+        g_autoptr(GHashTable) made = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        uint64_t entries = 0;
+        int r, k;
+
+        if (!a || !w)
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        (void) setlocale(LC_CTYPE, "C.UTF-8");
+        archive_read_support_filter_gzip(a);
+        archive_read_support_filter_zstd(a);
+        archive_read_support_format_tar(a);
+        archive_write_disk_set_options(w, LAYER_EXTRACT_FLAGS);
+        if (archive_read_open_fd(a, fd, 256 * 1024) != ARCHIVE_OK)
+                return layer_read_failure(a, err, errlen);
+
+        for (;;) {
+                struct archive_entry *e;
+                g_autofree char *path = NULL, *dir = NULL;
+                const char *base;
+
+                r = archive_read_next_header(a, &e);
+                if (r == ARCHIVE_EOF)
+                        break;
+                if (r == ARCHIVE_WARN)
+                        job_child_log(c, LOG_LEVEL_WARNING, "%s", archive_error_string(a));
+                else if (r != ARCHIVE_OK)
+                        return layer_read_failure(a, err, errlen);
+
+                k = archive_entry_check_safe(e, err, errlen);
+                if (k < 0)
+                        return k;
+                path = path_normalize(archive_entry_pathname(e));
+                split(path, &dir, &base);
+
+                if (strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0) {
+                        if (streq(base, OPAQUE_NAME))
+                                k = opaque_apply(dir, made);
+                        else if (base[strlen(WHITEOUT_PREFIX)] == '\0' || streq(base + strlen(WHITEOUT_PREFIX), ".") ||
+                                 streq(base + strlen(WHITEOUT_PREFIX), ".."))
+                                k = -EINVAL;
+                        else
+                                k = whiteout_apply(dir, base + strlen(WHITEOUT_PREFIX), made);
+                        if (k == -EINVAL) {
+                                g_autofree char *p = text_escape(path, 200, ESCAPE_MESSAGE);
+                                return errbuf_set(err, errlen, EBADMSG,
+                                                  "Refusing the layer: whiteout \"%s\" names nothing", p);
+                        }
+                        if (k < 0) {
+                                g_autofree char *p = text_escape(path, 200, ESCAPE_MESSAGE);
+                                return errbuf_set(err, errlen, -k, "Cannot apply whiteout %s: %s", p, strerror(-k));
+                        }
+                        entries++;
+                        continue;
+                }
+
+                if (*path) {
+                        k = clear_conflict(path, archive_entry_filetype(e) == AE_IFDIR && !archive_entry_hardlink(e));
+                        if (k < 0)
+                                return errbuf_set(err, errlen, -k, "Cannot replace %s: %s", path, strerror(-k));
+                }
+                r = archive_write_header(w, e);
+                if (r < ARCHIVE_WARN)
+                        return layer_write_failure(w, path, err, errlen);
+                if (archive_entry_size(e) > 0)
+                        for (;;) {
+                                const void *buf;
+                                size_t size;
+                                int64_t offset;
+                                r = archive_read_data_block(a, &buf, &size, &offset);
+                                if (r == ARCHIVE_EOF)
+                                        break;
+                                if (r != ARCHIVE_OK)
+                                        return layer_read_failure(a, err, errlen);
+                                if (archive_write_data_block(w, buf, size, offset) < 0)
+                                        return layer_write_failure(w, path, err, errlen);
+                        }
+                r = archive_write_finish_entry(w);
+                if (r < ARCHIVE_WARN)
+                        return layer_write_failure(w, path, err, errlen);
+                g_hash_table_add(made, TAKE_PTR(path));
+                entries++;
+        }
+        r = archive_write_close(w);
+        if (r < ARCHIVE_WARN)
+                return errbuf_set(err, errlen, archive_errno(w) == ENOSPC ? ENOSPC : EIO, "Cannot finish the layer: %s",
+                                  archive_error_string(w));
+        if (entries == 0 && archive_filter_bytes(a, 0) < 512)
+                return errbuf_set(err, errlen, EBADMSG, "The layer is empty or not a tar archive");
+        return 0;
+}
