@@ -163,7 +163,7 @@ class InstallTest(stamptest.TestCase):
         are what they are."""
         text = read(os.path.join(SRCDIR, 'polkit/io.stamp.Stamp1.policy'))
         ids = re.findall(r'<action id="([^"]+)"', text)
-        self.assertEqual(len(ids), 11)
+        self.assertEqual(len(ids), 12)
         for action in ids:
             with self.subTest(action=action):
                 before = text[:text.index('<action id="%s"' % action)].rstrip()
@@ -205,7 +205,7 @@ class InstallTest(stamptest.TestCase):
         self.assertSameAsSource(path, 'completion/stampctl')
         # sourced by bash, it registers itself for stampctl and completes verbs
         script = ('source %s && complete -p stampctl && '
-                  'COMP_WORDS=(stampctl cl) COMP_CWORD=1 && _stampctl && '
+                  'COMP_WORDS=(stampctl clo) COMP_CWORD=1 && _stampctl && '
                   'printf "%%s\\n" "${COMPREPLY[@]}"' % path)
         out = run(['bash', '--norc', '--noprofile', '-c', script]).stdout
         self.assertIn('-F _stampctl stampctl', out)
