@@ -1,0 +1,349 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The Debian package (debian/), built and used as an administrator would.
+
+tools/build-deb.sh builds it from a fresh clone of the checkout's HEAD
+(dpkg-buildpackage -us -uc -b), and lintian must find nothing worse than
+information in it. Then it goes into a throw-away Debian 12 root made
+offline from a package tarball (`debootstrap --make-tarball` of minbase with
+the package's Depends, made once over the network and kept in
+$STAMP_TEST_CACHE, as the template tests do), with `apt-get install
+./stamp_*.deb`, where:
+
+  * a host without systemd as PID 1: the root is chrooted, with a system bus
+    of its own (its dbus-daemon, running before the package arrives) that
+    must pick the package's files up by itself: the first stampctl call
+    activates stampd through the bus's launch helper; stampd makes its pool
+    in /var/lib/machines.raw, imports, clones and starts a machine;
+    reinstalling the package over itself restarts the running stampd (a new
+    process, running the new file); remove stops it and keeps every image,
+    the pool and the conffile; purge removes /etc/stamp, /var/lib/stamp and
+    /var/cache/stamp and keeps every image and the pool.
+
+Slow suite: it builds the package and installs Debian into a directory.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import installtree
+import stamptest
+import templatetest
+from stamptest import SRCDIR, diag, run, wait_for, wrap_pdeathsig
+
+BUILD_TIMEOUT = float(os.environ.get('STAMPTEST_BUILD_TIMEOUT', '900'))
+STORE = '/var/lib/machines'
+PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+class Package:
+    """What tools/build-deb.sh left in outdir."""
+
+    def __init__(self, outdir):
+        self.outdir = outdir
+        debs = [n for n in os.listdir(outdir) if n.startswith('stamp_') and n.endswith('.deb')]
+        if len(debs) != 1:
+            raise AssertionError('tools/build-deb.sh made %s in %s' % (debs or 'no stamp_*.deb', outdir))
+        self.deb = os.path.join(outdir, debs[0])
+        self.changes = os.path.join(outdir, debs[0][:-len('.deb')] + '.changes')
+
+    def field(self, name):
+        return run(['dpkg-deb', '-f', self.deb, name]).stdout.strip()
+
+    def depends(self):
+        """The package names in Depends (the first of alternatives, no versions)."""
+        names = []
+        for item in self.field('Depends').split(','):
+            first = item.split('|')[0].strip()
+            if first:
+                names.append(first.split()[0].split(':')[0])
+        return names
+
+
+def build_package(top):
+    """tools/build-deb.sh, which clones the checkout's HEAD and builds there."""
+    out = os.path.join(top, 'debs')
+    tmp = os.path.join(top, 'tmp')
+    os.makedirs(tmp)
+    env = dict(os.environ, TMPDIR=tmp)
+    env.pop('DEB_BUILD_OPTIONS', None)
+    run([os.path.join(SRCDIR, 'tools', 'build-deb.sh'), out], env=env, timeout=BUILD_TIMEOUT)
+    return Package(out)
+
+
+def package_tarball(includes):
+    """A cached `debootstrap --make-tarball` of minbase with includes (made
+    over the network the first time), named after what it holds."""
+    arch = templatetest.host_arch()
+    key = hashlib.sha256(','.join(sorted(includes)).encode()).hexdigest()[:12]
+    path = os.path.join(templatetest.CACHE, '%s-minbase-%s-deb-%s.tgz' % (templatetest.SUITE, arch, key))
+    if os.path.exists(path):
+        return path
+    os.makedirs(templatetest.CACHE, exist_ok=True)
+    work = tempfile.mkdtemp(prefix='.make-tarball.', dir=templatetest.CACHE)
+    tmp = path + '.tmp.%d' % os.getpid()
+    diag('making the package tarball %s (needs the network, once)' % path)
+    try:
+        p = run(['debootstrap', '--variant=minbase', '--arch=' + arch, '--include=' + ','.join(includes),
+                 '--make-tarball=' + tmp, templatetest.SUITE, work, templatetest.MIRROR],
+                check=False, timeout=templatetest.JOB_TIMEOUT)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if p.returncode != 0:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise unittest.SkipTest('no package tarball in %s and debootstrap --make-tarball failed '
+                                '(no network?): %s' % (templatetest.CACHE, (p.stdout + p.stderr)[-500:]))
+    os.rename(tmp, path)
+    return path
+
+
+def make_root(top, package):
+    """Debian 12 with the package's Depends installed (and bootable), on a
+    btrfs of the test's own: each scenario gets a snapshot of it."""
+    includes = sorted(set(package.depends()) | set(templatetest.BOOTABLE))
+    tarball = package_tarball(includes)
+    disk = stamptest.make_btrfs_store(os.path.join(top, 'roots'), size='6G')
+    base = os.path.join(disk, 'base')
+    run(['btrfs', '-q', 'subvolume', 'create', base])
+    run(['debootstrap', '--variant=minbase', '--unpack-tarball=' + tarball,
+         '--include=' + ','.join(includes), templatetest.SUITE, base, templatetest.MIRROR],
+        timeout=templatetest.JOB_TIMEOUT)
+    return base
+
+
+class ChrootHost:
+    """A snapshot of the Debian root, chrooted, as a host without systemd as
+    PID 1: a PID namespace whose PID 1 is the root's own dbus-daemon --system
+    (and a mount namespace with /proc of its own), the host's /dev and /sys,
+    a fresh /run. Everything started inside dies with the bus."""
+
+    def __init__(self, base, path):
+        run(['btrfs', '-q', 'subvolume', 'snapshot', base, path])
+        self.path = path
+        self.log = path + '.bus.log'
+        run(['mount', '--rbind', '/dev', os.path.join(path, 'dev')])
+        run(['mount', '--rbind', '/sys', os.path.join(path, 'sys')])
+        run(['mount', '-t', 'tmpfs', '-o', 'mode=0755,nosuid,nodev', 'stamp-run', os.path.join(path, 'run')])
+        argv = ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc=' + os.path.join(path, 'proc'),
+                'chroot', path, '/bin/sh', '-c',
+                'mkdir -p /run/dbus && exec dbus-daemon --system --nofork --nopidfile']
+        with open(self.log, 'w') as log:
+            self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, env={'PATH': PATH, 'LANG': 'C.UTF-8'})
+        self.leader = wait_for(self._find_bus, 'the root\'s dbus-daemon to start')
+        wait_for(lambda: self._dead() or os.path.exists(self.at('/run/dbus/system_bus_socket')),
+                 'the root\'s system bus socket')
+        if self._dead():
+            raise AssertionError('dbus-daemon in the root exited:\n' + self.read_log())
+
+    def _dead(self):
+        return self.proc.poll() is not None
+
+    def _find_bus(self):
+        if self._dead():
+            raise AssertionError('unshare exited with %s:\n%s' % (self.proc.returncode, self.read_log()))
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                exe = os.readlink('/proc/%d/exe' % pid)
+                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            if exe.endswith('/dbus-daemon'):
+                return pid
+        return None
+
+    def at(self, path):
+        return os.path.join(self.path, path.lstrip('/'))
+
+    def run(self, argv, check=True, timeout=stamptest.TIMEOUT, **kw):
+        """argv as root in the root: its mount and PID namespace, chrooted."""
+        env = {'PATH': PATH, 'LANG': 'C.UTF-8', 'DEBIAN_FRONTEND': 'noninteractive'}
+        return run(['nsenter', '--target', str(self.leader), '--mount', '--pid', '--root', '--wd=/'] + argv,
+                   check=check, timeout=timeout, env=env, **kw)
+
+    def sh(self, script, **kw):
+        return self.run(['sh', '-c', script], **kw)
+
+    def stampd_pid(self):
+        """The pid (in the root's PID namespace) of who owns io.stamp.Stamp1, or None."""
+        p = self.run(['dbus-send', '--system', '--print-reply=literal', '--dest=org.freedesktop.DBus', '/',
+                      'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:' + stamptest.BUS_NAME],
+                     check=False)
+        return int(p.stdout.split()[1]) if p.returncode == 0 else None
+
+    def exe(self, pid):
+        return self.run(['readlink', '/proc/%d/exe' % pid], check=False).stdout.strip()
+
+    def alive(self, pid):
+        return self.run(['kill', '-0', str(pid)], check=False).returncode == 0
+
+    def keep_awake(self):
+        """Pings to stampd, 20 a second, that never activate it but keep an
+        activated one from its idle exit however slow the machine. Returns a
+        stop function."""
+        script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
+                  'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
+        proc = subprocess.Popen(wrap_pdeathsig(['nsenter', '--target', str(self.leader), '--mount', '--pid',
+                                                '--root', '--wd=/', 'sh', '-c', script]),
+                                env={'PATH': PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+        def stop():
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+            proc.wait()
+        return stop
+
+    def stop(self):
+        if not self._dead():
+            self.proc.kill()  # unshare --kill-child: the bus, and with it the whole PID namespace
+            self.proc.wait()
+        for sub in ('run', 'sys', 'dev'):
+            run(['umount', '-R', '-l', self.at(sub)], check=False)
+
+    def read_log(self):
+        with open(self.log, errors='replace') as f:
+            return f.read()
+
+
+class DebTest(stamptest.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        for tool in ('dpkg-buildpackage', 'dh', 'lintian', 'debootstrap'):
+            if not shutil.which(tool):
+                self.skipTest('%s is not installed (tools/install-deps.sh)' % tool)
+        self.top = os.path.join(self.env.T, 'deb')
+        os.makedirs(self.top, exist_ok=True)
+        self.package = installtree.once('package', build_package, self.top)
+        self.attach_log(os.path.join(self.top, 'bus.log'))
+
+    def base_root(self):
+        return installtree.once('root', make_root, self.top, self.package)
+
+    def chroot_host(self, name):
+        host = ChrootHost(self.base_root(), os.path.join(self.top, 'roots', name))
+        self.addCleanup(host.stop)
+        self.attach_log(host.log)
+        return host
+
+    def apt(self, host, *args):
+        """apt-get in the root, offline: every dependency is there already."""
+        return host.run(['apt-get', '-y', '-q', '--no-install-recommends'] + list(args), timeout=BUILD_TIMEOUT)
+
+    def test_lintian_clean(self):
+        p = run(['lintian', '--fail-on', 'error,warning', '--show-overrides', self.package.changes],
+                check=False, timeout=BUILD_TIMEOUT)
+        lines = p.stdout.splitlines()
+        bad = [line for line in lines if line[:2] in ('E:', 'W:')]
+        self.assertEqual(bad, [], 'lintian:\n' + p.stdout + p.stderr)
+        self.assertEqual(p.returncode, 0, 'lintian:\n' + p.stdout + p.stderr)
+        # lintian looked at the package: the one override (debian/stamp.lintian-overrides) was used
+        self.assertIn('O: stamp: no-manual-page [usr/libexec/stamp-transfer]', lines, p.stdout)
+
+    def test_package_contents(self):
+        listing = run(['dpkg-deb', '-c', self.package.deb]).stdout
+        for path in ('./usr/libexec/stampd', './usr/libexec/stamp-transfer', './usr/bin/stampctl',
+                     './usr/share/dbus-1/system-services/io.stamp.Stamp1.service',
+                     './usr/share/dbus-1/system.d/io.stamp.Stamp1.conf',
+                     './usr/share/polkit-1/actions/io.stamp.Stamp1.policy',
+                     './lib/systemd/system/stampd.service', './etc/stamp/stampd.conf',
+                     './usr/share/man/man1/stampctl.1.gz', './usr/share/doc/stamp/copyright',
+                     './usr/share/doc/stamp/examples/50-stamp-group.rules.example',
+                     './usr/share/bash-completion/completions/stampctl'):
+            self.assertIn(' ' + path + '\n', listing)
+        depends = self.package.depends()
+        for tool in ('systemd-container', 'btrfs-progs', 'debootstrap', 'mmdebstrap', 'dbus', 'polkitd',
+                     'mount', 'libcurl4', 'libarchive13', 'libsystemd0'):
+            self.assertIn(tool, depends)
+
+    def test_without_systemd_install_use_upgrade_remove_purge(self):
+        host = self.chroot_host('nosystemd')
+        deb = '/tmp/' + os.path.basename(self.package.deb)
+        shutil.copy(self.package.deb, host.at(deb))
+        self.assertEqual(host.stampd_pid(), None)
+        self.assertFalse(os.path.lexists(host.at(STORE + '.raw')))
+
+        # install: the bus, running all along, picks the package's files up itself
+        self.apt(host, 'install', deb)
+        self.assertEqual(host.stampd_pid(), None, 'the package started stampd at installation')
+        out = host.run(['stampctl', '--no-legend', 'list']).stdout
+        self.assertEqual(out.strip(), '')
+        pid = host.stampd_pid()
+        self.assertIsNotNone(pid, 'the first stampctl call did not activate stampd')
+        self.assertEqual(host.exe(pid), '/usr/libexec/stampd')
+        # its pool, made with the package's dependencies (mkfs.btrfs, mount)
+        self.assertTrue(os.path.isfile(host.at(STORE + '.raw')))
+        self.assertEqual(host.run(['findmnt', '-n', '-o', 'FSTYPE', '--mountpoint', STORE]).stdout.strip(),
+                         'btrfs')
+
+        # use: import (stamp-transfer, libarchive), clone, start (systemd-nspawn)
+        tree = os.path.join(self.dir, 'tree')
+        os.makedirs(tree)
+        stamptest.populate_image(tree, 'base')
+        run(['tar', '-C', tree, '-cf', host.at('/tmp/base.tar'), '.'])
+        host.run(['stampctl', 'import-tar', '/tmp/base.tar', 'base'])
+        host.run(['stampctl', 'clone', 'base', 'work'])
+        p = host.run(['stampctl', 'start', 'work', '--', '/bin/busybox', 'sh', '-c',
+                                    'busybox cat /srv/marker; echo made > /srv/new'])
+        self.assertEqual(p.stdout.strip(), 'base', p.stdout + p.stderr)
+        self.assertEqual(open(host.at(STORE + '/work/srv/new')).read(), 'made\n')
+        images = sorted(line.split()[0] for line in
+                        host.run(['stampctl', '--no-legend', 'list']).stdout.splitlines())
+        self.assertEqual(images, ['base', 'work'])
+
+        # upgrade over itself: the running stampd is replaced by one running the new file
+        stop_pings = host.keep_awake()
+        self.addCleanup(stop_pings)
+        old = host.stampd_pid()
+        self.assertIsNotNone(old)
+        self.apt(host, 'install', '--reinstall', deb)
+        new = wait_for(host.stampd_pid, 'a stampd after the upgrade')
+        self.assertNotEqual(new, old, 'the upgrade did not restart stampd')
+        self.assertFalse(host.alive(old), 'the old stampd still runs')
+        self.assertEqual(host.exe(new), '/usr/libexec/stampd', 'stampd does not run the installed file')
+        self.assertEqual(sorted(line.split()[0] for line in
+                                host.run(['stampctl', '--no-legend', 'list']).stdout.splitlines()),
+                         ['base', 'work'])
+        stop_pings()
+
+        # remove: stampd stopped; images, the pool and the conffile stay
+        running = host.stampd_pid()
+        self.assertIsNotNone(running)
+        self.apt(host, 'remove', 'stamp')
+        self.assertEqual(host.stampd_pid(), None, 'stampd still owns its bus name after remove')
+        self.assertFalse(host.alive(running), 'stampd still runs after remove')
+        self.assertFalse(os.path.exists(host.at('/usr/libexec/stampd')))
+        self.assertTrue(os.path.isfile(host.at('/etc/stamp/stampd.conf')), 'remove took the conffile')
+        self.assert_images_kept(host)
+
+        # purge: stamp's own config, state and cache go; the images and the pool stay
+        for d in ('/var/lib/stamp', '/var/cache/stamp'):
+            os.makedirs(host.at(d), exist_ok=True)
+            with open(host.at(d + '/leftover'), 'w') as f:
+                f.write('x\n')
+        self.apt(host, 'purge', 'stamp')
+        for gone in ('/etc/stamp', '/var/lib/stamp', '/var/cache/stamp'):
+            self.assertFalse(os.path.lexists(host.at(gone)), '%s is still there after purge' % gone)
+        self.assert_images_kept(host)
+        self.assertIn(host.run(['dpkg-query', '-W', '-f', '${db:Status-Status}', 'stamp'],
+                               check=False).stdout.strip(), ('', 'not-installed'))
+
+    def assert_images_kept(self, host):
+        self.assertTrue(os.path.isfile(host.at(STORE + '.raw')), '/var/lib/machines.raw is gone')
+        self.assertEqual(open(host.at(STORE + '/base/srv/marker')).read(), 'base\n')
+        self.assertEqual(open(host.at(STORE + '/work/srv/new')).read(), 'made\n')
+        names = sorted(n for n in os.listdir(host.at(STORE)) if n != stamptest.STORE_META)
+        self.assertEqual(names, ['base', 'work'])
+
+
+if __name__ == '__main__':
+    raise SystemExit(stamptest.main())
