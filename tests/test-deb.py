@@ -39,6 +39,7 @@ from stamptest import SRCDIR, diag, run, wait_for, wrap_pdeathsig
 BUILD_TIMEOUT = float(os.environ.get('STAMPTEST_BUILD_TIMEOUT', '900'))
 STORE = '/var/lib/machines'
 PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
+BOOT_TIMEOUT = float(os.environ.get('STAMPTEST_BOOT_TIMEOUT', '180'))
 
 
 class Package:
@@ -236,6 +237,89 @@ class ChrootHost:
             return f.read()
 
 
+class BootedHost:
+    """A copy of the Debian root booted with systemd-nspawn --boot (up to
+    basic.target, a private network): a host with systemd as PID 1, whose
+    dbus-daemon runs with --systemd-activation and hands activations to
+    systemd."""
+
+    def __init__(self, base, path):
+        run(['cp', '-a', '--reflink=auto', base, path], timeout=templatetest.JOB_TIMEOUT)
+        self.path = path
+        self.log = path + '.boot.log'
+        argv = ['systemd-nspawn', '--quiet', '-D', path, '--register=no', '--keep-unit', '--private-network',
+                '-M', 'stamp-deb-test', '--boot', '--', 'systemd.unit=basic.target']
+        with open(self.log, 'w') as log:
+            self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.leader = wait_for(self._find_leader, 'the container to start', timeout=BOOT_TIMEOUT)
+        wait_for(lambda: self._dead() or self.run(['systemctl', 'is-active', 'dbus.socket'],
+                                                  check=False).stdout.strip() == 'active',
+                 'the container to listen on its bus', timeout=BOOT_TIMEOUT, interval=0.2)
+        if self._dead():
+            raise AssertionError('the container did not boot:\n' + self.read_log())
+
+    def _dead(self):
+        return self.proc.poll() is not None
+
+    def _find_leader(self):
+        """The container's PID 1: systemd, below nspawn."""
+        if self._dead():
+            raise AssertionError('systemd-nspawn exited with %s:\n%s' % (self.proc.returncode, self.read_log()))
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                exe = os.readlink('/proc/%d/exe' % pid)
+                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            if pid != self.proc.pid and exe.endswith('/lib/systemd/systemd'):
+                return pid
+        return None
+
+    def at(self, path):
+        return os.path.join(self.path, path.lstrip('/'))
+
+    def run(self, argv, check=True, timeout=stamptest.TIMEOUT):
+        env = {'PATH': PATH, 'LANG': 'C.UTF-8', 'DEBIAN_FRONTEND': 'noninteractive', 'SYSTEMD_PAGER': ''}
+        return run(['nsenter', '--target', str(self.leader), '--all', '--root', '--wd=/'] + argv,
+                   check=check, timeout=timeout, env=env)
+
+    def service(self):
+        out = self.run(['systemctl', 'show', 'stampd.service', '-pActiveState', '-pMainPID',
+                        '-pLoadState']).stdout
+        return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+
+    def keep_awake(self):
+        """As ChrootHost.keep_awake."""
+        script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
+                  'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
+        proc = subprocess.Popen(wrap_pdeathsig(['nsenter', '--target', str(self.leader), '--all', '--root',
+                                                '--wd=/', 'sh', '-c', script]),
+                                env={'PATH': PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+        def stop():
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+            proc.wait()
+        return stop
+
+    def stop(self):
+        if not self._dead():
+            self.proc.terminate()  # nspawn: a clean poweroff of the booted container
+            try:
+                self.proc.wait(timeout=stamptest.TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def read_log(self):
+        with open(self.log, errors='replace') as f:
+            return f.read()
+
+
 class DebTest(stamptest.TestCase):
 
     def setUp(self):
@@ -253,6 +337,14 @@ class DebTest(stamptest.TestCase):
 
     def chroot_host(self, name):
         host = ChrootHost(self.base_root(), os.path.join(self.top, name))
+        self.addCleanup(host.stop)
+        self.attach_log(host.log)
+        return host
+
+    def booted_host(self, name):
+        if not shutil.which('systemd-nspawn'):
+            self.skipTest('systemd-nspawn is not installed')
+        host = BootedHost(self.base_root(), os.path.join(self.top, name))
         self.addCleanup(host.stop)
         self.attach_log(host.log)
         return host
@@ -365,6 +457,54 @@ class DebTest(stamptest.TestCase):
         self.assert_images_kept(host)
         self.assertIn(host.run(['dpkg-query', '-W', '-f', '${db:Status-Status}', 'stamp'],
                                check=False).stdout.strip(), ('', 'not-installed'))
+
+    def test_with_systemd_install_use_upgrade_remove_purge(self):
+        host = self.booted_host('systemd')
+        deb = '/root/' + os.path.basename(self.package.deb)
+        shutil.copy(self.package.deb, host.at(deb))
+        # An image there already: the store is not empty, so stampd uses it as it is (no pool, which
+        # would need loop devices in the container) and clones by copying.
+        stamptest.populate_image(host.at(STORE + '/base'), 'base')
+
+        self.apt(host, 'install', deb)
+        state = host.service()
+        self.assertEqual((state['LoadState'], state['ActiveState']), ('loaded', 'inactive'), state)
+
+        # the first call: dbus asks systemd for stampd.service
+        self.assertEqual(host.run(['stampctl', '--no-legend', 'list']).stdout.split()[0], 'base')
+        stop_pings = host.keep_awake()
+        self.addCleanup(stop_pings)
+        state = host.service()
+        self.assertEqual(state['ActiveState'], 'active', state)
+        old = int(state['MainPID'])
+        self.assertEqual(host.run(['readlink', '/proc/%d/exe' % old]).stdout.strip(), '/usr/libexec/stampd')
+        self.assertIn("unit='stampd.service'",
+                      host.run(['journalctl', '-u', 'dbus.service', '-o', 'cat'], check=False).stdout)
+        host.run(['stampctl', 'clone', 'base', 'work'])
+        self.assertEqual(open(host.at(STORE + '/work/srv/marker')).read(), 'base\n')
+
+        # upgrade over itself: systemd restarts the running stampd.service
+        self.apt(host, 'install', '--reinstall', deb)
+        state = wait_for(lambda: (lambda s: s['ActiveState'] == 'active' and s)(host.service()),
+                         'stampd.service to be active after the upgrade')
+        new = int(state['MainPID'])
+        self.assertNotEqual(new, old, 'the upgrade did not restart stampd.service')
+        self.assertEqual(host.run(['readlink', '/proc/%d/exe' % new]).stdout.strip(), '/usr/libexec/stampd')
+        stop_pings()
+
+        # remove: stopped, the unit gone; the images stay
+        self.assertEqual(host.service()['ActiveState'], 'active')
+        self.apt(host, 'remove', 'stamp')
+        state = host.service()
+        self.assertEqual((state['LoadState'], state['ActiveState']), ('not-found', 'inactive'), state)
+        self.assertTrue(os.path.isfile(host.at('/etc/stamp/stampd.conf')))
+        for name in ('base', 'work'):
+            self.assertEqual(open(host.at(STORE + '/%s/srv/marker' % name)).read(), 'base\n')
+
+        self.apt(host, 'purge', 'stamp')
+        self.assertFalse(os.path.lexists(host.at('/etc/stamp')))
+        self.assertEqual(sorted(n for n in os.listdir(host.at(STORE)) if n != stamptest.STORE_META),
+                         ['base', 'work'])
 
     def assert_images_kept(self, host):
         self.assertTrue(os.path.isfile(host.at(STORE + '.raw')), '/var/lib/machines.raw is gone')
