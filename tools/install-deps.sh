@@ -21,6 +21,8 @@ packages=(
     openssh-server openssh-client libxml2-utils man-db
     # install: the completion directory from its pkg-config file
     bash-completion
+    # the Debian package: tools/build-deb.sh, tests/test-deb.py
+    git dpkg-dev debhelper lintian
 )
 
 if [ "$(id -u)" -ne 0 ]; then
