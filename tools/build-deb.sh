@@ -11,8 +11,8 @@ set -euo pipefail
 
 lintian=no
 if [ "${1:-}" = --lintian ]; then
-        lintian=yes
-        shift
+    lintian=yes
+    shift
 fi
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$src/build-deb}
@@ -20,7 +20,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 if [ -n "$(git -C "$src" status --porcelain --untracked-files=no)" ]; then
-        echo "build-deb.sh: uncommitted changes are not in the package (it is built from HEAD)" >&2
+    echo "build-deb.sh: uncommitted changes are not in the package (it is built from HEAD)" >&2
 fi
 
 work=$(mktemp -d)
@@ -34,5 +34,5 @@ changes=$(ls "$work"/stamp_"${version}"_*.changes)
 cp "$work"/*.deb "$work"/*.buildinfo "$changes" "$out"/
 echo "build-deb.sh: $(cd "$out" && ls stamp_"${version}"_*.deb) in $out"
 if [ "$lintian" = yes ]; then
-        lintian --fail-on error,warning "$out/$(basename "$changes")"
+    lintian --fail-on error,warning "$out/$(basename "$changes")"
 fi
