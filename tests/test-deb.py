@@ -26,6 +26,7 @@ Slow suite: it builds the package and installs Debian into a directory.
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -121,7 +122,11 @@ def make_root(top, package):
 # reaps what is left to it (a bus-activated stampd, once dbus-daemon lets go of it, is reparented
 # here; left a zombie, it would look alive to the maintainer scripts).
 INIT = '''
-import os, sys
+import ctypes, os, signal, sys
+# A PID 1 ignores signals it has no handler for, unshare --kill-child's SIGKILL among them: when
+# unshare goes (with the test), SIGTERM, handled, ends this init and so the namespace.
+signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 bus = os.fork()
 if bus == 0:
     os.chroot(sys.argv[1])
@@ -156,6 +161,8 @@ class ChrootHost:
             self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, env={'PATH': PATH, 'LANG': 'C.UTF-8'})
         self.leader = wait_for(self._find_bus, 'the root\'s dbus-daemon to start')
+        with open('/proc/%d/stat' % self.leader) as f:
+            self.init = int(f.read().rsplit(')', 1)[1].split()[1])  # its parent: PID 1 inside
         wait_for(lambda: self._dead() or os.path.exists(self.at('/run/dbus/system_bus_socket')),
                  'the root\'s system bus socket')
         if self._dead():
@@ -222,14 +229,19 @@ class ChrootHost:
 
         def stop():
             if proc.poll() is None:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         return stop
 
     def stop(self):
+        # SIGKILL to the namespace's PID 1, from outside, takes the whole namespace with it.
+        try:
+            os.kill(self.init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if not self._dead():
-            self.proc.kill()  # unshare --kill-child: the bus, and with it the whole PID namespace
-            self.proc.wait()
+            self.proc.kill()
+        self.proc.wait()
         run(['umount', '-R', '-l', self.path], check=False)
 
     def read_log(self):
@@ -302,7 +314,7 @@ class BootedHost:
 
         def stop():
             if proc.poll() is None:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         return stop
 
