@@ -18,9 +18,15 @@ $STAMP_TEST_CACHE, as the template tests do), with `apt-get install
     reinstalling the package over itself restarts the running stampd (a new
     process, running the new file); remove stops it and keeps every image,
     the pool and the conffile; purge removes /etc/stamp, /var/lib/stamp and
-    /var/cache/stamp and keeps every image and the pool.
+    /var/cache/stamp and keeps every image and the pool;
+  * a host with systemd as PID 1: the root booted with systemd-nspawn
+    --boot. Installing starts nothing; the first stampctl call makes dbus
+    ask systemd for stampd.service; a clone works under the unit's sandbox;
+    reinstalling restarts the running unit with a new main process; remove
+    stops it and keeps the images, as does purge.
 
-Slow suite: it builds the package and installs Debian into a directory.
+Slow suite: it builds the package, installs Debian into a directory and
+boots it (about two minutes once the package tarball is cached).
 """
 
 import hashlib
