@@ -26,6 +26,8 @@ packages=(
     docker-registry skopeo apache2-utils
     # install: the completion directory from its pkg-config file
     bash-completion
+    # the Debian package: tools/build-deb.sh, tests/test-deb.py
+    git dpkg-dev debhelper lintian
 )
 
 if [ "$(id -u)" -ne 0 ]; then
