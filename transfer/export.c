@@ -45,7 +45,8 @@ int transfer_export(JobChild *c, const ExportArgs *a)
         k = archive_write_tree(c, tree_fd, snapshot_fd >= 0 ? a->image_fd : -1, a->out_fd, a->format, &total, err,
                                sizeof err);
         tree_total_stop(&total);
-        (void) fchdir(store_fd);
+        if (fchdir(store_fd) < 0) /* only the snapshot's removal below needs it */
+                job_child_log(c, LOG_LEVEL_WARNING, "Cannot return to the store: %s", strerror(errno));
         snapshot_fd = safe_close(snapshot_fd);
         if (k < 0)
                 return job_child_fail(c, -k, "Exporting image %s failed: %s", a->name, err);
