@@ -27,6 +27,8 @@ const char *arg_host = NULL;
 bool arg_read_only = false;
 bool arg_keep_identity = false;
 bool arg_mine = false;
+const char *arg_from = NULL;
+bool arg_cache = false;
 bool arg_tree = false;
 const char *arg_suite = NULL;
 const char *arg_variant = NULL;
@@ -67,10 +69,13 @@ enum {
         OPT_SIGNAL = 1u << 17,
         OPT_KEEP_IDENTITY = 1u << 18,
         OPT_MINE = 1u << 19,
+        OPT_FROM = 1u << 20,
+        OPT_CACHE = 1u << 21,
 };
 
 #define OPTS_TEMPLATE                                                                                                  \
-        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
+        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD |     \
+         OPT_FROM)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
 
 #define ARGS_ANY ((unsigned) -1)
@@ -96,7 +101,8 @@ static const struct verb verbs[] = {
         {"read-only", 1, 2, 0, verb_read_only, "read-only NAME [yes|no]"},
         {"create-template", 1, 1, OPTS_TEMPLATE, verb_create_template,
          "create-template NAME --suite S [--variant V] [--arch A] [--include P1,P2] [--mirror URL] "
-         "[--package-tarball FILE] [--root-password]"},
+         "[--package-tarball FILE] [--root-password] | --from TEMPLATE [--include P1,P2]"},
+        {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"export-tar", 2, 2, OPT_FORMAT | OPT_CHECKSUM, verb_export_tar,
          "export-tar NAME FILE|- [--format F] [--checksum]"},
         {"import-tar", 1, 2, OPT_READ_ONLY, verb_import_tar, "import-tar FILE|- [NAME] [--read-only]"},
@@ -179,6 +185,9 @@ static void help(void)
                "                  [--include P1,P2] [--mirror URL]\n"
                "                  [--package-tarball FILE] [--root-password]\n"
                "                             Build a Debian template with debootstrap\n"
+               "  create-template NAME --from TEMPLATE [--include P1,P2] [--root-password]\n"
+               "                             Derive a template: TEMPLATE plus packages\n"
+               "  clean --cache              Empty the template builds' package cache\n"
                "  export-tar NAME FILE|- [--format F] [--checksum]\n"
                "                             Write an image as a tar archive\n"
                "  import-tar FILE|- [NAME] [--read-only]\n"
@@ -230,6 +239,8 @@ static void help(void)
                "     --root-password         create-template: ask for root's password\n"
                "                             (hashed here; read from stdin when that is\n"
                "                             not a terminal)\n"
+               "     --from=TEMPLATE         create-template: start from that template\n"
+               "     --cache                 clean: the package cache\n"
                "     --format=F              export-tar: zstd, xz, gzip, bzip2 or\n"
                "                             uncompressed; default from FILE's suffix,\n"
                "                             else zstd\n"
@@ -320,6 +331,8 @@ enum {
         ARG_PRIVATE_USERS,
         ARG_KEEP_IDENTITY,
         ARG_MINE,
+        ARG_FROM,
+        ARG_CACHE,
 };
 
 static const struct option long_options[] = {
@@ -352,6 +365,8 @@ static const struct option long_options[] = {
         {"signal", required_argument, NULL, 's'},
         {"keep-identity", no_argument, NULL, ARG_KEEP_IDENTITY},
         {"mine", no_argument, NULL, ARG_MINE},
+        {"from", required_argument, NULL, ARG_FROM},
+        {"cache", no_argument, NULL, ARG_CACHE},
         {},
 };
 
@@ -399,6 +414,10 @@ static unsigned option_bit(int c)
                 return OPT_KEEP_IDENTITY;
         case ARG_MINE:
                 return OPT_MINE;
+        case ARG_FROM:
+                return OPT_FROM;
+        case ARG_CACHE:
+                return OPT_CACHE;
         default:
                 return 0;
         }
@@ -457,6 +476,12 @@ static int parse_argv(int argc, char *argv[], unsigned *given)
                         break;
                 case ARG_MINE:
                         arg_mine = true;
+                        break;
+                case ARG_FROM:
+                        arg_from = optarg;
+                        break;
+                case ARG_CACHE:
+                        arg_cache = true;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

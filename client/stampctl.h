@@ -38,6 +38,8 @@ extern const char *arg_host;
 extern bool arg_read_only;
 extern bool arg_keep_identity;
 extern bool arg_mine;
+extern const char *arg_from;
+extern bool arg_cache;
 extern bool arg_tree;
 extern const char *arg_suite;
 extern const char *arg_variant;
@@ -117,6 +119,7 @@ int verb_rename(sd_bus *bus, int argc, char **argv);
 int verb_read_only(sd_bus *bus, int argc, char **argv);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
+int verb_clean(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);
 int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);

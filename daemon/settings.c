@@ -19,6 +19,7 @@ void settings_defaults(Settings *s)
                 .machines_per_user_max = SETTINGS_DEFAULT_MACHINES_PER_USER,
                 .operations_max = SETTINGS_DEFAULT_OPERATIONS,
                 .operations_per_user_max = SETTINGS_DEFAULT_OPERATIONS_PER_USER,
+                .package_cache_max = SETTINGS_DEFAULT_PACKAGE_CACHE,
         };
 }
 
@@ -91,7 +92,7 @@ int settings_load(Settings *s, const char *path)
                 }
                 keys = g_key_file_get_keys(kf, *g, NULL, NULL);
                 for (char **k = keys; k && *k; k++)
-                        if (!g_strv_contains(known_limits, *k))
+                        if (!g_strv_contains(known_limits, *k) && !streq(*k, "PackageCacheBytes"))
                                 log_warning("%s: unknown key %s= in [Limits], ignored", path, *k);
         }
 
@@ -113,6 +114,15 @@ int settings_load(Settings *s, const char *path)
                         s->bytes_per_user = n;
                 else
                         log_warning("%s: BytesPerUser=%s is not a size such as 20G (or infinity); ignored", path,
+                                    v ?: "");
+        }
+        if (g_key_file_has_key(kf, "Limits", "PackageCacheBytes", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "PackageCacheBytes", NULL);
+                uint64_t n;
+                if (v && parse_size(v, &n) >= 0)
+                        s->package_cache_max = n;
+                else
+                        log_warning("%s: PackageCacheBytes=%s is not a size such as 2G (or infinity); ignored", path,
                                     v ?: "");
         }
         for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {

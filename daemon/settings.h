@@ -18,6 +18,8 @@
 #define SETTINGS_DEFAULT_MACHINES_PER_USER 16
 #define SETTINGS_DEFAULT_OPERATIONS 64
 #define SETTINGS_DEFAULT_OPERATIONS_PER_USER 16
+/* The package cache of template builds, <store>/.stamp/cache: a bookworm minbase is ~70 MiB of .debs. */
+#define SETTINGS_DEFAULT_PACKAGE_CACHE (UINT64_C(2) << 30)
 /* Above this, a cap would let callers hold more than the daemon is built for (fds, processes). */
 #define SETTINGS_CAP_MAX 4096
 
@@ -28,6 +30,7 @@ typedef struct Settings {
         unsigned jobs_max, jobs_per_user_max;
         unsigned machines_max, machines_per_user_max;
         unsigned operations_max, operations_per_user_max;
+        uint64_t package_cache_max; /* [Limits] PackageCacheBytes=: the template builds' package cache */
 } Settings;
 
 void settings_defaults(Settings *s);

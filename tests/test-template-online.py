@@ -31,7 +31,7 @@ class OnlineTemplateTest(TemplateTestCase):
         return job
 
     def cache_state(self):
-        d = os.path.join(self.cache_dir, 'debootstrap', '%s-%s' % (SUITE, host_arch()))
+        d = os.path.join(self.store, '.stamp', 'cache', 'debootstrap', '%s-%s' % (SUITE, host_arch()))
         state = {}
         for name in os.listdir(d):
             st = os.stat(os.path.join(d, name))

@@ -575,9 +575,11 @@ class AuthorizationTest(TemplateTestCase):
         self.assertEqual(self.jobs.wait(job_id), 'failed')
         self.assertIn('127.0.0.1:9', self.jobs.log_text(job, LOG_ERR))
         self.assertNothingLeft('mine')
-        # its cache lives where the daemon was told
-        self.assertTrue(os.path.isdir(os.path.join(self.cache_dir, 'debootstrap',
-                                                   '%s-%s' % (SUITE, host_arch()))))
+        # its package cache is in the store, hidden, root's alone
+        cache = os.path.join(self.store, '.stamp', 'cache')
+        self.assertTrue(os.path.isdir(os.path.join(cache, 'debootstrap', '%s-%s' % (SUITE, host_arch()))))
+        st = os.stat(cache)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o700))
 
 
 if __name__ == '__main__':
