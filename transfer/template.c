@@ -1610,6 +1610,9 @@ static int run_apt(Build *b, const char *target, const char *cache, bool network
         g_ptr_array_add(argv, (char *) "Acquire::Languages=none");
         g_ptr_array_add(argv, (char *) "-o");
         g_ptr_array_add(argv, (char *) "APT::Install-Recommends=false");
+        /* No terminal in the jail for dpkg to log through. */
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "Dpkg::Use-Pty=0");
         for (const char *const *a = args; *a; a++)
                 g_ptr_array_add(argv, (char *) *a);
         g_ptr_array_add(argv, NULL);
