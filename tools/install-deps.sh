@@ -12,6 +12,7 @@ packages=(
     scdoc
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
+    mmdebstrap
     util-linux mount e2fsprogs
     # archives
     libarchive-tools xz-utils zstd bzip2

@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
  * job-template.c); this drives debootstrap, reads its progress, and finishes the tree. */
 
 #define FALLBACK_MIRROR "http://deb.debian.org/debian"
+#define MMDEBSTRAP "/usr/bin/mmdebstrap"
 /* Where the locks of the jails' uid ranges are kept (the downloaded packages are in the store's own
  * cache, see store/cache.h). STAMP_CACHE_DIR in the daemon's environment (which it hands on to this
  * helper) overrides it; the tests point it at a directory of their own. */
@@ -74,10 +76,25 @@ typedef enum {
 
 /* Rough shares of the work each phase is in a bookworm minbase build: online, from a tarball, and a
  * derived build (snapshot; apt's index update, download, install; finish). */
-static const double phase_weight[3][_PHASE_MAX] = {
+static const double phase_weight[4][_PHASE_MAX] = {
         {0, .04, .01, .30, .10, .05, .15, .15, .08, .10, .02},
         {.15, 0, 0, 0, .10, .05, .20, .20, .12, .15, .03},
         {.05, .25, 0, .25, 0, 0, 0, 0, 0, .40, .05},
+        /* mmdebstrap: its essential set counts as "required", the rest as "base" */
+        {0, .05, 0, .30, .10, 0, .30, 0, .20, 0, .05},
+};
+
+/* mmdebstrap's "I:" lines that begin a phase. */
+static const struct {
+        const char *prefix;
+        Phase phase;
+} mmdebstrap_phases[] = {
+        {"I: running apt-get update", PHASE_INDEXES},
+        {"I: downloading packages", PHASE_DOWNLOAD},
+        {"I: extracting archives", PHASE_EXTRACT},
+        {"I: installing essential packages", PHASE_UNPACK_REQUIRED},
+        {"I: installing remaining packages", PHASE_UNPACK_BASE},
+        {"I: cleaning package lists", PHASE_FINISH},
 };
 
 static const struct {
@@ -107,7 +124,10 @@ typedef struct Build {
         JobChild *c;
         const JobArgs *a;
         bool offline;
-        bool derived;     /* apt inside a snapshot of a template, not debootstrap */
+        bool derived;    /* apt inside a snapshot of a template, not debootstrap */
+        bool mmdebstrap; /* an online build by mmdebstrap */
+        int pty_master;  /* mmdebstrap's stderr: it draws its progress only on a terminal */
+        int pty_slave;
         const char *tool; /* what runs, for messages */
         Phase apt_phase;  /* the phase apt's download status counts for */
         int tree_fd;
@@ -126,7 +146,8 @@ typedef struct Build {
         bool out_of_space; /* some tool said ENOSPC: debootstrap's own last word is then misleading */
         char *tail[3];     /* last lines of the tools' own output, for a failure without an E: message */
 
-        LineBuffer info, output;
+        LineBuffer info, output, terminal;
+        const char *tmpdir; /* HOME and TMPDIR of what runs, if not /root and /tmp */
 
         int jail_lock_fd;   /* holds the uid range of the jail */
         uint32_t jail_base; /* a derived build's range, for each of its runs of apt */
@@ -153,6 +174,8 @@ static void build_done(Build *b)
         for (size_t i = 0; i < ELEMENTSOF(b->tail); i++)
                 free(b->tail[i]);
         safe_close(b->cache_lock_fd);
+        safe_close(b->pty_master);
+        safe_close(b->pty_slave);
         if (b->jail_mounted)
                 (void) umount2(b->target, MNT_DETACH);
         safe_close(b->jail_lock_fd);
@@ -171,7 +194,7 @@ static double phase_start(const Build *b, Phase p)
         double s = 0;
 
         for (Phase i = 0; i < p; i++)
-                s += phase_weight[b->derived ? 2 : b->offline][i];
+                s += phase_weight[b->mmdebstrap ? 3 : b->derived ? 2 : b->offline][i];
         return s;
 }
 
@@ -187,7 +210,7 @@ static void build_progress(Build *b, Phase p, double fraction)
                 fraction = 0;
         if (fraction > 1)
                 fraction = 1;
-        v = phase_start(b, p) + phase_weight[b->derived ? 2 : b->offline][p] * fraction;
+        v = phase_start(b, p) + phase_weight[b->mmdebstrap ? 3 : b->derived ? 2 : b->offline][p] * fraction;
         if (v > 1)
                 v = 1;
         /* The packages are all in the cache once extraction begins: let a waiting build have it. */
@@ -328,15 +351,65 @@ static void handle_output_line(Build *b, const char *line)
         b->tail[ELEMENTSOF(b->tail) - 1] = strdup(line);
 }
 
+/* What mmdebstrap writes on its terminal: "I:", "W:", "E:" lines, and progress bars redrawn after a
+ * carriage return: ESC[2K, "status:", a percentage, "[===>   ]". */
+static void handle_terminal_line(Build *b, const char *raw)
+{
+        char clean[LINE_MAX_LEN + 1], *end, *line = clean;
+        size_t o = 0;
+        double pct;
+
+        /* Without the terminal's escapes (colours, line clearing): CSI … final byte. */
+        for (const char *p = raw; *p && o < LINE_MAX_LEN; p++) {
+                if (p[0] == '\033' && p[1] == '[') {
+                        p += 2;
+                        while (*p && !(*p >= 0x40 && *p <= 0x7e))
+                                p++;
+                        if (!*p)
+                                break;
+                        continue;
+                }
+                clean[o++] = *p;
+        }
+        clean[o] = '\0';
+        if (line[0] == '\0' || streq(line, "done"))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(mmdebstrap_phases); i++)
+                if (g_str_has_prefix(line, mmdebstrap_phases[i].prefix))
+                        build_progress(b, mmdebstrap_phases[i].phase, 0);
+        if (line[0] != '\0' && strchr("IWE", line[0]) && line[1] == ':') {
+                job_child_log(b->c,
+                              line[0] == 'E'   ? LOG_LEVEL_ERR
+                              : line[0] == 'W' ? LOG_LEVEL_WARNING
+                                               : LOG_LEVEL_INFO,
+                              "%s", line);
+                if (line[0] == 'E') {
+                        free(b->last_error);
+                        b->last_error = strdup(line + 2 + strspn(line + 2, " "));
+                }
+                return;
+        }
+        /* A progress bar: the percentage after an optional "status:". */
+        line += strcspn(line, ":[0123456789. ");
+        if (*line == ':')
+                line++;
+        line += strspn(line, " ");
+        pct = g_ascii_strtod(line, &end);
+        if (end != line && (*end == ' ' || *end == '\0'))
+                build_progress(b, b->phase, pct / 100);
+        else
+                handle_output_line(b, line);
+}
+
 static void line_buffer_feed(Build *b, LineBuffer *lb, const char *data, size_t n,
                              void (*handle)(Build *b, const char *line))
 {
         for (size_t i = 0; i < n; i++) {
-                if (data[i] == '\n' || lb->n == LINE_MAX_LEN) {
+                if (data[i] == '\n' || lb->n == LINE_MAX_LEN || (data[i] == '\r' && handle == handle_terminal_line)) {
                         lb->buf[lb->n] = '\0';
                         handle(b, lb->buf);
                         lb->n = 0;
-                        if (data[i] == '\n')
+                        if (data[i] == '\n' || data[i] == '\r')
                                 continue;
                 }
                 lb->buf[lb->n++] = data[i];
@@ -744,8 +817,14 @@ typedef struct Jail {
         /* A derived build's apt: */
         bool network;             /* the download, with the host's network (no package code runs then) */
         bool proc;                /* a /proc of the jail's own at /proc */
-        const char *const *binds; /* pairs: a directory of the host, and where in the tree it goes, idmapped
-                                   * as the tree is; NULL-terminated */
+        const char *const *binds; /* pairs: a directory of the host, and where in the tree it goes (or, if
+                                   * absolute, where on the host), idmapped as the tree is; NULL-terminated */
+        /* mmdebstrap's: the host's file system as the root, all of it read-only but the tree and
+         * @stage (a tmpfs of the jail's own). */
+        bool host_root;
+        const char *stage;
+        const char *stage_root; /* in @stage, where the tree is bound: the way to the store may be closed to
+                                 * the jail's ids */
 } Jail;
 
 /* A uid range of the host for this build alone, held (flock) for as long as the build runs. */
@@ -812,7 +891,7 @@ static int jail_prepare(Build *b, Jail *jail, pid_t pid)
                 return job_child_fail(b->c, errno, "Cannot mount the new tree idmapped: %s", strerror(errno));
         b->jail_mounted = true;
         for (const char *const *p = jail->binds; p && p[0]; p += 2) {
-                g_autofree char *where = g_strdup_printf("%s/%s", jail->target, p[1]);
+                g_autofree char *where = p[1][0] == '/' ? g_strdup(p[1]) : g_strdup_printf("%s/%s", jail->target, p[1]);
                 _cleanup_close_ int dir = open_tree(AT_FDCWD, p[0], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
                 struct mount_attr battr = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID |
                                                        MOUNT_ATTR_NOEXEC,
@@ -886,6 +965,30 @@ static int jail_enter_root(const char **step, const Jail *jail)
         return 0;
 }
 
+/* mmdebstrap's jail: it needs the host's tools (perl, apt, dpkg, mount) and chroots into the tree
+ * itself. The host's file system stays the root, read-only, and owned by ids the jail does not map,
+ * so nothing there is the jail's to change; the tree and the stage (its TMPDIR and the cache) are
+ * writable; /proc is the jail's own. */
+static int jail_enter_host(const char **step, const Jail *jail)
+{
+        struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY}, rw = {.attr_clr = MOUNT_ATTR_RDONLY};
+
+        *step = "make the host read-only";
+        if (mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0)
+                return -errno;
+        *step = "make the tree and the stage writable";
+        if (mount_setattr(AT_FDCWD, jail->stage, AT_RECURSIVE, &rw, sizeof rw) < 0)
+                return -errno;
+        *step = "mount /proc";
+        if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                return -errno;
+        /* mmdebstrap measures its terminal through /dev/tty. */
+        if (isatty(STDERR_FILENO))
+                (void) ioctl(STDERR_FILENO, TIOCSCTTY, 0);
+        *step = "chdir";
+        return chdir("/") < 0 ? -errno : 0;
+}
+
 /* The jail's first process, with debootstrap's fds in place: its user namespace, then, once the
  * parent mapped it, the other namespaces, root in them, and the second stage as their PID 1's
  * work. Returns only on failure, before the exec. */
@@ -907,8 +1010,12 @@ static int jail_run(Jail *jail, char **argv, char **env)
         /* The idmapped mount came from the parent's namespace, so it is locked here, and a locked
          * mount cannot become the root: a bind mount of it made here can. This is done with the
          * host's uid still: the store may be closed to the jail's. */
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount(jail->target, jail->target, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir(jail->target) < 0)
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return -errno;
+        if (jail->host_root && mount(jail->target, jail->stage_root, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return -errno;
+        if (!jail->host_root &&
+            (mount(jail->target, jail->target, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir(jail->target) < 0))
                 return -errno;
         /* Root of the new user namespace, and no trace of the host's groups. */
         if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -922,7 +1029,7 @@ static int jail_run(Jail *jail, char **argv, char **env)
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 /* No controlling terminal of the daemon's to reach through /dev/tty. */
                 (void) setsid();
-                k = jail_enter_root(&step, jail);
+                k = jail->host_root ? jail_enter_host(&step, jail) : jail_enter_root(&step, jail);
                 if (k < 0) {
                         fprintf(stderr, "Cannot set up the build's jail (%s): %s\n", step, strerror(-k));
                         _exit(126);
@@ -976,7 +1083,11 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
 
         g_ptr_array_add(env, g_strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
         g_ptr_array_add(env, g_strdup("LC_ALL=C"));
-        g_ptr_array_add(env, g_strdup("HOME=/root"));
+        if (b->tmpdir) {
+                g_ptr_array_add(env, g_strdup_printf("HOME=%s", b->tmpdir));
+                g_ptr_array_add(env, g_strdup_printf("TMPDIR=%s", b->tmpdir));
+        } else
+                g_ptr_array_add(env, g_strdup("HOME=/root"));
         g_ptr_array_add(env, g_strdup("DEBIAN_FRONTEND=noninteractive"));
         /* A host behind a proxy needs it for the download. */
         env_add_from_daemon(env, "http_proxy");
@@ -1008,8 +1119,8 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
         if (pid == 0) {
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-                    dup2(out[1], STDERR_FILENO) < 0 || dup2(info[1], 3) < 0 || fcntl(3, F_SETFD, 0) < 0 ||
-                    chdir("/") < 0)
+                    dup2(b->pty_slave >= 0 ? b->pty_slave : out[1], STDERR_FILENO) < 0 || dup2(info[1], 3) < 0 ||
+                    fcntl(3, F_SETFD, 0) < 0 || chdir("/") < 0)
                         _exit(126);
                 umask(022);
                 if (jail) {
@@ -1023,6 +1134,7 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
         }
         safe_close(info[1]);
         safe_close(out[1]);
+        b->pty_slave = safe_close(b->pty_slave);
         if (jail) {
                 int k;
                 jail->ready[1] = safe_close(jail->ready[1]);
@@ -1044,8 +1156,9 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         {.fd = info_r, .events = POLLIN},
                         {.fd = out_r, .events = POLLIN},
                         {.fd = pidfd, .events = POLLIN},
+                        {.fd = b->pty_master, .events = POLLIN},
                 };
-                if (info_r < 0 && out_r < 0)
+                if (info_r < 0 && out_r < 0 && b->pty_master < 0)
                         break;
                 if (poll(p, ELEMENTSOF(p), -1) < 0) {
                         if (errno == EINTR)
@@ -1056,6 +1169,8 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         info_r = safe_close(info_r);
                 if (p[1].revents && pump(b, out_r, &b->output, handle_output_line) == 0)
                         out_r = safe_close(out_r);
+                if (p[3].revents && pump(b, b->pty_master, &b->terminal, handle_terminal_line) == 0)
+                        b->pty_master = safe_close(b->pty_master);
                 if (p[2].revents) {
                         /* Take what is left in the pipes without waiting for them to close. */
                         if (info_r >= 0 && fcntl(info_r, F_SETFL, O_NONBLOCK) >= 0)
@@ -1064,8 +1179,12 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         if (out_r >= 0 && fcntl(out_r, F_SETFL, O_NONBLOCK) >= 0)
                                 while (pump(b, out_r, &b->output, handle_output_line) > 0)
                                         ;
+                        if (b->pty_master >= 0 && fcntl(b->pty_master, F_SETFL, O_NONBLOCK) >= 0)
+                                while (pump(b, b->pty_master, &b->terminal, handle_terminal_line) > 0)
+                                        ;
                         line_buffer_flush(b, &b->info, handle_info_line);
                         line_buffer_flush(b, &b->output, handle_output_line);
+                        line_buffer_flush(b, &b->terminal, handle_terminal_line);
                         break;
                 }
         }
@@ -1216,7 +1335,7 @@ static void make_generic(Build *b, int tree_fd)
 }
 
 static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror, bool bootable,
-                         bool offline, const char *uuid)
+                         bool offline, const char *uuid, const char *builder)
 {
         static const char *const none[] = {NULL};
         g_autoptr(GVariant) v = NULL;
@@ -1233,6 +1352,7 @@ static char *recipe_text(const JobArgs *a, const char *variant, const char *arch
         g_variant_builder_add(&bld, "{sv}", "created", g_variant_new_uint64(now_usec(CLOCK_REALTIME)));
         g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
         g_variant_builder_add(&bld, "{sv}", "offline", g_variant_new_boolean(offline));
+        g_variant_builder_add(&bld, "{sv}", "builder", g_variant_new_string(builder));
         if (uuid)
                 g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
         v = g_variant_ref_sink(g_variant_builder_end(&bld));
@@ -1303,13 +1423,21 @@ static void cache_finish(Build *b, const char *kind, const char *suite, const ch
 }
 
 static int transfer_derive(JobChild *c, const JobArgs *a);
+static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
+                                 const char *mirror, const char *includes);
 
 int transfer_template(JobChild *c, const JobArgs *a)
 {
         const TemplateJobArgs *t = &a->template;
         int store_fd = c->store_fd;
         const char *temp = c->temp_name;
-        _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1, .jail_lock_fd = -1};
+        _cleanup_(build_done) Build b = {.c = c,
+                                         .a = a,
+                                         .cache_lock_fd = -1,
+                                         .tree_fd = -1,
+                                         .jail_lock_fd = -1,
+                                         .pty_master = -1,
+                                         .pty_slave = -1};
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
         g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
@@ -1324,6 +1452,13 @@ int transfer_template(JobChild *c, const JobArgs *a)
                 return transfer_derive(c, a);
         b.tool = "debootstrap";
         b.offline = t->package_tarball >= 0;
+        /* mmdebstrap for online builds, where it is installed; debootstrap for a package tarball of
+         * "debootstrap --make-tarball", which only debootstrap reads, and for a mirror with
+         * credentials (handed to wget only, see write_wgetrc()). */
+        if (!b.offline && !t->mirror_user && access(MMDEBSTRAP, X_OK) >= 0) {
+                b.mmdebstrap = true;
+                b.tool = "mmdebstrap";
+        }
         job_child_progress(c, 0);
 
         if (t->arch)
@@ -1378,49 +1513,55 @@ int transfer_template(JobChild *c, const JobArgs *a)
         if (k > 0)
                 b.mounted = target;
 
-        g_ptr_array_add(argv, g_strdup("debootstrap"));
-        /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
-         * stdout/stderr, instead of a log file in the target. */
-        g_ptr_array_add(argv, g_strdup("--debian-installer"));
-        /* The first stage only, here on the host: the second runs package code, in the jail. */
-        g_ptr_array_add(argv, g_strdup("--foreign"));
-        g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
-        g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
-        if (!isempty(includes))
-                g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
-        if (b.offline) {
-                k = copy_tarball(&b, t->package_tarball, tree_fd, &tarball);
+        if (b.mmdebstrap) {
+                k = build_with_mmdebstrap(&b, target, variant, arch, mirror, includes);
                 if (k < 0)
                         return k;
-                g_ptr_array_add(argv, g_strdup_printf("--unpack-tarball=%s/%s", target, tarball));
         } else {
-                k = open_cache(&b, "debootstrap", t->suite, arch, &cache);
-                if (k < 0)
-                        return k;
-                g_ptr_array_add(argv, g_strdup_printf("--cache-dir=%s", cache));
-                /* Given a mirror, debootstrap would go on unverified (only warning) where the suite's
-                 * keyring is missing: this makes a Release file without a valid signature fatal. */
-                g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
-                g_ptr_array_add(argv, g_strdup("--force-check-gpg"));
-                if (t->mirror_user) {
-                        k = write_wgetrc(&b, t->mirror_user, t->mirror_password);
+                g_ptr_array_add(argv, g_strdup("debootstrap"));
+                /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
+                 * stdout/stderr, instead of a log file in the target. */
+                g_ptr_array_add(argv, g_strdup("--debian-installer"));
+                /* The first stage only, here on the host: the second runs package code, in the jail. */
+                g_ptr_array_add(argv, g_strdup("--foreign"));
+                g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
+                g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
+                if (!isempty(includes))
+                        g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
+                if (b.offline) {
+                        k = copy_tarball(&b, t->package_tarball, tree_fd, &tarball);
                         if (k < 0)
                                 return k;
+                        g_ptr_array_add(argv, g_strdup_printf("--unpack-tarball=%s/%s", target, tarball));
+                } else {
+                        k = open_cache(&b, "debootstrap", t->suite, arch, &cache);
+                        if (k < 0)
+                                return k;
+                        g_ptr_array_add(argv, g_strdup_printf("--cache-dir=%s", cache));
+                        /* Given a mirror, debootstrap would go on unverified (only warning) where the suite's
+                         * keyring is missing: this makes a Release file without a valid signature fatal. */
+                        g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
+                        g_ptr_array_add(argv, g_strdup("--force-check-gpg"));
+                        if (t->mirror_user) {
+                                k = write_wgetrc(&b, t->mirror_user, t->mirror_password);
+                                if (k < 0)
+                                        return k;
+                        }
                 }
+                g_ptr_array_add(argv, g_strdup(t->suite));
+                g_ptr_array_add(argv, g_strdup(target));
+                g_ptr_array_add(argv, g_strdup(mirror));
+                g_ptr_array_add(argv, NULL);
+
+                k = run_debootstrap(&b, (char **) argv->pdata, NULL);
+                if (k < 0)
+                        return k;
+                b.cache_lock_fd = safe_close(b.cache_lock_fd);
+
+                k = second_stage(&b, target);
+                if (k < 0)
+                        return k;
         }
-        g_ptr_array_add(argv, g_strdup(t->suite));
-        g_ptr_array_add(argv, g_strdup(target));
-        g_ptr_array_add(argv, g_strdup(mirror));
-        g_ptr_array_add(argv, NULL);
-
-        k = run_debootstrap(&b, (char **) argv->pdata, NULL);
-        if (k < 0)
-                return k;
-        b.cache_lock_fd = safe_close(b.cache_lock_fd);
-
-        k = second_stage(&b, target);
-        if (k < 0)
-                return k;
         build_progress(&b, PHASE_FINISH, 0);
 
         if (tarball && unlinkat(tree_fd, tarball, 0) < 0)
@@ -1436,7 +1577,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         make_generic(&b, tree_fd);
         build_progress(&b, PHASE_FINISH, 0.5);
 
-        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL);
+        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool);
         k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
         if (k < 0)
                 return k;
@@ -1532,7 +1673,7 @@ static char *file_sha256(int dir_fd, const char *name)
  * checking its hash: every cached .deb the lists name (which apt has just verified against the
  * signed Release file) is checked here, and one that is not what they say is removed, so that apt
  * fetches it again. A file the lists do not name is one apt never takes for this build. */
-static int cache_verify(Build *b, const char *cache)
+static int cache_verify(Build *b, const char *cache, bool remove_unknown)
 {
         g_autoptr(GHashTable) sums = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         g_autofree char *lists_path = g_strdup_printf("%s/lists", cache);
@@ -1542,15 +1683,16 @@ static int cache_verify(Build *b, const char *cache)
         DIR *d;
 
         d = opendir(lists_path);
-        if (!d)
+        if (!d && (errno != ENOENT || !remove_unknown))
                 return job_child_fail(b->c, errno, "Cannot read apt's lists: %s", strerror(errno));
-        while ((de = readdir(d)))
+        while (d && (de = readdir(d)))
                 if (de->d_type == DT_REG && g_str_has_suffix(de->d_name, "_Packages")) {
                         int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd >= 0)
                                 read_packages_list(fd, sums);
                 }
-        closedir(d);
+        if (d)
+                closedir(d);
 
         d = opendir(archives_path);
         if (!d)
@@ -1561,6 +1703,10 @@ static int cache_verify(Build *b, const char *cache)
                 if (de->d_type != DT_REG || !g_str_has_suffix(de->d_name, ".deb"))
                         continue;
                 want = g_hash_table_lookup(sums, de->d_name);
+                if (!want && remove_unknown) {
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+                        continue;
+                }
                 if (!want)
                         continue;
                 have = file_sha256(dirfd(d), de->d_name);
@@ -1705,7 +1851,9 @@ static int transfer_derive(JobChild *c, const JobArgs *a)
                                          .tool = "apt-get",
                                          .cache_lock_fd = -1,
                                          .tree_fd = -1,
-                                         .jail_lock_fd = -1};
+                                         .jail_lock_fd = -1,
+                                         .pty_master = -1,
+                                         .pty_slave = -1};
         g_autofree char *target = NULL, *cache = NULL, *recipe = NULL, *includes = NULL;
         _cleanup_close_ int tree_fd = -1;
         bool subvolume = false;
@@ -1764,7 +1912,7 @@ static int transfer_derive(JobChild *c, const JobArgs *a)
                 k = run_apt(&b, target, cache, true, PHASE_INDEXES, update);
                 if (k < 0)
                         return k;
-                k = cache_verify(&b, cache);
+                k = cache_verify(&b, cache, false);
                 if (k < 0)
                         return k;
                 g_ptr_array_add(download, (char *) "install");
@@ -1805,4 +1953,117 @@ static int transfer_derive(JobChild *c, const JobArgs *a)
         build_progress(&b, PHASE_FINISH, 1);
         job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
         return 0;
+}
+
+/* ---- online builds with mmdebstrap ---- */
+
+/* mmdebstrap builds the tree in one run: download with the host's apt (verified against the suite's
+ * keyring), extraction, and the packages' scripts in a chroot of the tree. It runs in a jail of its
+ * own (jail_enter_host()): root of a user namespace whose ids are an unprivileged range of the host
+ * (as the second stage of debootstrap's), with its own mount, PID, IPC and UTS namespaces, the
+ * host's network (for the download), the host's file system read-only, and writable only the tree
+ * (idmapped) and a tmpfs stage holding its TMPDIR and the package cache (idmapped). Its progress
+ * bars are read from a terminal of ours.
+ *
+ * The cache: <cache>/archives is bound over the tree's /var/cache/apt/archives for the run (mmdebstrap
+ * takes the .debs it finds there and downloads the rest into it), and the signed lists of the run
+ * are kept in <cache>/lists, so that before the next run every cached .deb can be checked against
+ * them: one they do not name, or name with another SHA256, is removed. */
+static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
+                                 const char *mirror, const char *includes)
+{
+        const TemplateJobArgs *t = &b->a->template;
+        g_autofree char *cache = NULL, *stage = g_strdup("/tmp/stamp-transfer.XXXXXX"), *stage_cache = NULL,
+                        *stage_tmp = NULL, *stage_root = NULL, *opts = NULL, *setup = NULL, *customize = NULL,
+                        *archives = NULL, *lists = NULL;
+        const char *binds[3] = {NULL};
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        Jail jail = {.target = target, .ready = {-1, -1}, .go = {-1, -1}, .network = true, .host_root = true};
+        struct winsize ws = {.ws_row = 25, .ws_col = 100};
+        int k;
+
+        k = open_cache(b, "mmdebstrap", t->suite, arch, &cache);
+        if (k < 0)
+                return k;
+        archives = g_strdup_printf("%s/archives/partial", cache);
+        lists = g_strdup_printf("%s/lists", cache);
+        if ((k = mkdir_parents(archives, 0755)) < 0 || (k = mkdir_parents(lists, 0755)) < 0)
+                return job_child_fail(b->c, -k, "Cannot make the package cache: %s", strerror(-k));
+        g_free(archives);
+        archives = g_strdup_printf("%s/archives", cache);
+        k = cache_verify(b, cache, true);
+        if (k < 0)
+                return k;
+
+        k = jail_pick_range(b, &jail.base);
+        if (k < 0)
+                return k;
+        if (!mkdtemp(stage))
+                return job_child_fail(b->c, errno, "Cannot make a directory for the build: %s", strerror(errno));
+        b->secret_dir = g_steal_pointer(&stage); /* removed, and unmounted, with the build */
+        opts = g_strdup_printf("mode=0755,size=256m,uid=%" PRIu32 ",gid=%" PRIu32, jail.base, jail.base);
+        if (mount("tmpfs", b->secret_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+                return job_child_fail(b->c, errno, "Cannot mount a tmpfs for the build: %s", strerror(errno));
+        b->secret_mounted = true;
+        stage_cache = g_strdup_printf("%s/cache", b->secret_dir);
+        stage_tmp = g_strdup_printf("%s/tmp", b->secret_dir);
+        stage_root = g_strdup_printf("%s/root", b->secret_dir);
+        if (mkdir(stage_cache, 0755) < 0 || mkdir(stage_tmp, 01777) < 0 || mkdir(stage_root, 0755) < 0 ||
+            chown(stage_tmp, jail.base, jail.base) < 0)
+                return job_child_fail(b->c, errno, "Cannot set up the build's directory: %s", strerror(errno));
+        jail.stage = b->secret_dir;
+        jail.stage_root = stage_root;
+        b->tmpdir = stage_tmp;
+        binds[0] = cache;
+        binds[1] = stage_cache;
+        jail.binds = binds;
+
+        b->pty_master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (b->pty_master < 0 || grantpt(b->pty_master) < 0 || unlockpt(b->pty_master) < 0 ||
+            (b->pty_slave = open(ptsname(b->pty_master), O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 ||
+            ioctl(b->pty_slave, TIOCSWINSZ, &ws) < 0)
+                return job_child_fail(b->c, errno, "Cannot make a terminal for mmdebstrap: %s", strerror(errno));
+
+        /* The cache goes in after mmdebstrap set up the tree and out before it cleans up; the lists
+         * it verified stay with the cache for the next build's check. */
+        setup = g_strdup_printf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
+                                "mount --bind %s/archives \"$1\"/var/cache/apt/archives",
+                                stage_cache);
+        customize = g_strdup_printf("--customize-hook=rm -f %s/lists/*_Packages; "
+                                    "cp \"$1\"/var/lib/apt/lists/*_Packages %s/lists/ 2>/dev/null; "
+                                    "umount \"$1\"/var/cache/apt/archives",
+                                    stage_cache, stage_cache);
+
+        g_ptr_array_add(argv, g_strdup(MMDEBSTRAP));
+        /* root of the jail's user namespace, which is no root of the host */
+        g_ptr_array_add(argv, g_strdup("--mode=root"));
+        /* debootstrap's fakechroot variant only said how debootstrap would be run: its packages are
+         * minbase's */
+        g_ptr_array_add(argv, g_strdup_printf("--variant=%s", streq(variant, "buildd") ? "buildd" : "minbase"));
+        g_ptr_array_add(argv, g_strdup_printf("--architectures=%s", arch));
+        if (!isempty(includes))
+                g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
+        g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
+        g_ptr_array_add(argv, g_strdup("--skip=essential/unlink"));
+        g_ptr_array_add(argv, g_steal_pointer(&setup));
+        g_ptr_array_add(argv, g_steal_pointer(&customize));
+        g_ptr_array_add(argv, g_strdup(t->suite));
+        g_ptr_array_add(argv, g_strdup(stage_root));
+        g_ptr_array_add(argv, g_strdup(mirror));
+        g_ptr_array_add(argv, NULL);
+
+        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
+                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
+        else
+                k = run_debootstrap(b, (char **) argv->pdata, &jail);
+        for (size_t i = 0; i < 2; i++) {
+                safe_close(jail.ready[i]);
+                safe_close(jail.go[i]);
+        }
+        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
+                b->jail_mounted = false;
+        (void) umount2(stage_cache, MNT_DETACH);
+        b->jail_lock_fd = safe_close(b->jail_lock_fd);
+        b->tmpdir = NULL;
+        return k;
 }
