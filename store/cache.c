@@ -144,7 +144,7 @@ static void empty_at(int dir_fd, unsigned depth, uint64_t *freed)
 
 int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
 {
-        static const char *const kinds[] = {"debootstrap", "apt"};
+        static const char *const kinds[] = {"debootstrap", "mmdebstrap", "apt"};
         _cleanup_close_ int cache = -1;
         uint64_t freed = 0;
         unsigned busy = 0;

@@ -7,7 +7,8 @@
  * every build and written only by stamp-transfer's template jobs and stampd:
  *
  *   <store>/.stamp/cache/                       0700 root
- *   <store>/.stamp/cache/debootstrap/SUITE-ARCH  .debs of full builds (debootstrap --cache-dir)
+ *   <store>/.stamp/cache/debootstrap/SUITE-ARCH  .debs of builds by debootstrap (--cache-dir)
+ *   <store>/.stamp/cache/mmdebstrap/SUITE-ARCH/  online builds by mmdebstrap: archives/ and lists/
  *   <store>/.stamp/cache/apt/SUITE-ARCH/         derived builds: archives/ and lists/ of apt
  *   <store>/.stamp/cache/usage                   its size in bytes, as last counted
  *

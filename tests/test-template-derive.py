@@ -54,6 +54,18 @@ class SilentMirror:
         return 'http://127.0.0.1:%d/debian' % self.port
 
 
+def fake_template(store, name):
+    """A read-only subvolume with the recipe of a template, made by hand: enough for the checks
+    made before a build starts."""
+    path = make_image(store, name)
+    uuid = stamptest.subvolume_show(path)['UUID'].replace('-', '')
+    recipe = "{'suite': <'%s'>, 'arch': <'%s'>, 'variant': <'minbase'>, 'uuid': <'%s'>}" % (
+        SUITE, host_arch(), uuid)
+    os.setxattr(path, 'user.stamp.recipe', recipe.encode())
+    run(['btrfs', 'property', 'set', '-ts', path, 'ro', 'true'])
+    return path
+
+
 def shadow_root(tree):
     with open(os.path.join(tree, 'etc/shadow')) as f:
         for line in f:
@@ -95,8 +107,19 @@ class RefusalTest(TemplateTestCase):
         self.assertUnchanged(self.store, before)
 
     def test_unauthorized_user_refused(self):
+        fake_template(self.store, 'tpl')
+        self.assertTrue(self.root.image_props('tpl')['Template'])
         before = store_state(self.store)
-        self.set_rules(rule_for(USER, 'create-template', 'NO'))
+        for rules, error in (('', INTERACTIVE_REQUIRED),
+                             (rule_for(USER, 'create-template', 'NO'), ACCESS_DENIED),
+                             (rule_for(USER, 'manage-images', 'YES'), INTERACTIVE_REQUIRED)):
+            with self.subTest(rules=rules):
+                self.set_rules(rules)
+                self.assertDBusError(error, self.user.manager, 'CreateTemplate', 'mine', '',
+                                     {'from': GLib.Variant('s', 'tpl'),
+                                      'include': GLib.Variant('as', ['hello'])})
+        self.jobs.spin()
+        self.assertEqual(self.jobs.new, [])
         # the parent is checked before polkit is asked: a missing one is NoSuchImage for anyone
         self.assertDBusError(NO_SUCH_IMAGE, self.user.manager, 'CreateTemplate', 'mine', '',
                              {'from': GLib.Variant('s', 'nothere')})

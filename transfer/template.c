@@ -29,6 +29,7 @@
 
 #define FALLBACK_MIRROR "http://deb.debian.org/debian"
 #define MMDEBSTRAP "/usr/bin/mmdebstrap"
+#define MMDEBSTRAP_MERGED_USR_HOOKS "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
 /* Where the locks of the jails' uid ranges are kept (the downloaded packages are in the store's own
  * cache, see store/cache.h). STAMP_CACHE_DIR in the daemon's environment (which it hands on to this
  * helper) overrides it; the tests point it at a directory of their own. */
@@ -213,8 +214,9 @@ static void build_progress(Build *b, Phase p, double fraction)
         v = phase_start(b, p) + phase_weight[b->mmdebstrap ? 3 : b->derived ? 2 : b->offline][p] * fraction;
         if (v > 1)
                 v = 1;
-        /* The packages are all in the cache once extraction begins: let a waiting build have it. */
-        if (p > PHASE_DOWNLOAD && !b->derived)
+        /* debootstrap's packages are all in the cache once extraction begins: let a waiting build have it
+         * (mmdebstrap and apt may download until they end). */
+        if (p > PHASE_DOWNLOAD && !b->derived && !b->mmdebstrap)
                 b->cache_lock_fd = safe_close(b->cache_lock_fd);
         if (v < b->reported + 0.0005 && !(v == 1 && b->reported < 1))
                 return;
@@ -1582,7 +1584,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         if (k < 0)
                 return k;
         if (!b.offline)
-                cache_finish(&b, "debootstrap", t->suite, arch);
+                cache_finish(&b, b.mmdebstrap ? "mmdebstrap" : "debootstrap", t->suite, arch);
         build_progress(&b, PHASE_FINISH, 1);
         job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
         return 0;
@@ -2045,6 +2047,10 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
                 g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
         g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
         g_ptr_array_add(argv, g_strdup("--skip=essential/unlink"));
+        /* /usr merged as debootstrap merges it (directory symlinks) where the suite has usr-is-merged:
+         * otherwise apt would pull in the usrmerge package and perl, which debootstrap's tree has not. */
+        if (access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0)
+                g_ptr_array_add(argv, g_strdup("--hook-dir=" MMDEBSTRAP_MERGED_USR_HOOKS));
         g_ptr_array_add(argv, g_steal_pointer(&setup));
         g_ptr_array_add(argv, g_steal_pointer(&customize));
         g_ptr_array_add(argv, g_strdup(t->suite));
