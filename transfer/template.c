@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -827,6 +828,7 @@ typedef struct Jail {
         const char *stage;
         const char *stage_root; /* in @stage, where the tree is bound: the way to the store may be closed to
                                  * the jail's ids */
+        const char *stage_tmp;  /* in @stage, its /tmp */
 } Jail;
 
 /* A uid range of the host for this build alone, held (flock) for as long as the build runs. */
@@ -983,6 +985,10 @@ static int jail_enter_host(const char **step, const Jail *jail)
                 return -errno;
         *step = "mount /proc";
         if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                return -errno;
+        /* A /tmp of its own, for what ignores TMPDIR (apt's calls of apt-key). */
+        *step = "bind /tmp";
+        if (mount(jail->stage_tmp, "/tmp", NULL, MS_BIND, NULL) < 0)
                 return -errno;
         /* mmdebstrap measures its terminal through /dev/tty. */
         if (isatty(STDERR_FILENO))
@@ -1971,11 +1977,52 @@ static int transfer_derive(JobChild *c, const JobArgs *a)
  * takes the .debs it finds there and downloads the rest into it), and the signed lists of the run
  * are kept in <cache>/lists, so that before the next run every cached .deb can be checked against
  * them: one they do not name, or name with another SHA256, is removed. */
+/* The device nodes and links debootstrap puts in a tree's /dev (setup_devices_simple), which mmdebstrap
+ * cannot make in its user namespace: made here, as the host's root, through the tree's own /dev (no
+ * link followed out of it), where nothing is in their place yet. */
+static int make_devices(Build *b, int tree_fd)
+{
+        static const struct {
+                const char *name;
+                unsigned major, minor;
+                mode_t mode;
+        } nodes[] = {
+                {"null", 1, 3, 0666},    {"zero", 1, 5, 0666}, {"full", 1, 7, 0666},    {"random", 1, 8, 0666},
+                {"urandom", 1, 9, 0666}, {"tty", 5, 0, 0666},  {"console", 5, 1, 0666}, {"ptmx", 5, 2, 0666},
+        };
+        static const char *const links[][2] = {
+                {"fd", "/proc/self/fd"},
+                {"stdin", "/proc/self/fd/0"},
+                {"stdout", "/proc/self/fd/1"},
+                {"stderr", "/proc/self/fd/2"},
+        };
+        _cleanup_close_ int dev = open_in_tree(tree_fd, "dev", O_RDONLY | O_DIRECTORY, 0);
+        mode_t old;
+
+        if (dev < 0)
+                return job_child_fail(b->c, -dev, "The new tree has no /dev: %s", strerror(-dev));
+        old = umask(0);
+        for (size_t i = 0; i < ELEMENTSOF(nodes); i++)
+                if (mknodat(dev, nodes[i].name, S_IFCHR | nodes[i].mode, makedev(nodes[i].major, nodes[i].minor)) < 0 &&
+                    errno != EEXIST) {
+                        int e = errno;
+                        umask(old);
+                        return job_child_fail(b->c, e, "Cannot make /dev/%s in the new tree: %s", nodes[i].name,
+                                              strerror(e));
+                }
+        umask(old);
+        (void) mkdirat(dev, "pts", 0755);
+        (void) mkdirat(dev, "shm", 0755);
+        for (size_t i = 0; i < ELEMENTSOF(links); i++)
+                (void) symlinkat(links[i][1], dev, links[i][0]);
+        return 0;
+}
+
 static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
                                  const char *mirror, const char *includes)
 {
         const TemplateJobArgs *t = &b->a->template;
-        g_autofree char *cache = NULL, *stage = g_strdup("/tmp/stamp-transfer.XXXXXX"), *stage_cache = NULL,
+        g_autofree char *cache = NULL, *stage = g_strdup("/run/stamp-transfer.XXXXXX"), *stage_cache = NULL,
                         *stage_tmp = NULL, *stage_root = NULL, *opts = NULL, *setup = NULL, *customize = NULL,
                         *archives = NULL, *lists = NULL;
         const char *binds[3] = {NULL};
@@ -2011,10 +2058,11 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
         stage_tmp = g_strdup_printf("%s/tmp", b->secret_dir);
         stage_root = g_strdup_printf("%s/root", b->secret_dir);
         if (mkdir(stage_cache, 0755) < 0 || mkdir(stage_tmp, 01777) < 0 || mkdir(stage_root, 0755) < 0 ||
-            chown(stage_tmp, jail.base, jail.base) < 0)
+            chown(stage_tmp, jail.base, jail.base) < 0 || chmod(stage_tmp, 01777) < 0)
                 return job_child_fail(b->c, errno, "Cannot set up the build's directory: %s", strerror(errno));
         jail.stage = b->secret_dir;
         jail.stage_root = stage_root;
+        jail.stage_tmp = stage_tmp;
         b->tmpdir = stage_tmp;
         binds[0] = cache;
         binds[1] = stage_cache;
@@ -2071,5 +2119,7 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
         (void) umount2(stage_cache, MNT_DETACH);
         b->jail_lock_fd = safe_close(b->jail_lock_fd);
         b->tmpdir = NULL;
-        return k;
+        if (k < 0)
+                return k;
+        return make_devices(b, b->tree_fd);
 }
