@@ -168,5 +168,18 @@ class DerivedOnlineTest(TemplateTestCase):
         self.assertEqual(self.root.get_property(*MANAGER, 'CacheUsage'), 0)
 
 
+    def test_derived_from_an_online_template(self):
+        # mmdebstrap leaves no /etc/resolv.conf: apt's download in the jail resolves through the host's
+        job_id, job = self.create('mm', bootable=False)
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+        had = os.path.lexists(os.path.join(self.path('mm'), 'etc/resolv.conf'))
+        job_id, job = self.create('mmdev', suite='', include=['hello'], **{'from': 'mm'})
+        self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
+        self.assertEqual(packages(self.path('mmdev')) - packages(self.path('mm')), {'hello'})
+        self.assertEqual(os.path.lexists(os.path.join(self.path('mmdev'), 'etc/resolv.conf')), had)
+        self.assertEqual(self.root.image_props('mmdev')['Recipe']['from'], 'mm')
+        self.assertEqual(self.temporaries(), [])
+
+
 if __name__ == '__main__':
     raise SystemExit(stamptest.main())

@@ -149,7 +149,8 @@ typedef struct Build {
         char *tail[3];     /* last lines of the tools' own output, for a failure without an E: message */
 
         LineBuffer info, output, terminal;
-        const char *tmpdir; /* HOME and TMPDIR of what runs, if not /root and /tmp */
+        const char *tmpdir;    /* HOME and TMPDIR of what runs, if not /root and /tmp */
+        bool made_resolv_conf; /* an empty /etc/resolv.conf of ours is in the tree */
 
         int jail_lock_fd;   /* holds the uid range of the jail */
         uint32_t jail_base; /* a derived build's range, for each of its runs of apt */
@@ -905,10 +906,18 @@ static int jail_prepare(Build *b, Jail *jail, pid_t pid)
                         return job_child_fail(b->c, errno, "Cannot mount the package cache at /%s of the tree: %s",
                                               p[1], strerror(errno));
         }
-        if (jail->network) {
-                /* The host's resolver for apt's download, over the tree's copy, which stays as it is. */
+        if (jail->network && !jail->host_root) {
+                /* The host's resolver for apt's download, over the tree's copy, which stays as it is; a
+                 * tree without one (mmdebstrap removes it) gets an empty one for the while. */
                 g_autofree char *where = g_strdup_printf("%s/etc/resolv.conf", jail->target);
                 struct stat st;
+                if (lstat(where, &st) < 0 && errno == ENOENT) {
+                        int fd = open_in_tree(b->tree_fd, "etc/resolv.conf", O_WRONLY | O_CREAT | O_EXCL, 0644);
+                        if (fd >= 0) {
+                                safe_close(fd);
+                                b->made_resolv_conf = true;
+                        }
+                }
                 if (lstat(where, &st) >= 0 && S_ISREG(st.st_mode) &&
                     (mount("/etc/resolv.conf", where, NULL, MS_BIND, NULL) < 0 ||
                      mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -1936,6 +1945,12 @@ static int transfer_derive(JobChild *c, const JobArgs *a)
                 k = run_apt(&b, target, cache, true, PHASE_DOWNLOAD, (const char *const *) download->pdata);
                 if (k < 0)
                         return k;
+                if (b.made_resolv_conf) {
+                        _cleanup_close_ int etc = open_in_tree(tree_fd, "etc", O_RDONLY | O_DIRECTORY, 0);
+                        if (etc < 0 || unlinkat(etc, "resolv.conf", 0) < 0)
+                                return job_child_fail(c, errno, "Cannot remove the build's resolv.conf");
+                        b.made_resolv_conf = false;
+                }
                 /* The packages' scripts run without the network, as a full build's second stage. */
                 k = run_apt(&b, target, cache, false, PHASE_CONFIGURE_BASE, (const char *const *) install->pdata);
                 if (k < 0)
