@@ -1594,6 +1594,8 @@ int transfer_template(JobChild *c, const JobArgs *a)
         make_generic(&b, tree_fd);
         build_progress(&b, PHASE_FINISH, 0.5);
 
+        if (b.mmdebstrap && syncfs(tree_fd) < 0)
+                return job_child_fail(c, errno, "Cannot write the new tree to disk: %s", strerror(errno));
         recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool);
         k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
         if (k < 0)
@@ -2091,11 +2093,12 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
 
         /* The cache goes in after mmdebstrap set up the tree and out before it cleans up; the lists
          * it verified stay with the cache for the next build's check. */
-        setup = g_strdup_printf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && "
-                                "mount --bind %s/archives \"$1\"/var/cache/apt/archives",
-                                stage_cache);
-        customize = g_strdup_printf("--customize-hook=rm -f %s/lists/*_Packages; "
-                                    "cp \"$1\"/var/lib/apt/lists/*_Packages %s/lists/ 2>/dev/null; "
+        setup = g_strdup_printf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists && "
+                                "mount --bind %s/archives \"$1\"/var/cache/apt/archives && "
+                                "{ cp -p %s/lists/*_* \"$1\"/var/lib/apt/lists/ 2>/dev/null || true; }",
+                                stage_cache, stage_cache);
+        customize = g_strdup_printf("--customize-hook=rm -f %s/lists/*_*; "
+                                    "cp -p \"$1\"/var/lib/apt/lists/*_* %s/lists/ 2>/dev/null; "
                                     "umount \"$1\"/var/cache/apt/archives",
                                     stage_cache, stage_cache);
 
@@ -2110,11 +2113,15 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
                 g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
         g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
         g_ptr_array_add(argv, g_strdup("--skip=essential/unlink"));
+        /* No fsync for every file dpkg unpacks: a tree that is not complete is thrown away anyway, and
+         * the whole of it is synced once before it is put in place. */
+        g_ptr_array_add(argv, g_strdup("--dpkgopt=force-unsafe-io"));
+        /* The lists of the last build go in first, so that apt's update asks only what changed. */
+        g_ptr_array_add(argv, g_steal_pointer(&setup));
         /* /usr merged as debootstrap merges it (directory symlinks) where the suite has usr-is-merged:
          * otherwise apt would pull in the usrmerge package and perl, which debootstrap's tree has not. */
         if (access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0)
                 g_ptr_array_add(argv, g_strdup("--hook-dir=" MMDEBSTRAP_MERGED_USR_HOOKS));
-        g_ptr_array_add(argv, g_steal_pointer(&setup));
         g_ptr_array_add(argv, g_steal_pointer(&customize));
         g_ptr_array_add(argv, g_strdup(t->suite));
         g_ptr_array_add(argv, g_strdup(stage_root));
