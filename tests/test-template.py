@@ -83,7 +83,8 @@ class OfflineTemplateTest(TemplateTestCase):
         self.assertLessEqual(created, t1 * 1e6)
         self.assertEqual(recipe, {'suite': SUITE, 'variant': 'minbase', 'arch': host_arch(),
                                   'include': ['dbus'], 'mirror': 'http://deb.debian.org/debian',
-                                  'bootable': True, 'offline': True, 'uuid': uuid})
+                                  'bootable': True, 'offline': True, 'uuid': uuid,
+                                  'builder': 'debootstrap'})
         osr = img['OSRelease']
         self.assertEqual((osr['ID'], osr['VERSION_CODENAME']), ('debian', SUITE))
 
