@@ -29,6 +29,8 @@ const char *arg_host = NULL;
 bool arg_read_only = false;
 bool arg_keep_identity = false;
 bool arg_mine = false;
+const char *arg_from = NULL;
+bool arg_cache = false;
 bool arg_tree = false;
 const char *arg_suite = NULL;
 const char *arg_variant = NULL;
@@ -92,12 +94,13 @@ char **arg_ports = NULL;
 #define OPT_CPU_WEIGHT (UINT64_C(1) << 30)
 #define OPT_PORT (UINT64_C(1) << 31)
 bool arg_insecure = false;
-bool arg_cache = false;
 #define OPT_INSECURE (UINT64_C(1) << 32)
 #define OPT_CACHE (UINT64_C(1) << 33)
+#define OPT_FROM (UINT64_C(1) << 34)
 
 #define OPTS_TEMPLATE                                                                                                  \
-        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD)
+        (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD |     \
+         OPT_FROM)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
 #define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT | OPT_PORT)
 
@@ -124,7 +127,8 @@ static const struct verb verbs[] = {
         {"read-only", 1, 2, 0, verb_read_only, "read-only NAME [yes|no]"},
         {"create-template", 1, 1, OPTS_TEMPLATE, verb_create_template,
          "create-template NAME --suite S [--variant V] [--arch A] [--include P1,P2] [--mirror URL] "
-         "[--package-tarball FILE] [--root-password]"},
+         "[--package-tarball FILE] [--root-password] | --from TEMPLATE [--include P1,P2]"},
+        {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"export-tar", 2, 2, OPT_FORMAT | OPT_CHECKSUM, verb_export_tar,
          "export-tar NAME FILE|- [--format F] [--checksum]"},
         {"import-tar", 1, 2, OPT_READ_ONLY, verb_import_tar, "import-tar FILE|- [NAME] [--read-only]"},
@@ -138,7 +142,6 @@ static const struct verb verbs[] = {
          "push NAME REGISTRY/REPO:TAG [--compression gzip|zstd] [--insecure]"},
         {"pull", 1, 2, OPT_INSECURE | OPT_READ_ONLY, verb_pull,
          "pull REGISTRY/REPO[:TAG|@DIGEST] [NAME] [--read-only] [--insecure]"},
-        {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"jobs", 0, 0, 0, verb_jobs, "jobs"},
         {"cancel", 1, ARGS_ANY, 0, verb_cancel, "cancel ID..."},
         {"start", 1, ARGS_ANY, OPTS_MACHINE | OPT_BOOT | OPT_SNAPSHOT | OPTS_LIMITS, verb_start,
@@ -238,6 +241,9 @@ static void help(void)
                "                  [--include P1,P2] [--mirror URL]\n"
                "                  [--package-tarball FILE] [--root-password]\n"
                "                             Build a Debian template with debootstrap\n"
+               "  create-template NAME --from TEMPLATE [--include P1,P2] [--root-password]\n"
+               "                             Derive a template: TEMPLATE plus packages\n"
+               "  clean --cache              Empty the template builds' package cache\n"
                "  export-tar NAME FILE|- [--format F] [--checksum]\n"
                "                             Write an image as a tar archive\n"
                "  import-tar FILE|- [NAME] [--read-only]\n"
@@ -322,6 +328,8 @@ static void help(void)
                "     --root-password         create-template: ask for root's password\n"
                "                             (hashed here; read from stdin when that is\n"
                "                             not a terminal)\n"
+               "     --from=TEMPLATE         create-template: start from that template\n"
+               "     --cache                 clean: the package cache\n"
                "     --format=F              export-tar: zstd, xz, gzip, bzip2 or\n"
                "                             uncompressed; default from FILE's suffix,\n"
                "                             else zstd\n"
@@ -447,6 +455,7 @@ enum {
         ARG_CPU_WEIGHT,
         ARG_PORT,
         ARG_INSECURE,
+        ARG_FROM,
         ARG_CACHE,
 };
 
@@ -493,6 +502,7 @@ static const struct option long_options[] = {
         {"cpu-weight", required_argument, NULL, ARG_CPU_WEIGHT},
         {"port", required_argument, NULL, ARG_PORT},
         {"insecure", no_argument, NULL, ARG_INSECURE},
+        {"from", required_argument, NULL, ARG_FROM},
         {"cache", no_argument, NULL, ARG_CACHE},
         {},
 };
@@ -567,6 +577,8 @@ static uint64_t option_bit(int c)
                 return OPT_PORT;
         case ARG_INSECURE:
                 return OPT_INSECURE;
+        case ARG_FROM:
+                return OPT_FROM;
         case ARG_CACHE:
                 return OPT_CACHE;
         default:
@@ -699,6 +711,9 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                 }
                 case ARG_INSECURE:
                         arg_insecure = true;
+                        break;
+                case ARG_FROM:
+                        arg_from = optarg;
                         break;
                 case ARG_CACHE:
                         arg_cache = true;

@@ -38,6 +38,8 @@ extern const char *arg_host;
 extern bool arg_read_only;
 extern bool arg_keep_identity;
 extern bool arg_mine;
+extern const char *arg_from;
+extern bool arg_cache;
 extern bool arg_tree;
 extern const char *arg_suite;
 extern const char *arg_variant;
@@ -69,7 +71,6 @@ extern uint64_t arg_memory_max;
 extern uint64_t arg_cpu_weight;
 extern char **arg_ports;
 extern bool arg_insecure;
-extern bool arg_cache;
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
@@ -141,6 +142,7 @@ int job_run(sd_bus *bus, sd_bus_message *call, const char *label);
 int job_run_sized(sd_bus *bus, sd_bus_message *call, const char *label, int size_fd, const char *bytes_verb);
 
 int verb_create_template(sd_bus *bus, int argc, char **argv);
+int verb_clean(sd_bus *bus, int argc, char **argv);
 int verb_export_tar(sd_bus *bus, int argc, char **argv);
 int verb_import_tar(sd_bus *bus, int argc, char **argv);
 int verb_pull_tar(sd_bus *bus, int argc, char **argv);
@@ -148,7 +150,6 @@ int verb_jobs(sd_bus *bus, int argc, char **argv);
 /* verbs-oci.c */
 int verb_push(sd_bus *bus, int argc, char **argv);
 int verb_pull(sd_bus *bus, int argc, char **argv);
-int verb_clean(sd_bus *bus, int argc, char **argv);
 /* verbs-jobs.c: send @call (a method returning (u job_id, o job)), then wait for the job unless
  * --no-block; an exit code. */
 int job_run(sd_bus *bus, sd_bus_message *call, const char *label);

@@ -416,10 +416,7 @@ static const struct field image_fields[] = {
 };
 
 static const struct field pool_fields[] = {
-        {"PoolPath", "Pool"},
-        {"PoolUsage", "Usage"},
-        {"PoolLimit", "Limit"},
-        {},
+        {"PoolPath", "Pool"}, {"PoolUsage", "Usage"}, {"PoolLimit", "Limit"}, {"CacheUsage", "Package cache"}, {},
 };
 
 struct rendered {

@@ -483,8 +483,9 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
         const char *name = argv[1];
         int r;
 
-        if (!arg_suite)
-                return log_error(EXIT_USAGE, "create-template needs --suite (bookworm, trixie, ...).");
+        if (!arg_suite && !arg_from)
+                return log_error(EXIT_USAGE,
+                                 "create-template needs --suite (bookworm, trixie, ...) or --from TEMPLATE.");
 
         if (arg_package_tarball) {
                 r = bus_check_fd_passing(bus);
@@ -504,7 +505,7 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
 
         r = bus_new_manager_call(bus, &m, "CreateTemplate");
         if (r >= 0)
-                r = sd_bus_message_append(m, "ss", name, arg_suite);
+                r = sd_bus_message_append(m, "ss", name, arg_suite ?: "");
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r >= 0)
@@ -530,6 +531,8 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
                 r = sd_bus_message_append(m, "{sv}", "package_tarball", "h", tarball);
         if (r >= 0)
                 r = append_string_option(m, "root_password_hashed", hash);
+        if (r >= 0)
+                r = append_string_option(m, "from", arg_from);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (hash)

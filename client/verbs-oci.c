@@ -56,22 +56,3 @@ int verb_pull(sd_bus *bus, int argc, char **argv)
                 return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
         return job_run(bus, m, label);
 }
-
-int verb_clean(sd_bus *bus, int argc, char **argv)
-{
-        _cleanup_(sd_bus_error_freep) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        int r;
-
-        if (!arg_cache)
-                return log_error(EXIT_USAGE, "clean: say what to clean (--cache).");
-        r = bus_new_manager_call(bus, &m, "CleanCache");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Failed to create a bus message: %s", strerror(-r));
-        r = bus_call_mutating(bus, m, &error, &reply);
-        if (r < 0)
-                return log_bus_error(&error, r, "Failed to clean the cache");
-        return EXIT_OK;
-}

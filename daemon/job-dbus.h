@@ -31,4 +31,5 @@ int method_copy_from_image(sd_bus_message *msg, void *userdata, sd_bus_error *er
 /* job-oci.c */
 int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
-int method_clean_cache(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+/* Empties <store>/.stamp/oci-blobs (CleanCache, package-cache.c); blocks: for an operation's worker. */
+int oci_blob_cache_clean(int store_fd, uint64_t *freed, char *err, size_t errlen);

@@ -399,13 +399,12 @@ int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
 }
 
-/* ---- CleanCache ---- */
+/* ---- the blob cache, for CleanCache (package-cache.c) ---- */
 
-static int clean_cache_work(Manager *m, void *userdata, char *err, size_t errlen)
+int oci_blob_cache_clean(int store_fd, uint64_t *freed, char *err, size_t errlen)
 {
         _cleanup_close_ int fd =
-                openat(m->store_fd, ".stamp/oci-blobs/sha256", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        uint64_t *freed = userdata;
+                openat(store_fd, ".stamp/oci-blobs/sha256", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct dirent *de;
         DIR *d;
         int k = 0;
@@ -430,42 +429,4 @@ static int clean_cache_work(Manager *m, void *userdata, char *err, size_t errlen
         }
         closedir(d);
         return k;
-}
-
-static void clean_cache_done(Manager *m, int result, void *userdata)
-{
-        uint64_t *freed = userdata;
-
-        if (result >= 0)
-                log_info("Cleaned the blob cache: %" PRIu64 " bytes freed.", *freed);
-}
-
-int method_clean_cache(sd_bus_message *msg, void *userdata, sd_bus_error *error)
-{
-        Manager *m = userdata;
-        _cleanup_free_ uint64_t *freed = NULL;
-        int k;
-
-        k = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (k < 0)
-                return k;
-        if (sd_bus_message_at_end(msg, false) == 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "CleanCache takes no options yet");
-        k = sd_bus_message_exit_container(msg);
-        if (k < 0)
-                return k;
-
-        const char *details[] = {"verb", "clean-cache", NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_PULL, details, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
-        freed = calloc(1, sizeof *freed);
-        if (!freed)
-                return -ENOMEM;
-        k = operation_start(m, msg, NULL, clean_cache_work, clean_cache_done, freed, free, error);
-        if (k < 0)
-                return k;
-        TAKE_PTR(freed);
-        return 1;
 }

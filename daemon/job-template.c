@@ -40,6 +40,7 @@ const OptionSpec template_options[] = {
         {"package_tarball", OPTION_FD, offsetof(TemplateOptions, package_tarball)},
         {"root_password_hashed", OPTION_STRING, offsetof(TemplateOptions, root_password_hashed)},
         {"bootable", OPTION_BOOL, offsetof(TemplateOptions, bootable)},
+        {"from", OPTION_STRING, offsetof(TemplateOptions, from)},
         {},
 };
 
@@ -332,6 +333,69 @@ static int check_options(const char *suite, TemplateOptions *o, TemplateJobArgs 
         return 0;
 }
 
+/* A derived build (option "from"): a snapshot of a template of the store with more packages installed
+ * by apt inside it. What the parent fixed (suite, variant, architecture, the package set it started
+ * from) cannot be asked for again; the suite, if given, must be the parent's. */
+static int check_derived_options(Manager *m, const char *suite, TemplateOptions *o, TemplateJobArgs *t,
+                                 sd_bus_error *error)
+{
+        g_autoptr(GVariant) recipe = NULL;
+        const char *parent_suite = NULL, *parent_arch = NULL;
+        Image *img = NULL;
+        int k;
+
+        if ((k = bus_check_image_name(o->from, "template", error)) < 0)
+                return k;
+        if (o->variant || o->arch || o->package_tarball >= 0 || o->bootable >= 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Options \"variant\", \"arch\", \"package_tarball\" and \"bootable\" "
+                                         "come from the template a derived one is made from (%s); drop them",
+                                         o->from);
+        if ((k = check_include(o->include, error)) < 0)
+                return k;
+        if (o->mirror) {
+                if (strlen(o->mirror) > MIRROR_MAX || !debian_mirror_is_valid(o->mirror)) {
+                        g_autofree char *shown = mirror_shown(o->mirror);
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS,
+                                "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive", shown);
+                }
+                if ((k = split_mirror(o->mirror, t, error)) < 0)
+                        return k;
+                /* apt inside the template would keep them in its sources for every clone to read. */
+                if (t->mirror_user)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "A derived template cannot use a mirror with credentials");
+        }
+        if (o->root_password_hashed && !password_hash_is_valid(o->root_password_hashed))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option \"root_password_hashed\" is not a crypt(3) hash this system knows "
+                                         "(such as one from \"openssl passwd -6\" or mkpasswd)");
+
+        if ((k = bus_check_image_exists(m, o->from, &img, error)) < 0)
+                return k;
+        recipe = image_is_template(m, img) ? image_read_recipe(m, img) : NULL;
+        if (recipe) {
+                (void) g_variant_lookup(recipe, "suite", "&s", &parent_suite);
+                (void) g_variant_lookup(recipe, "arch", "&s", &parent_arch);
+        }
+        if (!parent_suite || !suite_is_valid(parent_suite) || !parent_arch || !debian_arch_is_valid(parent_arch))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Image %s is not a template made by CreateTemplate; only such a one can be "
+                                         "derived from",
+                                         o->from);
+        if (!isempty(suite) && !streq(suite, parent_suite)) {
+                g_autofree char *shown = text_shown(suite);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Suite \"%s\" is not that of template %s (%s); give none or the same", shown,
+                                         o->from, parent_suite);
+        }
+        t->suite = strdup(parent_suite);
+        t->arch = strdup(parent_arch);
+        t->from = strdup(o->from);
+        return t->suite && t->arch && t->from ? 0 : -ENOMEM;
+}
+
 /* ---- the method ---- */
 
 int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -355,7 +419,8 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return k;
         r.read = true;
 
-        if ((k = bus_check_image_name(name, "image name", error)) < 0 || (k = check_options(suite, o, t, error)) < 0 ||
+        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
+            (k = o->from ? check_derived_options(m, suite, o, t, error) : check_options(suite, o, t, error)) < 0 ||
             (k = bus_check_image_absent(m, name, error)) < 0)
                 return k;
 
@@ -365,7 +430,7 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (k < 0)
                 return k;
 
-        const char *details[] = {"verb", "create-template", "image", name, "suite", suite, NULL};
+        const char *details[] = {"verb", "create-template", "image", name, "suite", t->suite ?: suite, NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_CREATE_TEMPLATE, details, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
@@ -375,11 +440,14 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         j->makes_image = true;
         j->temp_name = store_temp_name(name);
         a.name = strdup(name);
-        t->suite = strdup(suite);
+        if (!t->suite)
+                t->suite = strdup(suite);
         if (!j->temp_name || !a.name || !t->suite)
                 return -ENOMEM;
         t->variant = TAKE_PTR(o->variant);
-        t->arch = TAKE_PTR(o->arch);
+        if (!t->arch)
+                t->arch = TAKE_PTR(o->arch);
+        t->cache_max = m->settings.package_cache_max;
         t->include = TAKE_PTR(o->include);
         t->root_password_hashed = TAKE_PTR(o->root_password_hashed);
         t->bootable = o->bootable != 0; /* bootable unless asked not to be */

@@ -10,6 +10,7 @@
 #include "disk-limits.h"
 #include "machine-dbus.h"
 #include "manager-dbus.h"
+#include "package-cache.h"
 #include "pool.h"
 #include "snapshot-dbus.h"
 
@@ -233,6 +234,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("PoolPath", "s", property_get_pool_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("PoolUsage", "t", property_get_pool_usage, 0, 0),
         SD_BUS_PROPERTY("PoolLimit", "t", property_get_pool_usage, 0, 0),
+        SD_BUS_PROPERTY("CacheUsage", "t", property_get_cache_usage, 0, 0),
         SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssbttto)", images), method_list_images,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image), method_get_image,

@@ -22,6 +22,7 @@ void settings_defaults(Settings *s)
                 .snapshots_per_image = SETTINGS_DEFAULT_SNAPSHOTS_PER_IMAGE,
                 .blob_cache_bytes = SETTINGS_DEFAULT_BLOB_CACHE_BYTES,
                 .registry_credentials = SETTINGS_DEFAULT_REGISTRY_CREDENTIALS,
+                .package_cache_max = SETTINGS_DEFAULT_PACKAGE_CACHE,
         };
 }
 
@@ -69,9 +70,10 @@ static const struct {
         {"SnapshotsPerImage", offsetof(Settings, snapshots_per_image)},
 };
 
-static const char *const known_limits[] = {"ImagesPerUser",     "BytesPerUser",    "Jobs",       "JobsPerUser",
-                                           "Machines",          "MachinesPerUser", "Operations", "OperationsPerUser",
-                                           "SnapshotsPerImage", "BlobCacheBytes",  NULL};
+static const char *const known_limits[] = {"ImagesPerUser",  "BytesPerUser",      "Jobs",
+                                           "JobsPerUser",    "Machines",          "MachinesPerUser",
+                                           "Operations",     "OperationsPerUser", "SnapshotsPerImage",
+                                           "BlobCacheBytes", "PackageCacheBytes", NULL};
 
 int settings_load(Settings *s, const char *path)
 {
@@ -136,6 +138,15 @@ int settings_load(Settings *s, const char *path)
                         strcpy(s->registry_credentials, v);
                 else
                         log_warning("%s: CredentialsFile= must be an absolute path; ignored", path);
+        }
+        if (g_key_file_has_key(kf, "Limits", "PackageCacheBytes", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "PackageCacheBytes", NULL);
+                uint64_t n;
+                if (v && parse_size(v, &n) >= 0)
+                        s->package_cache_max = n;
+                else
+                        log_warning("%s: PackageCacheBytes=%s is not a size such as 2G (or infinity); ignored", path,
+                                    v ?: "");
         }
         for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
                 unsigned *field = (unsigned *) ((char *) s + caps[i].offset);

@@ -25,6 +25,8 @@
 /* Registry credentials (stampd.conf(5), [Registries] CredentialsFile=): read by the pull and push
  * jobs only, never by the daemon. */
 #define SETTINGS_DEFAULT_REGISTRY_CREDENTIALS "/etc/stamp/registries.conf"
+/* The package cache of template builds, <store>/.stamp/cache: a bookworm minbase is ~70 MiB of .debs. */
+#define SETTINGS_DEFAULT_PACKAGE_CACHE (UINT64_C(2) << 30)
 /* Above this, a cap would let callers hold more than the daemon is built for (fds, processes). */
 #define SETTINGS_CAP_MAX 4096
 
@@ -38,6 +40,7 @@ typedef struct Settings {
         unsigned snapshots_per_image;
         uint64_t blob_cache_bytes;
         char registry_credentials[256]; /* [Registries] CredentialsFile= */
+        uint64_t package_cache_max;     /* [Limits] PackageCacheBytes=: the template builds' package cache */
 } Settings;
 
 void settings_defaults(Settings *s);

@@ -13,6 +13,7 @@ typedef struct TemplateOptions {
         int package_tarball;
         char *root_password_hashed;
         int bootable;
+        char *from;
 } TemplateOptions;
 
 extern const OptionSpec template_options[];

@@ -45,6 +45,8 @@ static const ArgField template_fields[] = {
         FIELD("root-password-hashed", ARG_STRING, template.root_password_hashed, false),
         FIELD("bootable", ARG_BOOL, template.bootable, false),
         FIELD("package-tarball", ARG_FD, template.package_tarball, false),
+        FIELD("from", ARG_STRING, template.from, false),
+        FIELD("cache-max", ARG_U64, template.cache_max, false),
         {},
 };
 
@@ -166,6 +168,7 @@ void job_args_init(JobArgs *a, JobType type)
         for (JobType t = 0; t < _JOB_VERB_MAX; t++)
                 fields_init(a, verbs[t].fields);
         a->export.usage = UINT64_MAX;
+        a->template.cache_max = UINT64_MAX;
         a->owner = UINT64_MAX;
         a->oci.cache_max = UINT64_MAX;
 }

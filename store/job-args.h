@@ -64,6 +64,8 @@ typedef struct TemplateJobArgs {
         char *root_password_hashed;
         bool bootable;
         int package_tarball; /* -1: an online build */
+        char *from;          /* a derived build: the template it starts from (its suite is the parent's) */
+        uint64_t cache_max;  /* the package cache's cap in bytes; UINT64_MAX: none */
 } TemplateJobArgs;
 
 typedef struct ExportJobArgs {

@@ -763,8 +763,8 @@ class CacheTest(OciTestCase):
         self.assertEqual(cached(), [sha256(layer_b)], 'the older blob went for the limit')
         self.assertEqual(stat_mode(cache), 0o700)
 
-        # Cleaning needs the pull action; then stampctl empties the cache and leaves the images.
-        self.set_rules(stamptest.rule_for(USER, 'pull', 'NO'))
+        # Cleaning needs manage-images; then stampctl empties the cache and leaves the images.
+        self.set_rules(stamptest.rule_for(USER, 'manage-images', 'NO'))
         self.assertDBusError(ACCESS_DENIED, self.user.manager, 'CleanCache', {})
         self.assertEqual(cached(), [sha256(layer_b)])
         run([STAMPCTL, 'clean', '--cache'], timeout=stamptest.TIMEOUT)

@@ -83,7 +83,8 @@ class OfflineTemplateTest(TemplateTestCase):
         self.assertLessEqual(created, t1 * 1e6)
         self.assertEqual(recipe, {'suite': SUITE, 'variant': 'minbase', 'arch': host_arch(),
                                   'include': ['dbus'], 'mirror': 'http://deb.debian.org/debian',
-                                  'bootable': True, 'offline': True, 'uuid': uuid})
+                                  'bootable': True, 'offline': True, 'uuid': uuid,
+                                  'builder': 'debootstrap'})
         osr = img['OSRelease']
         self.assertEqual((osr['ID'], osr['VERSION_CODENAME']), ('debian', SUITE))
 
@@ -398,6 +399,29 @@ def suites_without_keyring():
     return found
 
 
+class UnsignedMirrorTest(TemplateTestCase):
+    """An online build (mmdebstrap) takes nothing from a mirror whose
+    Release file is not signed by the suite's keyring."""
+
+    def test_unsigned_release_refused(self):
+        root = os.path.join(self.dir, 'mirror')
+        os.makedirs(os.path.join(root, 'debian/dists', SUITE))
+        with open(os.path.join(root, 'debian/dists', SUITE, 'Release'), 'w') as f:
+            f.write('Origin: Debian\nSuite: %s\nCodename: %s\nArchitectures: %s\nComponents: main\n'
+                    'Date: Sat, 05 Dec 2026 00:00:00 UTC\nSHA256:\n' % (SUITE, SUITE, host_arch()))
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=root, **kw)
+        http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        mirror = 'http://127.0.0.1:%d/debian' % server.server_address[1]
+        job_id, job = self.create('unsigned', mirror=mirror, bootable=False)
+        self.assertEqual(self.jobs.wait(job_id), 'failed')
+        self.assertIn('not signed', self.jobs.log_text(job, LOG_ERR))
+        self.assertNothingLeft('unsigned')
+
+
 class KeyringTest(TemplateTestCase):
     """An online build must verify what the mirror serves: a suite whose
     keyring is not installed is refused, unless a package tarball is given."""
@@ -575,9 +599,11 @@ class AuthorizationTest(TemplateTestCase):
         self.assertEqual(self.jobs.wait(job_id), 'failed')
         self.assertIn('127.0.0.1:9', self.jobs.log_text(job, LOG_ERR))
         self.assertNothingLeft('mine')
-        # its cache lives where the daemon was told
-        self.assertTrue(os.path.isdir(os.path.join(self.cache_dir, 'debootstrap',
-                                                   '%s-%s' % (SUITE, host_arch()))))
+        # its package cache is in the store, hidden, root's alone
+        cache = os.path.join(self.store, '.stamp', 'cache')
+        self.assertTrue(os.path.isdir(os.path.join(cache, 'mmdebstrap', '%s-%s' % (SUITE, host_arch()))))
+        st = os.stat(cache)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o700))
 
 
 if __name__ == '__main__':

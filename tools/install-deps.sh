@@ -13,6 +13,7 @@ packages=(
     scdoc
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
+    mmdebstrap
     util-linux mount e2fsprogs
     # published ports: addresses for a machine's veth pair
     iproute2

@@ -6,10 +6,12 @@
 #include <grp.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -17,6 +19,7 @@
 #include <btrfsutil.h>
 
 #include "btrfs-util.h"
+#include "cache.h"
 #include "config.h"
 #include "store.h"
 #include "transfer.h"
@@ -26,9 +29,11 @@
  * job-template.c); this drives debootstrap, reads its progress, and finishes the tree. */
 
 #define FALLBACK_MIRROR "http://deb.debian.org/debian"
-/* Where downloaded packages are kept, per suite and architecture. STAMP_CACHE_DIR in the daemon's
- * environment (which it hands on to this helper) overrides it; the tests point it at a directory of
- * their own. */
+#define MMDEBSTRAP "/usr/bin/mmdebstrap"
+#define MMDEBSTRAP_MERGED_USR_HOOKS "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
+/* Where the locks of the jails' uid ranges are kept (the downloaded packages are in the store's own
+ * cache, see store/cache.h). STAMP_CACHE_DIR in the daemon's environment (which it hands on to this
+ * helper) overrides it; the tests point it at a directory of their own. */
 #define CACHE_DIR_ENV "STAMP_CACHE_DIR"
 
 /* Bounds what a caller's pipe can make us write before the job gives up. */
@@ -71,10 +76,27 @@ typedef enum {
         _PHASE_MAX,
 } Phase;
 
-/* Rough shares of the time each phase takes in a bookworm minbase build: online, and from a tarball. */
-static const double phase_weight[2][_PHASE_MAX] = {
+/* Rough shares of the work each phase is in a bookworm minbase build: online, from a tarball, and a
+ * derived build (snapshot; apt's index update, download, install; finish). */
+static const double phase_weight[4][_PHASE_MAX] = {
         {0, .04, .01, .30, .10, .05, .15, .15, .08, .10, .02},
         {.15, 0, 0, 0, .10, .05, .20, .20, .12, .15, .03},
+        {.05, .25, 0, .25, 0, 0, 0, 0, 0, .40, .05},
+        /* mmdebstrap: its essential set counts as "required", the rest as "base" */
+        {0, .05, 0, .30, .10, 0, .30, 0, .20, 0, .05},
+};
+
+/* mmdebstrap's "I:" lines that begin a phase. */
+static const struct {
+        const char *prefix;
+        Phase phase;
+} mmdebstrap_phases[] = {
+        {"I: running apt-get update", PHASE_INDEXES},
+        {"I: downloading packages", PHASE_DOWNLOAD},
+        {"I: extracting archives", PHASE_EXTRACT},
+        {"I: installing essential packages", PHASE_UNPACK_REQUIRED},
+        {"I: installing remaining packages", PHASE_UNPACK_BASE},
+        {"I: cleaning package lists", PHASE_FINISH},
 };
 
 static const struct {
@@ -104,6 +126,12 @@ typedef struct Build {
         JobChild *c;
         const JobArgs *a;
         bool offline;
+        bool derived;    /* apt inside a snapshot of a template, not debootstrap */
+        bool mmdebstrap; /* an online build by mmdebstrap */
+        int pty_master;  /* mmdebstrap's stderr: it draws its progress only on a terminal */
+        int pty_slave;
+        const char *tool; /* what runs, for messages */
+        Phase apt_phase;  /* the phase apt's download status counts for */
         int tree_fd;
         const char *mounted; /* the tree's path, where it has a bind mount of its own (see below) */
 
@@ -120,9 +148,12 @@ typedef struct Build {
         bool out_of_space; /* some tool said ENOSPC: debootstrap's own last word is then misleading */
         char *tail[3];     /* last lines of the tools' own output, for a failure without an E: message */
 
-        LineBuffer info, output;
+        LineBuffer info, output, terminal;
+        const char *tmpdir;    /* HOME and TMPDIR of what runs, if not /root and /tmp */
+        bool made_resolv_conf; /* an empty /etc/resolv.conf of ours is in the tree */
 
         int jail_lock_fd;   /* holds the uid range of the jail */
+        uint32_t jail_base; /* a derived build's range, for each of its runs of apt */
         const char *target; /* the tree's path */
         bool jail_mounted;  /* the idmapped tree is mounted over it */
 
@@ -146,6 +177,8 @@ static void build_done(Build *b)
         for (size_t i = 0; i < ELEMENTSOF(b->tail); i++)
                 free(b->tail[i]);
         safe_close(b->cache_lock_fd);
+        safe_close(b->pty_master);
+        safe_close(b->pty_slave);
         if (b->jail_mounted)
                 (void) umount2(b->target, MNT_DETACH);
         safe_close(b->jail_lock_fd);
@@ -164,7 +197,7 @@ static double phase_start(const Build *b, Phase p)
         double s = 0;
 
         for (Phase i = 0; i < p; i++)
-                s += phase_weight[b->offline][i];
+                s += phase_weight[b->mmdebstrap ? 3 : b->derived ? 2 : b->offline][i];
         return s;
 }
 
@@ -180,11 +213,12 @@ static void build_progress(Build *b, Phase p, double fraction)
                 fraction = 0;
         if (fraction > 1)
                 fraction = 1;
-        v = phase_start(b, p) + phase_weight[b->offline][p] * fraction;
+        v = phase_start(b, p) + phase_weight[b->mmdebstrap ? 3 : b->derived ? 2 : b->offline][p] * fraction;
         if (v > 1)
                 v = 1;
-        /* The packages are all in the cache once extraction begins: let a waiting build have it. */
-        if (p > PHASE_DOWNLOAD)
+        /* debootstrap's packages are all in the cache once extraction begins: let a waiting build have it
+         * (mmdebstrap and apt may download until they end). */
+        if (p > PHASE_DOWNLOAD && !b->derived && !b->mmdebstrap)
                 b->cache_lock_fd = safe_close(b->cache_lock_fd);
         if (v < b->reported + 0.0005 && !(v == 1 && b->reported < 1))
                 return;
@@ -237,9 +271,38 @@ static void format_message(const char *fmt, char *const *args, size_t n_args, ch
         out[o] = '\0';
 }
 
+/* apt's APT::Status-Fd lines: "dlstatus:N:PERCENT:TEXT", "pmstatus:PKG:PERCENT:TEXT", "pmerror:…". */
+static bool handle_apt_status_line(Build *b, const char *line)
+{
+        bool download = g_str_has_prefix(line, "dlstatus:"), install = g_str_has_prefix(line, "pmstatus:");
+        const char *f = strchr(line, ':'), *text;
+        double pct;
+
+        if (!download && !install && !g_str_has_prefix(line, "pmerror:"))
+                return false;
+        f = f ? strchr(f + 1, ':') : NULL; /* after the package or item */
+        if (!f)
+                return true;
+        text = strchr(f + 1, ':');
+        if (g_str_has_prefix(line, "pmerror:")) {
+                free(b->last_error);
+                b->last_error = strdup(f + 1);
+                job_child_log(b->c, LOG_LEVEL_ERR, "E: %s", f + 1);
+                return true;
+        }
+        pct = g_ascii_strtod(f + 1, NULL);
+        build_progress(b, install ? PHASE_CONFIGURE_BASE : b->apt_phase, pct / 100);
+        if (text)
+                job_child_log(b->c, install ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, "%s", text + 1);
+        return true;
+}
+
 static void handle_info_line(Build *b, const char *line)
 {
         char kind = line[0];
+
+        if (b->derived && handle_apt_status_line(b, line))
+                return;
 
         if (kind == 'P' && line[1] == ':' && line[2] == ' ') {
                 handle_progress_line(b, line + 3);
@@ -292,15 +355,65 @@ static void handle_output_line(Build *b, const char *line)
         b->tail[ELEMENTSOF(b->tail) - 1] = strdup(line);
 }
 
+/* What mmdebstrap writes on its terminal: "I:", "W:", "E:" lines, and progress bars redrawn after a
+ * carriage return: ESC[2K, "status:", a percentage, "[===>   ]". */
+static void handle_terminal_line(Build *b, const char *raw)
+{
+        char clean[LINE_MAX_LEN + 1], *end, *line = clean;
+        size_t o = 0;
+        double pct;
+
+        /* Without the terminal's escapes (colours, line clearing): CSI … final byte. */
+        for (const char *p = raw; *p && o < LINE_MAX_LEN; p++) {
+                if (p[0] == '\033' && p[1] == '[') {
+                        p += 2;
+                        while (*p && !(*p >= 0x40 && *p <= 0x7e))
+                                p++;
+                        if (!*p)
+                                break;
+                        continue;
+                }
+                clean[o++] = *p;
+        }
+        clean[o] = '\0';
+        if (line[0] == '\0' || streq(line, "done"))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(mmdebstrap_phases); i++)
+                if (g_str_has_prefix(line, mmdebstrap_phases[i].prefix))
+                        build_progress(b, mmdebstrap_phases[i].phase, 0);
+        if (line[0] != '\0' && strchr("IWE", line[0]) && line[1] == ':') {
+                job_child_log(b->c,
+                              line[0] == 'E'   ? LOG_LEVEL_ERR
+                              : line[0] == 'W' ? LOG_LEVEL_WARNING
+                                               : LOG_LEVEL_INFO,
+                              "%s", line);
+                if (line[0] == 'E') {
+                        free(b->last_error);
+                        b->last_error = strdup(line + 2 + strspn(line + 2, " "));
+                }
+                return;
+        }
+        /* A progress bar: the percentage after an optional "status:". */
+        line += strcspn(line, ":[0123456789. ");
+        if (*line == ':')
+                line++;
+        line += strspn(line, " ");
+        pct = g_ascii_strtod(line, &end);
+        if (end != line && (*end == ' ' || *end == '\0'))
+                build_progress(b, b->phase, pct / 100);
+        else
+                handle_output_line(b, line);
+}
+
 static void line_buffer_feed(Build *b, LineBuffer *lb, const char *data, size_t n,
                              void (*handle)(Build *b, const char *line))
 {
         for (size_t i = 0; i < n; i++) {
-                if (data[i] == '\n' || lb->n == LINE_MAX_LEN) {
+                if (data[i] == '\n' || lb->n == LINE_MAX_LEN || (data[i] == '\r' && handle == handle_terminal_line)) {
                         lb->buf[lb->n] = '\0';
                         handle(b, lb->buf);
                         lb->n = 0;
-                        if (data[i] == '\n')
+                        if (data[i] == '\n' || data[i] == '\r')
                                 continue;
                 }
                 lb->buf[lb->n++] = data[i];
@@ -612,17 +725,20 @@ static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
         return 0;
 }
 
-static int open_cache(Build *b, const char *suite, const char *arch, char **ret_dir)
+/* The store's package cache for @kind ("debootstrap", "apt") of @suite and @arch, locked for this build. */
+static int open_cache(Build *b, const char *kind, const char *suite, const char *arch, char **ret_dir)
 {
-        g_autofree char *dir = g_strdup_printf("%s/debootstrap/%s-%s", cache_root(), suite, arch);
-        _cleanup_close_ int fd = -1;
-        int k;
+        g_autofree char *dir = g_strdup_printf("%s/" STORE_CACHE_DIR "/%s/%s-%s", b->c->store, kind, suite, arch);
+        g_autofree char *sub = g_strdup_printf("%s-%s", suite, arch);
+        _cleanup_close_ int cache = -1, kind_fd = -1, fd = -1;
 
-        k = mkdir_parents(dir, 0755);
-        if (k < 0)
-                return job_child_fail(b->c, -k, "Cannot create the package cache %s: %s", dir, strerror(-k));
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
+        cache = store_cache_open(b->c->store_fd);
+        if (cache < 0)
+                return job_child_fail(b->c, -cache, "Cannot open the store's package cache: %s", strerror(-cache));
+        if ((mkdirat(cache, kind, 0700) < 0 && errno != EEXIST) ||
+            (kind_fd = openat(cache, kind, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+            (mkdirat(kind_fd, sub, 0755) < 0 && errno != EEXIST) ||
+            (fd = openat(kind_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
                 return job_child_fail(b->c, errno, "Cannot open the package cache %s: %s", dir, strerror(errno));
         /* Two builds downloading the same file into the cache at once would spoil it for both. */
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -702,6 +818,18 @@ typedef struct Jail {
         uint32_t base;      /* its root's uid and gid on the host */
         int ready[2];       /* the jail's first process says it has its user namespace */
         int go[2];          /* we say its ids are mapped and its tree mounted */
+        /* A derived build's apt: */
+        bool network;             /* the download, with the host's network (no package code runs then) */
+        bool proc;                /* a /proc of the jail's own at /proc */
+        const char *const *binds; /* pairs: a directory of the host, and where in the tree it goes (or, if
+                                   * absolute, where on the host), idmapped as the tree is; NULL-terminated */
+        /* mmdebstrap's: the host's file system as the root, all of it read-only but the tree and
+         * @stage (a tmpfs of the jail's own). */
+        bool host_root;
+        const char *stage;
+        const char *stage_root; /* in @stage, where the tree is bound: the way to the store may be closed to
+                                 * the jail's ids */
+        const char *stage_tmp;  /* in @stage, its /tmp */
 } Jail;
 
 /* A uid range of the host for this build alone, held (flock) for as long as the build runs. */
@@ -767,6 +895,36 @@ static int jail_prepare(Build *b, Jail *jail, pid_t pid)
         if (move_mount(tree, "", AT_FDCWD, jail->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
                 return job_child_fail(b->c, errno, "Cannot mount the new tree idmapped: %s", strerror(errno));
         b->jail_mounted = true;
+        for (const char *const *p = jail->binds; p && p[0]; p += 2) {
+                g_autofree char *where = p[1][0] == '/' ? g_strdup(p[1]) : g_strdup_printf("%s/%s", jail->target, p[1]);
+                _cleanup_close_ int dir = open_tree(AT_FDCWD, p[0], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+                struct mount_attr battr = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID |
+                                                       MOUNT_ATTR_NOEXEC,
+                                           .userns_fd = (uint64_t) userns};
+                if (dir < 0 || mount_setattr(dir, "", AT_EMPTY_PATH, &battr, sizeof battr) < 0 ||
+                    move_mount(dir, "", AT_FDCWD, where, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                        return job_child_fail(b->c, errno, "Cannot mount the package cache at /%s of the tree: %s",
+                                              p[1], strerror(errno));
+        }
+        if (jail->network && !jail->host_root) {
+                /* The host's resolver for apt's download, over the tree's copy, which stays as it is; a
+                 * tree without one (mmdebstrap removes it) gets an empty one for the while. */
+                g_autofree char *where = g_strdup_printf("%s/etc/resolv.conf", jail->target);
+                struct stat st;
+                if (lstat(where, &st) < 0 && errno == ENOENT) {
+                        int fd = open_in_tree(b->tree_fd, "etc/resolv.conf", O_WRONLY | O_CREAT | O_EXCL, 0644);
+                        if (fd >= 0) {
+                                safe_close(fd);
+                                b->made_resolv_conf = true;
+                        }
+                }
+                if (lstat(where, &st) >= 0 && S_ISREG(st.st_mode) &&
+                    (mount("/etc/resolv.conf", where, NULL, MS_BIND, NULL) < 0 ||
+                     mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                           NULL) < 0))
+                        job_child_log(b->c, LOG_LEVEL_DEBUG, "Cannot give the build the host's resolv.conf: %s",
+                                      strerror(errno));
+        }
         if (write(jail->go[1], "g", 1) != 1)
                 return job_child_fail(b->c, EIO, "The build's jail went away");
         return 0;
@@ -776,7 +934,7 @@ static int jail_prepare(Build *b, Jail *jail, pid_t pid)
  * the jail's own kept there (the kernel lets a user namespace mount proc and sysfs only where such
  * mounts are already visible, and debootstrap unmounts and mounts /proc itself), a /dev of bound
  * host nodes; then pivot_root into it, and the host's tree detached. */
-static int jail_enter_root(const char **step)
+static int jail_enter_root(const char **step, const Jail *jail)
 {
         static const char *const spares[] = {"run/.stamp-proc", "run/.stamp-sys"};
 
@@ -790,8 +948,12 @@ static int jail_enter_root(const char **step)
         STEP("make room for a spare /proc", mkdir(spares[0], 0555));
         STEP("make room for a spare /sys", mkdir(spares[1], 0555));
         STEP("mount a spare /proc", mount("proc", spares[0], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
-        STEP("mount a spare /sys",
-             mount("sysfs", spares[1], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL));
+        /* sysfs belongs to a network namespace: one shared with the host's cannot be mounted here. */
+        if (!jail->network)
+                STEP("mount a spare /sys",
+                     mount("sysfs", spares[1], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL));
+        if (jail->proc)
+                STEP("mount /proc", mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
         STEP("mount /dev", mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755"));
         for (size_t i = 0; i < ELEMENTSOF(jail_devices); i++) {
                 char from[32], to[32];
@@ -816,6 +978,34 @@ static int jail_enter_root(const char **step)
         return 0;
 }
 
+/* mmdebstrap's jail: it needs the host's tools (perl, apt, dpkg, mount) and chroots into the tree
+ * itself. The host's file system stays the root, read-only, and owned by ids the jail does not map,
+ * so nothing there is the jail's to change; the tree and the stage (its TMPDIR and the cache) are
+ * writable; /proc is the jail's own. */
+static int jail_enter_host(const char **step, const Jail *jail)
+{
+        struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY}, rw = {.attr_clr = MOUNT_ATTR_RDONLY};
+
+        *step = "make the host read-only";
+        if (mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0)
+                return -errno;
+        *step = "make the tree and the stage writable";
+        if (mount_setattr(AT_FDCWD, jail->stage, AT_RECURSIVE, &rw, sizeof rw) < 0)
+                return -errno;
+        *step = "mount /proc";
+        if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                return -errno;
+        /* A /tmp of its own, for what ignores TMPDIR (apt's calls of apt-key). */
+        *step = "bind /tmp";
+        if (mount(jail->stage_tmp, "/tmp", NULL, MS_BIND, NULL) < 0)
+                return -errno;
+        /* mmdebstrap measures its terminal through /dev/tty. */
+        if (isatty(STDERR_FILENO))
+                (void) ioctl(STDERR_FILENO, TIOCSCTTY, 0);
+        *step = "chdir";
+        return chdir("/") < 0 ? -errno : 0;
+}
+
 /* The jail's first process, with debootstrap's fds in place: its user namespace, then, once the
  * parent mapped it, the other namespaces, root in them, and the second stage as their PID 1's
  * work. Returns only on failure, before the exec. */
@@ -832,13 +1022,17 @@ static int jail_run(Jail *jail, char **argv, char **env)
                 return -errno;
         if (write(jail->ready[1], "r", 1) != 1 || read(jail->go[0], &byte, 1) != 1)
                 return -EIO;
-        if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        if (unshare(CLONE_NEWNS | CLONE_NEWPID | (jail->network ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
                 return -errno;
         /* The idmapped mount came from the parent's namespace, so it is locked here, and a locked
          * mount cannot become the root: a bind mount of it made here can. This is done with the
          * host's uid still: the store may be closed to the jail's. */
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount(jail->target, jail->target, NULL, MS_BIND, NULL) < 0 || chdir(jail->target) < 0)
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return -errno;
+        if (jail->host_root && mount(jail->target, jail->stage_root, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return -errno;
+        if (!jail->host_root &&
+            (mount(jail->target, jail->target, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir(jail->target) < 0))
                 return -errno;
         /* Root of the new user namespace, and no trace of the host's groups. */
         if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -852,7 +1046,7 @@ static int jail_run(Jail *jail, char **argv, char **env)
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 /* No controlling terminal of the daemon's to reach through /dev/tty. */
                 (void) setsid();
-                k = jail_enter_root(&step);
+                k = jail->host_root ? jail_enter_host(&step, jail) : jail_enter_root(&step, jail);
                 if (k < 0) {
                         fprintf(stderr, "Cannot set up the build's jail (%s): %s\n", step, strerror(-k));
                         _exit(126);
@@ -906,7 +1100,11 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
 
         g_ptr_array_add(env, g_strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
         g_ptr_array_add(env, g_strdup("LC_ALL=C"));
-        g_ptr_array_add(env, g_strdup("HOME=/root"));
+        if (b->tmpdir) {
+                g_ptr_array_add(env, g_strdup_printf("HOME=%s", b->tmpdir));
+                g_ptr_array_add(env, g_strdup_printf("TMPDIR=%s", b->tmpdir));
+        } else
+                g_ptr_array_add(env, g_strdup("HOME=/root"));
         g_ptr_array_add(env, g_strdup("DEBIAN_FRONTEND=noninteractive"));
         /* A host behind a proxy needs it for the download. */
         env_add_from_daemon(env, "http_proxy");
@@ -933,13 +1131,13 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
         if (pid < 0) {
                 safe_close(info[1]);
                 safe_close(out[1]);
-                return job_child_fail(b->c, (int) -pid, "Cannot start debootstrap: %s", strerror((int) -pid));
+                return job_child_fail(b->c, (int) -pid, "Cannot start %s: %s", b->tool, strerror((int) -pid));
         }
         if (pid == 0) {
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-                    dup2(out[1], STDERR_FILENO) < 0 || dup2(info[1], 3) < 0 || fcntl(3, F_SETFD, 0) < 0 ||
-                    chdir("/") < 0)
+                    dup2(b->pty_slave >= 0 ? b->pty_slave : out[1], STDERR_FILENO) < 0 || dup2(info[1], 3) < 0 ||
+                    fcntl(3, F_SETFD, 0) < 0 || chdir("/") < 0)
                         _exit(126);
                 umask(022);
                 if (jail) {
@@ -953,6 +1151,7 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
         }
         safe_close(info[1]);
         safe_close(out[1]);
+        b->pty_slave = safe_close(b->pty_slave);
         if (jail) {
                 int k;
                 jail->ready[1] = safe_close(jail->ready[1]);
@@ -974,8 +1173,9 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         {.fd = info_r, .events = POLLIN},
                         {.fd = out_r, .events = POLLIN},
                         {.fd = pidfd, .events = POLLIN},
+                        {.fd = b->pty_master, .events = POLLIN},
                 };
-                if (info_r < 0 && out_r < 0)
+                if (info_r < 0 && out_r < 0 && b->pty_master < 0)
                         break;
                 if (poll(p, ELEMENTSOF(p), -1) < 0) {
                         if (errno == EINTR)
@@ -986,6 +1186,8 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         info_r = safe_close(info_r);
                 if (p[1].revents && pump(b, out_r, &b->output, handle_output_line) == 0)
                         out_r = safe_close(out_r);
+                if (p[3].revents && pump(b, b->pty_master, &b->terminal, handle_terminal_line) == 0)
+                        b->pty_master = safe_close(b->pty_master);
                 if (p[2].revents) {
                         /* Take what is left in the pipes without waiting for them to close. */
                         if (info_r >= 0 && fcntl(info_r, F_SETFL, O_NONBLOCK) >= 0)
@@ -994,15 +1196,19 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
                         if (out_r >= 0 && fcntl(out_r, F_SETFL, O_NONBLOCK) >= 0)
                                 while (pump(b, out_r, &b->output, handle_output_line) > 0)
                                         ;
+                        if (b->pty_master >= 0 && fcntl(b->pty_master, F_SETFL, O_NONBLOCK) >= 0)
+                                while (pump(b, b->pty_master, &b->terminal, handle_terminal_line) > 0)
+                                        ;
                         line_buffer_flush(b, &b->info, handle_info_line);
                         line_buffer_flush(b, &b->output, handle_output_line);
+                        line_buffer_flush(b, &b->terminal, handle_terminal_line);
                         break;
                 }
         }
 
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
-                        return job_child_fail(b->c, errno, "Cannot wait for debootstrap: %s", strerror(errno));
+                        return job_child_fail(b->c, errno, "Cannot wait for %s: %s", b->tool, strerror(errno));
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
                 return 0;
 
@@ -1010,15 +1216,15 @@ static int run_debootstrap(Build *b, char **argv, Jail *jail)
         if (b->offline && faccessat(b->tree_fd, "debootstrap/required", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
                 what = "The package tarball is not one made by debootstrap --make-tarball: ";
         if (b->out_of_space || store_is_full(b->tree_fd))
-                return job_child_fail(b->c, ENOSPC, "The image store is full: debootstrap failed: %s",
+                return job_child_fail(b->c, ENOSPC, "The image store is full: %s failed: %s", b->tool,
                                       b->last_error ?: b->tail[2] ?: "no space left on device");
         /* BadArchive only where the caller's tarball is at fault; a failed download is not. */
         if (b->last_error)
-                return job_child_fail(b->c, b->offline ? EBADMSG : EIO, "%sdebootstrap failed: %s", what,
+                return job_child_fail(b->c, b->offline ? EBADMSG : EIO, "%s%s failed: %s", what, b->tool,
                                       b->last_error);
         if (!WIFEXITED(status))
-                return job_child_fail(b->c, EIO, "debootstrap was killed by signal %d", WTERMSIG(status));
-        return job_child_fail(b->c, *what ? EBADMSG : EIO, "%sdebootstrap failed with exit status %d: %s%s%s%s%s", what,
+                return job_child_fail(b->c, EIO, "%s was killed by signal %d", b->tool, WTERMSIG(status));
+        return job_child_fail(b->c, *what ? EBADMSG : EIO, "%s%s failed with exit status %d: %s%s%s%s%s", what, b->tool,
                               WEXITSTATUS(status), b->tail[0] ?: "", b->tail[0] ? " / " : "", b->tail[1] ?: "",
                               b->tail[1] ? " / " : "", b->tail[2] ?: "(no output)");
 }
@@ -1146,7 +1352,7 @@ static void make_generic(Build *b, int tree_fd)
 }
 
 static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror, bool bootable,
-                         bool offline, const char *uuid)
+                         bool offline, const char *uuid, const char *builder)
 {
         static const char *const none[] = {NULL};
         g_autoptr(GVariant) v = NULL;
@@ -1163,6 +1369,7 @@ static char *recipe_text(const JobArgs *a, const char *variant, const char *arch
         g_variant_builder_add(&bld, "{sv}", "created", g_variant_new_uint64(now_usec(CLOCK_REALTIME)));
         g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
         g_variant_builder_add(&bld, "{sv}", "offline", g_variant_new_boolean(offline));
+        g_variant_builder_add(&bld, "{sv}", "builder", g_variant_new_string(builder));
         if (uuid)
                 g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
         v = g_variant_ref_sink(g_variant_builder_end(&bld));
@@ -1209,12 +1416,45 @@ static int commit(Build *b, int store_fd, int tree_fd, bool subvolume, const cha
         return 0;
 }
 
+/* After a build: the cache within its cap, and its size noted for stampd. Only the directory this build
+ * used is trimmed, and only while no other build holds it. */
+static void cache_finish(Build *b, const char *kind, const char *suite, const char *arch)
+{
+        g_autofree char *sub = g_strdup_printf("%s/%s-%s", kind, suite, arch);
+        _cleanup_close_ int cache = store_cache_open(b->c->store_fd), dir = -1;
+        int k;
+
+        if (cache < 0)
+                return;
+        if (b->cache_lock_fd < 0) {
+                dir = openat(cache, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (dir >= 0 && flock(dir, LOCK_EX | LOCK_NB) < 0)
+                        dir = safe_close(dir);
+        }
+        if (b->cache_lock_fd >= 0 || dir >= 0)
+                k = store_cache_trim(cache, b->cache_lock_fd >= 0 ? b->cache_lock_fd : dir, b->a->template.cache_max);
+        else
+                k = store_cache_write_usage(cache, store_cache_count(cache));
+        if (k < 0)
+                job_child_log(b->c, LOG_LEVEL_WARNING, "Cannot note the package cache's size: %s", strerror(-k));
+}
+
+static int transfer_derive(JobChild *c, const JobArgs *a);
+static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
+                                 const char *mirror, const char *includes);
+
 int transfer_template(JobChild *c, const JobArgs *a)
 {
         const TemplateJobArgs *t = &a->template;
         int store_fd = c->store_fd;
         const char *temp = c->temp_name;
-        _cleanup_(build_done) Build b = {.c = c, .a = a, .cache_lock_fd = -1, .tree_fd = -1, .jail_lock_fd = -1};
+        _cleanup_(build_done) Build b = {.c = c,
+                                         .a = a,
+                                         .cache_lock_fd = -1,
+                                         .tree_fd = -1,
+                                         .jail_lock_fd = -1,
+                                         .pty_master = -1,
+                                         .pty_slave = -1};
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
         g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
@@ -1225,7 +1465,17 @@ int transfer_template(JobChild *c, const JobArgs *a)
         _cleanup_close_ int tree_fd = -1;
         int k;
 
+        if (t->from)
+                return transfer_derive(c, a);
+        b.tool = "debootstrap";
         b.offline = t->package_tarball >= 0;
+        /* mmdebstrap for online builds, where it is installed; debootstrap for a package tarball of
+         * "debootstrap --make-tarball", which only debootstrap reads, and for a mirror with
+         * credentials (handed to wget only, see write_wgetrc()). */
+        if (!b.offline && !t->mirror_user && access(MMDEBSTRAP, X_OK) >= 0) {
+                b.mmdebstrap = true;
+                b.tool = "mmdebstrap";
+        }
         job_child_progress(c, 0);
 
         if (t->arch)
@@ -1280,49 +1530,55 @@ int transfer_template(JobChild *c, const JobArgs *a)
         if (k > 0)
                 b.mounted = target;
 
-        g_ptr_array_add(argv, g_strdup("debootstrap"));
-        /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
-         * stdout/stderr, instead of a log file in the target. */
-        g_ptr_array_add(argv, g_strdup("--debian-installer"));
-        /* The first stage only, here on the host: the second runs package code, in the jail. */
-        g_ptr_array_add(argv, g_strdup("--foreign"));
-        g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
-        g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
-        if (!isempty(includes))
-                g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
-        if (b.offline) {
-                k = copy_tarball(&b, t->package_tarball, tree_fd, &tarball);
+        if (b.mmdebstrap) {
+                k = build_with_mmdebstrap(&b, target, variant, arch, mirror, includes);
                 if (k < 0)
                         return k;
-                g_ptr_array_add(argv, g_strdup_printf("--unpack-tarball=%s/%s", target, tarball));
         } else {
-                k = open_cache(&b, t->suite, arch, &cache);
-                if (k < 0)
-                        return k;
-                g_ptr_array_add(argv, g_strdup_printf("--cache-dir=%s", cache));
-                /* Given a mirror, debootstrap would go on unverified (only warning) where the suite's
-                 * keyring is missing: this makes a Release file without a valid signature fatal. */
-                g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
-                g_ptr_array_add(argv, g_strdup("--force-check-gpg"));
-                if (t->mirror_user) {
-                        k = write_wgetrc(&b, t->mirror_user, t->mirror_password);
+                g_ptr_array_add(argv, g_strdup("debootstrap"));
+                /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
+                 * stdout/stderr, instead of a log file in the target. */
+                g_ptr_array_add(argv, g_strdup("--debian-installer"));
+                /* The first stage only, here on the host: the second runs package code, in the jail. */
+                g_ptr_array_add(argv, g_strdup("--foreign"));
+                g_ptr_array_add(argv, g_strdup_printf("--variant=%s", variant));
+                g_ptr_array_add(argv, g_strdup_printf("--arch=%s", arch));
+                if (!isempty(includes))
+                        g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
+                if (b.offline) {
+                        k = copy_tarball(&b, t->package_tarball, tree_fd, &tarball);
                         if (k < 0)
                                 return k;
+                        g_ptr_array_add(argv, g_strdup_printf("--unpack-tarball=%s/%s", target, tarball));
+                } else {
+                        k = open_cache(&b, "debootstrap", t->suite, arch, &cache);
+                        if (k < 0)
+                                return k;
+                        g_ptr_array_add(argv, g_strdup_printf("--cache-dir=%s", cache));
+                        /* Given a mirror, debootstrap would go on unverified (only warning) where the suite's
+                         * keyring is missing: this makes a Release file without a valid signature fatal. */
+                        g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
+                        g_ptr_array_add(argv, g_strdup("--force-check-gpg"));
+                        if (t->mirror_user) {
+                                k = write_wgetrc(&b, t->mirror_user, t->mirror_password);
+                                if (k < 0)
+                                        return k;
+                        }
                 }
+                g_ptr_array_add(argv, g_strdup(t->suite));
+                g_ptr_array_add(argv, g_strdup(target));
+                g_ptr_array_add(argv, g_strdup(mirror));
+                g_ptr_array_add(argv, NULL);
+
+                k = run_debootstrap(&b, (char **) argv->pdata, NULL);
+                if (k < 0)
+                        return k;
+                b.cache_lock_fd = safe_close(b.cache_lock_fd);
+
+                k = second_stage(&b, target);
+                if (k < 0)
+                        return k;
         }
-        g_ptr_array_add(argv, g_strdup(t->suite));
-        g_ptr_array_add(argv, g_strdup(target));
-        g_ptr_array_add(argv, g_strdup(mirror));
-        g_ptr_array_add(argv, NULL);
-
-        k = run_debootstrap(&b, (char **) argv->pdata, NULL);
-        if (k < 0)
-                return k;
-        b.cache_lock_fd = safe_close(b.cache_lock_fd);
-
-        k = second_stage(&b, target);
-        if (k < 0)
-                return k;
         build_progress(&b, PHASE_FINISH, 0);
 
         if (tarball && unlinkat(tree_fd, tarball, 0) < 0)
@@ -1338,11 +1594,554 @@ int transfer_template(JobChild *c, const JobArgs *a)
         make_generic(&b, tree_fd);
         build_progress(&b, PHASE_FINISH, 0.5);
 
-        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL);
+        if (b.mmdebstrap && syncfs(tree_fd) < 0)
+                return job_child_fail(c, errno, "Cannot write the new tree to disk: %s", strerror(errno));
+        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool);
         k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
         if (k < 0)
                 return k;
+        if (!b.offline)
+                cache_finish(&b, b.mmdebstrap ? "mmdebstrap" : "debootstrap", t->suite, arch);
         build_progress(&b, PHASE_FINISH, 1);
         job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
         return 0;
+}
+
+/* ---- derived templates: a snapshot of a template, with apt inside ---- */
+
+/* The name apt gives a package's file in its archives: its name, version and architecture with ':'
+ * (an epoch) quoted as %3a. */
+static char *apt_archive_name(const char *package, const char *version, const char *arch)
+{
+        g_autoptr(GString) s = g_string_new(NULL);
+        const char *parts[] = {package, version, arch};
+
+        for (size_t i = 0; i < ELEMENTSOF(parts); i++) {
+                if (i > 0)
+                        g_string_append_c(s, '_');
+                for (const char *p = parts[i]; *p; p++)
+                        if (*p == ':' || *p == '_' || *p == '%' || (unsigned char) *p <= ' ' ||
+                            (unsigned char) *p >= 0x7f)
+                                g_string_append_printf(s, "%%%02x", (unsigned char) *p);
+                        else
+                                g_string_append_c(s, *p);
+        }
+        g_string_append(s, ".deb");
+        return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+/* Read one Packages file of apt's lists into @sums: archive name → SHA256. */
+static void read_packages_list(int fd, GHashTable *sums)
+{
+        g_autofree char *package = NULL, *version = NULL, *arch = NULL, *sha = NULL;
+        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
+        bool eof = false;
+        char line[4096];
+
+        if (!f) {
+                safe_close(fd);
+                return;
+        }
+        while (!eof) {
+                eof = !fgets(line, sizeof line, f);
+                if (eof || line[0] == '\n') {
+                        if (package && version && arch && sha)
+                                g_hash_table_replace(sums, apt_archive_name(package, version, arch),
+                                                     g_steal_pointer(&sha));
+                        g_clear_pointer(&package, g_free);
+                        g_clear_pointer(&version, g_free);
+                        g_clear_pointer(&arch, g_free);
+                        g_clear_pointer(&sha, g_free);
+                        continue;
+                }
+                if (line[0] == ' ')
+                        continue;
+                if (g_str_has_prefix(line, "Package:")) {
+                        g_free(package);
+                        package = g_strstrip(g_strdup(line + 8));
+                } else if (g_str_has_prefix(line, "Version:")) {
+                        g_free(version);
+                        version = g_strstrip(g_strdup(line + 8));
+                } else if (g_str_has_prefix(line, "Architecture:")) {
+                        g_free(arch);
+                        arch = g_strstrip(g_strdup(line + 13));
+                } else if (g_str_has_prefix(line, "SHA256:")) {
+                        g_free(sha);
+                        sha = g_strstrip(g_strdup(line + 7));
+                }
+        }
+}
+
+static char *file_sha256(int dir_fd, const char *name)
+{
+        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        uint8_t buf[128 * 1024];
+        ssize_t n;
+
+        if (fd < 0)
+                return NULL;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+                g_checksum_update(sum, buf, (gssize) n);
+        if (n < 0)
+                return NULL;
+        return g_strdup(g_checksum_get_string(sum));
+}
+
+/* apt takes a file already in its archives for the package as long as its size is right, without
+ * checking its hash: every cached .deb the lists name (which apt has just verified against the
+ * signed Release file) is checked here, and one that is not what they say is removed, so that apt
+ * fetches it again. A file the lists do not name is one apt never takes for this build. */
+static int cache_verify(Build *b, const char *cache, bool remove_unknown)
+{
+        g_autoptr(GHashTable) sums = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_autofree char *lists_path = g_strdup_printf("%s/lists", cache);
+        g_autofree char *archives_path = g_strdup_printf("%s/archives", cache);
+        struct dirent *de;
+        unsigned bad = 0;
+        DIR *d;
+
+        d = opendir(lists_path);
+        if (!d && (errno != ENOENT || !remove_unknown))
+                return job_child_fail(b->c, errno, "Cannot read apt's lists: %s", strerror(errno));
+        while (d && (de = readdir(d)))
+                if (de->d_type == DT_REG && g_str_has_suffix(de->d_name, "_Packages")) {
+                        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                        if (fd >= 0)
+                                read_packages_list(fd, sums);
+                }
+        if (d)
+                closedir(d);
+
+        d = opendir(archives_path);
+        if (!d)
+                return job_child_fail(b->c, errno, "Cannot read the package cache: %s", strerror(errno));
+        while ((de = readdir(d))) {
+                const char *want;
+                g_autofree char *have = NULL;
+                if (de->d_type != DT_REG || !g_str_has_suffix(de->d_name, ".deb"))
+                        continue;
+                want = g_hash_table_lookup(sums, de->d_name);
+                if (!want && remove_unknown) {
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+                        continue;
+                }
+                if (!want)
+                        continue;
+                have = file_sha256(dirfd(d), de->d_name);
+                if (have && g_ascii_strcasecmp(have, want) == 0)
+                        continue;
+                job_child_log(b->c, LOG_LEVEL_WARNING,
+                              "The cached %s is not what the archive's signed index says (SHA256 %s, not %s): "
+                              "fetching it again.",
+                              de->d_name, have ?: "unreadable", want);
+                (void) unlinkat(dirfd(d), de->d_name, 0);
+                bad++;
+        }
+        closedir(d);
+        if (bad == 0)
+                job_child_log(b->c, LOG_LEVEL_DEBUG, "The package cache matches the signed index.");
+        return 0;
+}
+
+/* Run apt-get in the jail, with the cache at its places in the tree. */
+static int run_apt(Build *b, const char *target, const char *cache, bool network, Phase phase, const char *const *args)
+{
+        g_autofree char *archives = g_strdup_printf("%s/archives", cache);
+        g_autofree char *lists = g_strdup_printf("%s/lists", cache);
+        const char *binds[] = {archives, "var/cache/apt/archives", lists, "var/lib/apt/lists", NULL};
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        Jail jail = {.target = target,
+                     .base = b->jail_base,
+                     .ready = {-1, -1},
+                     .go = {-1, -1},
+                     .network = network,
+                     .proc = true,
+                     .binds = binds};
+        int k;
+
+        g_ptr_array_add(argv, (char *) "/usr/bin/apt-get");
+        g_ptr_array_add(argv, (char *) "-q");
+        g_ptr_array_add(argv, (char *) "-y");
+        /* Progress as apt counts it, on the protocol's fd. */
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "APT::Status-Fd=3");
+        /* apt's binary caches (tens of MiB) would stay in the template. */
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "Dir::Cache::pkgcache=");
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "Dir::Cache::srcpkgcache=");
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "Acquire::Languages=none");
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "APT::Install-Recommends=false");
+        /* No terminal in the jail for dpkg to log through. */
+        g_ptr_array_add(argv, (char *) "-o");
+        g_ptr_array_add(argv, (char *) "Dpkg::Use-Pty=0");
+        for (const char *const *a = args; *a; a++)
+                g_ptr_array_add(argv, (char *) *a);
+        g_ptr_array_add(argv, NULL);
+
+        b->apt_phase = phase;
+        build_progress(b, phase, 0);
+        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
+                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
+        else
+                k = run_debootstrap(b, (char **) argv->pdata, &jail);
+        for (size_t i = 0; i < 2; i++) {
+                safe_close(jail.ready[i]);
+                safe_close(jail.go[i]);
+        }
+        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
+                b->jail_mounted = false;
+        if (k >= 0)
+                build_progress(b, phase, 1);
+        return k;
+}
+
+/* The parent's recipe (inherited by the snapshot), with what this build changed. */
+static char *derived_recipe(Build *b, int tree_fd, const char *uuid)
+{
+        static const char *const replaced[] = {"created", "uuid", "from", "added", "mirror", NULL};
+        const TemplateJobArgs *t = &b->a->template;
+        g_autoptr(GVariant) parent = NULL, v = NULL;
+        g_autoptr(GPtrArray) include = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *text = NULL;
+        GVariantBuilder bld;
+        GVariantIter it;
+        const char *key;
+        GVariant *value;
+        ssize_t n;
+
+        text = g_malloc(64 * 1024);
+        n = fgetxattr(tree_fd, RECIPE_XATTR, text, 64 * 1024 - 1);
+        if (n > 0) {
+                text[n] = '\0';
+                parent = g_variant_parse(G_VARIANT_TYPE_VARDICT, text, NULL, NULL, NULL);
+        }
+        g_variant_builder_init(&bld, G_VARIANT_TYPE_VARDICT);
+        if (parent) {
+                g_variant_iter_init(&it, parent);
+                while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                        if (streq(key, "include") && g_variant_is_of_type(value, G_VARIANT_TYPE_STRING_ARRAY)) {
+                                g_autofree const char **l = g_variant_get_strv(value, NULL);
+                                for (const char **p = l; *p; p++)
+                                        g_ptr_array_add(include, g_strdup(*p));
+                        } else if (!g_strv_contains(replaced, key) || (streq(key, "mirror") && !t->mirror))
+                                g_variant_builder_add(&bld, "{sv}", key, value);
+                        g_variant_unref(value);
+                }
+        }
+        for (char **p = t->include; p && *p; p++)
+                if (!g_ptr_array_find_with_equal_func(include, *p, g_str_equal, NULL))
+                        g_ptr_array_add(include, g_strdup(*p));
+        g_ptr_array_add(include, NULL);
+        g_variant_builder_add(&bld, "{sv}", "include", g_variant_new_strv((const char *const *) include->pdata, -1));
+        g_variant_builder_add(&bld, "{sv}", "from", g_variant_new_string(t->from));
+        g_variant_builder_add(
+                &bld, "{sv}", "added",
+                g_variant_new_strv(t->include ? (const char *const *) t->include : (const char *const[]) {NULL}, -1));
+        if (t->mirror)
+                g_variant_builder_add(&bld, "{sv}", "mirror", g_variant_new_string(t->mirror));
+        g_variant_builder_add(&bld, "{sv}", "created", g_variant_new_uint64(now_usec(CLOCK_REALTIME)));
+        if (uuid)
+                g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
+        v = g_variant_ref_sink(g_variant_builder_end(&bld));
+        return g_variant_print(v, TRUE);
+}
+
+/* The mirror the caller chose goes into the template's apt sources, as debootstrap writes them. */
+static int write_sources(Build *b, int tree_fd, const char *mirror, const char *suite)
+{
+        g_autofree char *text = g_strdup_printf("deb %s %s main\n", mirror, suite);
+        _cleanup_close_ int fd = open_in_tree(tree_fd, "etc/apt/sources.list", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+        if (fd < 0 || loop_write(fd, text, strlen(text)) < 0)
+                return job_child_fail(b->c, fd < 0 ? -fd : errno, "Cannot write the template's apt sources");
+        return 0;
+}
+
+static int transfer_derive(JobChild *c, const JobArgs *a)
+{
+        const TemplateJobArgs *t = &a->template;
+        _cleanup_(build_done) Build b = {.c = c,
+                                         .a = a,
+                                         .derived = true,
+                                         .tool = "apt-get",
+                                         .cache_lock_fd = -1,
+                                         .tree_fd = -1,
+                                         .jail_lock_fd = -1,
+                                         .pty_master = -1,
+                                         .pty_slave = -1};
+        g_autofree char *target = NULL, *cache = NULL, *recipe = NULL, *includes = NULL;
+        _cleanup_close_ int tree_fd = -1;
+        bool subvolume = false;
+        char uuid[33] = "", err[512] = "";
+        int k;
+
+        job_child_progress(c, 0);
+        if (!c->store || !c->temp_name || !t->arch || !t->from)
+                return job_child_fail(c, EINVAL, "stamp-transfer: invalid arguments");
+        includes = t->include ? g_strjoinv(", ", t->include) : NULL;
+        job_child_log(c, LOG_LEVEL_INFO, "Building template %s from template %s, adding %s.", a->name, t->from,
+                      includes ?: "no package");
+
+        k = store_clone_image(c->store_fd, c->store_is_btrfs, t->from, c->temp_name, 0, UID_INVALID, err, sizeof err);
+        if (k < 0)
+                return job_child_fail(c, -k, "%s", err);
+        tree_fd = openat(c->store_fd, c->temp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (tree_fd < 0)
+                return job_child_fail(c, errno, "Cannot open the new tree: %s", strerror(errno));
+        subvolume = fd_is_subvolume(tree_fd) > 0;
+        if (subvolume) {
+                BtrfsSubvolInfo info;
+                int r = btrfs_subvol_info_fd(tree_fd, &info);
+                if (r < 0)
+                        return job_child_fail(c, -r, "Cannot read the new subvolume's UUID: %s", strerror(-r));
+                uuid_to_hex(info.uuid, uuid);
+        }
+        b.tree_fd = tree_fd;
+        build_progress(&b, PHASE_PREPARE, 1);
+        target = g_strdup_printf("%s/%s", c->store, c->temp_name);
+        k = store_mount_allow_dev_suid(target);
+        if (k < 0)
+                return job_child_fail(c, -k, "Cannot mount the new tree: %s", strerror(-k));
+        if (k > 0)
+                b.mounted = target;
+        if (t->mirror && (k = write_sources(&b, tree_fd, t->mirror, t->suite)) < 0)
+                return k;
+
+        if (t->include && t->include[0]) {
+                static const char *const update[] = {"update", NULL};
+                g_autoptr(GPtrArray) download = g_ptr_array_new(), install = g_ptr_array_new();
+                g_autofree char *archives_partial = NULL, *lists_partial = NULL;
+
+                k = open_cache(&b, "apt", t->suite, t->arch, &cache);
+                if (k < 0)
+                        return k;
+                archives_partial = g_strdup_printf("%s/archives/partial", cache);
+                lists_partial = g_strdup_printf("%s/lists/partial", cache);
+                if ((k = mkdir_parents(archives_partial, 0755)) < 0 || (k = mkdir_parents(lists_partial, 0755)) < 0)
+                        return job_child_fail(c, -k, "Cannot make the package cache: %s", strerror(-k));
+                k = jail_pick_range(&b, &b.jail_base);
+                if (k < 0)
+                        return k;
+
+                /* The indices, verified by apt against the keys the template trusts. */
+                k = run_apt(&b, target, cache, true, PHASE_INDEXES, update);
+                if (k < 0)
+                        return k;
+                k = cache_verify(&b, cache, false);
+                if (k < 0)
+                        return k;
+                g_ptr_array_add(download, (char *) "install");
+                g_ptr_array_add(download, (char *) "--download-only");
+                g_ptr_array_add(install, (char *) "install");
+                g_ptr_array_add(install, (char *) "--no-download");
+                for (char **p = t->include; *p; p++) {
+                        g_ptr_array_add(download, *p);
+                        g_ptr_array_add(install, *p);
+                }
+                g_ptr_array_add(download, NULL);
+                g_ptr_array_add(install, NULL);
+                k = run_apt(&b, target, cache, true, PHASE_DOWNLOAD, (const char *const *) download->pdata);
+                if (k < 0)
+                        return k;
+                if (b.made_resolv_conf) {
+                        _cleanup_close_ int etc = open_in_tree(tree_fd, "etc", O_RDONLY | O_DIRECTORY, 0);
+                        if (etc < 0 || unlinkat(etc, "resolv.conf", 0) < 0)
+                                return job_child_fail(c, errno, "Cannot remove the build's resolv.conf");
+                        b.made_resolv_conf = false;
+                }
+                /* The packages' scripts run without the network, as a full build's second stage. */
+                k = run_apt(&b, target, cache, false, PHASE_CONFIGURE_BASE, (const char *const *) install->pdata);
+                if (k < 0)
+                        return k;
+                b.jail_lock_fd = safe_close(b.jail_lock_fd);
+        }
+        build_progress(&b, PHASE_FINISH, 0);
+
+        if (t->root_password_hashed) {
+                k = set_root_password(&b, tree_fd, t->root_password_hashed);
+                if (k < 0)
+                        return k;
+        }
+        make_generic(&b, tree_fd);
+        build_progress(&b, PHASE_FINISH, 0.5);
+
+        recipe = derived_recipe(&b, tree_fd, subvolume ? uuid : NULL);
+        k = commit(&b, c->store_fd, tree_fd, subvolume, c->temp_name, a->name, recipe);
+        if (k < 0)
+                return k;
+        if (cache)
+                cache_finish(&b, "apt", t->suite, t->arch);
+        build_progress(&b, PHASE_FINISH, 1);
+        job_child_log(c, LOG_LEVEL_INFO, "Template %s is ready.", a->name);
+        return 0;
+}
+
+/* ---- online builds with mmdebstrap ---- */
+
+/* mmdebstrap builds the tree in one run: download with the host's apt (verified against the suite's
+ * keyring), extraction, and the packages' scripts in a chroot of the tree. It runs in a jail of its
+ * own (jail_enter_host()): root of a user namespace whose ids are an unprivileged range of the host
+ * (as the second stage of debootstrap's), with its own mount, PID, IPC and UTS namespaces, the
+ * host's network (for the download), the host's file system read-only, and writable only the tree
+ * (idmapped) and a tmpfs stage holding its TMPDIR and the package cache (idmapped). Its progress
+ * bars are read from a terminal of ours.
+ *
+ * The cache: <cache>/archives is bound over the tree's /var/cache/apt/archives for the run (mmdebstrap
+ * takes the .debs it finds there and downloads the rest into it), and the signed lists of the run
+ * are kept in <cache>/lists, so that before the next run every cached .deb can be checked against
+ * them: one they do not name, or name with another SHA256, is removed. */
+/* The device nodes and links debootstrap puts in a tree's /dev (setup_devices_simple), which mmdebstrap
+ * cannot make in its user namespace: made here, as the host's root, through the tree's own /dev (no
+ * link followed out of it), where nothing is in their place yet. */
+static int make_devices(Build *b, int tree_fd)
+{
+        static const struct {
+                const char *name;
+                unsigned major, minor;
+                mode_t mode;
+        } nodes[] = {
+                {"null", 1, 3, 0666},    {"zero", 1, 5, 0666}, {"full", 1, 7, 0666},    {"random", 1, 8, 0666},
+                {"urandom", 1, 9, 0666}, {"tty", 5, 0, 0666},  {"console", 5, 1, 0666}, {"ptmx", 5, 2, 0666},
+        };
+        static const char *const links[][2] = {
+                {"fd", "/proc/self/fd"},
+                {"stdin", "/proc/self/fd/0"},
+                {"stdout", "/proc/self/fd/1"},
+                {"stderr", "/proc/self/fd/2"},
+        };
+        _cleanup_close_ int dev = open_in_tree(tree_fd, "dev", O_RDONLY | O_DIRECTORY, 0);
+        mode_t old;
+
+        if (dev < 0)
+                return job_child_fail(b->c, -dev, "The new tree has no /dev: %s", strerror(-dev));
+        old = umask(0);
+        for (size_t i = 0; i < ELEMENTSOF(nodes); i++)
+                if (mknodat(dev, nodes[i].name, S_IFCHR | nodes[i].mode, makedev(nodes[i].major, nodes[i].minor)) < 0 &&
+                    errno != EEXIST) {
+                        int e = errno;
+                        umask(old);
+                        return job_child_fail(b->c, e, "Cannot make /dev/%s in the new tree: %s", nodes[i].name,
+                                              strerror(e));
+                }
+        umask(old);
+        (void) mkdirat(dev, "pts", 0755);
+        (void) mkdirat(dev, "shm", 0755);
+        for (size_t i = 0; i < ELEMENTSOF(links); i++)
+                (void) symlinkat(links[i][1], dev, links[i][0]);
+        return 0;
+}
+
+static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
+                                 const char *mirror, const char *includes)
+{
+        const TemplateJobArgs *t = &b->a->template;
+        g_autofree char *cache = NULL, *stage = g_strdup("/run/stamp-transfer.XXXXXX"), *stage_cache = NULL,
+                        *stage_tmp = NULL, *stage_root = NULL, *opts = NULL, *setup = NULL, *customize = NULL,
+                        *archives = NULL, *lists = NULL;
+        const char *binds[3] = {NULL};
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        Jail jail = {.target = target, .ready = {-1, -1}, .go = {-1, -1}, .network = true, .host_root = true};
+        struct winsize ws = {.ws_row = 25, .ws_col = 100};
+        int k;
+
+        k = open_cache(b, "mmdebstrap", t->suite, arch, &cache);
+        if (k < 0)
+                return k;
+        archives = g_strdup_printf("%s/archives/partial", cache);
+        lists = g_strdup_printf("%s/lists", cache);
+        if ((k = mkdir_parents(archives, 0755)) < 0 || (k = mkdir_parents(lists, 0755)) < 0)
+                return job_child_fail(b->c, -k, "Cannot make the package cache: %s", strerror(-k));
+        g_free(archives);
+        archives = g_strdup_printf("%s/archives", cache);
+        k = cache_verify(b, cache, true);
+        if (k < 0)
+                return k;
+
+        k = jail_pick_range(b, &jail.base);
+        if (k < 0)
+                return k;
+        if (!mkdtemp(stage))
+                return job_child_fail(b->c, errno, "Cannot make a directory for the build: %s", strerror(errno));
+        b->secret_dir = g_steal_pointer(&stage); /* removed, and unmounted, with the build */
+        opts = g_strdup_printf("mode=0755,size=256m,uid=%" PRIu32 ",gid=%" PRIu32, jail.base, jail.base);
+        if (mount("tmpfs", b->secret_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+                return job_child_fail(b->c, errno, "Cannot mount a tmpfs for the build: %s", strerror(errno));
+        b->secret_mounted = true;
+        stage_cache = g_strdup_printf("%s/cache", b->secret_dir);
+        stage_tmp = g_strdup_printf("%s/tmp", b->secret_dir);
+        stage_root = g_strdup_printf("%s/root", b->secret_dir);
+        if (mkdir(stage_cache, 0755) < 0 || mkdir(stage_tmp, 01777) < 0 || mkdir(stage_root, 0755) < 0 ||
+            chown(stage_tmp, jail.base, jail.base) < 0 || chmod(stage_tmp, 01777) < 0)
+                return job_child_fail(b->c, errno, "Cannot set up the build's directory: %s", strerror(errno));
+        jail.stage = b->secret_dir;
+        jail.stage_root = stage_root;
+        jail.stage_tmp = stage_tmp;
+        b->tmpdir = stage_tmp;
+        binds[0] = cache;
+        binds[1] = stage_cache;
+        jail.binds = binds;
+
+        b->pty_master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (b->pty_master < 0 || grantpt(b->pty_master) < 0 || unlockpt(b->pty_master) < 0 ||
+            (b->pty_slave = open(ptsname(b->pty_master), O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 ||
+            ioctl(b->pty_slave, TIOCSWINSZ, &ws) < 0)
+                return job_child_fail(b->c, errno, "Cannot make a terminal for mmdebstrap: %s", strerror(errno));
+
+        /* The cache goes in after mmdebstrap set up the tree and out before it cleans up; the lists
+         * it verified stay with the cache for the next build's check. */
+        setup = g_strdup_printf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists && "
+                                "mount --bind %s/archives \"$1\"/var/cache/apt/archives && "
+                                "{ cp -p %s/lists/*_* \"$1\"/var/lib/apt/lists/ 2>/dev/null || true; }",
+                                stage_cache, stage_cache);
+        customize = g_strdup_printf("--customize-hook=rm -f %s/lists/*_*; "
+                                    "cp -p \"$1\"/var/lib/apt/lists/*_* %s/lists/ 2>/dev/null; "
+                                    "umount \"$1\"/var/cache/apt/archives",
+                                    stage_cache, stage_cache);
+
+        g_ptr_array_add(argv, g_strdup(MMDEBSTRAP));
+        /* root of the jail's user namespace, which is no root of the host */
+        g_ptr_array_add(argv, g_strdup("--mode=root"));
+        /* debootstrap's fakechroot variant only said how debootstrap would be run: its packages are
+         * minbase's */
+        g_ptr_array_add(argv, g_strdup_printf("--variant=%s", streq(variant, "buildd") ? "buildd" : "minbase"));
+        g_ptr_array_add(argv, g_strdup_printf("--architectures=%s", arch));
+        if (!isempty(includes))
+                g_ptr_array_add(argv, g_strdup_printf("--include=%s", includes));
+        g_ptr_array_add(argv, g_strdup_printf("--keyring=%s", t->keyring));
+        g_ptr_array_add(argv, g_strdup("--skip=essential/unlink"));
+        /* No fsync for every file dpkg unpacks: a tree that is not complete is thrown away anyway, and
+         * the whole of it is synced once before it is put in place. */
+        g_ptr_array_add(argv, g_strdup("--dpkgopt=force-unsafe-io"));
+        /* The lists of the last build go in first, so that apt's update asks only what changed. */
+        g_ptr_array_add(argv, g_steal_pointer(&setup));
+        /* /usr merged as debootstrap merges it (directory symlinks) where the suite has usr-is-merged:
+         * otherwise apt would pull in the usrmerge package and perl, which debootstrap's tree has not. */
+        if (access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0)
+                g_ptr_array_add(argv, g_strdup("--hook-dir=" MMDEBSTRAP_MERGED_USR_HOOKS));
+        g_ptr_array_add(argv, g_steal_pointer(&customize));
+        g_ptr_array_add(argv, g_strdup(t->suite));
+        g_ptr_array_add(argv, g_strdup(stage_root));
+        g_ptr_array_add(argv, g_strdup(mirror));
+        g_ptr_array_add(argv, NULL);
+
+        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
+                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
+        else
+                k = run_debootstrap(b, (char **) argv->pdata, &jail);
+        for (size_t i = 0; i < 2; i++) {
+                safe_close(jail.ready[i]);
+                safe_close(jail.go[i]);
+        }
+        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
+                b->jail_mounted = false;
+        (void) umount2(stage_cache, MNT_DETACH);
+        b->jail_lock_fd = safe_close(b->jail_lock_fd);
+        b->tmpdir = NULL;
+        if (k < 0)
+                return k;
+        return make_devices(b, b->tree_fd);
 }

@@ -107,6 +107,23 @@ static void test_infinity(void)
         (void) g_unlink(path);
 }
 
+static void test_package_cache(void)
+{
+        g_autofree char *path = write_config("[Limits]\nPackageCacheBytes=512M\n");
+        g_autofree char *bad = write_config("[Limits]\nPackageCacheBytes=lots\n");
+        Settings s;
+
+        settings_defaults(&s);
+        g_assert_cmpuint(s.package_cache_max, ==, SETTINGS_DEFAULT_PACKAGE_CACHE);
+        g_assert_cmpint(settings_load(&s, path), ==, 0);
+        g_assert_cmpuint(s.package_cache_max, ==, UINT64_C(512) << 20);
+        settings_defaults(&s);
+        g_assert_cmpint(settings_load(&s, bad), ==, 0);
+        g_assert_cmpuint(s.package_cache_max, ==, SETTINGS_DEFAULT_PACKAGE_CACHE);
+        (void) g_unlink(path);
+        (void) g_unlink(bad);
+}
+
 static void test_unreadable_file(void)
 {
         g_autofree char *path = write_config("[Limits\nImagesPerUser=5\n");
@@ -167,5 +184,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/settings/unreadable", test_unreadable_file);
         g_test_add_func("/settings/snapshots-per-image", test_snapshots_per_image);
         g_test_add_func("/settings/registries", test_registries);
+        g_test_add_func("/settings/package-cache", test_package_cache);
         return g_test_run();
 }

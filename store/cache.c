@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <glib.h>
+
+#include "cache.h"
+
+/* Deeper than the layout in cache.h goes, nothing is counted or removed. */
+#define CACHE_DEPTH_MAX 4
+
+static int mkdirat_open(int dir_fd, const char *name)
+{
+        struct stat st;
+        int fd;
+
+        if (mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        /* Only stampd writes here: a directory of another owner is none of ours. */
+        if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0022)) {
+                safe_close(fd);
+                return -EPERM;
+        }
+        return fd;
+}
+
+int store_cache_open(int store_fd)
+{
+        _cleanup_close_ int meta = mkdirat_open(store_fd, ".stamp");
+
+        if (meta < 0)
+                return meta;
+        return mkdirat_open(meta, "cache");
+}
+
+static uint64_t count_at(int dir_fd, unsigned depth)
+{
+        uint64_t sum = 0;
+        struct dirent *de;
+        DIR *d;
+        int fd;
+
+        if (depth > CACHE_DEPTH_MAX)
+                return 0;
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || !(d = fdopendir(fd))) {
+                safe_close(fd);
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISREG(st.st_mode) && !(depth == 0 && g_str_has_prefix(de->d_name, STORE_CACHE_USAGE_FILE)))
+                        sum += (uint64_t) st.st_blocks * 512;
+                else if (S_ISDIR(st.st_mode)) {
+                        _cleanup_close_ int sub =
+                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                sum += count_at(sub, depth + 1);
+                }
+        }
+        closedir(d);
+        return sum;
+}
+
+uint64_t store_cache_count(int cache_fd)
+{
+        return count_at(cache_fd, 0);
+}
+
+int store_cache_write_usage(int cache_fd, uint64_t bytes)
+{
+        char text[32];
+        _cleanup_close_ int fd = -1;
+        int n = snprintf(text, sizeof text, "%" PRIu64 "\n", bytes);
+
+        (void) unlinkat(cache_fd, STORE_CACHE_USAGE_FILE ".new", 0);
+        fd = openat(cache_fd, STORE_CACHE_USAGE_FILE ".new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+        if (fd < 0)
+                return -errno;
+        if (loop_write(fd, text, (size_t) n) < 0 ||
+            renameat(cache_fd, STORE_CACHE_USAGE_FILE ".new", cache_fd, STORE_CACHE_USAGE_FILE) < 0)
+                return -errno;
+        return 0;
+}
+
+uint64_t store_cache_read_usage(int store_fd)
+{
+        _cleanup_close_ int fd = openat(store_fd, STORE_CACHE_DIR "/" STORE_CACHE_USAGE_FILE,
+                                        O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        char text[32];
+        ssize_t n;
+
+        if (fd < 0)
+                return 0;
+        n = read(fd, text, sizeof text - 1);
+        if (n <= 0)
+                return 0;
+        text[n] = '\0';
+        return g_ascii_strtoull(text, NULL, 10);
+}
+
+/* Remove everything below @dir_fd (not @dir_fd itself); adds the bytes to *freed. */
+static void empty_at(int dir_fd, unsigned depth, uint64_t *freed)
+{
+        struct dirent *de;
+        DIR *d;
+        int fd;
+
+        if (depth > CACHE_DEPTH_MAX)
+                return;
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || !(d = fdopendir(fd))) {
+                safe_close(fd);
+                return;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISDIR(st.st_mode)) {
+                        _cleanup_close_ int sub =
+                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                empty_at(sub, depth + 1, freed);
+                        (void) unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+                } else if (unlinkat(dirfd(d), de->d_name, 0) >= 0 && S_ISREG(st.st_mode))
+                        *freed += (uint64_t) st.st_blocks * 512;
+        }
+        closedir(d);
+}
+
+int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
+{
+        static const char *const kinds[] = {"debootstrap", "mmdebstrap", "apt"};
+        _cleanup_close_ int cache = -1;
+        uint64_t freed = 0;
+        unsigned busy = 0;
+
+        cache = openat(store_fd, STORE_CACHE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (cache < 0) {
+                *ret_freed = 0;
+                *ret_busy = 0;
+                return errno == ENOENT ? 0 : -errno;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+                _cleanup_close_ int kind = openat(cache, kinds[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                struct dirent *de;
+                DIR *d;
+
+                if (kind < 0 || !(d = fdopendir(kind)))
+                        continue;
+                kind = -1; /* d's */
+                while ((de = readdir(d))) {
+                        _cleanup_close_ int sub = -1;
+                        if (de->d_name[0] == '.')
+                                continue;
+                        sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub < 0)
+                                continue;
+                        /* A build is using it: its files stay. */
+                        if (flock(sub, LOCK_EX | LOCK_NB) < 0) {
+                                busy++;
+                                continue;
+                        }
+                        /* Its contents only: a build may have it open already, waiting for the lock. */
+                        empty_at(sub, 2, &freed);
+                }
+                closedir(d);
+        }
+        (void) store_cache_write_usage(cache, store_cache_count(cache));
+        *ret_freed = freed;
+        *ret_busy = busy;
+        return 0;
+}
+
+typedef struct CachedFile {
+        int dir_fd; /* borrowed */
+        char *name;
+        uint64_t bytes;
+        struct timespec mtime;
+} CachedFile;
+
+static void collect_debs(int dir_fd, unsigned depth, GArray *files, GPtrArray *dirs)
+{
+        struct dirent *de;
+        DIR *d;
+        int fd;
+
+        if (depth > 2)
+                return;
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || !(d = fdopendir(fd))) {
+                safe_close(fd);
+                return;
+        }
+        g_ptr_array_add(dirs, d);
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISREG(st.st_mode) && g_str_has_suffix(de->d_name, ".deb")) {
+                        CachedFile f = {dirfd(d), g_strdup(de->d_name), (uint64_t) st.st_blocks * 512, st.st_mtim};
+                        g_array_append_val(files, f);
+                } else if (S_ISDIR(st.st_mode)) {
+                        _cleanup_close_ int sub =
+                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                collect_debs(sub, depth + 1, files, dirs);
+                }
+        }
+}
+
+static gint compare_mtime(gconstpointer a, gconstpointer b)
+{
+        const CachedFile *x = a, *y = b;
+
+        if (x->mtime.tv_sec != y->mtime.tv_sec)
+                return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+        return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : x->mtime.tv_nsec > y->mtime.tv_nsec;
+}
+
+static void dir_close(gpointer p)
+{
+        closedir(p);
+}
+
+int store_cache_trim(int cache_fd, int dir_fd, uint64_t max)
+{
+        uint64_t total = store_cache_count(cache_fd);
+
+        if (max != UINT64_MAX && total > max) {
+                g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(CachedFile));
+                g_autoptr(GPtrArray) dirs = g_ptr_array_new_with_free_func(dir_close);
+
+                collect_debs(dir_fd, 0, files, dirs);
+                g_array_sort(files, compare_mtime);
+                for (guint i = 0; i < files->len; i++) {
+                        CachedFile *f = &g_array_index(files, CachedFile, i);
+                        if (total > max && unlinkat(f->dir_fd, f->name, 0) >= 0)
+                                total = total > f->bytes ? total - f->bytes : 0;
+                        g_free(f->name);
+                }
+        }
+        return store_cache_write_usage(cache_fd, total);
+}
