@@ -3,7 +3,7 @@
 # install it, make sure the system bus and polkit are there, then let stampd (started by D-Bus
 # activation on the first call) make a template, clone it and run a command in the clone.
 #
-#   sudo tools/quickstart.sh            # template "bookworm-base" over the network (~1 min)
+#   sudo tools/quickstart.sh            # template "bookworm-base" over the network (under a minute)
 #   STAMP_DEMO_SUITE=trixie sudo tools/quickstart.sh
 set -euo pipefail
 
@@ -59,7 +59,7 @@ stampctl status
 if stampctl list --no-legend | awk '{print $1}' | grep -qx "$template"; then
         say "Template $template exists already"
 else
-        say "Creating template $template (debootstrap $suite minbase, bootable)"
+        say "Creating template $template (mmdebstrap $suite minbase, bootable)"
         stampctl create-template "$template" --suite "$suite"
 fi
 
