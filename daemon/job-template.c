@@ -430,7 +430,10 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (k < 0)
                 return k;
 
-        const char *details[] = {"verb", "create-template", "image", name, "suite", t->suite ?: suite, NULL};
+        /* A derived build names its parent; the NULL ends the details early for the others. */
+        const char *details[] = {
+                "verb", "create-template", "image", name, "suite", t->suite ?: suite, t->from ? "from" : NULL, t->from,
+                NULL};
         k = authz_verify(m->authz, msg, STAMP_ACTION_CREATE_TEMPLATE, details, error);
         if (k <= 0)
                 return k < 0 ? k : 1;

@@ -126,6 +126,19 @@ class RefusalTest(TemplateTestCase):
         self.assertUnchanged(self.store, before)
 
 
+    def test_polkit_sees_the_parent(self):
+        """A rule can tell a derived build by its parent (the detail "from")."""
+        fake_template(self.store, 'tpl')
+        before = store_state(self.store)
+        self.set_rules('''polkit.addRule(function(action, subject) {
+    if (action.id == "io.stamp.Stamp1.create-template" && action.lookup("from") == "tpl")
+        return polkit.Result.NO;
+});''')
+        self.assertDBusError(ACCESS_DENIED, self.user.manager, 'CreateTemplate', 'mine', '',
+                             {'from': GLib.Variant('s', 'tpl'),
+                              'include': GLib.Variant('as', ['hello'])})
+        self.assertUnchanged(self.store, before)
+
 class CleanCacheTest(TemplateTestCase):
 
     def cache(self):
