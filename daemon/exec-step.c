@@ -29,6 +29,7 @@
 
 #include "exec.h"
 #include "step.h"
+#include "util.h"
 
 #define EXEC_PASSWD_MAX (4u * 1024 * 1024)
 #define EXEC_GROUPS_MAX 1024
@@ -533,7 +534,7 @@ _noreturn_ static void run_child(const Child *c)
                 slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
                 if (slave < 0)
                         child_fail(c->err_fd, errno, "Cannot open the machine's terminal: %s", strerror(errno));
-                (void) fchown(slave, t->uid, (gid_t) -1);
+                best_effort(fchown(slave, t->uid, (gid_t) -1));
                 (void) fchmod(slave, 0620);
                 if (send_fd(c->pty_sock, master) < 0)
                         child_fail(c->err_fd, errno, "Cannot hand the terminal over: %s", strerror(errno));
@@ -565,7 +566,7 @@ _noreturn_ static void run_child(const Child *c)
                 if (c->cwd_given)
                         child_fail(c->err_fd, errno, "Cannot change to directory %s in machine %s: %s", c->cwd,
                                    c->s->machine, strerror(errno));
-                (void) chdir("/");
+                best_effort(chdir("/"));
         }
 
         environ = c->env;

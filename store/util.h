@@ -18,6 +18,14 @@
 
 #define UID_INVALID ((uid_t) -1)
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+/* For a call whose failure is of no consequence (best effort: the error path has nothing better to
+ * do), where glibc marks the result warn_unused_result and _FORTIFY_SOURCE (Debian's build flags)
+ * would warn: a (void) cast does not silence that, passing the result on does. */
+static inline void best_effort(long r)
+{
+        (void) r;
+}
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
 #define NSEC_PER_USEC UINT64_C(1000)

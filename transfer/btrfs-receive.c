@@ -415,7 +415,7 @@ static int do_xattr(Receiver *r, const BtrfsSendCmd *c, int dir_fd, const char *
                 k = set ? lsetxattr(base, c->xattr_name, c->xattr_data, c->xattr_data_len, 0)
                         : lremovexattr(base, c->xattr_name);
                 int e = errno;
-                (void) fchdir(r->a->root_fd);
+                best_effort(fchdir(r->a->root_fd));
                 errno = e;
         }
         if (k < 0)
@@ -638,7 +638,7 @@ int btrfs_receive(const BtrfsReceiveArgs *a, BtrfsSendReader *reader, uint8_t re
         }
         forget_dir(&r);
         forget_file(&r);
-        (void) fchdir(a->root_fd);
+        best_effort(fchdir(a->root_fd));
         g_free(r.caps_path);
         g_free(r.caps);
         g_hash_table_unref(r.by_path);

@@ -950,7 +950,7 @@ static int template_layer(JobChild *c, Registry *reg, int cache_fd, int fd, cons
         job_child_log(c, LOG_LEVEL_INFO, "Making the layer of template %s", name);
         k = format == EXPORT_GZIP ? layer_make_uploading(c, reg, cache_fd, fd, name, ret, ret_uploaded)
                                   : layer_make(c, cache_fd, fd, format, name, ret);
-        (void) fchdir(c->store_fd);
+        best_effort(fchdir(c->store_fd));
         if (k < 0)
                 return k;
         layer_remember(c, name, fd, ret, type);
@@ -1092,7 +1092,7 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 n_layers++;
                 job_child_log(c, LOG_LEVEL_INFO, "Making the layer of %s's changes against %s", a->name, a->oci.origin);
                 k = delta_make(c, cache_fd, a->oci.base_fd, tree_fd, format, a->name, &layers[1]);
-                (void) fchdir(c->store_fd);
+                best_effort(fchdir(c->store_fd));
                 if (k < 0) {
                         safe_close(layers[0].fd);
                         return k;
@@ -1109,7 +1109,7 @@ int transfer_push_image(JobChild *c, const JobArgs *a)
                 k = format == EXPORT_GZIP
                             ? layer_make_uploading(c, r, cache_fd, tree_fd, a->name, &layers[0], &uploaded[0])
                             : layer_make(c, cache_fd, tree_fd, format, a->name, &layers[0]);
-                (void) fchdir(c->store_fd);
+                best_effort(fchdir(c->store_fd));
                 if (k < 0)
                         return k;
                 n_layers++;

@@ -1037,7 +1037,7 @@ static int jail_run(Jail *jail, char **argv, char **env)
         /* Root of the new user namespace, and no trace of the host's groups. */
         if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
                 return -errno;
-        (void) sethostname("stamp-build", strlen("stamp-build"));
+        best_effort(sethostname("stamp-build", strlen("stamp-build")));
 
         pid = fork();
         if (pid < 0)
@@ -1338,7 +1338,7 @@ static void make_generic(Build *b, int tree_fd)
                 (void) unlinkat(etc, "hostname", 0);
                 id = openat(etc, "machine-id", O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (id >= 0 && fstat(id, &st) >= 0 && S_ISREG(st.st_mode))
-                        (void) ftruncate(id, 0);
+                        best_effort(ftruncate(id, 0));
         }
         if (dbus >= 0 && fstatat(dbus, "machine-id", &st, AT_SYMLINK_NOFOLLOW) >= 0 && S_ISREG(st.st_mode))
                 (void) unlinkat(dbus, "machine-id", 0);
@@ -2031,7 +2031,7 @@ static int make_devices(Build *b, int tree_fd)
         (void) mkdirat(dev, "pts", 0755);
         (void) mkdirat(dev, "shm", 0755);
         for (size_t i = 0; i < ELEMENTSOF(links); i++)
-                (void) symlinkat(links[i][1], dev, links[i][0]);
+                best_effort(symlinkat(links[i][1], dev, links[i][0]));
         return 0;
 }
 

@@ -538,7 +538,7 @@ static bool real_btrfs_setup(void)
                               img, img, img, mnt, img);
         if (system(cmd) != 0) {
                 g_autofree char *rm = g_strdup_printf("rm -rf '%s'", scratch);
-                (void) system(rm);
+                best_effort(system(rm));
                 g_clear_pointer(&scratch, g_free);
                 return false;
         }
@@ -552,7 +552,7 @@ static void real_btrfs_teardown(void)
         if (!scratch)
                 return;
         cmd = g_strdup_printf("umount '%s/mnt'; rm -rf '%s'", scratch, scratch);
-        (void) system(cmd);
+        best_effort(system(cmd));
 }
 
 static int sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
