@@ -352,23 +352,11 @@ int method_start_machine(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return k;
 
         {
-                const char *details[] = {"verb",
-                                         "start",
-                                         "image",
-                                         image,
-                                         "machine",
-                                         name,
-                                         "boot",
-                                         boot ? "yes" : "no",
-                                         "ephemeral",
-                                         ephemeral ? "yes" : "no",
-                                         "private_users",
-                                         o.private_users == 0 ? "no" : "yes",
-                                         o.snapshot ? "snapshot" : NULL,
-                                         o.snapshot,
-                                         "ports",
-                                         n_ports > 0 ? "yes" : "no",
-                                         NULL};
+                const char *details[] = {"verb", "start", "image", image, "machine", name, "boot", boot ? "yes" : "no",
+                                         "ephemeral", ephemeral ? "yes" : "no", "private_users",
+                                         o.private_users == 0 ? "no" : "yes", "ports", n_ports > 0 ? "yes" : "no",
+                                         /* last: without a snapshot, its NULL ends the details */
+                                         o.snapshot ? "snapshot" : NULL, o.snapshot, NULL};
                 AuthzOwner owner = {.own_action = STAMP_ACTION_START_OWN_MACHINE, .owner = image_owner(m, img)};
                 /* On one's own image a machine may start without the administrator, but only in a user
                  * namespace: one that explicitly asks for root mapping (private_users false) asks for

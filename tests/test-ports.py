@@ -93,6 +93,22 @@ class PortTest(machines.MachineTestCase):
         self.assertEqual(self.list_machines(), {})
 
 
+    def test_rules_see_the_ports(self):
+        """A start that publishes ports says so to polkit (the detail "ports"), without a snapshot too."""
+        machines.make_template(self.store, 'tmpl')
+        self.root.manager('CloneImage', 'tmpl', 'web', False)
+        self.set_rules('''polkit.addRule(function(action, subject) {
+    if (action.id == "io.stamp.Stamp1.start-machine" && action.lookup("ports") == "yes")
+        return polkit.Result.NO;
+    if (action.id == "io.stamp.Stamp1.start-machine")
+        return polkit.Result.YES;
+});''')
+        with self.assertRaises(stamptest.DBusError) as e:
+            self.user.manager('StartMachine', 'web', {'ports': stamptest.GLib.Variant('as', ['8083:80']),
+                                                       'command': stamptest.GLib.Variant('as', ['/bin/true'])})
+        self.assertEqual(e.exception.name, ACCESS_DENIED)
+        self.assertEqual(self.list_machines(), {})
+
 def private_network():
     """Run this file in a network namespace of its own, with a "public" address."""
     if os.geteuid() != 0 or os.environ.get('STAMPTEST_NETNS') == '1':
