@@ -271,6 +271,32 @@ int method_snapshot_image(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return operation_start(m, msg, locks, snapshot_work, snapshot_done, a, snapshot_args_free, error);
 }
 
+/* What RestoreImage and RemoveSnapshot do once their checks passed: authorize (the owner's own action
+ * first), then act on the snapshots of @img in an operation holding their lock, and the image's too if
+ * @lock_image. */
+static int authorize_and_start(Manager *m, sd_bus_message *msg, Image *img, const char *snapshot,
+                               const char *const *details, bool lock_image, OperationWorkFn work, OperationDoneFn done,
+                               sd_bus_error *error)
+{
+        AuthzOwner owner = snapshot_authz_owner(m, img);
+        _cleanup_free_ char *key = NULL;
+        SnapshotArgs *a;
+        int k;
+
+        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+
+        key = snapshots_lock_key(img->name);
+        a = snapshot_args_new(img->name, snapshot);
+        if (!key || !a) {
+                snapshot_args_free(a);
+                return -ENOMEM;
+        }
+        const char *locks[] = {img->name, key, NULL};
+        return operation_start(m, msg, lock_image ? locks : locks + 1, work, done, a, snapshot_args_free, error);
+}
+
 /* ---- RestoreImage ---- */
 
 static int restore_work(Manager *m, void *userdata, char *err, size_t errlen)
@@ -291,9 +317,6 @@ int method_restore_image(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 {
         Manager *m = userdata;
         const char *name, *snapshot;
-        _cleanup_free_ char *key = NULL;
-        AuthzOwner owner;
-        SnapshotArgs *a;
         Image *img;
         int k;
 
@@ -313,20 +336,7 @@ int method_restore_image(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if ((k = bus_check_image_not_busy(m, name, error)) < 0 ||
             (k = bus_check_snapshots_not_busy(m, name, error)) < 0)
                 return k;
-        owner = snapshot_authz_owner(m, img);
-
-        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
-        key = snapshots_lock_key(name);
-        a = snapshot_args_new(name, snapshot);
-        if (!key || !a) {
-                snapshot_args_free(a);
-                return -ENOMEM;
-        }
-        return operation_start(m, msg, (const char *[]) {name, key, NULL}, restore_work, restore_done, a,
-                               snapshot_args_free, error);
+        return authorize_and_start(m, msg, img, snapshot, details, true, restore_work, restore_done, error);
 }
 
 /* ---- RemoveSnapshot ---- */
@@ -349,9 +359,6 @@ int method_remove_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *er
 {
         Manager *m = userdata;
         const char *name, *snapshot;
-        _cleanup_free_ char *key = NULL;
-        AuthzOwner owner;
-        SnapshotArgs *a;
         Image *img;
         int k;
 
@@ -365,21 +372,9 @@ int method_remove_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *er
             (k = bus_check_snapshot_exists(m, img, snapshot, error)) < 0 ||
             (k = bus_check_snapshots_not_busy(m, name, error)) < 0)
                 return k;
-        owner = snapshot_authz_owner(m, img);
-
-        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_MANAGE_IMAGES, &owner, details, NULL, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
-        key = snapshots_lock_key(name);
-        a = snapshot_args_new(name, snapshot);
-        if (!key || !a) {
-                snapshot_args_free(a);
-                return -ENOMEM;
-        }
         /* The image itself is not touched: a machine may run on it meanwhile. */
-        return operation_start(m, msg, (const char *[]) {key, NULL}, remove_snapshot_work, remove_snapshot_done, a,
-                               snapshot_args_free, error);
+        return authorize_and_start(m, msg, img, snapshot, details, false, remove_snapshot_work, remove_snapshot_done,
+                                   error);
 }
 
 /* ---- ListSnapshots ---- */
