@@ -8,6 +8,7 @@
 #include "btrfs-util.h"
 #include "oci.h"
 #include "owners.h"
+#include "sha256.h"
 
 /* The blobs of images pulled, by digest, so that what a host has once is not fetched again (a
  * clone's template layer, above all). Only the job helper writes here, and only through a hidden
@@ -56,7 +57,7 @@ int oci_cache_open(int store_fd)
 
 int fd_sha256(int fd, char ret[static 72], uint64_t *ret_size)
 {
-        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+        g_autoptr(Sha256) sum = sha256_new();
         _cleanup_free_ uint8_t *buf = malloc(1 << 20);
         uint64_t size = 0;
         off_t off = 0;
@@ -72,11 +73,11 @@ int fd_sha256(int fd, char ret[static 72], uint64_t *ret_size)
                 }
                 if (n == 0)
                         break;
-                g_checksum_update(sum, buf, n);
+                sha256_update(sum, buf, n);
                 off += n;
                 size += (uint64_t) n;
         }
-        snprintf(ret, 72, "sha256:%s", g_checksum_get_string(sum));
+        snprintf(ret, 72, "sha256:%s", sha256_get_string(sum));
         if (ret_size)
                 *ret_size = size;
         return 0;

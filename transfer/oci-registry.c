@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "oci.h"
+#include "sha256.h"
 
 /* The distribution API v2 over libcurl, which is loaded here only (as for PullTar: exports and
  * imports do not pay for it). Authentication as the distribution spec has it: a 401 names a scheme;
@@ -131,7 +132,7 @@ typedef struct Exchange {
         size_t size;
         uint64_t got;
         uint64_t limit; /* of a blob: its size; more is an error */
-        GChecksum *sha256;
+        Sha256 *sha256;
         int write_error;
         /* what is sent */
         int in_fd;
@@ -153,7 +154,7 @@ static void exchange_done(Exchange *x)
         free(x->content_type);
         free(x->docker_digest);
         if (x->sha256)
-                g_checksum_free(x->sha256);
+                sha256_free(x->sha256);
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -168,7 +169,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
                 return 0;
         }
         if (x->sha256)
-                g_checksum_update(x->sha256, (const guchar *) ptr, (gssize) n);
+                sha256_update(x->sha256, ptr, n);
         if (x->out_fd >= 0) {
                 int k = loop_write(x->out_fd, ptr, n);
                 if (k < 0) {
@@ -555,7 +556,7 @@ static int request(Registry *r, HttpMethod method, const char *path_or_url, cons
                         headers = curl.slist_append(headers, r->authorization);
                 x->got = x->size = x->in_done = 0;
                 if (x->sha256)
-                        g_checksum_reset(x->sha256);
+                        sha256_reset(x->sha256);
                 if (x->out_fd >= 0 && (ftruncate(x->out_fd, 0) < 0 || lseek(x->out_fd, 0, SEEK_SET) < 0))
                         return job_child_fail(r->c, errno, "Cannot store %s: %s", shown, strerror(errno));
                 k = perform(r, method, url, headers, x, &status, shown, false);
@@ -717,7 +718,7 @@ static int blob_get(Registry *r, const char *digest, uint64_t size, int fd, size
         long status;
         int k;
 
-        x.sha256 = g_checksum_new(G_CHECKSUM_SHA256);
+        x.sha256 = sha256_new();
         k = request(r, HTTP_GET, path, NULL, &x, &status, what);
         if (k >= 0 && status != 200)
                 k = status_failure(r, status, what, fd < 0 ? x.body : NULL);
@@ -725,9 +726,9 @@ static int blob_get(Registry *r, const char *digest, uint64_t size, int fd, size
                 k = job_child_fail(r->c, EBADMSG,
                                    "Blob %s from %s has %" PRIu64 " bytes, not the %" PRIu64 " its manifest says",
                                    digest, r->host, x.got, size);
-        if (k >= 0 && !streq(digest + strlen("sha256:"), g_checksum_get_string(x.sha256)))
+        if (k >= 0 && !streq(digest + strlen("sha256:"), sha256_get_string(x.sha256)))
                 k = job_child_fail(r->c, EBADMSG, "Blob %s from %s does not match its digest: its SHA-256 is %s",
-                                   digest, r->host, g_checksum_get_string(x.sha256));
+                                   digest, r->host, sha256_get_string(x.sha256));
         if (k >= 0 && ret) {
                 *ret = x.body ? x.body : strdup("");
                 *ret_size = x.size;

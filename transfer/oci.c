@@ -16,6 +16,7 @@
 #include "names.h"
 #include "oci.h"
 #include "owners.h"
+#include "sha256.h"
 #include "store.h"
 #include "transfer.h"
 
@@ -153,7 +154,8 @@ static bool layer_type_known(const char *t)
 
 static void sha256_of(const void *data, size_t size, char ret[static 72])
 {
-        g_autofree char *hex = g_compute_checksum_for_data(G_CHECKSUM_SHA256, data, size);
+        char hex[65];
+        sha256_hex(data, size, hex);
         snprintf(ret, 72, "sha256:%s", hex);
 }
 
@@ -560,7 +562,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
 static int layer_diff_id(int fd, char ret[static 72])
 {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
-        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+        g_autoptr(Sha256) sum = sha256_new();
         struct archive_entry *e;
         int r;
 
@@ -582,9 +584,9 @@ static int layer_diff_id(int fd, char ret[static 72])
                         break;
                 if (r != ARCHIVE_OK)
                         return -EBADMSG;
-                g_checksum_update(sum, buf, (gssize) size);
+                sha256_update(sum, buf, size);
         }
-        snprintf(ret, 72, "sha256:%s", g_checksum_get_string(sum));
+        snprintf(ret, 72, "sha256:%s", sha256_get_string(sum));
         return 0;
 }
 
@@ -610,7 +612,7 @@ typedef struct Deflater {
         int out_fd;
         int stream_fd; /* a copy of the layer goes here too (to an upload), while it takes it; or -1 */
         bool stream_broken;
-        GChecksum *raw, *packed;
+        Sha256 *raw, *packed;
         uint64_t size;
         int error;
 } Deflater;
@@ -698,7 +700,7 @@ static int write_out(Deflater *d, const uint8_t *p, size_t n)
         /* An upload that gave up is given up on here too: the layer is sent again afterwards. */
         if (d->stream_fd >= 0 && !d->stream_broken && loop_write(d->stream_fd, p, n) < 0)
                 d->stream_broken = true;
-        g_checksum_update(d->packed, p, (gssize) n);
+        sha256_update(d->packed, p, n);
         d->size += n;
         return 0;
 }
@@ -734,8 +736,8 @@ static int deflate_all(Deflater *d, Block blocks[2])
                 eof = na < DEFLATE_BLOCK || nb < DEFLATE_BLOCK;
                 a->in_len = (size_t) na;
                 b->in_len = (size_t) nb;
-                g_checksum_update(d->raw, a->in, na);
-                g_checksum_update(d->raw, b->in, nb);
+                sha256_update(d->raw, a->in, na);
+                sha256_update(d->raw, b->in, nb);
                 crc = crc32(crc, a->in, (uInt) na);
                 crc = crc32(crc, b->in, (uInt) nb);
                 isize += (uint32_t) na + (uint32_t) nb; /* modulo 2^32, as gzip keeps it */
@@ -795,7 +797,7 @@ static void *deflater_thread(void *userdata)
 static int layer_write_gzip(JobChild *c, int tree_fd, int out_fd, int stream_fd, const TreeTotal *total, Layer *ret,
                             char *err, size_t errlen)
 {
-        g_autoptr(GChecksum) raw = g_checksum_new(G_CHECKSUM_SHA256), packed = g_checksum_new(G_CHECKSUM_SHA256);
+        g_autoptr(Sha256) raw = sha256_new(), packed = sha256_new();
         Deflater d = {.out_fd = out_fd, .stream_fd = stream_fd, .raw = raw, .packed = packed};
         pthread_t thread;
         int p[2], k;
@@ -816,8 +818,8 @@ static int layer_write_gzip(JobChild *c, int tree_fd, int out_fd, int stream_fd,
                 return errbuf_set(err, errlen, d.error, "Cannot compress the layer: %s", strerror(d.error));
         if (k < 0)
                 return k;
-        snprintf(ret->diff_id, sizeof ret->diff_id, "sha256:%s", g_checksum_get_string(raw));
-        snprintf(ret->digest, sizeof ret->digest, "sha256:%s", g_checksum_get_string(packed));
+        snprintf(ret->diff_id, sizeof ret->diff_id, "sha256:%s", sha256_get_string(raw));
+        snprintf(ret->digest, sizeof ret->digest, "sha256:%s", sha256_get_string(packed));
         ret->size = d.size;
         return 0;
 }

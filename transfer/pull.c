@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "redact.h"
+#include "sha256.h"
 #include "transfer.h"
 
 #define SUMS_MAX (1024 * 1024)
@@ -17,7 +18,7 @@
 typedef struct Download {
         JobChild *c;
         int fd;
-        GChecksum *sha256;
+        Sha256 *sha256;
         uint64_t next_usec;
         int write_error;
         /* SHA256SUMS goes to memory instead. */
@@ -50,7 +51,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
         }
 
         if (d->sha256)
-                g_checksum_update(d->sha256, (const guchar *) ptr, (gssize) n);
+                sha256_update(d->sha256, ptr, n);
         k = loop_write(d->fd, ptr, n);
         if (k < 0) {
                 d->write_error = -k;
@@ -212,7 +213,7 @@ static bool find_checksum(const char *sums, size_t size, const char *file, char 
 
 static int download(JobChild *c, const PullArgs *a, int out_fd)
 {
-        g_autoptr(GChecksum) sha256 = NULL;
+        g_autoptr(Sha256) sha256 = NULL;
         _cleanup_free_ char *shown_url = url_redact(a->url), *shown_sums_url = url_redact(a->sums_url);
         Download sums = {.c = c, .fd = -1};
         char expected[65] = "";
@@ -235,7 +236,7 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
                 free(sums.buf);
                 if (k < 0)
                         return k;
-                sha256 = g_checksum_new(G_CHECKSUM_SHA256);
+                sha256 = sha256_new();
                 job_child_log(c, LOG_LEVEL_INFO, "Verifying %s against %s", a->file, shown_sums_url);
         }
 
@@ -245,9 +246,9 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
         if (k < 0)
                 return k;
 
-        if (sha256 && !streq(g_checksum_get_string(sha256), expected))
+        if (sha256 && !streq(sha256_get_string(sha256), expected))
                 return job_child_fail(c, EBADMSG, "%s does not match its checksum: its SHA-256 is %s, %s says %s",
-                                      shown_url, g_checksum_get_string(sha256), SUMS_FILE, expected);
+                                      shown_url, sha256_get_string(sha256), SUMS_FILE, expected);
         return 0;
 }
 

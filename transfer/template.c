@@ -21,6 +21,7 @@
 #include "btrfs-util.h"
 #include "cache.h"
 #include "config.h"
+#include "sha256.h"
 #include "store.h"
 #include "transfer.h"
 
@@ -1674,7 +1675,7 @@ static void read_packages_list(int fd, GHashTable *sums)
 
 static char *file_sha256(int dir_fd, const char *name)
 {
-        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+        g_autoptr(Sha256) sum = sha256_new();
         _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         uint8_t buf[128 * 1024];
         ssize_t n;
@@ -1682,10 +1683,10 @@ static char *file_sha256(int dir_fd, const char *name)
         if (fd < 0)
                 return NULL;
         while ((n = read(fd, buf, sizeof buf)) > 0)
-                g_checksum_update(sum, buf, (gssize) n);
+                sha256_update(sum, buf, n);
         if (n < 0)
                 return NULL;
-        return g_strdup(g_checksum_get_string(sum));
+        return g_strdup(sha256_get_string(sum));
 }
 
 /* apt takes a file already in its archives for the package as long as its size is right, without
