@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file-util.h"
 #include "formats.h"
 #include "names.h"
 #include "stampctl.h"
@@ -93,14 +94,6 @@ int verb_diff(sd_bus *bus, int argc, char **argv)
         return EXIT_OK;
 }
 
-static void unlink_temp(char **path)
-{
-        if (*path) {
-                (void) unlink(*path);
-                free(*path);
-        }
-}
-
 /* The Origin of image @name (what --delta makes the difference from). */
 static int image_origin(sd_bus *bus, const char *name, char **ret)
 {
@@ -125,7 +118,7 @@ static bool is_stream_format(const char *f)
 int verb_export(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(unlink_temp) char *temp = NULL;
+        _cleanup_(unlink_tempp) char *temp = NULL;
         _cleanup_(freep) char *label = NULL, *origin = NULL;
         _cleanup_(closep) int fd = -1;
         const char *name = argv[1], *file = argv[2], *format = arg_format, *compression = arg_compression;
@@ -164,30 +157,9 @@ int verb_export(sd_bus *bus, int argc, char **argv)
                 parent = origin;
         }
 
-        if (to_stdout) {
-                if (isatty(STDOUT_FILENO))
-                        return log_error(EXIT_USAGE, "Refusing to write an export to a terminal.");
-        } else if (arg_block) {
-                /* The file appears under its name only when complete. */
-                _cleanup_(freep) char *dircopy = strdup(file), *basecopy = strdup(file);
-                mode_t mask;
-
-                if (!dircopy || !basecopy || asprintf(&temp, "%s/.%s.XXXXXX", dirname(dircopy), basename(basecopy)) < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-                fd = mkostemp(temp, O_CLOEXEC);
-                if (fd < 0) {
-                        int e = errno;
-                        free(steal_pointer(&temp));
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file, strerror(e));
-                }
-                mask = umask(0);
-                umask(mask);
-                (void) fchmod(fd, 0666 & ~mask);
-        } else {
-                fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
-                if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file, strerror(errno));
-        }
+        r = export_file_open(file, arg_block, "an export", &fd, &temp);
+        if (r != EXIT_OK)
+                return r;
 
         r = bus_new_manager_call(bus, &m, "ExportImage");
         if (r >= 0)
@@ -210,10 +182,7 @@ int verb_export(sd_bus *bus, int argc, char **argv)
         r = job_run(bus, m, label);
         if (r != EXIT_OK || !temp)
                 return r;
-        if (fsync(fd) < 0 || rename(temp, file) < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Cannot write %s: %s", file, strerror(errno));
-        free(steal_pointer(&temp));
-        return EXIT_OK;
+        return export_file_commit(fd, &temp, file);
 }
 
 /* The image name a file name stands for: without its compression suffix and then ".btrfs", ".delta",
@@ -252,31 +221,18 @@ static char *name_from_file(const char *file)
 int verb_import(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(freep) char *derived = NULL, *label = NULL;
+        _cleanup_(freep) char *name = NULL, *label = NULL;
         _cleanup_(closep) int fd = -1;
-        const char *file = argv[1], *name = argc > 2 ? argv[2] : NULL;
+        const char *file = argv[1];
         bool from_stdin = strcmp(file, "-") == 0;
         int r;
 
         r = bus_check_fd_passing(bus);
         if (r != EXIT_OK)
                 return r;
-        if (!name) {
-                if (from_stdin)
-                        return log_error(EXIT_USAGE, "Reading from standard input needs a NAME.");
-                derived = name_from_file(file);
-                if (!derived)
-                        return log_error(EXIT_USAGE, "Cannot make an image name from '%s'; give one as NAME.", file);
-                name = derived;
-        }
-        if (from_stdin) {
-                if (isatty(STDIN_FILENO))
-                        return log_error(EXIT_USAGE, "Refusing to read an image from a terminal.");
-        } else {
-                fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot open %s: %s", file, strerror(errno));
-        }
+        r = import_file_open(file, argc > 2 ? argv[2] : NULL, name_from_file, "an image", &fd, &name);
+        if (r != EXIT_OK)
+                return r;
 
         r = bus_new_manager_call(bus, &m, "ImportImage");
         if (r >= 0)

@@ -18,6 +18,7 @@
 #include <glib.h>
 
 #include "escape.h"
+#include "file-util.h"
 #include "formats.h"
 #include "names.h"
 #include "progress.h"
@@ -546,14 +547,6 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
 }
 
 /* Unlinks a temporary file that did not become the result. */
-static void unlink_tempp(char **path)
-{
-        if (*path) {
-                (void) unlink(*path);
-                free(*path);
-        }
-}
-
 static void fclosep(FILE **f)
 {
         if (*f)
@@ -677,34 +670,13 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
                         return log_error(EXIT_USAGE,
                                          "Cannot write the archive to %s: it is a directory; name a file in it.", file);
         }
-        if (to_stdout) {
-                if (arg_checksum)
-                        return log_error(EXIT_USAGE, "--checksum needs a file, not standard output.");
-                if (isatty(STDOUT_FILENO))
-                        return log_error(EXIT_USAGE, "Refusing to write an archive to a terminal.");
-        } else if (arg_block) {
-                /* The archive appears under its name only when complete. */
-                _cleanup_(freep) char *dircopy = strdup(file), *basecopy = strdup(file);
-                mode_t mask;
-
-                if (!dircopy || !basecopy || asprintf(&temp, "%s/.%s.XXXXXX", dirname(dircopy), basename(basecopy)) < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Out of memory.");
-                fd = mkostemp(temp, O_CLOEXEC);
-                if (fd < 0) {
-                        int e = errno;
-                        free(steal_pointer(&temp));
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file, strerror(e));
-                }
-                mask = umask(0);
-                umask(mask);
-                (void) fchmod(fd, 0666 & ~mask);
-        } else {
-                if (arg_checksum)
-                        return log_error(EXIT_USAGE, "--checksum needs to wait for the export; drop --no-block.");
-                fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
-                if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot create %s: %s", file, strerror(errno));
-        }
+        if (arg_checksum && to_stdout)
+                return log_error(EXIT_USAGE, "--checksum needs a file, not standard output.");
+        if (arg_checksum && !arg_block)
+                return log_error(EXIT_USAGE, "--checksum needs to wait for the export; drop --no-block.");
+        r = export_file_open(file, arg_block, "an archive", &fd, &temp);
+        if (r != EXIT_OK)
+                return r;
 
         r = bus_new_manager_call(bus, &m, "ExportTar");
         if (r >= 0)
@@ -721,9 +693,9 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
         if (r != EXIT_OK || !temp)
                 return r;
 
-        if (fsync(fd) < 0 || rename(temp, file) < 0)
-                return log_error(EXIT_FAILURE_GENERIC, "Cannot write %s: %s", file, strerror(errno));
-        free(steal_pointer(&temp));
+        r = export_file_commit(fd, &temp, file);
+        if (r != EXIT_OK)
+                return r;
 
         if (arg_checksum)
                 return update_sha256sums(file);
@@ -733,9 +705,9 @@ int verb_export_tar(sd_bus *bus, int argc, char **argv)
 int verb_import_tar(sd_bus *bus, int argc, char **argv)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(freep) char *derived = NULL, *label = NULL;
+        _cleanup_(freep) char *name = NULL, *label = NULL;
         _cleanup_(closep) int fd = -1;
-        const char *file = argv[1], *name = argc > 2 ? argv[2] : NULL;
+        const char *file = argv[1];
         bool from_stdin = strcmp(file, "-") == 0;
         int r;
 
@@ -743,24 +715,12 @@ int verb_import_tar(sd_bus *bus, int argc, char **argv)
         if (r != EXIT_OK)
                 return r;
 
-        if (!name) {
-                if (from_stdin)
-                        return log_error(EXIT_USAGE, "Reading from standard input needs a NAME.");
-                derived = image_name_from_filename(file);
-                if (!derived)
-                        return log_error(EXIT_USAGE, "Cannot make an image name from '%s'; give one as NAME.", file);
-                name = derived;
-        }
-
-        if (from_stdin) {
-                if (isatty(STDIN_FILENO))
-                        return log_error(EXIT_USAGE, "Refusing to read an archive from a terminal.");
-        } else {
+        r = import_file_open(file, argc > 2 ? argv[2] : NULL, image_name_from_filename, "an archive", &fd, &name);
+        if (r != EXIT_OK)
+                return r;
+        if (!from_stdin) {
                 struct stat st;
 
-                fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (fd < 0)
-                        return log_error(EXIT_FAILURE_GENERIC, "Cannot open %s: %s", file, strerror(errno));
                 if (fstat(fd, &st) < 0)
                         return log_error(EXIT_FAILURE_GENERIC, "Cannot read %s: %s", file, strerror(errno));
                 if (S_ISDIR(st.st_mode))

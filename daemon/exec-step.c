@@ -106,50 +106,37 @@ _noreturn_ static void fail_as(const ExecSetup *s, const char *result, int error
 }
 #define fail(s, error, ...) fail_as(s, "failed", error, __VA_ARGS__)
 
+static int exec_arg(const char *key, const char *v, void *userdata)
+{
+        ExecSetup *s = userdata;
+
+        if (streq(key, "machine"))
+                s->machine = v;
+        else if (streq(key, "leader"))
+                return step_parse_fd(v, &s->leader_pidfd);
+        else if (streq(key, "status"))
+                return step_parse_fd(v, &s->status_fd);
+        else if (streq(key, "user"))
+                s->user = v;
+        else if (streq(key, "cwd"))
+                s->cwd = v;
+        else if (streq(key, "pty"))
+                s->pty = streq(v, "1");
+        else if (streq(key, "env"))
+                g_ptr_array_add(s->env, (char *) v);
+        else
+                return -EINVAL;
+        return 0;
+}
+
 static int parse_setup(int argc, char *argv[], ExecSetup *s)
 {
+        int k;
+
         *s = (ExecSetup) {.leader_pidfd = -1, .stdio = {-1, -1, -1}, .status_fd = -1, .env = g_ptr_array_new()};
-
-        for (int i = 0; i < argc; i++) {
-                const char *a = argv[i], *eq = strchr(a, '='), *v;
-                size_t n;
-                int k = 0;
-
-                if (streq(a, "--")) {
-                        s->argv = argv + i + 1;
-                        break;
-                }
-                if (!eq)
-                        return -EINVAL;
-                n = (size_t) (eq - a);
-                v = eq + 1;
-#define KEY(key) (n == strlen(key) && strncmp(a, key, n) == 0)
-                if (KEY("machine"))
-                        s->machine = v;
-                else if (KEY("leader"))
-                        k = step_parse_fd(v, &s->leader_pidfd);
-                else if (KEY("status"))
-                        k = step_parse_fd(v, &s->status_fd);
-                else if (KEY("stdin"))
-                        k = step_parse_fd(v, &s->stdio[0]);
-                else if (KEY("stdout"))
-                        k = step_parse_fd(v, &s->stdio[1]);
-                else if (KEY("stderr"))
-                        k = step_parse_fd(v, &s->stdio[2]);
-                else if (KEY("user"))
-                        s->user = v;
-                else if (KEY("cwd"))
-                        s->cwd = v;
-                else if (KEY("pty"))
-                        s->pty = streq(v, "1");
-                else if (KEY("env"))
-                        g_ptr_array_add(s->env, (char *) v);
-                else
-                        return -EINVAL;
-#undef KEY
-                if (k < 0)
-                        return k;
-        }
+        k = step_parse_args(argc, argv, s->stdio, exec_arg, s, &s->argv);
+        if (k < 0)
+                return k;
         if (!s->machine || s->leader_pidfd < 0 || s->status_fd < 0 || !s->argv)
                 return -EINVAL;
         return 0;

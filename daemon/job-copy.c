@@ -90,9 +90,6 @@ static int open_machine_root(Machine *mc, int *ret_root, int *ret_userns, sd_bus
 
 static int copy_job_start(sd_bus_message *msg, Job **jp, JobArgs *a, const char *name, const char *path, int fd)
 {
-        Job *started;
-        int k;
-
         a->name = strdup(name);
         a->copy.path = strdup(path);
         if (!a->name || !a->copy.path)
@@ -100,12 +97,7 @@ static int copy_job_start(sd_bus_message *msg, Job **jp, JobArgs *a, const char 
         a->copy.data_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (a->copy.data_fd < 0)
                 return -errno;
-        k = job_start(*jp, a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(*jp); /* the manager's now */
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(jp, a, msg);
 }
 
 static int method_copy_machine(sd_bus_message *msg, Manager *m, bool out, sd_bus_error *error)
@@ -127,15 +119,10 @@ static int method_copy_machine(sd_bus_message *msg, Manager *m, bool out, sd_bus
                 return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_MACHINE, "No machine named %s is running", name);
 
         /* No lock: the machine holds its image, and the copy works in the machine, not on the image. */
-        k = job_new(m, type, mc->image, false, msg, &j, error);
-        if (k < 0)
-                return k;
-        j->action = STAMP_ACTION_LOGIN;
-
         const char *details[] = {
                 "verb", out ? "copy-from" : "copy-to", "machine", mc->name, "image", mc->image, "path", path, NULL};
         AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_MACHINES, .owner = mc->uid};
-        k = authz_verify_owned(m->authz, msg, STAMP_ACTION_LOGIN, &owner, details, NULL, error);
+        k = job_new_authorized(m, type, mc->image, false, msg, STAMP_ACTION_LOGIN, &owner, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
@@ -166,21 +153,15 @@ static int method_copy_image(sd_bus_message *msg, Manager *m, bool out, sd_bus_e
 
         /* Held while the copy works in place: no machine starts on it meanwhile, whose root could
          * change the tree under the walk (the walk stays inside the image anyway). */
-        k = job_new(m, type, name, true, msg, &j, error);
-        if (k < 0)
-                return k;
-        j->action = action;
-
         const char *details[] = {"verb", out ? "copy-from" : "copy-to", "image", name, "path", path, NULL};
         AuthzOwner owner = {.own_action = STAMP_ACTION_MANAGE_OWN_IMAGES, .owner = image_owner(m, img)};
-        k = authz_verify_owned(m->authz, msg, action, &owner, details, NULL, error);
+        k = job_new_authorized(m, type, name, true, msg, action, &owner, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        a.copy.root_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        a.copy.root_fd = bus_open_image(m, name, error);
         if (a.copy.root_fd < 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
-                                         strerror(errno));
+                return a.copy.root_fd;
         return copy_job_start(msg, &j, &a, name, path, fd);
 }
 

@@ -13,9 +13,7 @@
 #include "job-dbus.h"
 #include "job-util.h"
 #include "job.h"
-#include "machine.h"
 #include "options.h"
-#include "pool.h"
 
 typedef struct ExportImageOptions {
         char *format;      /* "tar" (default) or "btrfs" */
@@ -45,7 +43,6 @@ int method_export_image(sd_bus_message *msg, void *userdata, sd_bus_error *error
         const char *name;
         ExportFormat compression;
         Image *img, *parent = NULL;
-        Job *started;
         int fd, k;
 
         job_args_init(&a, JOB_EXPORT);
@@ -88,14 +85,9 @@ int method_export_image(sd_bus_message *msg, void *userdata, sd_bus_error *error
                                          "Image %s is not a btrfs subvolume%s: it has no btrfs stream; export it "
                                          "as tar",
                                          name, m->store_is_btrfs ? "" : " (the store is not on btrfs)");
-        read_only_in_place = img->read_only && !manager_image_busy_reason(m, name);
-        snapshot = !read_only_in_place && m->store_is_btrfs && img->type == IMAGE_SUBVOLUME;
-        Machine *runner = snapshot ? NULL : machine_holding_image(m, name);
-        if (runner)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY,
-                                         "Image %s is busy (running as machine %s): it cannot be snapshotted "
-                                         "here, and it is not exported in place while a machine runs on it",
-                                         name, runner->name);
+        if ((k = bus_check_image_readable(m, name, img, ", and it is not exported in place while a machine runs on it",
+                                          &read_only_in_place, &snapshot, error)) < 0)
+                return k;
         uint64_t usage = img->usage;
         if (o.parent) {
                 if ((k = bus_check_image_exists(m, o.parent, &parent, error)) < 0)
@@ -107,56 +99,27 @@ int method_export_image(sd_bus_message *msg, void *userdata, sd_bus_error *error
                                                  o.parent);
         }
 
-        k = job_new(m, JOB_EXPORT, name, false, msg, &j, error);
-        if (k < 0)
-                return k;
-
         const char *details[] = {"verb",   "export",       "image", name, "format", btrfs ? "btrfs" : "tar",
                                  "parent", o.parent ?: "", NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_EXPORT, details, error);
+        k = job_new_authorized(m, JOB_EXPORT, name, false, msg, STAMP_ACTION_EXPORT, NULL, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        a.export.image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (a.export.image_fd < 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
-                                         strerror(errno));
+        if ((k = job_export_args(j, &a, name, fd, snapshot, compression, error)) < 0)
+                return k;
         if (o.parent) {
-                a.export.parent_fd = openat(m->store_fd, o.parent, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                a.export.parent_fd = bus_open_image(m, o.parent, error);
                 if (a.export.parent_fd < 0)
-                        return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", o.parent,
-                                                 strerror(errno));
+                        return a.export.parent_fd;
                 a.export.parent = strdup(o.parent);
                 if (!a.export.parent)
                         return -ENOMEM;
         }
-        a.export.out_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (a.export.out_fd < 0)
-                return -errno;
-
-        if (snapshot) {
-                j->temp_name = store_temp_name(name);
-                if (!j->temp_name)
-                        return -ENOMEM;
-                a.export.snapshot = true;
-        } else {
-                manager_image_reader_add(m, name);
-                j->reader_held = true;
-        }
-        a.name = strdup(name);
-        a.export.format = strdup(export_format_to_string(compression));
-        if (!a.name || !a.export.format)
-                return -ENOMEM;
         a.export.btrfs = btrfs;
         a.export.read_only = read_only_in_place || img->read_only;
         a.export.usage = usage;
 
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j);
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(&j, &a, msg);
 }
 
 typedef struct ImportImageOptions {
@@ -170,52 +133,15 @@ static const OptionSpec import_image_options[] = {
 
 int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
-        _cleanup_(job_freep) Job *j = NULL;
-        _cleanup_(job_args_done) JobArgs a;
         ImportImageOptions o;
         const char *name;
-        Job *started;
         int fd, k;
 
-        job_args_init(&a, JOB_IMPORT);
         k = sd_bus_message_read(msg, "hs", &fd, &name);
         if (k < 0)
                 return k;
         k = bus_read_options(msg, import_image_options, &o, error);
         if (k < 0)
                 return k;
-
-        if ((k = bus_check_image_name(name, "image name", error)) < 0 ||
-            (k = bus_check_archive_fd(fd, false, error)) < 0 || (k = bus_check_import_target(m, name, error)) < 0)
-                return k;
-
-        k = job_new(m, JOB_IMPORT, name, true, msg, &j, error);
-        if (k < 0)
-                return k;
-
-        const char *details[] = {"verb", "import", "image", name, NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_IMPORT, details, error);
-        if (k <= 0)
-                return k < 0 ? k : 1;
-
-        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
-                return k;
-        j->makes_image = true;
-        j->temp_name = store_temp_name(name);
-        a.name = strdup(name);
-        if (!j->temp_name || !a.name)
-                return -ENOMEM;
-        a.import.read_only = o.read_only > 0;
-        a.import.in_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (a.import.in_fd < 0)
-                return -errno;
-
-        pool_maybe_grow(m);
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j);
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_import_start(userdata, msg, JOB_IMPORT, name, fd, o.read_only > 0, error);
 }

@@ -227,7 +227,6 @@ int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         _cleanup_(oci_reference_done) OciReference ref = {};
         _cleanup_free_ char *image = NULL;
         const char *reference, *name;
-        Job *started;
         int k;
 
         job_args_init(&a, JOB_PULL_IMAGE);
@@ -261,33 +260,19 @@ int method_pull_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if ((k = bus_check_import_target(m, image, error)) < 0)
                 return k;
 
-        k = job_new(m, JOB_PULL_IMAGE, image, true, msg, &j, error);
-        if (k < 0)
-                return k;
         g_autofree char *shown_ref = text_escape(reference, 0, ESCAPE_MESSAGE);
         const char *details[] = {"verb", "pull", "image", image, "reference", shown_ref, NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_PULL, details, error);
+        k = job_new_authorized(m, JOB_PULL_IMAGE, image, true, msg, STAMP_ACTION_PULL, NULL, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
+        if ((k = job_make_image(j, msg, &a, image, error)) < 0)
                 return k;
 
-        j->makes_image = true;
-        j->temp_name = store_temp_name(image);
-        if (!j->temp_name)
-                return -ENOMEM;
-        a.name = TAKE_PTR(image);
         if ((k = oci_args_fill(m, &a, &ref, &o)) < 0)
                 return k;
         a.oci.read_only = o.read_only > 0;
 
-        pool_maybe_grow(m);
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j);
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(&j, &a, msg);
 }
 
 static char *uuid_string(const uint8_t u[16])
@@ -310,7 +295,6 @@ int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         Image *img = NULL; /* the manager's */
         const char *reference, *name;
         bool snapshot;
-        Job *started;
         int k;
 
         job_args_init(&a, JOB_PUSH_IMAGE);
@@ -331,36 +315,21 @@ int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return k;
         /* As an export: a read-only image nobody holds is read in place, a writable subvolume from a
          * snapshot, and nothing is read in place under a running machine. */
-        snapshot = !(img->read_only && !manager_image_busy_reason(m, name)) && m->store_is_btrfs &&
-                   img->type == IMAGE_SUBVOLUME;
-        Machine *runner = snapshot ? NULL : machine_holding_image(m, name);
-        if (runner)
-                return sd_bus_error_setf(error, STAMP_ERROR_IMAGE_BUSY,
-                                         "Image %s is busy (running as machine %s): it cannot be snapshotted here",
-                                         name, runner->name);
-
-        k = job_new(m, JOB_PUSH_IMAGE, name, false, msg, &j, error);
-        if (k < 0)
+        if ((k = bus_check_image_readable(m, name, img, "", NULL, &snapshot, error)) < 0)
                 return k;
+
         g_autofree char *shown_ref = text_escape(reference, 0, ESCAPE_MESSAGE);
         const char *details[] = {"verb", "push", "image", name, "reference", shown_ref, NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_PUSH, details, error);
+        k = job_new_authorized(m, JOB_PUSH_IMAGE, name, false, msg, STAMP_ACTION_PUSH, NULL, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
 
-        a.oci.image_fd = openat(m->store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        a.oci.image_fd = bus_open_image(m, name, error);
         if (a.oci.image_fd < 0)
-                return sd_bus_error_setf(error, STAMP_ERROR_NO_SUCH_IMAGE, "Cannot open image %s: %s", name,
-                                         strerror(errno));
-        if (snapshot) {
-                j->temp_name = store_temp_name(name);
-                if (!j->temp_name)
-                        return -ENOMEM;
-                a.oci.snapshot = true;
-        } else {
-                manager_image_reader_add(m, name);
-                j->reader_held = true;
-        }
+                return a.oci.image_fd;
+        if ((k = job_read_image(j, name, snapshot)) < 0)
+                return k;
+        a.oci.snapshot = snapshot;
         a.name = strdup(name);
         if (!a.name || (k = oci_args_fill(m, &a, &ref, &o)) < 0)
                 return -ENOMEM;
@@ -391,12 +360,7 @@ int method_push_image(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                         a.oci.recipe = g_variant_print(recipe, true);
         }
 
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j);
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(&j, &a, msg);
 }
 
 /* ---- the blob cache, for CleanCache (package-cache.c) ---- */

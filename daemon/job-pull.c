@@ -12,7 +12,6 @@
 #include "job-dbus.h"
 #include "names.h"
 #include "options.h"
-#include "pool.h"
 #include "job-util.h"
 #include "redact.h"
 
@@ -113,7 +112,6 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         _cleanup_free_ char *file = NULL, *sums_url = NULL, *image = NULL;
         const char *url, *name;
         bool verify;
-        Job *started;
         int k;
 
         job_args_init(&a, JOB_PULL_TAR);
@@ -156,27 +154,18 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if ((k = bus_check_import_target(m, image, error)) < 0)
                 return k;
 
-        k = job_new(m, JOB_PULL_TAR, image, true, msg, &j, error);
-        if (k < 0)
-                return k;
-
         /* polkit shows the details to whoever is asked to authenticate, an administrator perhaps. */
         _cleanup_free_ char *shown_url = url_redact(url);
         if (!shown_url)
                 return -ENOMEM;
         const char *details[] = {"verb", "pull", "image", image, "url", shown_url, NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_PULL, details, error);
+        k = job_new_authorized(m, JOB_PULL_TAR, image, true, msg, STAMP_ACTION_PULL, NULL, details, &j, error);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
+        if ((k = job_make_image(j, msg, &a, image, error)) < 0)
                 return k;
 
-        j->makes_image = true;
-        j->temp_name = store_temp_name(image);
-        if (!j->temp_name)
-                return -ENOMEM;
         /* The URLs go in the arguments' memfd, not on the command line: they may carry tokens. */
-        a.name = TAKE_PTR(image);
         a.pull.url = strdup(url);
         a.pull.sums_url = TAKE_PTR(sums_url);
         a.pull.file = TAKE_PTR(file);
@@ -185,12 +174,5 @@ int method_pull_tar(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         a.pull.verify = verify;
         a.pull.read_only = o.read_only > 0;
 
-        pool_maybe_grow(m);
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j); /* the manager's now */
-
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(&j, &a, msg);
 }

@@ -11,8 +11,8 @@
 #include "job.h"
 #include "image-dbus.h"
 #include "job-dbus.h"
+#include "job-util.h"
 #include "options.h"
-#include "pool.h"
 #include "template.h"
 
 /* CreateTemplate: a Debian base made by debootstrap, as a job, into a hidden temporary of the store
@@ -407,7 +407,6 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         TemplateOptions *o = &r.o;
         TemplateJobArgs *t = &a.template;
         const char *name, *suite;
-        Job *started;
         int k;
 
         job_args_init(&a, JOB_CREATE_TEMPLATE);
@@ -424,28 +423,22 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
             (k = bus_check_image_absent(m, name, error)) < 0)
                 return k;
 
-        /* The caps and the lock on the name, before polkit is asked; the job is made again when the
-         * call comes back with the answer. */
-        k = job_new(m, JOB_CREATE_TEMPLATE, name, true, msg, &j, error);
-        if (k < 0)
-                return k;
-
         /* A derived build names its parent; the NULL ends the details early for the others. */
         const char *details[] = {
                 "verb", "create-template", "image", name, "suite", t->suite ?: suite, t->from ? "from" : NULL, t->from,
                 NULL};
-        k = authz_verify(m->authz, msg, STAMP_ACTION_CREATE_TEMPLATE, details, error);
+        /* The caps and the lock on the name, before polkit is asked; the job is made again when the
+         * call comes back with the answer. */
+        k = job_new_authorized(m, JOB_CREATE_TEMPLATE, name, true, msg, STAMP_ACTION_CREATE_TEMPLATE, NULL, details, &j,
+                               error);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        if ((k = job_claim_owner(j, msg, &a, error)) < 0)
+        if ((k = job_make_image(j, msg, &a, name, error)) < 0)
                 return k;
 
-        j->makes_image = true;
-        j->temp_name = store_temp_name(name);
-        a.name = strdup(name);
         if (!t->suite)
                 t->suite = strdup(suite);
-        if (!j->temp_name || !a.name || !t->suite)
+        if (!t->suite)
                 return -ENOMEM;
         t->variant = TAKE_PTR(o->variant);
         if (!t->arch)
@@ -456,12 +449,5 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         t->bootable = o->bootable != 0; /* bootable unless asked not to be */
         t->package_tarball = TAKE_FD(o->package_tarball);
 
-        pool_maybe_grow(m);
-        k = job_start(j, &a);
-        if (k < 0)
-                return k;
-        started = TAKE_PTR(j); /* the manager's now */
-
-        job_emit_new(started);
-        return sd_bus_reply_method_return(msg, "uo", started->id, started->object_path);
+        return job_start_reply(&j, &a, msg);
 }

@@ -260,84 +260,71 @@ static void private_nspawn_dir(void)
         (void) mount("stampd", NSPAWN_RUNTIME_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
 }
 
+static int machine_arg(const char *key, const char *v, void *userdata)
+{
+        MachineSetup *s = userdata;
+
+        if (streq(key, "name"))
+                s->name = v;
+        else if (streq(key, "image"))
+                s->image = v;
+        else if (streq(key, "temp"))
+                s->temp_name = v;
+        else if (streq(key, "snapshot"))
+                s->snapshot = v;
+        else if (streq(key, "store"))
+                s->store = v;
+        else if (streq(key, "store-fd"))
+                return step_parse_fd(v, &s->store_fd);
+        else if (streq(key, "btrfs"))
+                s->store_is_btrfs = streq(v, "1");
+        else if (streq(key, "boot"))
+                s->boot = streq(v, "1");
+        else if (streq(key, "read-only"))
+                s->read_only = streq(v, "1");
+        else if (streq(key, "private-users"))
+                s->private_users = streq(v, "1");
+        else if (streq(key, "uid-base")) {
+                char *end;
+                unsigned long b;
+                errno = 0;
+                b = strtoul(v, &end, 10);
+                if (errno != 0 || end == v || *end || b < UID_RANGE_FIRST || b > UID_RANGE_LAST)
+                        return -EINVAL;
+                s->uid_base = (unsigned) b;
+        } else if (streq(key, "memory-max") || streq(key, "cpu-weight")) {
+                char *end;
+                uint64_t u;
+                errno = 0;
+                u = strtoull(v, &end, 10);
+                if (errno != 0 || end == v || *end)
+                        return -EINVAL;
+                *(streq(key, "memory-max") ? &s->memory_max : &s->cpu_weight) = u;
+        } else if (streq(key, "cgroup"))
+                s->cgroup = v;
+        else if (streq(key, "port")) {
+                if (s->n_ports >= MACHINE_PORTS_MAX)
+                        return -E2BIG;
+                s->ports[s->n_ports++] = v;
+        } else if (streq(key, "private-network"))
+                s->private_network = streq(v, "1");
+        else if (streq(key, "notify"))
+                s->notify_address = v;
+        else if (streq(key, "term"))
+                s->term = v;
+        else
+                return -EINVAL;
+        return 0;
+}
+
 static int parse_setup(int argc, char *argv[], MachineSetup *s)
 {
+        int k;
+
         *s = (MachineSetup) {.store_fd = -1, .stdio = {-1, -1, -1}, .memory_max = UINT64_MAX, .cpu_weight = UINT64_MAX};
-
-        for (int i = 0; i < argc; i++) {
-                const char *a = argv[i], *eq = strchr(a, '='), *v;
-                size_t n;
-                int k = 0;
-
-                if (streq(a, "--")) {
-                        s->command = argv + i + 1;
-                        break;
-                }
-                if (!eq)
-                        return -EINVAL;
-                n = (size_t) (eq - a);
-                v = eq + 1;
-#define KEY(key) (n == strlen(key) && strncmp(a, key, n) == 0)
-                if (KEY("name"))
-                        s->name = v;
-                else if (KEY("image"))
-                        s->image = v;
-                else if (KEY("temp"))
-                        s->temp_name = v;
-                else if (KEY("snapshot"))
-                        s->snapshot = v;
-                else if (KEY("store"))
-                        s->store = v;
-                else if (KEY("store-fd"))
-                        k = step_parse_fd(v, &s->store_fd);
-                else if (KEY("btrfs"))
-                        s->store_is_btrfs = streq(v, "1");
-                else if (KEY("boot"))
-                        s->boot = streq(v, "1");
-                else if (KEY("read-only"))
-                        s->read_only = streq(v, "1");
-                else if (KEY("private-users"))
-                        s->private_users = streq(v, "1");
-                else if (KEY("uid-base")) {
-                        char *end;
-                        unsigned long b;
-                        errno = 0;
-                        b = strtoul(v, &end, 10);
-                        if (errno != 0 || end == v || *end || b < UID_RANGE_FIRST || b > UID_RANGE_LAST)
-                                return -EINVAL;
-                        s->uid_base = (unsigned) b;
-                } else if (KEY("memory-max") || KEY("cpu-weight")) {
-                        char *end;
-                        uint64_t u;
-                        errno = 0;
-                        u = strtoull(v, &end, 10);
-                        if (errno != 0 || end == v || *end)
-                                return -EINVAL;
-                        *(KEY("memory-max") ? &s->memory_max : &s->cpu_weight) = u;
-                } else if (KEY("cgroup"))
-                        s->cgroup = v;
-                else if (KEY("port")) {
-                        if (s->n_ports >= MACHINE_PORTS_MAX)
-                                return -E2BIG;
-                        s->ports[s->n_ports++] = v;
-                } else if (KEY("private-network"))
-                        s->private_network = streq(v, "1");
-                else if (KEY("notify"))
-                        s->notify_address = v;
-                else if (KEY("term"))
-                        s->term = v;
-                else if (KEY("stdin"))
-                        k = step_parse_fd(v, &s->stdio[0]);
-                else if (KEY("stdout"))
-                        k = step_parse_fd(v, &s->stdio[1]);
-                else if (KEY("stderr"))
-                        k = step_parse_fd(v, &s->stdio[2]);
-                else
-                        return -EINVAL;
-#undef KEY
-                if (k < 0)
-                        return k;
-        }
+        k = step_parse_args(argc, argv, s->stdio, machine_arg, s, &s->command);
+        if (k < 0)
+                return k;
         if (!s->name || !s->image || !s->store || s->store_fd < 0 || !s->notify_address)
                 return -EINVAL;
         return 0;

@@ -117,6 +117,40 @@ int step_parse_fd(const char *value, int *ret)
         return 0;
 }
 
+int step_parse_args(int argc, char *argv[], int stdio[3], StepArgFunc func, void *userdata, char ***ret_rest)
+{
+        static const char *const stdio_keys[3] = {"stdin", "stdout", "stderr"};
+
+        for (int i = 0; i < argc; i++) {
+                const char *eq = strchr(argv[i], '=');
+                char key[32];
+                bool done = false;
+                int k;
+
+                if (streq(argv[i], "--")) {
+                        *ret_rest = argv + i + 1;
+                        break;
+                }
+                if (!eq || (size_t) (eq - argv[i]) >= sizeof key)
+                        return -EINVAL;
+                memcpy(key, argv[i], (size_t) (eq - argv[i]));
+                key[eq - argv[i]] = '\0';
+                for (int j = 0; j < 3 && !done; j++)
+                        if (streq(key, stdio_keys[j])) {
+                                k = step_parse_fd(eq + 1, &stdio[j]);
+                                if (k < 0)
+                                        return k;
+                                done = true;
+                        }
+                if (done)
+                        continue;
+                k = func(key, eq + 1, userdata);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
 /* The step that removes a tree of the store: STORE-FD NAME. */
 static int remove_tree_main(int argc, char *argv[])
 {

@@ -30,6 +30,13 @@ int step_dispatch(int argc, char *argv[]);
  * nothing the step runs inherits it. Negative errno if it is not a number or not an open fd. */
 int step_parse_fd(const char *value, int *ret);
 
+/* The arguments of a step, as step_spawn() passed them: "key=value" each, up to a "--", after which
+ * *ret_rest points (left as it is if there is none). "stdin", "stdout" and "stderr" are fds
+ * (step_parse_fd()) for @stdio; every other key goes to @func, which returns -EINVAL for one it does
+ * not know. 0, or the first negative errno. */
+typedef int (*StepArgFunc)(const char *key, const char *value, void *userdata);
+int step_parse_args(int argc, char *argv[], int stdio[3], StepArgFunc func, void *userdata, char ***ret_rest);
+
 /* The steps, each with its arguments as step_spawn() passed them. */
 int machine_supervisor_main(int argc, char *argv[]);
 int pool_grow_main(int argc, char *argv[]);

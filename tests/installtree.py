@@ -18,10 +18,14 @@ Both read the configured directories back from `meson introspect`.
 import json
 import os
 import shutil
+import signal
+import subprocess
 
-from stamptest import BUILDDIR, SRCDIR, run
+import stamptest
+from stamptest import BUILDDIR, SRCDIR, run, wait_for, wrap_pdeathsig
 
 MESON = shutil.which('meson') or 'meson'
+BOOT_TIMEOUT = float(os.environ.get('STAMPTEST_BOOT_TIMEOUT', '180'))
 
 
 class Tree:
@@ -148,3 +152,94 @@ def read_keyfile(path):
             key, _, value = line.partition('=')
             current.setdefault(key.strip(), []).append(value.strip())
     return sections
+
+
+def find_descendant(top, match):
+    """The first process below the process top whose executable's path
+    match(path) accepts, or None."""
+    todo = [top]
+    while todo:
+        pid = todo.pop()
+        try:
+            exe = os.readlink('/proc/%d/exe' % pid)
+            with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        if pid != top and match(exe):
+            return pid
+    return None
+
+
+def keep_awake(nsenter, env):
+    """Pings to stampd, 20 a second, run by the command prefix nsenter (in a
+    container or a root of ours), that never activate it (--auto-start=no) but
+    keep an activated one from its idle exit while a test looks at it, however
+    slow the machine. Returns a stop function."""
+    script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
+              'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
+    proc = subprocess.Popen(wrap_pdeathsig(nsenter + ['sh', '-c', script]), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return stop
+
+
+class BootedContainer:
+    """A root file system booted with systemd-nspawn --boot up to
+    basic.target, with a private network: a host with systemd as PID 1, whose
+    dbus-daemon hands activations to systemd. Commands run in it as root, in
+    all its namespaces; env is their environment."""
+
+    def __init__(self, root, log, machine, nspawn_args=(), env=None):
+        self.log = log
+        self.env = env or {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LANG': 'C.UTF-8'}
+        argv = ['systemd-nspawn', '--quiet', '-D', root, '--register=no', '--keep-unit', '--private-network',
+                '-M', machine] + list(nspawn_args) + ['--boot', '--', 'systemd.unit=basic.target']
+        with open(self.log, 'w') as f:
+            self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+        self.leader = wait_for(self._find_leader, 'the container to start', timeout=BOOT_TIMEOUT)
+        wait_for(lambda: self._dead() or self.run(['systemctl', 'is-active', 'dbus.socket'],
+                                                  check=False).stdout.strip() == 'active',
+                 'the container to listen on its bus', timeout=BOOT_TIMEOUT, interval=0.2)
+        if self._dead():
+            raise AssertionError('the container did not boot:\n' + self.read_log())
+
+    def _dead(self):
+        return self.proc.poll() is not None
+
+    def _find_leader(self):
+        """The container's PID 1: systemd, below nspawn."""
+        if self._dead():
+            raise AssertionError('systemd-nspawn exited with %s:\n%s' % (self.proc.returncode, self.read_log()))
+        return find_descendant(self.proc.pid, lambda exe: exe.endswith('/lib/systemd/systemd'))
+
+    def nsenter(self):
+        return ['nsenter', '--target', str(self.leader), '--all', '--root', '--wd=/']
+
+    def run(self, argv, check=True, timeout=stamptest.TIMEOUT):
+        """argv as root inside the container (all its namespaces, its root)."""
+        return run(self.nsenter() + list(argv), check=check, timeout=timeout, env=self.env)
+
+    def sh(self, script, **kw):
+        return self.run(['sh', '-c', script], **kw)
+
+    def keep_awake(self):
+        """See keep_awake()."""
+        return keep_awake(self.nsenter(), self.env)
+
+    def stop(self):
+        if not self._dead():
+            self.proc.terminate()  # nspawn: a clean poweroff of the booted container
+            try:
+                self.proc.wait(timeout=stamptest.TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def read_log(self):
+        with open(self.log, errors='replace') as f:
+            return f.read()

@@ -46,7 +46,6 @@ from stamptest import SRCDIR, diag, run, wait_for, wrap_pdeathsig
 BUILD_TIMEOUT = float(os.environ.get('STAMPTEST_BUILD_TIMEOUT', '900'))
 STORE = '/var/lib/machines'
 PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
-BOOT_TIMEOUT = float(os.environ.get('STAMPTEST_BOOT_TIMEOUT', '180'))
 
 
 class Package:
@@ -180,18 +179,7 @@ class ChrootHost:
     def _find_bus(self):
         if self._dead():
             raise AssertionError('unshare exited with %s:\n%s' % (self.proc.returncode, self.read_log()))
-        todo = [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                exe = os.readlink('/proc/%d/exe' % pid)
-                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            if exe.endswith('/dbus-daemon'):
-                return pid
-        return None
+        return installtree.find_descendant(self.proc.pid, lambda exe: exe.endswith('/dbus-daemon'))
 
     def at(self, path):
         return os.path.join(self.path, path.lstrip('/'))
@@ -223,21 +211,9 @@ class ChrootHost:
         return self.run(['kill', '-0', str(pid)], check=False).returncode == 0
 
     def keep_awake(self):
-        """Pings to stampd, 20 a second, that never activate it but keep an
-        activated one from its idle exit however slow the machine. Returns a
-        stop function."""
-        script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
-                  'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
-        proc = subprocess.Popen(wrap_pdeathsig(['nsenter', '--target', str(self.leader), '--mount', '--pid',
-                                                '--root', '--wd=/', 'sh', '-c', script]),
-                                env={'PATH': PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-        def stop():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        return stop
+        """See installtree.keep_awake()."""
+        return installtree.keep_awake(['nsenter', '--target', str(self.leader), '--mount', '--pid', '--root',
+                                       '--wd=/'], {'PATH': PATH})
 
     def stop(self):
         # SIGKILL to the namespace's PID 1, from outside, takes the whole namespace with it.
@@ -255,7 +231,7 @@ class ChrootHost:
             return f.read()
 
 
-class BootedHost:
+class BootedHost(installtree.BootedContainer):
     """A copy of the Debian root booted with systemd-nspawn --boot (up to
     basic.target, a private network): a host with systemd as PID 1, whose
     dbus-daemon runs with --systemd-activation and hands activations to
@@ -264,78 +240,17 @@ class BootedHost:
     def __init__(self, base, path):
         run(['cp', '-a', '--reflink=auto', base, path], timeout=templatetest.JOB_TIMEOUT)
         self.path = path
-        self.log = path + '.boot.log'
-        argv = ['systemd-nspawn', '--quiet', '-D', path, '--register=no', '--keep-unit', '--private-network',
-                '-M', 'stamp-deb-test', '--boot', '--', 'systemd.unit=basic.target']
-        with open(self.log, 'w') as log:
-            self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.leader = wait_for(self._find_leader, 'the container to start', timeout=BOOT_TIMEOUT)
-        wait_for(lambda: self._dead() or self.run(['systemctl', 'is-active', 'dbus.socket'],
-                                                  check=False).stdout.strip() == 'active',
-                 'the container to listen on its bus', timeout=BOOT_TIMEOUT, interval=0.2)
-        if self._dead():
-            raise AssertionError('the container did not boot:\n' + self.read_log())
-
-    def _dead(self):
-        return self.proc.poll() is not None
-
-    def _find_leader(self):
-        """The container's PID 1: systemd, below nspawn."""
-        if self._dead():
-            raise AssertionError('systemd-nspawn exited with %s:\n%s' % (self.proc.returncode, self.read_log()))
-        todo = [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                exe = os.readlink('/proc/%d/exe' % pid)
-                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            if pid != self.proc.pid and exe.endswith('/lib/systemd/systemd'):
-                return pid
-        return None
+        super().__init__(path, path + '.boot.log', 'stamp-deb-test',
+                         env={'PATH': PATH, 'LANG': 'C.UTF-8', 'DEBIAN_FRONTEND': 'noninteractive',
+                              'SYSTEMD_PAGER': ''})
 
     def at(self, path):
         return os.path.join(self.path, path.lstrip('/'))
-
-    def run(self, argv, check=True, timeout=stamptest.TIMEOUT):
-        env = {'PATH': PATH, 'LANG': 'C.UTF-8', 'DEBIAN_FRONTEND': 'noninteractive', 'SYSTEMD_PAGER': ''}
-        return run(['nsenter', '--target', str(self.leader), '--all', '--root', '--wd=/'] + argv,
-                   check=check, timeout=timeout, env=env)
 
     def service(self):
         out = self.run(['systemctl', 'show', 'stampd.service', '-pActiveState', '-pMainPID',
                         '-pLoadState']).stdout
         return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
-
-    def keep_awake(self):
-        """As ChrootHost.keep_awake."""
-        script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
-                  'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
-        proc = subprocess.Popen(wrap_pdeathsig(['nsenter', '--target', str(self.leader), '--all', '--root',
-                                                '--wd=/', 'sh', '-c', script]),
-                                env={'PATH': PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-        def stop():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        return stop
-
-    def stop(self):
-        if not self._dead():
-            self.proc.terminate()  # nspawn: a clean poweroff of the booted container
-            try:
-                self.proc.wait(timeout=stamptest.TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def read_log(self):
-        with open(self.log, errors='replace') as f:
-            return f.read()
 
 
 class DebTest(stamptest.TestCase):

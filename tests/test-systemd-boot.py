@@ -27,17 +27,14 @@ import glob
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 
 import installtree
 import stamptest
-from stamptest import run, wait_for, wrap_pdeathsig
+from stamptest import run, wait_for
 
 IDLE = 2
 MACHINE = 'stamp-systemd-test'
-BOOT_TIMEOUT = float(os.environ.get('STAMPTEST_BOOT_TIMEOUT', '180'))
 INIT = ('/usr/lib/systemd/systemd', '/lib/systemd/systemd')
 
 # Capabilities the unit takes out of the bounding set (by number, capability.h)
@@ -75,12 +72,11 @@ def remove_loops(indexes):
                 pass
 
 
-class Container:
+class Container(installtree.BootedContainer):
     """This machine's OS, booted read-only in a container of ours."""
 
     def __init__(self, top, tree, data):
         self.top = top
-        self.log = os.path.join(top, 'boot.log')
         rootfs = os.path.join(top, 'rootfs')
         os.makedirs(rootfs)
         # The root file system alone, without what is mounted on it (/dev,
@@ -95,93 +91,24 @@ class Container:
             run(['mount', '-o', 'remount,bind,ro', usr])
         self.loops = add_spare_loops()
         loops = ['--bind=' + p for p in sorted(glob.glob('/dev/loop*'))]
-        argv = ['systemd-nspawn', '--quiet', '-D', rootfs, '--volatile=state', '--register=no',
-                '--keep-unit', '--private-network', '-M', MACHINE,
-                '--bind-ro=' + tree.prefix,
-                '--bind=' + data,
-                '--bind-ro=%s:/usr/share/dbus-1/system-services' % os.path.join(
-                    tree.datadir, 'dbus-1/system-services'),
-                '--bind-ro=%s:/etc/dbus-1/system.d' % os.path.join(tree.datadir,
-                                                                   'dbus-1/system.d'),
-                '--bind-ro=%s:/run/systemd/system' % tree.unitdir] + loops + [
-                '--boot', '--', 'systemd.unit=basic.target']
-        with open(self.log, 'w') as log:
-            self.proc = subprocess.Popen(wrap_pdeathsig(argv), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
-        self.leader = wait_for(self._find_leader, 'the container to start', timeout=BOOT_TIMEOUT)
-        wait_for(lambda: self._dead() or self.sh('systemctl is-active dbus.socket',
-                                                 check=False).stdout.strip() == 'active',
-                 'the container to listen on its bus', timeout=BOOT_TIMEOUT, interval=0.2)
-        if self._dead():
-            raise AssertionError('the container did not boot:\n' + self.read_log())
-
-    def _dead(self):
-        return self.proc.poll() is not None
-
-    def _find_leader(self):
-        """The container's PID 1: systemd, below nspawn."""
-        if self._dead():
-            raise AssertionError('systemd-nspawn exited with %s:\n%s' % (
-                self.proc.returncode, self.read_log()))
-        todo = [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            try:
-                exe = os.readlink('/proc/%d/exe' % pid)
-                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            if pid != self.proc.pid and exe in INIT:
-                return pid
-        return None
-
-    def run(self, argv, check=True, timeout=stamptest.TIMEOUT):
-        """argv as root inside the container (all its namespaces, its root)."""
-        env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'SYSTEMD_PAGER': '', 'LANG': 'C.UTF-8'}
-        return run(['nsenter', '--target', str(self.leader), '--all', '--root', '--wd=/'] + argv,
-                   check=check, timeout=timeout, env=env)
-
-    def sh(self, script, **kw):
-        return self.run(['sh', '-c', script], **kw)
-
-    def keep_awake(self):
-        """Pings to stampd inside, 20 a second, that never activate it
-        (--auto-start=no) but keep an activated one from its idle exit while
-        a test looks at it, however slow the machine. Returns a stop function."""
-        script = ('while :; do busctl --auto-start=no call %s /io/stamp/Stamp1 '
-                  'org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; sleep 0.05; done' % stamptest.BUS_NAME)
-        env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LANG': 'C.UTF-8'}
-        proc = subprocess.Popen(wrap_pdeathsig(['nsenter', '--target', str(self.leader), '--all', '--root',
-                                                '--wd=/', 'sh', '-c', script]),
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-        def stop():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        return stop
+        super().__init__(rootfs, os.path.join(top, 'boot.log'), MACHINE, [
+            '--volatile=state',
+            '--bind-ro=' + tree.prefix,
+            '--bind=' + data,
+            '--bind-ro=%s:/usr/share/dbus-1/system-services' % os.path.join(tree.datadir,
+                                                                           'dbus-1/system-services'),
+            '--bind-ro=%s:/etc/dbus-1/system.d' % os.path.join(tree.datadir, 'dbus-1/system.d'),
+            '--bind-ro=%s:/run/systemd/system' % tree.unitdir] + loops,
+            env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'SYSTEMD_PAGER': '', 'LANG': 'C.UTF-8'})
 
     def show(self, unit, *props):
         out = self.run(['systemctl', 'show', unit] + ['-p' + p for p in props]).stdout
         return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
 
     def stop(self):
-        if not self._dead():
-            # nspawn turns SIGTERM into a clean poweroff of a booted container
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=stamptest.TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
         remove_loops(self.loops)
         run(['umount', '-R', self.rootfs], check=False)
-
-    def read_log(self):
-        with open(self.log, errors='replace') as f:
-            return f.read()
 
 
 class SystemdBootTest(stamptest.TestCase):

@@ -168,6 +168,21 @@ class CleanCacheTest(TemplateTestCase):
                                                 'CacheUsage'), 0)
         self.assertIn('Package cache: 0B', run([STAMPCTL, 'status']).stdout)
 
+    def test_clean_cache_refuses_options(self):
+        # CleanCache takes no options yet: one given is refused, not ignored, and nothing is cleaned
+        d = os.path.join(self.cache(), 'debootstrap', '%s-%s' % (SUITE, host_arch()))
+        os.makedirs(d)
+        with open(os.path.join(d, 'x_1_all.deb'), 'wb') as f:
+            f.write(b'x')
+        for options in ({'older_than': GLib.Variant('t', 0)}, {'': GLib.Variant('b', True)}):
+            e = self.assertDBusError(INVALID_ARGS, self.root.manager, 'CleanCache', options)
+            self.assertEqual(e.message, 'CleanCache takes no options yet')
+            self.assertEqual(os.listdir(d), ['x_1_all.deb'])
+        # refused before polkit is asked: a caller without manage-images hears the same
+        self.set_rules(rule_for(USER, 'manage-images', 'NO'))
+        self.assertDBusError(INVALID_ARGS, self.user.manager, 'CleanCache', {'older_than': GLib.Variant('t', 0)})
+        self.assertEqual(os.listdir(d), ['x_1_all.deb'])
+
     def test_clean_keeps_what_a_build_holds(self):
         import fcntl
         d = os.path.join(self.cache(), 'apt', '%s-%s' % (SUITE, host_arch()))

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <curl/curl.h>
 #include <json-glib/json-glib.h>
 
 #include "config.h"
+#include "curl-util.h"
 #include "oci.h"
 #include "sha256.h"
 
@@ -18,61 +17,6 @@
  * "Bearer" sends us to the token realm (with the credentials file's user and password, if it names
  * this registry; anonymous otherwise), "Basic" takes the credentials directly. Neither a token nor a
  * password ever reaches a log line or an error message. */
-
-#define LIBCURL_SONAME "libcurl.so.4"
-
-static struct {
-        CURLcode (*global_init)(long flags);
-        CURL *(*easy_init)(void);
-        CURLcode (*easy_setopt)(CURL *e, CURLoption option, ...);
-        CURLcode (*easy_perform)(CURL *e);
-        CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
-        void (*easy_cleanup)(CURL *e);
-        const char *(*easy_strerror)(CURLcode code);
-        struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
-        void (*slist_free_all)(struct curl_slist *l);
-        char *(*easy_escape)(CURL *e, const char *s, int n);
-        void (*free)(void *p);
-} curl;
-
-static int curl_load(JobChild *c)
-{
-        static const struct {
-                const char *name;
-                size_t offset;
-        } syms[] = {
-                {"curl_global_init", offsetof(typeof(curl), global_init)},
-                {"curl_easy_init", offsetof(typeof(curl), easy_init)},
-                {"curl_easy_setopt", offsetof(typeof(curl), easy_setopt)},
-                {"curl_easy_perform", offsetof(typeof(curl), easy_perform)},
-                {"curl_easy_getinfo", offsetof(typeof(curl), easy_getinfo)},
-                {"curl_easy_cleanup", offsetof(typeof(curl), easy_cleanup)},
-                {"curl_easy_strerror", offsetof(typeof(curl), easy_strerror)},
-                {"curl_slist_append", offsetof(typeof(curl), slist_append)},
-                {"curl_slist_free_all", offsetof(typeof(curl), slist_free_all)},
-                {"curl_easy_escape", offsetof(typeof(curl), easy_escape)},
-                {"curl_free", offsetof(typeof(curl), free)},
-        };
-        static bool loaded = false;
-        void *h;
-
-        if (loaded)
-                return 0;
-        h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-        if (!h)
-                return job_child_fail(c, ENOPKG, "Cannot load %s, which registries need: %s", LIBCURL_SONAME,
-                                      dlerror());
-        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
-                void *f = dlsym(h, syms[i].name);
-                if (!f)
-                        return job_child_fail(c, ENOPKG, "%s lacks %s", LIBCURL_SONAME, syms[i].name);
-                memcpy((char *) &curl + syms[i].offset, &f, sizeof f);
-        }
-        if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                return job_child_fail(c, EIO, "Cannot set up libcurl");
-        loaded = true;
-        return 0;
-}
 
 struct Registry {
         JobChild *c;
@@ -290,12 +234,6 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return 0;
 }
 
-static void curl_easy_cleanupp(CURL **e)
-{
-        if (*e)
-                curl.easy_cleanup(*e);
-}
-
 static void curl_slist_freep(struct curl_slist **l)
 {
         if (*l)
@@ -310,33 +248,20 @@ typedef enum { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_PATCH } HttpMethod
 static int perform(Registry *r, HttpMethod method, const char *url, struct curl_slist *headers, Exchange *x,
                    long *ret_status, const char *shown, bool quiet)
 {
-        _cleanup_(curl_easy_cleanupp) CURL *e = curl.easy_init();
         char errbuf[CURL_ERROR_SIZE] = "";
+        _cleanup_(curl_easy_cleanupp) CURL *e = curl_request_new(url, errbuf, on_body, on_progress, x);
         long status = 0;
         CURLcode code;
 
         if (!e)
                 return job_child_fail(r->c, ENOMEM, "Cannot set up a request");
-        (void) curl.easy_setopt(e, CURLOPT_URL, url);
-        (void) curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         /* Blob GETs are redirected to storage elsewhere; the Authorization header is not sent along
          * to another host (libcurl's default, kept). */
         (void) curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, r->insecure ? "http,https" : "https");
         (void) curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, method == HTTP_GET ? 1L : 0L);
         (void) curl.easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-        (void) curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        (void) curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
-        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
-        (void) curl.easy_setopt(e, CURLOPT_USERAGENT, "stampd/" PACKAGE_VERSION);
-        (void) curl.easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        (void) curl.easy_setopt(e, CURLOPT_WRITEDATA, x);
         (void) curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
         (void) curl.easy_setopt(e, CURLOPT_HEADERDATA, x);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, x);
-        (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
         /* Layers are tens or hundreds of MiB: fewer, bigger reads and writes. */
         (void) curl.easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
         (void) curl.easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
@@ -608,7 +533,7 @@ int registry_new(JobChild *c, const char *host, const char *repository, bool ins
         Registry *r;
         int k;
 
-        k = curl_load(c);
+        k = curl_load(c, "registries");
         if (k < 0)
                 return k;
         (void) signal(SIGPIPE, SIG_IGN);

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <curl/curl.h>
 #include <glib.h>
 
 #include "config.h"
+#include "curl-util.h"
 #include "redact.h"
 #include "sha256.h"
 #include "transfer.h"
@@ -75,84 +74,23 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return 0;
 }
 
-/* libcurl is opened by pulls alone: linked, it and the thirty-odd libraries it brings would cost
- * every export and import some 4 ms of dynamic linking for nothing. */
-#define LIBCURL_SONAME "libcurl.so.4"
-
-static struct {
-        CURLcode (*global_init)(long flags);
-        CURL *(*easy_init)(void);
-        CURLcode (*easy_setopt)(CURL *e, CURLoption option, ...);
-        CURLcode (*easy_perform)(CURL *e);
-        CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
-        void (*easy_cleanup)(CURL *e);
-        const char *(*easy_strerror)(CURLcode code);
-} curl;
-
-static int curl_load(JobChild *c)
-{
-        static const struct {
-                const char *name;
-                size_t offset;
-        } syms[] = {
-                {"curl_global_init", offsetof(typeof(curl), global_init)},
-                {"curl_easy_init", offsetof(typeof(curl), easy_init)},
-                {"curl_easy_setopt", offsetof(typeof(curl), easy_setopt)},
-                {"curl_easy_perform", offsetof(typeof(curl), easy_perform)},
-                {"curl_easy_getinfo", offsetof(typeof(curl), easy_getinfo)},
-                {"curl_easy_cleanup", offsetof(typeof(curl), easy_cleanup)},
-                {"curl_easy_strerror", offsetof(typeof(curl), easy_strerror)},
-        };
-        void *h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-
-        if (!h)
-                return job_child_fail(c, ENOPKG, "Cannot load %s, which pulls need: %s", LIBCURL_SONAME, dlerror());
-        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
-                void *f = dlsym(h, syms[i].name);
-                if (!f)
-                        return job_child_fail(c, ENOPKG, "%s lacks %s", LIBCURL_SONAME, syms[i].name);
-                memcpy((char *) &curl + syms[i].offset, &f, sizeof f);
-        }
-        return 0;
-}
-
-static void curl_easy_cleanupp(CURL **e)
-{
-        if (*e)
-                curl.easy_cleanup(*e);
-}
-
 /* Fetch @url into @d; 0, or a negative errno after job_child_fail() said why (-EPIPE silently: the
  * importer went away and has said why). Messages name the URL as @shown, without its secrets: they
  * go to the job's log, which every local user may receive. */
 static int fetch(JobChild *c, const char *url, const char *shown, Download *d, const char *what)
 {
-        _cleanup_(curl_easy_cleanupp) CURL *e = curl.easy_init();
         char errbuf[CURL_ERROR_SIZE] = "";
+        _cleanup_(curl_easy_cleanupp) CURL *e = curl_request_new(url, errbuf, on_data, on_progress, d);
         curl_off_t got = 0, expected = -1;
         long status = 0;
         CURLcode code;
 
         if (!e)
                 return job_child_fail(c, ENOMEM, "Cannot set up the download");
-        (void) curl.easy_setopt(e, CURLOPT_URL, url);
-        (void) curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         (void) curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         (void) curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
         (void) curl.easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
         (void) curl.easy_setopt(e, CURLOPT_FAILONERROR, 1L);
-        (void) curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        (void) curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
-        /* A stalled server fails the job instead of holding it forever. */
-        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        (void) curl.easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
-        (void) curl.easy_setopt(e, CURLOPT_USERAGENT, "stampd/" PACKAGE_VERSION);
-        (void) curl.easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-        (void) curl.easy_setopt(e, CURLOPT_WRITEDATA, d);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, d);
-        (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
 
         code = curl.easy_perform(e);
         (void) curl.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -222,11 +160,9 @@ static int download(JobChild *c, const PullArgs *a, int out_fd)
         if (!shown_url || (a->sums_url && !shown_sums_url))
                 return job_child_fail(c, ENOMEM, "Out of memory");
         (void) signal(SIGPIPE, SIG_IGN);
-        k = curl_load(c);
+        k = curl_load(c, "pulls");
         if (k < 0)
                 return k;
-        if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                return job_child_fail(c, EIO, "Cannot set up libcurl");
 
         if (a->verify) {
                 k = fetch(c, a->sums_url, shown_sums_url, &sums, SUMS_FILE);
