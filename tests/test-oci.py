@@ -133,19 +133,27 @@ class Registry:
         urllib.request.urlopen(req).close()
         return sha256(body)
 
-    def put_image(self, repo, tag, layers, layer_types=None, config=None):
-        """layers: bytes each (already compressed as layer_types say)."""
-        config = json.dumps(config or {'architecture': 'amd64', 'os': 'linux',
-                                       'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
+    def put_image(self, repo, tag, layers, layer_types=None, config=None, annotations=None):
+        """layers: bytes each (already compressed as layer_types say). The config names the layers'
+        diff_ids unless it is given."""
+        def diff_id(data):
+            try:
+                return sha256(gzip.decompress(data))
+            except OSError:
+                return sha256(data)
+        config = json.dumps(config or {'architecture': 'amd64', 'os': 'linux', 'rootfs': {
+            'type': 'layers', 'diff_ids': [diff_id(data) for data in layers]}}).encode()
         cdigest = self.put_blob(repo, config)
         descs = []
         for i, data in enumerate(layers):
             descs.append({'mediaType': (layer_types or [LAYER_GZIP] * len(layers))[i],
                           'digest': self.put_blob(repo, data), 'size': len(data)})
-        return self.put_manifest(repo, tag, {
-            'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
-            'config': {'mediaType': OCI_CONFIG, 'digest': cdigest, 'size': len(config)},
-            'layers': descs})
+        manifest = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
+                    'config': {'mediaType': OCI_CONFIG, 'digest': cdigest, 'size': len(config)},
+                    'layers': descs}
+        if annotations:
+            manifest['annotations'] = annotations
+        return self.put_manifest(repo, tag, manifest)
 
 
 class TokenProxy(http.server.BaseHTTPRequestHandler):
@@ -273,10 +281,12 @@ def busybox_entries():
             ('usr/lib/os-release', 'file', b'ID=ocitest\n', None)]
 
 
-def write_oci_layout(path, tag, layers):
-    """An OCI image layout with one manifest of layers [(media type, bytes)]."""
+def write_oci_layout(path, tag, layers, diff_ids=None):
+    """An OCI image layout with one manifest of layers [(media type, bytes)]; the config names
+    @diff_ids instead of the layers' own if given (a config that lies)."""
     blobs = os.path.join(path, 'blobs', 'sha256')
     os.makedirs(blobs)
+    given = diff_ids
 
     def blob(data):
         d = sha256(data)
@@ -290,7 +300,7 @@ def write_oci_layout(path, tag, layers):
         diff_ids.append(sha256(raw))
         descs.append({'mediaType': media_type, 'digest': blob(data), 'size': len(data)})
     config = json.dumps({'architecture': 'amd64', 'os': 'linux',
-                         'rootfs': {'type': 'layers', 'diff_ids': diff_ids}}).encode()
+                         'rootfs': {'type': 'layers', 'diff_ids': given or diff_ids}}).encode()
     manifest = json.dumps({'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
                            'config': {'mediaType': OCI_CONFIG, 'digest': blob(config),
                                       'size': len(config)},
@@ -407,6 +417,12 @@ class PushPullTest(OciTestCase):
         self.assertEqual(st1.st_ino, st2.st_ino)
         props = self.root.image_props('tmpl')
         self.assertTrue(props['Template'], 'a pulled template is a template again')
+        # Pushed again from here, it is the same layer under the same diff_id.
+        self.assertDone(self.push('tmpl', reg.host + '/stamp/again:v1'))
+        config2 = json.loads(subprocess.check_output(
+            ['skopeo', 'inspect', '--tls-verify=false', '--config', '--raw',
+             'docker://%s/stamp/again:v1' % reg.host]))
+        self.assertEqual(config2['rootfs']['diff_ids'], config['rootfs']['diff_ids'])
 
         # Pulled again by digest under another name: every blob is in the cache, nothing is fetched.
         digest = self.manifest_digest(reg, 'stamp/tmpl', 'v1')
@@ -642,6 +658,60 @@ class RefusalTest(OciTestCase):
                 self.assertFailed(self.pull(self.reg.host + '/hostile/%s:v1' % repo, 'x'), self.store, 'x',
                                   STAMP_ERROR + 'BadArchive')
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.store), 'escape')))
+
+    def test_config_whose_diff_ids_lie(self):
+        """A layer's uncompressed tar is checked against the config's rootfs.diff_ids while it is
+        applied: a config that names another one fails the pull, naming the layer, and leaves
+        nothing; so does one that names fewer diff_ids than there are layers."""
+        layer1 = gz(tar_bytes(busybox_entries()))
+        layer2 = gz(tar_bytes([('srv', 'dir', None, None), ('srv/file', 'file', b'data\n', None)]))
+        lie = sha256(gzip.decompress(layer2) + b'\0')
+        for repo, diff_ids, phrases in [
+                ('lie/second', [sha256(gzip.decompress(layer1)), lie],
+                 ['Layer %s of ' % sha256(layer2), 'does not match the diff_id %s' % lie]),
+                ('lie/first', [lie, sha256(gzip.decompress(layer2))],
+                 ['Layer %s of ' % sha256(layer1), 'does not match the diff_id %s' % lie]),
+                ('lie/short', [sha256(gzip.decompress(layer1))],
+                 ['names 1 layers in rootfs.diff_ids where its manifest has 2'])]:
+            with self.subTest(repo):
+                layout = os.path.join(self.dir, repo.replace('/', '-'))
+                write_oci_layout(layout, 'v1', [(LAYER_GZIP, layer1), (LAYER_GZIP, layer2)], diff_ids=diff_ids)
+                run(['skopeo', 'copy', '--dest-tls-verify=false', 'oci:%s:v1' % layout,
+                     'docker://%s/%s:v1' % (self.reg.host, repo)])
+                self.assertFailed(self.pull(self.reg.host + '/%s:v1' % repo, 'x'), self.store, 'x',
+                                  STAMP_ERROR + 'BadArchive', *phrases)
+                self.assertEqual(stamptest.store_names(self.store), [])
+        # The same layers under a config that tells the truth pull.
+        layout = os.path.join(self.dir, 'truth')
+        write_oci_layout(layout, 'v1', [(LAYER_GZIP, layer1), (LAYER_GZIP, layer2)])
+        run(['skopeo', 'copy', '--dest-tls-verify=false', 'oci:%s:v1' % layout,
+             'docker://%s/lie/truth:v1' % self.reg.host])
+        self.assertDone(self.pull(self.reg.host + '/lie/truth:v1', 'x'))
+        self.assertEqual(open(os.path.join(self.store, 'x/srv/file')).read(), 'data\n')
+
+    def test_a_clone_pull_that_fails_keeps_the_template_it_made(self):
+        """A clone pulled where its template is not: the template is made first, complete and
+        verified; if the clone's own layer then fails, the template stays (read-only, recorded:
+        the next pull of the clone needs its own layer alone) and the log says so; the clone is
+        not there."""
+        tmpl_layer = gz(tar_bytes(busybox_entries() + [('srv', 'dir', None, None)]))
+        clone = {'io.stamp.kind': 'clone', 'io.stamp.origin': 'base', 'io.stamp.name': 'web'}
+        self.reg.put_image('k/web', 'bad', [tmpl_layer, gz(tar_bytes([('../escape', 'file', b'x', None)]))],
+                           annotations=clone)
+        self.reg.put_image('k/web', 'good', [tmpl_layer, gz(tar_bytes([('srv/new', 'file', b'new\n', None)]))],
+                           annotations=clone)
+        log = self.assertFailed(self.pull(self.reg.host + '/k/web:bad', 'web'), self.store, 'web',
+                                STAMP_ERROR + 'BadArchive', 'Making template base',
+                                'Template base stays: it is complete and verified')
+        self.assertEqual(stamptest.store_names(self.store), ['base'])
+        self.assertTrue(subvolume_read_only(os.path.join(self.store, 'base')))
+        self.assertEqual(sorted(os.listdir(os.path.join(self.store, 'base/srv'))), [])
+        self.assertNotIn('escape', os.listdir(os.path.dirname(self.store)), log)
+        # It is the template of the next pull: only the clone's layer is fetched.
+        log = self.assertDone(self.pull(self.reg.host + '/k/web:good', 'web'))
+        self.assertIn("only the clone's own layer is needed", log)
+        self.assertEqual(self.root.image_props('web')['Origin'], 'base')
+        self.assertEqual(open(os.path.join(self.store, 'web/srv/new')).read(), 'new\n')
 
     def test_whiteouts_never_follow_symlinks(self):
         """A whiteout below a symlink removes nothing: not where the link points."""

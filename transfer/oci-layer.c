@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <locale.h>
 #include <sys/stat.h>
 
 #include "archive-util.h"
 #include "escape.h"
 #include "oci.h"
+#include "sha256.h"
 
 /* A layer is a tar stream applied over what the layers before it made: its entries are extracted
  * with the checks of a tar import, and two kinds of names stand for changes instead of files (the
@@ -188,10 +190,129 @@ static int layer_write_failure(struct archive *w, const char *path, char *err, s
                           archive_error_string(w) ?: "cannot be extracted");
 }
 
-int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
+/* Where a layer's tar comes from: @size bytes of @fd, uncompressed by a raw reader of libarchive's
+ * (gzip, zstd or none), hashed on their way to the tar reader, so that the diff_id is checked in the
+ * same pass as the extraction. */
+typedef struct LayerSource {
+        int fd;
+        uint64_t left; /* of the compressed bytes */
+        uint8_t *buf;
+        struct archive *raw;
+        bool raw_open, raw_eof;
+        Sha256 *sum;
+} LayerSource;
+
+#define LAYER_READ_BLOCK (1024 * 1024)
+
+static la_ssize_t source_read(struct archive *a, void *userdata, const void **ret)
+{
+        LayerSource *s = userdata;
+        size_t n = (size_t) MIN(s->left, (uint64_t) LAYER_READ_BLOCK);
+        ssize_t k;
+
+        if (n == 0)
+                return 0;
+        do
+                k = read(s->fd, s->buf, n);
+        while (k < 0 && errno == EINTR);
+        if (k < 0) {
+                archive_set_error(a, errno, "Cannot read the layer: %s", strerror(errno));
+                return -1;
+        }
+        if (k == 0) {
+                archive_set_error(a, EBADMSG, "The layer ends %" PRIu64 " bytes early", s->left);
+                return -1;
+        }
+        s->left -= (uint64_t) k;
+        *ret = s->buf;
+        return k;
+}
+
+/* The next uncompressed bytes, hashed; 0 at the end. */
+static la_ssize_t tar_read(struct archive *a, void *userdata, const void **ret)
+{
+        LayerSource *s = userdata;
+
+        while (!s->raw_eof) {
+                const void *p;
+                size_t size;
+                int64_t offset;
+                int r = archive_read_data_block(s->raw, &p, &size, &offset);
+                if (r == ARCHIVE_EOF) {
+                        s->raw_eof = true;
+                        break;
+                }
+                if (r != ARCHIVE_OK) {
+                        archive_set_error(a, archive_errno(s->raw) > 0 ? archive_errno(s->raw) : EBADMSG, "%s",
+                                          archive_error_string(s->raw) ?: "cannot be uncompressed");
+                        return -1;
+                }
+                if (size == 0)
+                        continue;
+                sha256_update(s->sum, p, size);
+                *ret = p;
+                return (la_ssize_t) size;
+        }
+        return 0;
+}
+
+static void layer_source_done(LayerSource *s)
+{
+        if (s->raw)
+                archive_read_free(s->raw);
+        free(s->buf);
+        if (s->sum)
+                sha256_free(s->sum);
+}
+
+static int layer_source_open(LayerSource *s, int fd, uint64_t size, char *err, size_t errlen)
+{
+        struct archive_entry *e;
+
+        *s = (LayerSource) {.fd = fd, .left = size};
+        s->buf = malloc(LAYER_READ_BLOCK);
+        s->raw = archive_read_new();
+        s->sum = sha256_new();
+        if (!s->buf || !s->raw || !s->sum)
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        archive_read_support_filter_gzip(s->raw);
+        archive_read_support_filter_zstd(s->raw);
+        archive_read_support_format_raw(s->raw);
+        if (archive_read_open(s->raw, s, NULL, source_read, NULL) != ARCHIVE_OK ||
+            archive_read_next_header(s->raw, &e) != ARCHIVE_OK)
+                return errbuf_set(err, errlen, EBADMSG, "The layer is empty or cannot be uncompressed: %s",
+                                  archive_error_string(s->raw) ?: "unreadable");
+        return 0;
+}
+
+/* What follows the tar's end (its padding, hashed too: the diff_id is of all of it), and whatever
+ * of the @size bytes the decompressor left. */
+static int layer_source_finish(LayerSource *s, struct archive *a, const char *diff_id, char *err, size_t errlen)
+{
+        const void *p;
+        la_ssize_t n;
+
+        while ((n = tar_read(a, s, &p)) > 0)
+                ;
+        if (n < 0)
+                return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
+                                  archive_error_string(a) ?: "cannot be uncompressed");
+        while (s->left > 0)
+                if (source_read(a, s, &p) < 0)
+                        return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s", archive_error_string(a));
+        if (diff_id && !streq(diff_id + strlen("sha256:"), sha256_get_string(s->sum)))
+                return errbuf_set(err, errlen, EBADMSG,
+                                  "its uncompressed content does not match the diff_id %s its image config names "
+                                  "(it is sha256:%s)",
+                                  diff_id, sha256_get_string(s->sum));
+        return 0;
+}
+
+int oci_layer_apply(JobChild *c, int fd, uint64_t layer_size, const char *diff_id, char *err, size_t errlen)
 {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
         _cleanup_(archive_write_freep) struct archive *w = archive_write_disk_new();
+        _cleanup_(layer_source_done) LayerSource src = {};
         g_autoptr(GHashTable) made = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         uint64_t entries = 0;
         int r, k;
@@ -199,11 +320,12 @@ int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
         if (!a || !w)
                 return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         (void) setlocale(LC_CTYPE, "C.UTF-8");
-        archive_read_support_filter_gzip(a);
-        archive_read_support_filter_zstd(a);
+        k = layer_source_open(&src, fd, layer_size, err, errlen);
+        if (k < 0)
+                return k;
         archive_read_support_format_tar(a);
         archive_write_disk_set_options(w, LAYER_EXTRACT_FLAGS);
-        if (archive_read_open_fd(a, fd, 256 * 1024) != ARCHIVE_OK)
+        if (archive_read_open(a, &src, NULL, tar_read, NULL) != ARCHIVE_OK)
                 return layer_read_failure(a, err, errlen);
 
         for (;;) {
@@ -279,5 +401,5 @@ int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
                                   archive_error_string(w));
         if (entries == 0 && archive_filter_bytes(a, 0) < 512)
                 return errbuf_set(err, errlen, EBADMSG, "The layer is empty or not a tar archive");
-        return 0;
+        return layer_source_finish(&src, a, diff_id, err, errlen);
 }

@@ -255,12 +255,14 @@ static char *recipe_rewrite(const char *text, int root_fd)
 }
 
 /* Apply @n layers to the tree at @root_fd in a child confined to it (chroot): whatever slips past
- * the checks lands in there, and this process stays free to put the image in place. */
-static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const Descriptor *layers, size_t n,
-                                 const char *shown_ref)
+ * the checks lands in there, and this process stays free to fetch what the child reads and to put
+ * the image in place. Layer i is layers[i].size bytes read from fds[i]: a cached blob, or a pipe that
+ * the download fills as it comes (all of them the same pipe then, one layer after the other). Each
+ * layer's uncompressed tar is checked against diff_ids[i]. Returns the child's pid. */
+static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
+                                const char *const *diff_ids, size_t n, const char *shown_ref)
 {
         pid_t pid;
-        int status;
 
         pid = safe_fork(false);
         if (pid < 0)
@@ -278,12 +280,23 @@ static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const
                         job_child_log(c, LOG_LEVEL_DEBUG, "Applying layers without a chroot: %s", strerror(errno));
                 (void) umask(0022);
                 for (size_t i = 0; i < n && k >= 0; i++) {
-                        k = oci_layer_apply(c, fds[i], err, sizeof err);
+                        k = oci_layer_apply(c, fds[i], layers[i].size, diff_ids[i], err, sizeof err);
                         if (k < 0)
                                 job_child_fail(c, -k, "Layer %s of %s: %s", layers[i].digest, shown_ref, err);
                 }
                 _exit(k < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         }
+        return pid;
+}
+
+/* 0 if the child applied every layer; else it said why. @kill_first when what it read is not to be
+ * believed any more (a failed download): it must not go on, nor say that the layer was short. */
+static int apply_layers_wait(JobChild *c, pid_t pid, bool kill_first)
+{
+        int status;
+
+        if (kill_first)
+                (void) kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return job_child_fail(c, errno, "Cannot wait for the layers: %s", strerror(errno));
@@ -292,14 +305,24 @@ static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const
         return 0;
 }
 
-static void record_layer(JobChild *c, const char *name, int fd, const Descriptor *d)
+static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
+                                 const char *const *diff_ids, size_t n, const char *shown_ref)
+{
+        pid_t pid = apply_layers_start(c, root_fd, fds, layers, diff_ids, n, shown_ref);
+
+        if (pid < 0)
+                return (int) pid;
+        return apply_layers_wait(c, pid, false);
+}
+
+static void record_layer(JobChild *c, const char *name, int fd, const Descriptor *d, const char *diff_id)
 {
         OciLayerRecord r = {.size = d->size};
         int k;
 
         snprintf(r.digest, sizeof r.digest, "%s", d->digest);
-        /* Not needed again for a layer pulled: only the digest is compared. */
-        snprintf(r.diff_id, sizeof r.diff_id, "%s", d->digest);
+        /* checked against the layer as it was applied: a push of this template names it again */
+        snprintf(r.diff_id, sizeof r.diff_id, "%s", diff_id);
         snprintf(r.media_type, sizeof r.media_type, "%s", d->media_type ?: OCI_LAYER_TYPE "+gzip");
         k = oci_layer_record_write(c->store_fd, name, fd, &r);
         if (k < 0)
@@ -309,7 +332,7 @@ static void record_layer(JobChild *c, const char *name, int fd, const Descriptor
 /* The template of a clone being pulled, from its layer: made under a temporary name of its own,
  * read-only, recorded, and renamed to @name. Returns an fd of it. */
 static int make_template_of_layer(JobChild *c, const char *name, int layer_fd, const Descriptor *layer,
-                                  const char *shown_ref, int *ret_fd)
+                                  const char *diff_id, const char *shown_ref, int *ret_fd)
 {
         _cleanup_free_ char *temp = store_temp_name(name);
         _cleanup_close_ int fd = -1;
@@ -325,11 +348,11 @@ static int make_template_of_layer(JobChild *c, const char *name, int layer_fd, c
         if (fd < 0)
                 k = job_child_fail(c, errno, "Cannot open template %s: %s", name, strerror(errno));
         if (k >= 0)
-                k = apply_layers_confined(c, fd, &layer_fd, layer, 1, shown_ref);
+                k = apply_layers_confined(c, fd, &layer_fd, layer, &diff_id, 1, shown_ref);
         if (k >= 0 && (k = store_set_read_only_fd(fd, true)) < 0)
                 k = job_child_fail(c, -k, "Cannot mark template %s read-only: %s", name, strerror(-k));
         if (k >= 0) {
-                record_layer(c, name, fd, layer);
+                record_layer(c, name, fd, layer, diff_id);
                 if (renameat2(c->store_fd, temp, c->store_fd, name, RENAME_NOREPLACE) < 0)
                         k = job_child_fail(c, errno, "Cannot put template %s in place: %s", name, strerror(errno));
                 else
@@ -346,6 +369,28 @@ static int make_template_of_layer(JobChild *c, const char *name, int layer_fd, c
         return 0;
 }
 
+static int snapshot_template(JobChild *c, int base_fd, const char *base_name, const char *name)
+{
+        enum btrfs_util_error e;
+
+        errno = 0;
+        e = btrfs_util_create_snapshot_fd2(base_fd, c->store_fd, c->temp_name, 0, NULL, NULL);
+        if (e != BTRFS_UTIL_OK)
+                return job_child_fail(c, errno ?: EIO, "Cannot snapshot template %s for %s: %s", base_name, name,
+                                      btrfs_util_strerror(e));
+        return 0;
+}
+
+static int open_temporary(JobChild *c, const char *name, int *ret_fd)
+{
+        int fd = openat(c->store_fd, c->temp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        if (fd < 0)
+                return job_child_fail(c, errno, "Cannot open the new image %s: %s", name, strerror(errno));
+        *ret_fd = fd;
+        return 0;
+}
+
 int transfer_pull_image(JobChild *c, const JobArgs *a)
 {
         _cleanup_(registry_freep) Registry *r = NULL;
@@ -359,6 +404,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         size_t size, config_size, n_layers;
         uint64_t total = 0, done = 0, fetched_bytes = 0;
         Descriptor cfg, layers[OCI_LAYERS_MAX];
+        const char *diff_ids[OCI_LAYERS_MAX];
         JsonObject *m, *co;
         JsonArray *la;
         const char *mt, *name = a->name;
@@ -442,6 +488,22 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                                       arch);
         }
 
+        /* What each layer is uncompressed: checked as it is applied. */
+        JsonArray *ids = json_array_member(json_object_member(co, "rootfs"), "diff_ids");
+        if (!ids || json_array_get_length(ids) != n_layers)
+                return job_child_fail(c, EBADMSG,
+                                      "The config of %s names %u layers in rootfs.diff_ids where its manifest has %zu",
+                                      shown_ref, ids ? json_array_get_length(ids) : 0, n_layers);
+        for (size_t i = 0; i < n_layers; i++) {
+                JsonNode *n = json_array_get_element(ids, (guint) i);
+                diff_ids[i] = JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
+                                      ? json_node_get_string(n)
+                                      : NULL;
+                if (!oci_digest_is_valid(diff_ids[i]))
+                        return job_child_fail(c, EBADMSG, "The config of %s has no valid diff_id for layer %s",
+                                              shown_ref, layers[i].digest);
+        }
+
         cache_fd = oci_cache_open(c->store_fd);
         if (cache_fd < 0)
                 return job_child_fail(c, -cache_fd, "Cannot open the blob cache: %s", strerror(-cache_fd));
@@ -465,12 +527,43 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                 total -= layers[0].size;
         }
 
-        /* Download all first: the layers are applied in a child confined to the new image. */
+        /* A clone whose template is not here: the template is made too, from the first layer, under
+         * the name it had where it was pushed, if that is free. */
+        bool make_template = clone && base_fd < 0 && origin && image_name_is_valid(origin) && !streq(origin, name) &&
+                             c->store_is_btrfs && faccessat(c->store_fd, origin, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+                             errno == ENOENT;
+        int feed[2] = {-1, -1};
+        pid_t applier = 0;
+
+        if (!make_template) {
+                /* The layers are applied as they come, by a child confined to the new image that reads
+                 * them from a pipe the download fills, while the download goes on: the two CPUs share
+                 * the download, the digests, the inflating and the extraction. Nothing is in sight
+                 * before every digest matched: the tree is the job's hidden temporary until then. */
+                k = base_fd >= 0 ? snapshot_template(c, base_fd, base_name, name) : make_temporary(c, name);
+                if (k >= 0)
+                        k = open_temporary(c, name, &root_fd);
+                if (k >= 0 && pipe2(feed, O_CLOEXEC) < 0)
+                        k = job_child_fail(c, errno, "Cannot make a pipe: %s", strerror(errno));
+                if (k >= 0) {
+                        (void) fcntl(feed[1], F_SETPIPE_SZ, 1024 * 1024);
+                        for (size_t i = first; i < n_layers; i++)
+                                layer_fds[i] = feed[0];
+                        applier = apply_layers_start(c, root_fd, layer_fds + first, layers + first, diff_ids + first,
+                                                     n_layers - first, shown_ref);
+                        for (size_t i = first; i < n_layers; i++)
+                                layer_fds[i] = -1;
+                        feed[0] = safe_close(feed[0]);
+                        if (applier < 0)
+                                k = (int) applier;
+                }
+        }
+
         for (size_t i = first; i < n_layers && k >= 0; i++) {
                 bool fetched;
                 /* Downloading is most of a pull's time: it goes to 90 %, applying the rest. */
                 registry_set_progress(r, total + total / 9, done);
-                k = oci_cache_fetch(c, r, cache_fd, layers[i].digest, layers[i].size, &fetched);
+                k = oci_cache_fetch(c, r, cache_fd, layers[i].digest, layers[i].size, feed[1], &fetched);
                 if (k < 0)
                         break;
                 layer_fds[i] = k;
@@ -481,37 +574,35 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         job_child_log(c, LOG_LEVEL_INFO, "Layer %s is in the cache already", layers[i].digest);
                 g_ptr_array_add(keep, g_strdup(layers[i].digest));
         }
+        feed[1] = safe_close(feed[1]); /* the end of the last layer */
+        if (applier > 0) {
+                /* A failed download leaves the child nothing to finish: what it read is not verified. */
+                int w = apply_layers_wait(c, applier, k < 0);
+                if (k >= 0)
+                        k = w;
+        }
         if (k >= 0)
                 job_child_log(c, LOG_LEVEL_INFO, "Fetched %" PRIu64 " bytes of layers (%" PRIu64 " received in all)",
                               fetched_bytes, registry_bytes_received(r));
 
-        /* A clone whose template is not here: the template is made too, from the first layer, under
-         * the name it had where it was pushed, if that is free. */
-        if (k >= 0 && clone && base_fd < 0 && origin && image_name_is_valid(origin) && !streq(origin, name) &&
-            faccessat(c->store_fd, origin, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT && c->store_is_btrfs) {
-                k = make_template_of_layer(c, origin, layer_fds[0], &layers[0], shown_ref, &base_fd);
+        if (k >= 0 && make_template) {
+                k = make_template_of_layer(c, origin, layer_fds[0], &layers[0], diff_ids[0], shown_ref, &base_fd);
                 if (k >= 0) {
                         first = 1;
                         base_name = strdup(origin);
+                        k = snapshot_template(c, base_fd, base_name, name);
                 }
+                if (k >= 0)
+                        k = open_temporary(c, name, &root_fd);
+                if (k >= 0)
+                        k = apply_layers_confined(c, root_fd, layer_fds + first, layers + first, diff_ids + first,
+                                                  n_layers - first, shown_ref);
+                if (k < 0 && base_name)
+                        job_child_log(c, LOG_LEVEL_WARNING,
+                                      "Template %s stays: it is complete and verified, and a pull of %s again needs "
+                                      "only the clone's layer",
+                                      base_name, shown_ref);
         }
-
-        if (k >= 0 && base_fd >= 0) {
-                enum btrfs_util_error e;
-                errno = 0;
-                e = btrfs_util_create_snapshot_fd2(base_fd, c->store_fd, c->temp_name, 0, NULL, NULL);
-                if (e != BTRFS_UTIL_OK)
-                        k = job_child_fail(c, errno ?: EIO, "Cannot snapshot template %s for %s: %s", base_name, name,
-                                           btrfs_util_strerror(e));
-        } else if (k >= 0)
-                k = make_temporary(c, name);
-        if (k >= 0) {
-                root_fd = openat(c->store_fd, c->temp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (root_fd < 0)
-                        k = job_child_fail(c, errno, "Cannot open the new image %s: %s", name, strerror(errno));
-        }
-        if (k >= 0)
-                k = apply_layers_confined(c, root_fd, layer_fds + first, layers + first, n_layers - first, shown_ref);
         for (size_t i = 0; i < n_layers; i++)
                 safe_close(layer_fds[i]);
         if (k < 0)
@@ -534,7 +625,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
         if (read_only && is_subvolume && (k = store_set_read_only_fd(root_fd, true)) < 0)
                 return job_child_fail(c, -k, "Cannot mark image %s read-only: %s", name, strerror(-k));
         if (template && is_subvolume)
-                record_layer(c, name, root_fd, &layers[0]);
+                record_layer(c, name, root_fd, &layers[0], diff_ids[0]);
         k = job_child_record_owner(c, name, root_fd);
         if (k < 0)
                 return k;
