@@ -543,6 +543,33 @@ class PushPullTest(OciTestCase):
         self.assertIn('verified TLS', p.stderr)
         self.assertEqual(stamptest.store_names(daemon.store), ['copy', 'src'])
 
+    def test_gzip_layer_of_blocks_is_valid_and_the_same_each_time(self):
+        """A gzip layer is compressed in blocks, a gzip member each: gzip -t and skopeo take it,
+        it pulls back into the same tree, and the same tree gives the same layer again."""
+        reg = self.registry()
+        daemon = self.start_daemon()
+        src = make_image(daemon.store, 'src')
+        with open(os.path.join(src, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(3 << 20))
+        with open(os.path.join(src, 'srv/text'), 'wb') as f:
+            f.write(b''.join(b'line %d of a compressible file\n' % i for i in range(200000)))
+        digests = []
+        for repo in ('one', 'two'):
+            self.assertDone(self.push('src', reg.host + '/blocks/%s:v1' % repo))
+            raw = json.loads(subprocess.check_output(
+                ['skopeo', 'inspect', '--tls-verify=false', '--raw', 'docker://%s/blocks/%s:v1' % (reg.host, repo)]))
+            digests.append(raw['layers'][0]['digest'])
+        self.assertEqual(digests[0], digests[1], 'the same tree, the same layer')
+        path = reg.blob_path(digests[0])
+        run(['gzip', '-t', path])
+        with open(path, 'rb') as f:
+            data = f.read()
+        self.assertGreater(data.count(b'\x1f\x8b\x08'), 3, 'several members')
+        run(['skopeo', 'copy', '--src-tls-verify=false', 'docker://%s/blocks/one:v1' % reg.host,
+             'oci:%s:v1' % os.path.join(self.dir, 'copy')])
+        self.assertDone(self.pull(reg.host + '/blocks/one:v1', 'back'))
+        self.assertEqual(tree_listing(os.path.join(daemon.store, 'back')), tree_listing(src))
+
     def manifest_digest(self, reg, repo, tag):
         req = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (reg.host, repo, tag),
                                      headers={'Accept': OCI_MANIFEST})

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <locale.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "archive-util.h"
@@ -191,18 +192,31 @@ static int layer_write_failure(struct archive *w, const char *path, char *err, s
 }
 
 /* Where a layer's tar comes from: @size bytes of @fd, uncompressed by a raw reader of libarchive's
- * (gzip, zstd or none), hashed on their way to the tar reader, so that the diff_id is checked in the
- * same pass as the extraction. */
+ * (gzip, zstd or none) and hashed in a thread of their own, so that the diff_id is checked in the same
+ * pass as the extraction and inflating overlaps with writing the files. The thread fills a ring of
+ * buffers that the tar reader takes in turn. */
+#define LAYER_READ_BLOCK (1024 * 1024)
+#define LAYER_RING 4
+
 typedef struct LayerSource {
         int fd;
         uint64_t left; /* of the compressed bytes */
         uint8_t *buf;
         struct archive *raw;
-        bool raw_open, raw_eof;
         Sha256 *sum;
-} LayerSource;
 
-#define LAYER_READ_BLOCK (1024 * 1024)
+        pthread_t thread;
+        bool started;
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        uint8_t *ring[LAYER_RING];
+        size_t len[LAYER_RING];
+        unsigned filled, taken; /* counts: slot i % LAYER_RING */
+        bool held;              /* the slot last given to the tar reader, in use until its next read */
+        bool done, stop;
+        int error;
+        char message[256];
+} LayerSource;
 
 static la_ssize_t source_read(struct archive *a, void *userdata, const void **ret)
 {
@@ -228,39 +242,89 @@ static la_ssize_t source_read(struct archive *a, void *userdata, const void **re
         return k;
 }
 
-/* The next uncompressed bytes, hashed; 0 at the end. */
-static la_ssize_t tar_read(struct archive *a, void *userdata, const void **ret)
+static void *inflate_thread(void *userdata)
 {
         LayerSource *s = userdata;
 
-        while (!s->raw_eof) {
-                const void *p;
-                size_t size;
-                int64_t offset;
-                int r = archive_read_data_block(s->raw, &p, &size, &offset);
-                if (r == ARCHIVE_EOF) {
-                        s->raw_eof = true;
+        for (;;) {
+                unsigned slot;
+                la_ssize_t n;
+
+                pthread_mutex_lock(&s->lock);
+                while (!s->stop && s->filled - s->taken >= LAYER_RING)
+                        pthread_cond_wait(&s->changed, &s->lock);
+                slot = s->filled % LAYER_RING;
+                bool stop = s->stop;
+                pthread_mutex_unlock(&s->lock);
+                if (stop)
                         break;
+
+                n = archive_read_data(s->raw, s->ring[slot], LAYER_READ_BLOCK);
+                pthread_mutex_lock(&s->lock);
+                if (n < 0) {
+                        s->error = archive_errno(s->raw) > 0 ? archive_errno(s->raw) : EBADMSG;
+                        snprintf(s->message, sizeof s->message, "%s",
+                                 archive_error_string(s->raw) ?: "cannot be uncompressed");
+                        s->done = true;
+                } else if (n == 0)
+                        s->done = true;
+                else {
+                        sha256_update(s->sum, s->ring[slot], (size_t) n);
+                        s->len[slot] = (size_t) n;
+                        s->filled++;
                 }
-                if (r != ARCHIVE_OK) {
-                        archive_set_error(a, archive_errno(s->raw) > 0 ? archive_errno(s->raw) : EBADMSG, "%s",
-                                          archive_error_string(s->raw) ?: "cannot be uncompressed");
-                        return -1;
-                }
-                if (size == 0)
-                        continue;
-                sha256_update(s->sum, p, size);
-                *ret = p;
-                return (la_ssize_t) size;
+                pthread_cond_broadcast(&s->changed);
+                bool end = s->done;
+                pthread_mutex_unlock(&s->lock);
+                if (end)
+                        break;
         }
-        return 0;
+        return NULL;
+}
+
+/* The next uncompressed bytes; 0 at the end. */
+static la_ssize_t tar_read(struct archive *a, void *userdata, const void **ret)
+{
+        LayerSource *s = userdata;
+        la_ssize_t n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->held) {
+                s->taken++;
+                s->held = false;
+                pthread_cond_broadcast(&s->changed);
+        }
+        while (s->filled == s->taken && !s->done)
+                pthread_cond_wait(&s->changed, &s->lock);
+        if (s->filled != s->taken) {
+                unsigned slot = s->taken % LAYER_RING;
+                *ret = s->ring[slot];
+                n = (la_ssize_t) s->len[slot];
+                s->held = true;
+        } else if (s->error) {
+                archive_set_error(a, s->error, "%s", s->message);
+                n = -1;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return n;
 }
 
 static void layer_source_done(LayerSource *s)
 {
+        if (s->started) {
+                pthread_mutex_lock(&s->lock);
+                s->stop = true;
+                pthread_cond_broadcast(&s->changed);
+                pthread_mutex_unlock(&s->lock);
+                (void) pthread_join(s->thread, NULL);
+                pthread_mutex_destroy(&s->lock);
+                pthread_cond_destroy(&s->changed);
+        }
         if (s->raw)
                 archive_read_free(s->raw);
         free(s->buf);
+        for (size_t i = 0; i < LAYER_RING; i++)
+                free(s->ring[i]);
         if (s->sum)
                 sha256_free(s->sum);
 }
@@ -273,6 +337,9 @@ static int layer_source_open(LayerSource *s, int fd, uint64_t size, char *err, s
         s->buf = malloc(LAYER_READ_BLOCK);
         s->raw = archive_read_new();
         s->sum = sha256_new();
+        for (size_t i = 0; i < LAYER_RING; i++)
+                if (!(s->ring[i] = malloc(LAYER_READ_BLOCK)))
+                        return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         if (!s->buf || !s->raw || !s->sum)
                 return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         archive_read_support_filter_gzip(s->raw);
@@ -282,6 +349,14 @@ static int layer_source_open(LayerSource *s, int fd, uint64_t size, char *err, s
             archive_read_next_header(s->raw, &e) != ARCHIVE_OK)
                 return errbuf_set(err, errlen, EBADMSG, "The layer is empty or cannot be uncompressed: %s",
                                   archive_error_string(s->raw) ?: "unreadable");
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->changed, NULL);
+        if (pthread_create(&s->thread, NULL, inflate_thread, s) != 0) {
+                pthread_mutex_destroy(&s->lock);
+                pthread_cond_destroy(&s->changed);
+                return errbuf_set(err, errlen, EAGAIN, "Cannot start uncompressing the layer");
+        }
+        s->started = true;
         return 0;
 }
 
@@ -297,9 +372,14 @@ static int layer_source_finish(LayerSource *s, struct archive *a, const char *di
         if (n < 0)
                 return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
                                   archive_error_string(a) ?: "cannot be uncompressed");
+        (void) pthread_join(s->thread, NULL); /* done: it ended by itself */
+        s->started = false;
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->changed);
         while (s->left > 0)
-                if (source_read(a, s, &p) < 0)
-                        return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s", archive_error_string(a));
+                if (source_read(s->raw, s, &p) < 0)
+                        return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
+                                          archive_error_string(s->raw));
         if (diff_id && !streq(diff_id + strlen("sha256:"), sha256_get_string(s->sum)))
                 return errbuf_set(err, errlen, EBADMSG,
                                   "its uncompressed content does not match the diff_id %s its image config names "

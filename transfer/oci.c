@@ -10,7 +10,7 @@
 #include <btrfsutil.h>
 #include <json-glib/json-glib.h>
 #include <pthread.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "btrfs-util.h"
 #include "names.h"
@@ -688,15 +688,27 @@ typedef struct Layer {
         uint64_t size;
 } Layer;
 
-/* A gzip layer is compressed here rather than by libarchive: zlib at a fast level, beside the walk,
- * in blocks of 1 MiB that two threads compress at once (each primed with the 32 KiB before it, so
- * little is lost; every block but the last ends with a sync flush, so their outputs join into one
- * deflate stream), where libarchive's gzip is level 6 on the walk's own thread, several times
- * slower. Both digests (of the tar, the config's diff_id, and of the layer) are taken on the way
- * instead of by reading the layer back twice. */
+/* A gzip layer is compressed here rather than by libarchive: by libdeflate at its fastest level
+ * (about twice zlib's speed at level 1 here, with a smaller result), beside the walk, in blocks of
+ * 1 MiB that two worker threads compress at once while the next blocks are read. Each block is a
+ * gzip member of its own: a gzip file may be several members one after the other (RFC 1952), which
+ * gzip, zlib, libarchive and Go's readers (skopeo, the registries) all take as one stream. The same
+ * tar gives the same layer, block for block. Both digests (of the tar, the config's diff_id, and of
+ * the layer) are taken on the way instead of by reading the layer back twice. */
 #define LAYER_GZIP_LEVEL 1
 #define DEFLATE_BLOCK (1024 * 1024)
-#define DEFLATE_DICT (32 * 1024)
+#define DEFLATE_RING 6
+#define DEFLATE_WORKERS 2
+
+typedef enum { SLOT_EMPTY, SLOT_FILLED, SLOT_BUSY, SLOT_DONE } SlotState;
+
+typedef struct Slot {
+        uint8_t *in;
+        size_t in_len;
+        uint8_t *out;
+        size_t out_cap, out_len;
+        SlotState state;
+} Slot;
 
 typedef struct Deflater {
         int in_fd;
@@ -706,60 +718,48 @@ typedef struct Deflater {
         Sha256 *raw, *packed;
         uint64_t size;
         int error;
+
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        Slot slots[DEFLATE_RING];
+        uint64_t filled;  /* blocks read, in order: block i is in slot i % DEFLATE_RING */
+        uint64_t claimed; /* blocks a worker took */
+        bool quit;
+        int worker_error;
 } Deflater;
 
-typedef struct Block {
-        z_stream z;
-        bool initialized;
-        uint8_t *in;
-        size_t in_len;
-        const uint8_t *dict;
-        size_t dict_len;
-        bool last;
-        uint8_t *out;
-        size_t out_cap, out_len;
-        int error;
-} Block;
-
-static int block_init(Block *b)
+static void *deflate_worker(void *userdata)
 {
-        *b = (Block) {};
-        if (deflateInit2(&b->z, LAYER_GZIP_LEVEL, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-                return -ENOMEM;
-        b->initialized = true;
-        b->out_cap = deflateBound(&b->z, DEFLATE_BLOCK) + 1024;
-        b->in = malloc(DEFLATE_BLOCK);
-        b->out = malloc(b->out_cap);
-        return b->in && b->out ? 0 : -ENOMEM;
-}
+        Deflater *d = userdata;
+        struct libdeflate_compressor *c = libdeflate_alloc_compressor(LAYER_GZIP_LEVEL);
 
-static void block_done(Block *b)
-{
-        if (b->initialized)
-                deflateEnd(&b->z);
-        free(b->in);
-        free(b->out);
-}
+        pthread_mutex_lock(&d->lock);
+        if (!c)
+                d->worker_error = ENOMEM;
+        while (c) {
+                Slot *s;
+                size_t n;
 
-static void *block_compress(void *userdata)
-{
-        Block *b = userdata;
-        int r;
-
-        b->error = 0;
-        if (deflateReset(&b->z) != Z_OK ||
-            (b->dict_len > 0 && deflateSetDictionary(&b->z, b->dict, (uInt) b->dict_len) != Z_OK)) {
-                b->error = EIO;
-                return NULL;
+                while (!d->quit && d->claimed == d->filled)
+                        pthread_cond_wait(&d->changed, &d->lock);
+                if (d->claimed == d->filled)
+                        break; /* quit, and nothing left */
+                s = &d->slots[d->claimed % DEFLATE_RING];
+                d->claimed++;
+                s->state = SLOT_BUSY;
+                pthread_mutex_unlock(&d->lock);
+                n = libdeflate_gzip_compress(c, s->in, s->in_len, s->out, s->out_cap);
+                pthread_mutex_lock(&d->lock);
+                if (n == 0)
+                        d->worker_error = EIO;
+                s->out_len = n;
+                s->state = SLOT_DONE;
+                pthread_cond_broadcast(&d->changed);
         }
-        b->z.next_in = b->in;
-        b->z.avail_in = (uInt) b->in_len;
-        b->z.next_out = b->out;
-        b->z.avail_out = (uInt) b->out_cap;
-        r = deflate(&b->z, b->last ? Z_FINISH : Z_SYNC_FLUSH);
-        if ((b->last ? r != Z_STREAM_END : r != Z_OK) || b->z.avail_in != 0 || b->z.avail_out == 0)
-                b->error = EIO;
-        b->out_len = b->out_cap - b->z.avail_out;
+        pthread_cond_broadcast(&d->changed);
+        pthread_mutex_unlock(&d->lock);
+        if (c)
+                libdeflate_free_compressor(c);
         return NULL;
 }
 
@@ -796,91 +796,104 @@ static int write_out(Deflater *d, const uint8_t *p, size_t n)
         return 0;
 }
 
-static int deflate_all(Deflater *d, Block blocks[2])
+/* This thread reads the tar into free slots and writes the compressed blocks out in their order; the
+ * workers compress whatever was read. */
+static int deflate_all(Deflater *d)
 {
-        static const uint8_t header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3}; /* no name, no time, unix */
-        _cleanup_free_ uint8_t *dict = malloc(DEFLATE_DICT);
-        uLong crc = crc32(0, NULL, 0);
-        size_t dict_len = 0;
-        uint32_t isize = 0;
-        uint8_t trailer[8];
-        int k;
+        uint64_t written = 0;
+        bool eof = false;
+        int k = 0;
 
-        if (!dict)
-                return -ENOMEM;
-        if ((k = write_out(d, header, sizeof header)) < 0)
-                return k;
-        for (bool eof = false; !eof;) {
-                Block *a = &blocks[0], *b = &blocks[1];
-                ssize_t na, nb = 0;
-                pthread_t helper;
-                bool threaded = false;
+        pthread_mutex_lock(&d->lock);
+        for (;;) {
+                Slot *w = &d->slots[written % DEFLATE_RING], *r;
+                ssize_t n;
 
-                na = read_full(d->in_fd, a->in, DEFLATE_BLOCK);
-                if (na < 0)
-                        return (int) na;
-                if (na == DEFLATE_BLOCK) {
-                        nb = read_full(d->in_fd, b->in, DEFLATE_BLOCK);
-                        if (nb < 0)
-                                return (int) nb;
+                if (written < d->filled && w->state == SLOT_DONE) {
+                        pthread_mutex_unlock(&d->lock);
+                        k = write_out(d, w->out, w->out_len);
+                        pthread_mutex_lock(&d->lock);
+                        if (k < 0)
+                                break;
+                        w->state = SLOT_EMPTY;
+                        written++;
+                        continue;
                 }
-                eof = na < DEFLATE_BLOCK || nb < DEFLATE_BLOCK;
-                a->in_len = (size_t) na;
-                b->in_len = (size_t) nb;
-                sha256_update(d->raw, a->in, na);
-                sha256_update(d->raw, b->in, nb);
-                crc = crc32(crc, a->in, (uInt) na);
-                crc = crc32(crc, b->in, (uInt) nb);
-                isize += (uint32_t) na + (uint32_t) nb; /* modulo 2^32, as gzip keeps it */
-
-                a->dict = dict;
-                a->dict_len = dict_len;
-                a->last = eof && nb == 0;
-                if (nb > 0) {
-                        b->dict = a->in + na - DEFLATE_DICT;
-                        b->dict_len = DEFLATE_DICT;
-                        b->last = eof;
-                        threaded = pthread_create(&helper, NULL, block_compress, b) == 0;
-                        if (!threaded)
-                                (void) block_compress(b);
+                if (d->worker_error) {
+                        k = -d->worker_error;
+                        break;
                 }
-                (void) block_compress(a);
-                if (threaded)
-                        (void) pthread_join(helper, NULL);
-                if (a->error || (nb > 0 && b->error))
-                        return -EIO;
-                if ((k = write_out(d, a->out, a->out_len)) < 0)
-                        return k;
-                if (nb > 0 && (k = write_out(d, b->out, b->out_len)) < 0)
-                        return k;
-
-                /* The next block's dictionary: the end of this input. */
-                const Block *tail = nb > 0 ? b : a;
-                dict_len = MIN(tail->in_len, (size_t) DEFLATE_DICT);
-                memcpy(dict, tail->in + tail->in_len - dict_len, dict_len);
+                if (eof && written == d->filled)
+                        break;
+                if (eof || d->filled - written >= DEFLATE_RING) {
+                        pthread_cond_wait(&d->changed, &d->lock);
+                        continue;
+                }
+                r = &d->slots[d->filled % DEFLATE_RING];
+                pthread_mutex_unlock(&d->lock);
+                n = read_full(d->in_fd, r->in, DEFLATE_BLOCK);
+                if (n >= 0 && n < DEFLATE_BLOCK)
+                        eof = true;
+                if (n > 0)
+                        sha256_update(d->raw, r->in, (size_t) n);
+                pthread_mutex_lock(&d->lock);
+                if (n < 0) {
+                        k = (int) n;
+                        break;
+                }
+                if (n == 0 && d->filled > 0)
+                        continue; /* the end, at a block's end; an empty tar is one empty member */
+                r->in_len = (size_t) n;
+                r->state = SLOT_FILLED;
+                d->filled++;
+                pthread_cond_broadcast(&d->changed);
         }
-        for (int i = 0; i < 4; i++) {
-                trailer[i] = (uint8_t) (crc >> (8 * i));
-                trailer[4 + i] = (uint8_t) (isize >> (8 * i));
-        }
-        return write_out(d, trailer, sizeof trailer);
+        d->quit = true;
+        pthread_cond_broadcast(&d->changed);
+        pthread_mutex_unlock(&d->lock);
+        return k;
 }
 
 static void *deflater_thread(void *userdata)
 {
         Deflater *d = userdata;
-        Block blocks[2] = {};
-        int k;
+        pthread_t workers[DEFLATE_WORKERS];
+        size_t started = 0;
+        int k = 0;
 
-        k = block_init(&blocks[0]);
+        pthread_mutex_init(&d->lock, NULL);
+        pthread_cond_init(&d->changed, NULL);
+        for (size_t i = 0; i < DEFLATE_RING && k >= 0; i++) {
+                Slot *s = &d->slots[i];
+                s->out_cap = libdeflate_gzip_compress_bound(NULL, DEFLATE_BLOCK);
+                s->in = malloc(DEFLATE_BLOCK);
+                s->out = malloc(s->out_cap);
+                if (!s->in || !s->out)
+                        k = -ENOMEM;
+        }
+        for (size_t i = 0; i < DEFLATE_WORKERS && k >= 0; i++)
+                if (pthread_create(&workers[started], NULL, deflate_worker, d) == 0)
+                        started++;
+        if (k >= 0 && started == 0)
+                k = -EAGAIN;
         if (k >= 0)
-                k = block_init(&blocks[1]);
-        if (k >= 0)
-                k = deflate_all(d, blocks);
+                k = deflate_all(d);
+        else {
+                pthread_mutex_lock(&d->lock);
+                d->quit = true;
+                pthread_cond_broadcast(&d->changed);
+                pthread_mutex_unlock(&d->lock);
+        }
+        for (size_t i = 0; i < started; i++)
+                (void) pthread_join(workers[i], NULL);
         if (k < 0)
                 d->error = -k;
-        block_done(&blocks[0]);
-        block_done(&blocks[1]);
+        for (size_t i = 0; i < DEFLATE_RING; i++) {
+                free(d->slots[i].in);
+                free(d->slots[i].out);
+        }
+        pthread_mutex_destroy(&d->lock);
+        pthread_cond_destroy(&d->changed);
         d->in_fd = safe_close(d->in_fd); /* on failure the walk gets EPIPE */
         return NULL;
 }
