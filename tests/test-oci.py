@@ -740,6 +740,30 @@ class RefusalTest(OciTestCase):
         self.assertEqual(self.root.image_props('web')['Origin'], 'base')
         self.assertEqual(open(os.path.join(self.store, 'web/srv/new')).read(), 'new\n')
 
+    def test_damaged_gzip_layers(self):
+        """Gzip layers whose digests match but whose content is damaged: cut short, or a byte
+        changed (the member's CRC catches it), in one big member or in one of several small ones
+        (as stamp pushes them) - each a BadArchive and nothing left. Several members intact pull."""
+        tar = tar_bytes(busybox_entries() + [('srv', 'dir', None, None),
+                                             ('srv/blob', 'file', os.urandom(2 << 20), None)])
+        members = [gz(tar[i:i + (1 << 20)]) for i in range(0, len(tar), 1 << 20)]
+        self.assertGreater(len(members), 3)
+        multi = b''.join(members)
+        flipped = bytearray(multi)
+        flipped[len(members[0]) + len(members[1]) // 2] ^= 0x55
+        cases = {'cut-single': gz(tar)[:-4096], 'cut-multi': multi[:len(members[0]) + 1000],
+                 'flipped-multi': bytes(flipped)}
+        for repo, layer in cases.items():
+            with self.subTest(repo):
+                self.reg.put_image('damaged/' + repo, 'v1', [layer],
+                                   config={'architecture': 'amd64', 'os': 'linux',
+                                           'rootfs': {'type': 'layers', 'diff_ids': [sha256(tar)]}})
+                self.assertFailed(self.pull(self.reg.host + '/damaged/%s:v1' % repo, 'x'), self.store, 'x',
+                                  STAMP_ERROR + 'BadArchive', 'Layer %s of ' % sha256(layer))
+        self.reg.put_image('damaged/none', 'v1', [multi])
+        self.assertDone(self.pull(self.reg.host + '/damaged/none:v1', 'x'))
+        self.assertEqual(os.path.getsize(os.path.join(self.store, 'x/srv/blob')), 2 << 20)
+
     def test_whiteouts_never_follow_symlinks(self):
         """A whiteout below a symlink removes nothing: not where the link points."""
         base = busybox_entries() + [('srv', 'dir', None, None), ('srv/keep', 'file', b'keep\n', None),
