@@ -654,6 +654,22 @@ class RefusalTest(OciTestCase):
         cache = os.path.join(self.store, '.stamp/oci-blobs/sha256')
         self.assertNotIn(sha256(layer).split(':')[1], os.listdir(cache))
 
+    def test_short_blob(self):
+        """A blob the registry sends short while it is being extracted: the size is what fails
+        (the extraction, stopped first, does not get to say that its layer ended early)."""
+        layer = gz(tar_bytes(busybox_entries()))
+        self.reg.put_image('bad/short', 'v1', [layer])
+        path = self.reg.blob_path(sha256(layer))
+        with open(path, 'r+b') as f:
+            f.truncate(len(layer) - 1000)
+        log = self.assertFailed(self.pull(self.reg.host + '/bad/short:v1', 'x'), self.store, 'x',
+                                STAMP_ERROR + 'BadArchive', 'has %d bytes, not the %d its manifest says' % (
+                                    len(layer) - 1000, len(layer)))
+        self.assertNotIn('ends', log.splitlines()[-1])
+        self.assertEqual(stamptest.store_names(self.store), [])
+        cache = os.path.join(self.store, '.stamp/oci-blobs/sha256')
+        self.assertNotIn(sha256(layer).split(':')[1], os.listdir(cache))
+
     def test_wrong_manifest_digest(self):
         digest = self.reg.put_image('bad/digest', 'v1', [gz(tar_bytes(busybox_entries()))])
         # The registry stores the manifest as a blob: changed there, it no longer has its digest.

@@ -260,7 +260,7 @@ static char *recipe_rewrite(const char *text, int root_fd)
  * the download fills as it comes (all of them the same pipe then, one layer after the other). Each
  * layer's uncompressed tar is checked against diff_ids[i]. Returns the child's pid. */
 static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
-                                const char *const *diff_ids, size_t n, const char *shown_ref)
+                                const char *const *diff_ids, size_t n, int feed_fd, const char *shown_ref)
 {
         pid_t pid;
 
@@ -270,6 +270,10 @@ static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const 
         if (pid == 0) {
                 char err[1024] = "";
                 int k = 0;
+
+                /* The pipe's writing end is the parent's alone: its end is the layers' end. */
+                if (feed_fd >= 0)
+                        safe_close(feed_fd);
 
                 (void) setlocale(LC_CTYPE, "C.UTF-8");
                 if (fchdir(root_fd) < 0) {
@@ -308,7 +312,7 @@ static int apply_layers_wait(JobChild *c, pid_t pid, bool kill_first)
 static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
                                  const char *const *diff_ids, size_t n, const char *shown_ref)
 {
-        pid_t pid = apply_layers_start(c, root_fd, fds, layers, diff_ids, n, shown_ref);
+        pid_t pid = apply_layers_start(c, root_fd, fds, layers, diff_ids, n, -1, shown_ref);
 
         if (pid < 0)
                 return (int) pid;
@@ -550,7 +554,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         for (size_t i = first; i < n_layers; i++)
                                 layer_fds[i] = feed[0];
                         applier = apply_layers_start(c, root_fd, layer_fds + first, layers + first, diff_ids + first,
-                                                     n_layers - first, shown_ref);
+                                                     n_layers - first, feed[1], shown_ref);
                         for (size_t i = first; i < n_layers; i++)
                                 layer_fds[i] = -1;
                         feed[0] = safe_close(feed[0]);
