@@ -194,15 +194,19 @@ static int layer_write_failure(struct archive *w, const char *path, char *err, s
 
 /* Where a layer's tar comes from: @size bytes of @fd, uncompressed and hashed in a thread of their own,
  * so that the diff_id is checked in the same pass as the extraction and inflating overlaps with
- * writing the files. The thread fills a ring of buffers that the tar reader takes in turn.
+ * writing the files. The thread fills a ring of buffers that the tar reader takes in turn (and
+ * hashes).
  *
  * Gzip members of at most a block uncompressed (what stamp pushes: a member per MiB of tar) are
  * inflated whole by libdeflate, about twice as fast as zlib; anything else (one big member, zstd, no
  * compression) goes, from where that stopped, through a raw reader of libarchive's. */
 #define LAYER_READ_BLOCK (1024 * 1024)
 #define LAYER_RING 4
-/* What is read ahead for a member: one of a block uncompressed is hardly ever more than this. */
-#define LAYER_MEMBER_MAX (4 * 1024 * 1024)
+/* What is read ahead for a member: one of a block uncompressed is hardly ever more than this (a block
+ * that does not compress at all is stored with a few bytes more). The buffer holds several, so that
+ * what is left of it is moved to its start only now and then. */
+#define LAYER_MEMBER_MAX (2 * 1024 * 1024)
+#define LAYER_IN_MAX (8 * 1024 * 1024)
 
 typedef struct LayerSource {
         int fd;
@@ -269,16 +273,16 @@ static la_ssize_t source_read(struct archive *a, void *userdata, const void **re
         return k;
 }
 
-/* At least @want bytes in s->in unless the layer ends first. */
-static int source_fill(LayerSource *s, size_t want)
+/* At least LAYER_MEMBER_MAX bytes in s->in unless the layer ends first. */
+static int source_fill(LayerSource *s)
 {
-        if (s->in_start > 0) {
-                memmove(s->in, s->in + s->in_start, s->in_end - s->in_start);
-                s->in_end -= s->in_start;
-                s->in_start = 0;
-        }
-        while (s->in_end < want && s->left > 0) {
-                ssize_t k = source_read_fd(s, s->in + s->in_end, LAYER_MEMBER_MAX - s->in_end);
+        if (s->in_end - s->in_start >= LAYER_MEMBER_MAX || s->left == 0)
+                return 0;
+        memmove(s->in, s->in + s->in_start, s->in_end - s->in_start);
+        s->in_end -= s->in_start;
+        s->in_start = 0;
+        while (s->in_end < LAYER_MEMBER_MAX && s->left > 0) {
+                ssize_t k = source_read_fd(s, s->in + s->in_end, LAYER_IN_MAX - s->in_end);
                 if (k < 0)
                         return (int) k;
                 s->in_end += (size_t) k;
@@ -301,7 +305,6 @@ static int slot_wait(LayerSource *s)
 
 static void slot_publish(LayerSource *s, int slot, size_t n)
 {
-        sha256_update(s->sum, s->ring[slot], n);
         pthread_mutex_lock(&s->lock);
         s->len[slot] = n;
         s->filled++;
@@ -335,7 +338,7 @@ static int inflate_members(LayerSource *s)
                 size_t used, n;
                 int slot;
 
-                k = source_fill(s, LAYER_MEMBER_MAX);
+                k = source_fill(s);
                 if (k < 0)
                         break;
                 if (s->in_end - s->in_start < 2 || s->in[s->in_start] != 0x1f || s->in[s->in_start + 1] != 0x8b) {
@@ -441,6 +444,9 @@ static la_ssize_t tar_read(struct archive *a, void *userdata, const void **ret)
                 n = -1;
         }
         pthread_mutex_unlock(&s->lock);
+        /* Hashed here rather than beside the inflating, which has more to do. */
+        if (n > 0)
+                sha256_update(s->sum, *ret, (size_t) n);
         return n;
 }
 
@@ -473,7 +479,7 @@ static void layer_source_done(LayerSource *s)
 static int layer_source_open(LayerSource *s, int fd, uint64_t size, char *err, size_t errlen)
 {
         *s = (LayerSource) {.fd = fd, .left = size};
-        s->in = malloc(LAYER_MEMBER_MAX);
+        s->in = malloc(LAYER_IN_MAX);
         s->sum = sha256_new();
         for (size_t i = 0; i < LAYER_RING; i++)
                 if (!(s->ring[i] = malloc(LAYER_READ_BLOCK)))
@@ -505,7 +511,7 @@ static int layer_source_finish(LayerSource *s, struct archive *a, const char *di
                                   archive_error_string(a) ?: "cannot be uncompressed");
         layer_source_stop(s); /* it ended by itself */
         while (s->left > 0) {
-                ssize_t k = source_read_fd(s, s->in, LAYER_MEMBER_MAX);
+                ssize_t k = source_read_fd(s, s->in, LAYER_IN_MAX);
                 if (k < 0)
                         return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
                                           k == -EPIPE ? "it ends early" : strerror((int) -k));
