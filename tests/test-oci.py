@@ -417,12 +417,22 @@ class PushPullTest(OciTestCase):
         self.assertEqual(st1.st_ino, st2.st_ino)
         props = self.root.image_props('tmpl')
         self.assertTrue(props['Template'], 'a pulled template is a template again')
-        # Pushed again from here, it is the same layer under the same diff_id.
-        self.assertDone(self.push('tmpl', reg.host + '/stamp/again:v1'))
-        config2 = json.loads(subprocess.check_output(
-            ['skopeo', 'inspect', '--tls-verify=false', '--config', '--raw',
-             'docker://%s/stamp/again:v1' % reg.host]))
-        self.assertEqual(config2['rootfs']['diff_ids'], config['rootfs']['diff_ids'])
+        # Pushed again from here, it is the same layer under the same diff_id; also where the record
+        # is one of an earlier version, which named the layer's digest as its diff_id.
+        record = os.path.join(store2, '.stamp/oci-layers/tmpl')
+        for repo in ('again', 'old-record'):
+            if repo == 'old-record':
+                lines = open(record).read().split('\n')
+                self.assertEqual(lines[2], config['rootfs']['diff_ids'][0])
+                lines[2] = lines[1]
+                with open(record, 'w') as f:
+                    f.write('\n'.join(lines))
+            log = self.assertDone(self.push('tmpl', reg.host + '/stamp/%s:v1' % repo))
+            self.assertIn('Template tmpl is layer %s' % raw['layers'][0]['digest'], log)
+            config2 = json.loads(subprocess.check_output(
+                ['skopeo', 'inspect', '--tls-verify=false', '--config', '--raw',
+                 'docker://%s/stamp/%s:v1' % (reg.host, repo)]))
+            self.assertEqual(config2['rootfs']['diff_ids'], config['rootfs']['diff_ids'])
 
         # Pulled again by digest under another name: every blob is in the cache, nothing is fetched.
         digest = self.manifest_digest(reg, 'stamp/tmpl', 'v1')

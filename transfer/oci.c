@@ -1049,6 +1049,12 @@ static int template_layer(JobChild *c, Registry *reg, int cache_fd, int fd, cons
 
         if (oci_layer_record_read(c->store_fd, name, fd, &r) >= 0 && streq(r.media_type, type)) {
                 int blob = oci_cache_open_blob(cache_fd, r.digest, r.size);
+                /* Records of templates pulled by earlier versions named the layer's digest as its
+                 * diff_id: that one is taken again from the layer itself. */
+                if (blob >= 0 && streq(r.diff_id, r.digest) && layer_diff_id(blob, r.diff_id) < 0)
+                        blob = safe_close(blob);
+                if (blob >= 0 && lseek(blob, 0, SEEK_SET) < 0)
+                        blob = safe_close(blob);
                 if (blob >= 0) {
                         job_child_log(c, LOG_LEVEL_INFO, "Template %s is layer %s", name, r.digest);
                         *ret = (Layer) {.fd = blob, .size = r.size};
