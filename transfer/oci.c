@@ -293,14 +293,11 @@ static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const 
         return pid;
 }
 
-/* 0 if the child applied every layer; else it said why. @kill_first when what it read is not to be
- * believed any more (a failed download): it must not go on, nor say that the layer was short. */
-static int apply_layers_wait(JobChild *c, pid_t pid, bool kill_first)
+/* 0 if the child applied every layer; else it said why. */
+static int apply_layers_wait(JobChild *c, pid_t pid)
 {
         int status;
 
-        if (kill_first)
-                (void) kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return job_child_fail(c, errno, "Cannot wait for the layers: %s", strerror(errno));
@@ -316,7 +313,7 @@ static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const
 
         if (pid < 0)
                 return (int) pid;
-        return apply_layers_wait(c, pid, false);
+        return apply_layers_wait(c, pid);
 }
 
 static void record_layer(JobChild *c, const char *name, int fd, const Descriptor *d, const char *diff_id)
@@ -578,13 +575,17 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         job_child_log(c, LOG_LEVEL_INFO, "Layer %s is in the cache already", layers[i].digest);
                 g_ptr_array_add(keep, g_strdup(layers[i].digest));
         }
-        feed[1] = safe_close(feed[1]); /* the end of the last layer */
         if (applier > 0) {
-                /* A failed download leaves the child nothing to finish: what it read is not verified. */
-                int w = apply_layers_wait(c, applier, k < 0);
+                /* A failed download leaves the child nothing to finish: what it read is not verified.
+                 * It is stopped before the pipe ends, or it would say that its layer ended early. */
+                if (k < 0)
+                        (void) kill(applier, SIGKILL);
+                feed[1] = safe_close(feed[1]);
+                int w = apply_layers_wait(c, applier);
                 if (k >= 0)
                         k = w;
         }
+        feed[1] = safe_close(feed[1]);
         if (k >= 0)
                 job_child_log(c, LOG_LEVEL_INFO, "Fetched %" PRIu64 " bytes of layers (%" PRIu64 " received in all)",
                               fetched_bytes, registry_bytes_received(r));
