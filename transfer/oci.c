@@ -254,19 +254,45 @@ static char *recipe_rewrite(const char *text, int root_fd)
         return g_variant_print(out, true);
 }
 
+/* A child applying layers, and the pipe on which it says why it failed: the parent says it (or not,
+ * when its own failure came first and is the one that counts). */
+typedef struct Applier {
+        pid_t pid;
+        int err_fd;
+} Applier;
+
+_noreturn_ _printf_(3, 4) static void applier_fail(int fd, int error, const char *fmt, ...)
+{
+        char text[4096];
+        va_list ap;
+
+        memcpy(text, &error, sizeof error);
+        va_start(ap, fmt);
+        vsnprintf(text + sizeof error, sizeof text - sizeof error, fmt, ap);
+        va_end(ap);
+        (void) loop_write(fd, text, sizeof error + strlen(text + sizeof error));
+        _exit(EXIT_FAILURE);
+}
+
 /* Apply @n layers to the tree at @root_fd in a child confined to it (chroot): whatever slips past
  * the checks lands in there, and this process stays free to fetch what the child reads and to put
  * the image in place. Layer i is layers[i].size bytes read from fds[i]: a cached blob, or a pipe that
  * the download fills as it comes (all of them the same pipe then, one layer after the other). Each
- * layer's uncompressed tar is checked against diff_ids[i]. Returns the child's pid. */
-static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
-                                const char *const *diff_ids, size_t n, int feed_fd, const char *shown_ref)
+ * layer's uncompressed tar is checked against diff_ids[i]. */
+static int apply_layers_start(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
+                              const char *const *diff_ids, size_t n, int feed_fd, const char *shown_ref, Applier *ret)
 {
+        int errp[2];
         pid_t pid;
 
+        if (pipe2(errp, O_CLOEXEC) < 0)
+                return job_child_fail(c, errno, "Cannot start applying the layers: %s", strerror(errno));
         pid = safe_fork(false);
-        if (pid < 0)
+        if (pid < 0) {
+                safe_close(errp[0]);
+                safe_close(errp[1]);
                 return job_child_fail(c, (int) -pid, "Cannot start applying the layers: %s", strerror((int) -pid));
+        }
         if (pid == 0) {
                 char err[1024] = "";
                 int k = 0;
@@ -274,46 +300,64 @@ static pid_t apply_layers_start(JobChild *c, int root_fd, const int *fds, const 
                 /* The pipe's writing end is the parent's alone: its end is the layers' end. */
                 if (feed_fd >= 0)
                         safe_close(feed_fd);
+                safe_close(errp[0]);
 
                 (void) setlocale(LC_CTYPE, "C.UTF-8");
-                if (fchdir(root_fd) < 0) {
-                        job_child_fail(c, errno, "Cannot enter the new image: %s", strerror(errno));
-                        _exit(EXIT_FAILURE);
-                }
+                if (fchdir(root_fd) < 0)
+                        applier_fail(errp[1], errno, "Cannot enter the new image: %s", strerror(errno));
                 if (chroot(".") < 0)
                         job_child_log(c, LOG_LEVEL_DEBUG, "Applying layers without a chroot: %s", strerror(errno));
                 (void) umask(0022);
                 for (size_t i = 0; i < n && k >= 0; i++) {
                         k = oci_layer_apply(c, fds[i], layers[i].size, diff_ids[i], err, sizeof err);
                         if (k < 0)
-                                job_child_fail(c, -k, "Layer %s of %s: %s", layers[i].digest, shown_ref, err);
+                                applier_fail(errp[1], -k, "Layer %s of %s: %s", layers[i].digest, shown_ref, err);
                 }
-                _exit(k < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+                _exit(EXIT_SUCCESS);
         }
-        return pid;
+        safe_close(errp[1]);
+        *ret = (Applier) {.pid = pid, .err_fd = errp[0]};
+        return 0;
 }
 
-/* 0 if the child applied every layer; else it said why. */
-static int apply_layers_wait(JobChild *c, pid_t pid)
+/* 0 if the child applied every layer; else why not, said if @report. */
+static int apply_layers_wait(JobChild *c, Applier *a, bool report)
 {
-        int status;
+        char text[4096 + 1];
+        int status, error;
+        ssize_t n;
 
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
+        while (waitpid(a->pid, &status, 0) < 0)
+                if (errno != EINTR) {
+                        a->err_fd = safe_close(a->err_fd);
                         return job_child_fail(c, errno, "Cannot wait for the layers: %s", strerror(errno));
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                return -EBADMSG; /* the child said why */
-        return 0;
+                }
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+                a->err_fd = safe_close(a->err_fd);
+                return 0;
+        }
+        do
+                n = read(a->err_fd, text, sizeof text - 1);
+        while (n < 0 && errno == EINTR);
+        a->err_fd = safe_close(a->err_fd);
+        if (!report)
+                return -EBADMSG;
+        if (n <= (ssize_t) sizeof error)
+                return job_child_fail(c, EIO, "Applying the layers of the image failed");
+        memcpy(&error, text, sizeof error);
+        text[n] = '\0';
+        return job_child_fail(c, error > 0 ? error : EBADMSG, "%s", text + sizeof error);
 }
 
 static int apply_layers_confined(JobChild *c, int root_fd, const int *fds, const Descriptor *layers,
                                  const char *const *diff_ids, size_t n, const char *shown_ref)
 {
-        pid_t pid = apply_layers_start(c, root_fd, fds, layers, diff_ids, n, -1, shown_ref);
+        Applier a;
+        int k = apply_layers_start(c, root_fd, fds, layers, diff_ids, n, -1, shown_ref, &a);
 
-        if (pid < 0)
-                return (int) pid;
-        return apply_layers_wait(c, pid);
+        if (k < 0)
+                return k;
+        return apply_layers_wait(c, &a, true);
 }
 
 static void record_layer(JobChild *c, const char *name, int fd, const Descriptor *d, const char *diff_id)
@@ -534,7 +578,7 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                              c->store_is_btrfs && faccessat(c->store_fd, origin, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
                              errno == ENOENT;
         int feed[2] = {-1, -1};
-        pid_t applier = 0;
+        Applier applier = {.pid = 0, .err_fd = -1};
 
         if (!make_template) {
                 /* The layers are applied as they come, by a child confined to the new image that reads
@@ -550,13 +594,11 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         (void) fcntl(feed[1], F_SETPIPE_SZ, 1024 * 1024);
                         for (size_t i = first; i < n_layers; i++)
                                 layer_fds[i] = feed[0];
-                        applier = apply_layers_start(c, root_fd, layer_fds + first, layers + first, diff_ids + first,
-                                                     n_layers - first, feed[1], shown_ref);
+                        k = apply_layers_start(c, root_fd, layer_fds + first, layers + first, diff_ids + first,
+                                               n_layers - first, feed[1], shown_ref, &applier);
                         for (size_t i = first; i < n_layers; i++)
                                 layer_fds[i] = -1;
                         feed[0] = safe_close(feed[0]);
-                        if (applier < 0)
-                                k = (int) applier;
                 }
         }
 
@@ -575,13 +617,13 @@ int transfer_pull_image(JobChild *c, const JobArgs *a)
                         job_child_log(c, LOG_LEVEL_INFO, "Layer %s is in the cache already", layers[i].digest);
                 g_ptr_array_add(keep, g_strdup(layers[i].digest));
         }
-        if (applier > 0) {
-                /* A failed download leaves the child nothing to finish: what it read is not verified.
-                 * It is stopped before the pipe ends, or it would say that its layer ended early. */
+        if (applier.pid > 0) {
+                /* A failed download leaves the child nothing to finish: what it read is not verified,
+                 * and the download's failure is the one said, not what the child made of its bytes. */
                 if (k < 0)
-                        (void) kill(applier, SIGKILL);
+                        (void) kill(applier.pid, SIGKILL);
                 feed[1] = safe_close(feed[1]);
-                int w = apply_layers_wait(c, applier);
+                int w = apply_layers_wait(c, &applier, k >= 0);
                 if (k >= 0)
                         k = w;
         }
