@@ -325,7 +325,7 @@ static void source_end(LayerSource *s, int error, const char *message)
 }
 
 /* Whole gzip members by libdeflate while they come; 1 if the rest is for libarchive, 0 at the end,
- * -1 if the reader stopped, or a negative errno. */
+ * 2 if the reader stopped, or a negative errno. */
 static int inflate_members(LayerSource *s)
 {
         struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
@@ -348,7 +348,7 @@ static int inflate_members(LayerSource *s)
                 }
                 slot = slot_wait(s);
                 if (slot < 0) {
-                        k = -1;
+                        k = 2;
                         break;
                 }
                 if (libdeflate_gzip_decompress_ex(d, s->in + s->in_start, s->in_end - s->in_start, s->ring[slot],
@@ -376,13 +376,13 @@ static void *inflate_thread(void *userdata)
                 source_end(s, EBADMSG, "The layer ends early");
                 return NULL;
         }
-        if (k < 0 && k != -1) {
+        if (k < 0) {
                 char m[128];
                 snprintf(m, sizeof m, "Cannot read the layer: %s", strerror(-k));
                 source_end(s, -k, m);
                 return NULL;
         }
-        if (k <= 0) {
+        if (k == 0 || k == 2) {
                 source_end(s, 0, NULL);
                 return NULL;
         }
