@@ -133,19 +133,27 @@ class Registry:
         urllib.request.urlopen(req).close()
         return sha256(body)
 
-    def put_image(self, repo, tag, layers, layer_types=None, config=None):
-        """layers: bytes each (already compressed as layer_types say)."""
-        config = json.dumps(config or {'architecture': 'amd64', 'os': 'linux',
-                                       'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
+    def put_image(self, repo, tag, layers, layer_types=None, config=None, annotations=None):
+        """layers: bytes each (already compressed as layer_types say). The config names the layers'
+        diff_ids unless it is given."""
+        def diff_id(data):
+            try:
+                return sha256(gzip.decompress(data))
+            except OSError:
+                return sha256(data)
+        config = json.dumps(config or {'architecture': 'amd64', 'os': 'linux', 'rootfs': {
+            'type': 'layers', 'diff_ids': [diff_id(data) for data in layers]}}).encode()
         cdigest = self.put_blob(repo, config)
         descs = []
         for i, data in enumerate(layers):
             descs.append({'mediaType': (layer_types or [LAYER_GZIP] * len(layers))[i],
                           'digest': self.put_blob(repo, data), 'size': len(data)})
-        return self.put_manifest(repo, tag, {
-            'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
-            'config': {'mediaType': OCI_CONFIG, 'digest': cdigest, 'size': len(config)},
-            'layers': descs})
+        manifest = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
+                    'config': {'mediaType': OCI_CONFIG, 'digest': cdigest, 'size': len(config)},
+                    'layers': descs}
+        if annotations:
+            manifest['annotations'] = annotations
+        return self.put_manifest(repo, tag, manifest)
 
 
 class TokenProxy(http.server.BaseHTTPRequestHandler):
@@ -273,10 +281,12 @@ def busybox_entries():
             ('usr/lib/os-release', 'file', b'ID=ocitest\n', None)]
 
 
-def write_oci_layout(path, tag, layers):
-    """An OCI image layout with one manifest of layers [(media type, bytes)]."""
+def write_oci_layout(path, tag, layers, diff_ids=None):
+    """An OCI image layout with one manifest of layers [(media type, bytes)]; the config names
+    @diff_ids instead of the layers' own if given (a config that lies)."""
     blobs = os.path.join(path, 'blobs', 'sha256')
     os.makedirs(blobs)
+    given = diff_ids
 
     def blob(data):
         d = sha256(data)
@@ -290,7 +300,7 @@ def write_oci_layout(path, tag, layers):
         diff_ids.append(sha256(raw))
         descs.append({'mediaType': media_type, 'digest': blob(data), 'size': len(data)})
     config = json.dumps({'architecture': 'amd64', 'os': 'linux',
-                         'rootfs': {'type': 'layers', 'diff_ids': diff_ids}}).encode()
+                         'rootfs': {'type': 'layers', 'diff_ids': given or diff_ids}}).encode()
     manifest = json.dumps({'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
                            'config': {'mediaType': OCI_CONFIG, 'digest': blob(config),
                                       'size': len(config)},
@@ -407,6 +417,22 @@ class PushPullTest(OciTestCase):
         self.assertEqual(st1.st_ino, st2.st_ino)
         props = self.root.image_props('tmpl')
         self.assertTrue(props['Template'], 'a pulled template is a template again')
+        # Pushed again from here, it is the same layer under the same diff_id; also where the record
+        # is one of an earlier version, which named the layer's digest as its diff_id.
+        record = os.path.join(store2, '.stamp/oci-layers/tmpl')
+        for repo in ('again', 'old-record'):
+            if repo == 'old-record':
+                lines = open(record).read().split('\n')
+                self.assertEqual(lines[2], config['rootfs']['diff_ids'][0])
+                lines[2] = lines[1]
+                with open(record, 'w') as f:
+                    f.write('\n'.join(lines))
+            log = self.assertDone(self.push('tmpl', reg.host + '/stamp/%s:v1' % repo))
+            self.assertIn('Template tmpl is layer %s' % raw['layers'][0]['digest'], log)
+            config2 = json.loads(subprocess.check_output(
+                ['skopeo', 'inspect', '--tls-verify=false', '--config', '--raw',
+                 'docker://%s/stamp/%s:v1' % (reg.host, repo)]))
+            self.assertEqual(config2['rootfs']['diff_ids'], config['rootfs']['diff_ids'])
 
         # Pulled again by digest under another name: every blob is in the cache, nothing is fetched.
         digest = self.manifest_digest(reg, 'stamp/tmpl', 'v1')
@@ -527,6 +553,33 @@ class PushPullTest(OciTestCase):
         self.assertIn('verified TLS', p.stderr)
         self.assertEqual(stamptest.store_names(daemon.store), ['copy', 'src'])
 
+    def test_gzip_layer_of_blocks_is_valid_and_the_same_each_time(self):
+        """A gzip layer is compressed in blocks, a gzip member each: gzip -t and skopeo take it,
+        it pulls back into the same tree, and the same tree gives the same layer again."""
+        reg = self.registry()
+        daemon = self.start_daemon()
+        src = make_image(daemon.store, 'src')
+        with open(os.path.join(src, 'srv/random'), 'wb') as f:
+            f.write(os.urandom(3 << 20))
+        with open(os.path.join(src, 'srv/text'), 'wb') as f:
+            f.write(b''.join(b'line %d of a compressible file\n' % i for i in range(200000)))
+        digests = []
+        for repo in ('one', 'two'):
+            self.assertDone(self.push('src', reg.host + '/blocks/%s:v1' % repo))
+            raw = json.loads(subprocess.check_output(
+                ['skopeo', 'inspect', '--tls-verify=false', '--raw', 'docker://%s/blocks/%s:v1' % (reg.host, repo)]))
+            digests.append(raw['layers'][0]['digest'])
+        self.assertEqual(digests[0], digests[1], 'the same tree, the same layer')
+        path = reg.blob_path(digests[0])
+        run(['gzip', '-t', path])
+        with open(path, 'rb') as f:
+            data = f.read()
+        self.assertGreater(data.count(b'\x1f\x8b\x08'), 3, 'several members')
+        run(['skopeo', 'copy', '--src-tls-verify=false', 'docker://%s/blocks/one:v1' % reg.host,
+             'oci:%s:v1' % os.path.join(self.dir, 'copy')])
+        self.assertDone(self.pull(reg.host + '/blocks/one:v1', 'back'))
+        self.assertEqual(tree_listing(os.path.join(daemon.store, 'back')), tree_listing(src))
+
     def manifest_digest(self, reg, repo, tag):
         req = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (reg.host, repo, tag),
                                      headers={'Accept': OCI_MANIFEST})
@@ -611,6 +664,22 @@ class RefusalTest(OciTestCase):
         cache = os.path.join(self.store, '.stamp/oci-blobs/sha256')
         self.assertNotIn(sha256(layer).split(':')[1], os.listdir(cache))
 
+    def test_short_blob(self):
+        """A blob the registry sends short while it is being extracted: the size is what fails
+        (the extraction, stopped first, does not get to say that its layer ended early)."""
+        layer = gz(tar_bytes(busybox_entries()))
+        self.reg.put_image('bad/short', 'v1', [layer])
+        path = self.reg.blob_path(sha256(layer))
+        with open(path, 'r+b') as f:
+            f.truncate(len(layer) - 1000)
+        log = self.assertFailed(self.pull(self.reg.host + '/bad/short:v1', 'x'), self.store, 'x',
+                                STAMP_ERROR + 'BadArchive', 'has %d bytes, not the %d its manifest says' % (
+                                    len(layer) - 1000, len(layer)))
+        self.assertNotIn('ends', log.splitlines()[-1])
+        self.assertEqual(stamptest.store_names(self.store), [])
+        cache = os.path.join(self.store, '.stamp/oci-blobs/sha256')
+        self.assertNotIn(sha256(layer).split(':')[1], os.listdir(cache))
+
     def test_wrong_manifest_digest(self):
         digest = self.reg.put_image('bad/digest', 'v1', [gz(tar_bytes(busybox_entries()))])
         # The registry stores the manifest as a blob: changed there, it no longer has its digest.
@@ -642,6 +711,84 @@ class RefusalTest(OciTestCase):
                 self.assertFailed(self.pull(self.reg.host + '/hostile/%s:v1' % repo, 'x'), self.store, 'x',
                                   STAMP_ERROR + 'BadArchive')
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.store), 'escape')))
+
+    def test_config_whose_diff_ids_lie(self):
+        """A layer's uncompressed tar is checked against the config's rootfs.diff_ids while it is
+        applied: a config that names another one fails the pull, naming the layer, and leaves
+        nothing; so does one that names fewer diff_ids than there are layers."""
+        layer1 = gz(tar_bytes(busybox_entries()))
+        layer2 = gz(tar_bytes([('srv', 'dir', None, None), ('srv/file', 'file', b'data\n', None)]))
+        lie = sha256(gzip.decompress(layer2) + b'\0')
+        for repo, diff_ids, phrases in [
+                ('lie/second', [sha256(gzip.decompress(layer1)), lie],
+                 ['Layer %s of ' % sha256(layer2), 'does not match the diff_id %s' % lie]),
+                ('lie/first', [lie, sha256(gzip.decompress(layer2))],
+                 ['Layer %s of ' % sha256(layer1), 'does not match the diff_id %s' % lie]),
+                ('lie/short', [sha256(gzip.decompress(layer1))],
+                 ['names 1 layers in rootfs.diff_ids where its manifest has 2'])]:
+            with self.subTest(repo):
+                layout = os.path.join(self.dir, repo.replace('/', '-'))
+                write_oci_layout(layout, 'v1', [(LAYER_GZIP, layer1), (LAYER_GZIP, layer2)], diff_ids=diff_ids)
+                run(['skopeo', 'copy', '--dest-tls-verify=false', 'oci:%s:v1' % layout,
+                     'docker://%s/%s:v1' % (self.reg.host, repo)])
+                self.assertFailed(self.pull(self.reg.host + '/%s:v1' % repo, 'x'), self.store, 'x',
+                                  STAMP_ERROR + 'BadArchive', *phrases)
+                self.assertEqual(stamptest.store_names(self.store), [])
+        # The same layers under a config that tells the truth pull.
+        layout = os.path.join(self.dir, 'truth')
+        write_oci_layout(layout, 'v1', [(LAYER_GZIP, layer1), (LAYER_GZIP, layer2)])
+        run(['skopeo', 'copy', '--dest-tls-verify=false', 'oci:%s:v1' % layout,
+             'docker://%s/lie/truth:v1' % self.reg.host])
+        self.assertDone(self.pull(self.reg.host + '/lie/truth:v1', 'x'))
+        self.assertEqual(open(os.path.join(self.store, 'x/srv/file')).read(), 'data\n')
+
+    def test_a_clone_pull_that_fails_keeps_the_template_it_made(self):
+        """A clone pulled where its template is not: the template is made first, complete and
+        verified; if the clone's own layer then fails, the template stays (read-only, recorded:
+        the next pull of the clone needs its own layer alone) and the log says so; the clone is
+        not there."""
+        tmpl_layer = gz(tar_bytes(busybox_entries() + [('srv', 'dir', None, None)]))
+        clone = {'io.stamp.kind': 'clone', 'io.stamp.origin': 'base', 'io.stamp.name': 'web'}
+        self.reg.put_image('k/web', 'bad', [tmpl_layer, gz(tar_bytes([('../escape', 'file', b'x', None)]))],
+                           annotations=clone)
+        self.reg.put_image('k/web', 'good', [tmpl_layer, gz(tar_bytes([('srv/new', 'file', b'new\n', None)]))],
+                           annotations=clone)
+        log = self.assertFailed(self.pull(self.reg.host + '/k/web:bad', 'web'), self.store, 'web',
+                                STAMP_ERROR + 'BadArchive', 'Making template base',
+                                'Template base stays: it is complete and verified')
+        self.assertEqual(stamptest.store_names(self.store), ['base'])
+        self.assertTrue(subvolume_read_only(os.path.join(self.store, 'base')))
+        self.assertEqual(sorted(os.listdir(os.path.join(self.store, 'base/srv'))), [])
+        self.assertNotIn('escape', os.listdir(os.path.dirname(self.store)), log)
+        # It is the template of the next pull: only the clone's layer is fetched.
+        log = self.assertDone(self.pull(self.reg.host + '/k/web:good', 'web'))
+        self.assertIn("only the clone's own layer is needed", log)
+        self.assertEqual(self.root.image_props('web')['Origin'], 'base')
+        self.assertEqual(open(os.path.join(self.store, 'web/srv/new')).read(), 'new\n')
+
+    def test_damaged_gzip_layers(self):
+        """Gzip layers whose digests match but whose content is damaged: cut short, or a byte
+        changed (the member's CRC catches it), in one big member or in one of several small ones
+        (as stamp pushes them) - each a BadArchive and nothing left. Several members intact pull."""
+        tar = tar_bytes(busybox_entries() + [('srv', 'dir', None, None),
+                                             ('srv/blob', 'file', os.urandom(2 << 20), None)])
+        members = [gz(tar[i:i + (1 << 20)]) for i in range(0, len(tar), 1 << 20)]
+        self.assertGreater(len(members), 3)
+        multi = b''.join(members)
+        flipped = bytearray(multi)
+        flipped[len(members[0]) + len(members[1]) // 2] ^= 0x55
+        cases = {'cut-single': gz(tar)[:-4096], 'cut-multi': multi[:len(members[0]) + 1000],
+                 'flipped-multi': bytes(flipped)}
+        for repo, layer in cases.items():
+            with self.subTest(repo):
+                self.reg.put_image('damaged/' + repo, 'v1', [layer],
+                                   config={'architecture': 'amd64', 'os': 'linux',
+                                           'rootfs': {'type': 'layers', 'diff_ids': [sha256(tar)]}})
+                self.assertFailed(self.pull(self.reg.host + '/damaged/%s:v1' % repo, 'x'), self.store, 'x',
+                                  STAMP_ERROR + 'BadArchive', 'Layer %s of ' % sha256(layer))
+        self.reg.put_image('damaged/none', 'v1', [multi])
+        self.assertDone(self.pull(self.reg.host + '/damaged/none:v1', 'x'))
+        self.assertEqual(os.path.getsize(os.path.join(self.store, 'x/srv/blob')), 2 << 20)
 
     def test_whiteouts_never_follow_symlinks(self):
         """A whiteout below a symlink removes nothing: not where the link points."""

@@ -9,7 +9,7 @@ packages=(
     meson ninja-build pkg-config gcc clang clang-format
     libsystemd-dev libpolkit-gobject-1-dev libpolkit-agent-1-dev libglib2.0-dev
     libbtrfsutil-dev libarchive-dev libcurl4-openssl-dev libssl-dev libsmartcols-dev libcrypt-dev
-    libjson-glib-dev zlib1g-dev
+    libjson-glib-dev zlib1g-dev libdeflate-dev
     scdoc
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap

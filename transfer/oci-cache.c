@@ -127,7 +127,28 @@ int oci_cache_add(int cache_fd, int fd, const char *digest)
         return 0;
 }
 
-int oci_cache_fetch(JobChild *c, Registry *r, int cache_fd, const char *digest, uint64_t size, bool *ret_fetched)
+/* The blob at @fd, from its start, to @tee_fd; a reader that stopped taking it said why itself. */
+static int blob_copy(int fd, int tee_fd)
+{
+        _cleanup_free_ uint8_t *buf = malloc(1 << 20);
+        off_t off = 0;
+
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n = pread(fd, buf, 1 << 20, off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n == 0 || loop_write(tee_fd, buf, (size_t) n) < 0)
+                        return 0;
+                off += n;
+        }
+}
+
+int oci_cache_fetch(JobChild *c, Registry *r, int cache_fd, const char *digest, uint64_t size, int tee_fd,
+                    bool *ret_fetched)
 {
         _cleanup_close_ int fd = -1;
         int k;
@@ -135,13 +156,15 @@ int oci_cache_fetch(JobChild *c, Registry *r, int cache_fd, const char *digest, 
         fd = oci_cache_open_blob(cache_fd, digest, size);
         if (fd >= 0) {
                 *ret_fetched = false;
+                if (tee_fd >= 0 && (k = blob_copy(fd, tee_fd)) < 0)
+                        return job_child_fail(c, -k, "Cannot read blob %s: %s", digest, strerror(-k));
                 return TAKE_FD(fd);
         }
         /* Unnamed until it is verified: a crash leaves nothing. */
         fd = openat(cache_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (fd < 0)
                 return job_child_fail(c, errno, "Cannot make room for blob %s: %s", digest, strerror(errno));
-        k = registry_get_blob(r, digest, size, fd);
+        k = registry_get_blob(r, digest, size, fd, tee_fd);
         if (k < 0)
                 return k;
         k = oci_cache_add(cache_fd, fd, digest);

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <inttypes.h>
+#include <libdeflate.h>
 #include <locale.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "archive-util.h"
 #include "escape.h"
 #include "oci.h"
+#include "sha256.h"
 
 /* A layer is a tar stream applied over what the layers before it made: its entries are extracted
  * with the checks of a tar import, and two kinds of names stand for changes instead of files (the
@@ -188,10 +192,343 @@ static int layer_write_failure(struct archive *w, const char *path, char *err, s
                           archive_error_string(w) ?: "cannot be extracted");
 }
 
-int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
+/* Where a layer's tar comes from: @size bytes of @fd, uncompressed and hashed in a thread of their own,
+ * so that the diff_id is checked in the same pass as the extraction and inflating overlaps with
+ * writing the files. The thread fills a ring of buffers that the tar reader takes in turn (and
+ * hashes).
+ *
+ * Gzip members of at most a block uncompressed (what stamp pushes: a member per MiB of tar) are
+ * inflated whole by libdeflate, about twice as fast as zlib; anything else (one big member, zstd, no
+ * compression) goes, from where that stopped, through a raw reader of libarchive's. */
+#define LAYER_READ_BLOCK (1024 * 1024)
+#define LAYER_RING 4
+/* What is read ahead for a member: one of a block uncompressed is hardly ever more than this (a block
+ * that does not compress at all is stored with a few bytes more). The buffer holds several, so that
+ * what is left of it is moved to its start only now and then. */
+#define LAYER_MEMBER_MAX (2 * 1024 * 1024)
+#define LAYER_IN_MAX (8 * 1024 * 1024)
+
+typedef struct LayerSource {
+        int fd;
+        uint64_t left; /* of the compressed bytes, not read yet */
+        uint8_t *in;   /* compressed bytes read: [in_start, in_end) not used yet */
+        size_t in_start, in_end;
+        struct archive *raw;
+        Sha256 *sum;
+
+        pthread_t thread;
+        bool started;
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        uint8_t *ring[LAYER_RING];
+        size_t len[LAYER_RING];
+        unsigned filled, taken; /* counts: slot i % LAYER_RING */
+        bool held;              /* the slot last given to the tar reader, in use until its next read */
+        bool done, stop;
+        int error;
+        char message[256];
+} LayerSource;
+
+static ssize_t source_read_fd(LayerSource *s, uint8_t *p, size_t max)
+{
+        size_t n = (size_t) MIN(s->left, (uint64_t) max);
+        ssize_t k;
+
+        if (n == 0)
+                return 0;
+        do
+                k = read(s->fd, p, n);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        if (k == 0)
+                return -EPIPE; /* short */
+        s->left -= (uint64_t) k;
+        return k;
+}
+
+/* libarchive's input: what the fast path left, then the rest. */
+static la_ssize_t source_read(struct archive *a, void *userdata, const void **ret)
+{
+        LayerSource *s = userdata;
+        ssize_t k;
+
+        if (s->in_end > s->in_start) {
+                *ret = s->in + s->in_start;
+                k = (ssize_t) (s->in_end - s->in_start);
+                s->in_start = s->in_end;
+                return k;
+        }
+        k = source_read_fd(s, s->in, LAYER_READ_BLOCK);
+        if (k == -EPIPE) {
+                archive_set_error(a, EBADMSG, "The layer ends %" PRIu64 " bytes early", s->left);
+                return -1;
+        }
+        if (k < 0) {
+                archive_set_error(a, (int) -k, "Cannot read the layer: %s", strerror((int) -k));
+                return -1;
+        }
+        s->in_start = s->in_end = 0;
+        *ret = s->in;
+        return k;
+}
+
+/* At least LAYER_MEMBER_MAX bytes in s->in unless the layer ends first. */
+static int source_fill(LayerSource *s)
+{
+        if (s->in_end - s->in_start >= LAYER_MEMBER_MAX || s->left == 0)
+                return 0;
+        memmove(s->in, s->in + s->in_start, s->in_end - s->in_start);
+        s->in_end -= s->in_start;
+        s->in_start = 0;
+        while (s->in_end < LAYER_MEMBER_MAX && s->left > 0) {
+                ssize_t k = source_read_fd(s, s->in + s->in_end, LAYER_IN_MAX - s->in_end);
+                if (k < 0)
+                        return (int) k;
+                s->in_end += (size_t) k;
+        }
+        return 0;
+}
+
+/* A free slot of the ring, or -1 when the reader stopped. */
+static int slot_wait(LayerSource *s)
+{
+        int slot;
+
+        pthread_mutex_lock(&s->lock);
+        while (!s->stop && s->filled - s->taken >= LAYER_RING)
+                pthread_cond_wait(&s->changed, &s->lock);
+        slot = s->stop ? -1 : (int) (s->filled % LAYER_RING);
+        pthread_mutex_unlock(&s->lock);
+        return slot;
+}
+
+static void slot_publish(LayerSource *s, int slot, size_t n)
+{
+        pthread_mutex_lock(&s->lock);
+        s->len[slot] = n;
+        s->filled++;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+}
+
+static void source_end(LayerSource *s, int error, const char *message)
+{
+        pthread_mutex_lock(&s->lock);
+        if (error) {
+                s->error = error;
+                snprintf(s->message, sizeof s->message, "%s", message);
+        }
+        s->done = true;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Whole gzip members by libdeflate while they come; 1 if the rest is for libarchive, 0 at the end,
+ * 2 if the reader stopped, or a negative errno. */
+static int inflate_members(LayerSource *s)
+{
+        struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+        bool any = false;
+        int k = 1;
+
+        if (!d)
+                return -ENOMEM;
+        for (;;) {
+                size_t used, n;
+                int slot;
+
+                k = source_fill(s);
+                if (k < 0)
+                        break;
+                if (s->in_end - s->in_start < 2 || s->in[s->in_start] != 0x1f || s->in[s->in_start + 1] != 0x8b) {
+                        /* after members, nothing or padding: the end; before any, not gzip */
+                        k = any || s->in_end == s->in_start ? 0 : 1;
+                        break;
+                }
+                slot = slot_wait(s);
+                if (slot < 0) {
+                        k = 2;
+                        break;
+                }
+                if (libdeflate_gzip_decompress_ex(d, s->in + s->in_start, s->in_end - s->in_start, s->ring[slot],
+                                                  LAYER_READ_BLOCK, &used, &n) != LIBDEFLATE_SUCCESS) {
+                        k = 1; /* a bigger member, or a damaged one: libarchive says which */
+                        break;
+                }
+                s->in_start += used;
+                any = true;
+                if (n > 0)
+                        slot_publish(s, slot, n);
+        }
+        libdeflate_free_decompressor(d);
+        return k;
+}
+
+static void *inflate_thread(void *userdata)
+{
+        LayerSource *s = userdata;
+        struct archive_entry *e;
+        int k;
+
+        k = inflate_members(s);
+        if (k == -EPIPE) {
+                source_end(s, EBADMSG, "The layer ends early");
+                return NULL;
+        }
+        if (k < 0) {
+                char m[128];
+                snprintf(m, sizeof m, "Cannot read the layer: %s", strerror(-k));
+                source_end(s, -k, m);
+                return NULL;
+        }
+        if (k == 0 || k == 2) {
+                source_end(s, 0, NULL);
+                return NULL;
+        }
+
+        s->raw = archive_read_new();
+        if (!s->raw) {
+                source_end(s, ENOMEM, "Out of memory");
+                return NULL;
+        }
+        archive_read_support_filter_gzip(s->raw);
+        archive_read_support_filter_zstd(s->raw);
+        archive_read_support_format_raw(s->raw);
+        if (archive_read_open(s->raw, s, NULL, source_read, NULL) != ARCHIVE_OK ||
+            archive_read_next_header(s->raw, &e) != ARCHIVE_OK) {
+                source_end(s, EBADMSG, archive_error_string(s->raw) ?: "cannot be uncompressed");
+                return NULL;
+        }
+        for (;;) {
+                int slot = slot_wait(s);
+                la_ssize_t n;
+
+                if (slot < 0)
+                        return NULL;
+                n = archive_read_data(s->raw, s->ring[slot], LAYER_READ_BLOCK);
+                if (n < 0) {
+                        source_end(s, archive_errno(s->raw) > 0 ? archive_errno(s->raw) : EBADMSG,
+                                   archive_error_string(s->raw) ?: "cannot be uncompressed");
+                        return NULL;
+                }
+                if (n == 0) {
+                        source_end(s, 0, NULL);
+                        return NULL;
+                }
+                slot_publish(s, slot, (size_t) n);
+        }
+}
+
+/* The next uncompressed bytes; 0 at the end. */
+static la_ssize_t tar_read(struct archive *a, void *userdata, const void **ret)
+{
+        LayerSource *s = userdata;
+        la_ssize_t n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->held) {
+                s->taken++;
+                s->held = false;
+                pthread_cond_broadcast(&s->changed);
+        }
+        while (s->filled == s->taken && !s->done)
+                pthread_cond_wait(&s->changed, &s->lock);
+        if (s->filled != s->taken) {
+                unsigned slot = s->taken % LAYER_RING;
+                *ret = s->ring[slot];
+                n = (la_ssize_t) s->len[slot];
+                s->held = true;
+        } else if (s->error) {
+                archive_set_error(a, s->error, "%s", s->message);
+                n = -1;
+        }
+        pthread_mutex_unlock(&s->lock);
+        /* Hashed here rather than beside the inflating, which has more to do. */
+        if (n > 0)
+                sha256_update(s->sum, *ret, (size_t) n);
+        return n;
+}
+
+static void layer_source_stop(LayerSource *s)
+{
+        if (!s->started)
+                return;
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+        (void) pthread_join(s->thread, NULL);
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->changed);
+        s->started = false;
+}
+
+static void layer_source_done(LayerSource *s)
+{
+        layer_source_stop(s);
+        if (s->raw)
+                archive_read_free(s->raw);
+        free(s->in);
+        for (size_t i = 0; i < LAYER_RING; i++)
+                free(s->ring[i]);
+        if (s->sum)
+                sha256_free(s->sum);
+}
+
+static int layer_source_open(LayerSource *s, int fd, uint64_t size, char *err, size_t errlen)
+{
+        *s = (LayerSource) {.fd = fd, .left = size};
+        s->in = malloc(LAYER_IN_MAX);
+        s->sum = sha256_new();
+        for (size_t i = 0; i < LAYER_RING; i++)
+                if (!(s->ring[i] = malloc(LAYER_READ_BLOCK)))
+                        return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        if (!s->in || !s->sum)
+                return errbuf_set(err, errlen, ENOMEM, "Out of memory");
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->changed, NULL);
+        if (pthread_create(&s->thread, NULL, inflate_thread, s) != 0) {
+                pthread_mutex_destroy(&s->lock);
+                pthread_cond_destroy(&s->changed);
+                return errbuf_set(err, errlen, EAGAIN, "Cannot start uncompressing the layer");
+        }
+        s->started = true;
+        return 0;
+}
+
+/* What follows the tar's end (its padding, hashed too: the diff_id is of all of it), and whatever
+ * of the @size bytes the decompressor left. */
+static int layer_source_finish(LayerSource *s, struct archive *a, const char *diff_id, char *err, size_t errlen)
+{
+        const void *p;
+        la_ssize_t n;
+
+        while ((n = tar_read(a, s, &p)) > 0)
+                ;
+        if (n < 0)
+                return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
+                                  archive_error_string(a) ?: "cannot be uncompressed");
+        layer_source_stop(s); /* it ended by itself */
+        while (s->left > 0) {
+                ssize_t k = source_read_fd(s, s->in, LAYER_IN_MAX);
+                if (k < 0)
+                        return errbuf_set(err, errlen, EBADMSG, "The layer is damaged: %s",
+                                          k == -EPIPE ? "it ends early" : strerror((int) -k));
+        }
+        if (diff_id && !streq(diff_id + strlen("sha256:"), sha256_get_string(s->sum)))
+                return errbuf_set(err, errlen, EBADMSG,
+                                  "its uncompressed content does not match the diff_id %s its image config names "
+                                  "(it is sha256:%s)",
+                                  diff_id, sha256_get_string(s->sum));
+        return 0;
+}
+
+int oci_layer_apply(JobChild *c, int fd, uint64_t layer_size, const char *diff_id, char *err, size_t errlen)
 {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
         _cleanup_(archive_write_freep) struct archive *w = archive_write_disk_new();
+        _cleanup_(layer_source_done) LayerSource src = {};
         g_autoptr(GHashTable) made = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         uint64_t entries = 0;
         int r, k;
@@ -199,11 +536,12 @@ int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
         if (!a || !w)
                 return errbuf_set(err, errlen, ENOMEM, "Out of memory");
         (void) setlocale(LC_CTYPE, "C.UTF-8");
-        archive_read_support_filter_gzip(a);
-        archive_read_support_filter_zstd(a);
+        k = layer_source_open(&src, fd, layer_size, err, errlen);
+        if (k < 0)
+                return k;
         archive_read_support_format_tar(a);
         archive_write_disk_set_options(w, LAYER_EXTRACT_FLAGS);
-        if (archive_read_open_fd(a, fd, 256 * 1024) != ARCHIVE_OK)
+        if (archive_read_open(a, &src, NULL, tar_read, NULL) != ARCHIVE_OK)
                 return layer_read_failure(a, err, errlen);
 
         for (;;) {
@@ -279,5 +617,5 @@ int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen)
                                   archive_error_string(w));
         if (entries == 0 && archive_filter_bytes(a, 0) < 512)
                 return errbuf_set(err, errlen, EBADMSG, "The layer is empty or not a tar archive");
-        return 0;
+        return layer_source_finish(&src, a, diff_id, err, errlen);
 }

@@ -77,6 +77,8 @@ typedef struct Exchange {
         uint64_t got;
         uint64_t limit; /* of a blob: its size; more is an error */
         Sha256 *sha256;
+        int tee_fd;  /* a copy of a 200's body goes here too while it takes it (a pipe to the extraction), or -1 */
+        long status; /* of the response whose body comes, from its status line */
         int write_error;
         /* what is sent */
         int in_fd;
@@ -120,6 +122,9 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
                         x->write_error = -k;
                         return 0;
                 }
+                /* A reader that gave up said why itself; the blob is still fetched and verified. */
+                if (x->tee_fd >= 0 && x->status == 200 && loop_write(x->tee_fd, ptr, n) < 0)
+                        x->tee_fd = -1;
                 return n;
         }
         if (x->size + n > x->max) {
@@ -198,8 +203,10 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 
         /* A new response (after a redirect): forget the last one's. */
         if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
+                const char *sp = memchr(ptr, ' ', n);
                 free(x->location);
                 x->location = NULL;
+                x->status = sp && (size_t) (sp - ptr) + 4 <= n ? strtol(sp + 1, NULL, 10) : 0;
         }
         if ((v = header_value(ptr, n, "WWW-Authenticate"))) {
                 free(x->www_authenticate);
@@ -635,9 +642,10 @@ int registry_get_manifest(Registry *r, const char *reference, char **ret_body, s
         return 0;
 }
 
-static int blob_get(Registry *r, const char *digest, uint64_t size, int fd, size_t max, char **ret, size_t *ret_size)
+static int blob_get(Registry *r, const char *digest, uint64_t size, int fd, int tee_fd, size_t max, char **ret,
+                    size_t *ret_size)
 {
-        Exchange x = {.r = r, .out_fd = fd, .in_fd = -1, .max = max, .limit = size ?: UINT64_MAX};
+        Exchange x = {.r = r, .out_fd = fd, .tee_fd = tee_fd, .in_fd = -1, .max = max, .limit = size ?: UINT64_MAX};
         g_autofree char *path = g_strdup_printf("/v2/%s/blobs/%s", r->repository, digest);
         g_autofree char *what = g_strdup_printf("blob %s", digest);
         long status;
@@ -663,16 +671,16 @@ static int blob_get(Registry *r, const char *digest, uint64_t size, int fd, size
         return k;
 }
 
-int registry_get_blob(Registry *r, const char *digest, uint64_t size, int fd)
+int registry_get_blob(Registry *r, const char *digest, uint64_t size, int fd, int tee_fd)
 {
-        return blob_get(r, digest, size, fd, 0, NULL, NULL);
+        return blob_get(r, digest, size, fd, tee_fd, 0, NULL, NULL);
 }
 
 int registry_get_blob_small(Registry *r, const char *digest, uint64_t size, size_t max, char **ret, size_t *ret_size)
 {
         if (size > max)
                 return job_child_fail(r->c, EBADMSG, "Blob %s is %" PRIu64 " bytes, more than %zu", digest, size, max);
-        return blob_get(r, digest, size, -1, max, ret, ret_size);
+        return blob_get(r, digest, size, -1, -1, max, ret, ret_size);
 }
 
 int registry_has_blob(Registry *r, const char *digest)

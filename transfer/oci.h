@@ -62,8 +62,10 @@ void registry_set_progress(Registry *r, uint64_t total, uint64_t done);
  * one) the digest the registry gives for it. Fails with ENOENT for a missing one. */
 int registry_get_manifest(Registry *r, const char *reference, char **ret_body, size_t *ret_size, char **ret_type,
                           char **ret_digest);
-/* GET blob @digest of @size bytes into @fd, verifying size and digest (EBADMSG if wrong). */
-int registry_get_blob(Registry *r, const char *digest, uint64_t size, int fd);
+/* GET blob @digest of @size bytes into @fd, verifying size and digest (EBADMSG if wrong); the bytes go
+ * to @tee_fd too as they come (unverified: its reader must wait for the verdict), unless it is -1 or
+ * its reader stops taking them. */
+int registry_get_blob(Registry *r, const char *digest, uint64_t size, int fd, int tee_fd);
 /* GET a small blob into memory, verified. */
 int registry_get_blob_small(Registry *r, const char *digest, uint64_t size, size_t max, char **ret, size_t *ret_size);
 /* 1 if the registry has blob @digest, 0 if not. */
@@ -89,8 +91,10 @@ int oci_cache_open(int store_fd);
  * damaged, then it is removed). */
 int oci_cache_open_blob(int cache_fd, const char *digest, uint64_t size);
 /* Fetch @digest into the cache (through a hidden temporary) unless it is there; returns an fd of it
- * at offset 0. *ret_fetched says whether it was downloaded. Failures are said. */
-int oci_cache_fetch(JobChild *c, Registry *r, int cache_fd, const char *digest, uint64_t size, bool *ret_fetched);
+ * at offset 0. *ret_fetched says whether it was downloaded. Its bytes go to @tee_fd as well (if not
+ * -1) as they come, or, if it was in the cache, once verified. Failures are said. */
+int oci_cache_fetch(JobChild *c, Registry *r, int cache_fd, const char *digest, uint64_t size, int tee_fd,
+                    bool *ret_fetched);
 /* Add the file at @fd (a finished blob, hashed as @digest) to the cache under its digest. */
 int oci_cache_add(int cache_fd, int fd, const char *digest);
 /* Remove the least recently used blobs until the cache holds at most @max bytes, never those of
@@ -101,11 +105,13 @@ int fd_sha256(int fd, char ret[static 72], uint64_t *ret_size);
 
 /* ---- oci-layer.c ---- */
 
-/* Apply the tar layer (any compression) at @fd to the tree at the working directory, which is the
- * image's root (chrooted): entries with the checks of a tar import, then ".wh.NAME" removes NAME and
- * ".wh..wh..opq" empties its directory of what earlier layers put there. -EBADMSG with a sentence
- * in @err for a hostile or damaged layer. */
-int oci_layer_apply(JobChild *c, int fd, char *err, size_t errlen);
+/* Apply the tar layer (any compression) of @size bytes read from @fd (a file at the layer's start or a
+ * pipe) to the tree at the working directory, which is the image's root (chrooted): entries with the
+ * checks of a tar import, then ".wh.NAME" removes NAME and ".wh..wh..opq" empties its directory of
+ * what earlier layers put there. All @size bytes are read, and the SHA-256 of the uncompressed tar
+ * is checked against @diff_id (the config's) on the way. -EBADMSG with a sentence in @err for a
+ * hostile or damaged layer or one that is not its diff_id. */
+int oci_layer_apply(JobChild *c, int fd, uint64_t size, const char *diff_id, char *err, size_t errlen);
 
 /* ---- oci-cache.c: which layer an image of the store is, <store>/.stamp/oci-layers/<name> ----
  *
