@@ -1,0 +1,470 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* btrfs_tree_diff(): what a snapshot changed against the subvolume it was taken of, from the metadata
+ * items themselves. The leaves the younger subvolume rewrote since its creation are found with one
+ * search filtered by transid (btrfs skips every subtree both still share); the inodes those leaves hold
+ * are then read from both trees and compared: inode items (type, mode, owner, size, generation),
+ * extent items (contents), xattr items, and a directory's entries. Paths come from the entries and
+ * BTRFS_IOC_INO_LOOKUP; what moved is listed as btrfs_diff() lists it. */
+#include <endian.h>
+#include <inttypes.h>
+#include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include "btrfs-diff.h"
+#include "util.h"
+
+/* Inodes one comparison follows before it gives up with -E2BIG (as btrfs_diff() does). */
+#define TREE_DIFF_INODES_MAX 1000000
+/* Objectids closer than this are read in one search rather than two. */
+#define TREE_DIFF_RANGE_GAP 64
+#define SEARCH_BUF_SIZE (256 * 1024)
+
+typedef struct TreeInode {
+        bool have_item;
+        uint64_t gen, size, rdev;
+        uint32_t mode, uid, gid;
+        uint64_t extents, xattrs; /* digests */
+        GPtrArray *refs;          /* "<parent as 16 hex digits>/name", g_free'd */
+        GHashTable *entries;      /* a directory's: name → ENTRY(child objectid, BTRFS_FT_*) */
+} TreeInode;
+
+#define ENTRY(oid, type) GSIZE_TO_POINTER(((gsize) (oid) << 4) | ((type) &15))
+#define ENTRY_OID(e) ((uint64_t) (GPOINTER_TO_SIZE(e) >> 4))
+#define ENTRY_IS_DIR(e) ((GPOINTER_TO_SIZE(e) & 15) == BTRFS_FT_DIR)
+
+typedef struct TreeSide {
+        int fd;
+        GHashTable *inodes;   /* objectid (g_int64) → TreeInode* */
+        GHashTable *dirpaths; /* objectid (g_int64) → "a/b/" */
+        bool nested;          /* an entry names another subvolume */
+} TreeSide;
+
+static void tree_inode_free(void *p)
+{
+        TreeInode *t = p;
+
+        if (t->refs)
+                g_ptr_array_unref(t->refs);
+        if (t->entries)
+                g_hash_table_unref(t->entries);
+        g_free(t);
+}
+
+static uint64_t fnv(uint64_t h, const void *data, size_t n)
+{
+        const uint8_t *b = data;
+
+        for (size_t i = 0; i < n; i++) {
+                h ^= b[i];
+                h *= 0x100000001b3ULL;
+        }
+        return h;
+}
+#define FNV_INIT 0xcbf29ce484222325ULL
+
+static int get_info(int fd, struct btrfs_ioctl_get_subvol_info_args *ret)
+{
+        memset(ret, 0, sizeof *ret);
+        return ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, ret) < 0 ? -errno : 0;
+}
+
+/* Call @fn for every item of the tree of @fd in [@min_oid, @max_oid] from leaves at least @min_transid
+ * old. */
+typedef int (*item_fn)(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data);
+
+static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_transid, item_fn fn, void *userdata)
+{
+        _cleanup_free_ struct btrfs_ioctl_search_args_v2 *args = NULL;
+        struct btrfs_ioctl_search_key key = {
+                .tree_id = 0,
+                .min_objectid = min_oid,
+                .max_objectid = max_oid,
+                .min_offset = 0,
+                .max_offset = UINT64_MAX,
+                .min_transid = min_transid,
+                .max_transid = UINT64_MAX,
+                .min_type = 0,
+                .max_type = UINT32_MAX,
+        };
+
+        args = malloc(sizeof *args + SEARCH_BUF_SIZE);
+        if (!args)
+                return -ENOMEM;
+        for (;;) {
+                size_t off = 0;
+                struct btrfs_ioctl_search_header h = {0};
+
+                args->key = key;
+                args->key.nr_items = UINT32_MAX;
+                args->buf_size = SEARCH_BUF_SIZE;
+                if (ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, args) < 0)
+                        return -errno;
+                if (args->key.nr_items == 0)
+                        return 0;
+                for (uint32_t i = 0; i < args->key.nr_items; i++) {
+                        const uint8_t *p = (const uint8_t *) args->buf + off;
+                        int k;
+
+                        if (off + sizeof h > SEARCH_BUF_SIZE)
+                                return -EIO;
+                        memcpy(&h, p, sizeof h);
+                        if (off + sizeof h + h.len > SEARCH_BUF_SIZE)
+                                return -EIO;
+                        k = fn(userdata, &h, p + sizeof h);
+                        if (k < 0)
+                                return k;
+                        off += sizeof h + h.len;
+                }
+                /* Resume after the last key found. */
+                key.min_objectid = h.objectid;
+                key.min_type = h.type;
+                key.min_offset = h.offset;
+                if (key.min_offset < UINT64_MAX)
+                        key.min_offset++;
+                else if (key.min_type < UINT8_MAX) {
+                        key.min_type++;
+                        key.min_offset = 0;
+                } else {
+                        if (key.min_objectid >= max_oid)
+                                return 0;
+                        key.min_objectid++;
+                        key.min_type = 0;
+                        key.min_offset = 0;
+                }
+                if (key.min_objectid > max_oid)
+                        return 0;
+        }
+}
+
+/* ---- which inodes the younger tree rewrote ---- */
+
+static int collect_oid(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
+{
+        GArray *oids = userdata;
+
+        if (h->objectid < BTRFS_FIRST_FREE_OBJECTID || h->objectid > BTRFS_LAST_FREE_OBJECTID)
+                return 0;
+        if (oids->len > 0 && g_array_index(oids, uint64_t, oids->len - 1) == h->objectid)
+                return 0;
+        if (oids->len >= TREE_DIFF_INODES_MAX)
+                return -E2BIG;
+        g_array_append_val(oids, h->objectid);
+        return 0;
+}
+
+/* ---- reading one side's inodes ---- */
+
+static TreeInode *side_inode(TreeSide *s, uint64_t oid)
+{
+        TreeInode *t = g_hash_table_lookup(s->inodes, &oid);
+
+        if (t)
+                return t;
+        if (g_hash_table_size(s->inodes) >= TREE_DIFF_INODES_MAX)
+                return NULL;
+        t = g_new0(TreeInode, 1);
+        t->extents = t->xattrs = FNV_INIT;
+        uint64_t *key = g_new(uint64_t, 1);
+        *key = oid;
+        g_hash_table_insert(s->inodes, key, t);
+        return t;
+}
+
+static void add_ref(TreeInode *t, uint64_t parent, const uint8_t *name, size_t len)
+{
+        if (!t->refs)
+                t->refs = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(t->refs, g_strdup_printf("%016" PRIx64 "/%.*s", parent, (int) len, (const char *) name));
+}
+
+static int read_item(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
+{
+        TreeSide *s = userdata;
+        TreeInode *t;
+
+        if (h->objectid < BTRFS_FIRST_FREE_OBJECTID || h->objectid > BTRFS_LAST_FREE_OBJECTID)
+                return 0;
+        switch (h->type) {
+        case BTRFS_INODE_ITEM_KEY:
+        case BTRFS_INODE_REF_KEY:
+        case BTRFS_INODE_EXTREF_KEY:
+        case BTRFS_XATTR_ITEM_KEY:
+        case BTRFS_DIR_INDEX_KEY:
+        case BTRFS_EXTENT_DATA_KEY:
+                break;
+        default:
+                return 0;
+        }
+        t = side_inode(s, h->objectid);
+        if (!t)
+                return -E2BIG;
+
+        switch (h->type) {
+        case BTRFS_INODE_ITEM_KEY: {
+                struct btrfs_inode_item ii;
+                if (h->len < sizeof ii)
+                        return -EIO;
+                memcpy(&ii, data, sizeof ii);
+                t->have_item = true;
+                t->gen = le64toh(ii.generation);
+                t->size = le64toh(ii.size);
+                t->rdev = le64toh(ii.rdev);
+                t->mode = le32toh(ii.mode);
+                t->uid = le32toh(ii.uid);
+                t->gid = le32toh(ii.gid);
+                return 0;
+        }
+        case BTRFS_INODE_REF_KEY:
+                for (size_t off = 0; off + sizeof(struct btrfs_inode_ref) <= h->len;) {
+                        struct btrfs_inode_ref r;
+                        memcpy(&r, data + off, sizeof r);
+                        size_t n = le16toh(r.name_len);
+                        off += sizeof r;
+                        if (off + n > h->len)
+                                return -EIO;
+                        add_ref(t, h->offset, data + off, n);
+                        off += n;
+                }
+                return 0;
+        case BTRFS_INODE_EXTREF_KEY:
+                for (size_t off = 0; off + sizeof(struct btrfs_inode_extref) <= h->len;) {
+                        struct btrfs_inode_extref r;
+                        memcpy(&r, data + off, sizeof r);
+                        size_t n = le16toh(r.name_len);
+                        off += sizeof r;
+                        if (off + n > h->len)
+                                return -EIO;
+                        add_ref(t, le64toh(r.parent_objectid), data + off, n);
+                        off += n;
+                }
+                return 0;
+        case BTRFS_XATTR_ITEM_KEY:
+                /* Order-independent: a sum of one digest per name and value. */
+                for (size_t off = 0; off + sizeof(struct btrfs_dir_item) <= h->len;) {
+                        struct btrfs_dir_item d;
+                        memcpy(&d, data + off, sizeof d);
+                        size_t n = (size_t) le16toh(d.name_len) + le16toh(d.data_len);
+                        off += sizeof d;
+                        if (off + n > h->len)
+                                return -EIO;
+                        uint16_t nl = d.name_len;
+                        t->xattrs += fnv(fnv(FNV_INIT, &nl, sizeof nl), data + off, n);
+                        off += n;
+                }
+                return 0;
+        case BTRFS_DIR_INDEX_KEY: {
+                struct btrfs_dir_item d;
+                if (h->len < sizeof d)
+                        return -EIO;
+                memcpy(&d, data, sizeof d);
+                size_t n = le16toh(d.name_len);
+                if (sizeof d + n > h->len)
+                        return -EIO;
+                if (d.location.type == BTRFS_ROOT_ITEM_KEY)
+                        s->nested = true;
+                if (!t->entries)
+                        t->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+                g_hash_table_replace(t->entries, g_strndup((const char *) data + sizeof d, n),
+                                     ENTRY(le64toh(d.location.objectid), d.type));
+                return 0;
+        }
+        case BTRFS_EXTENT_DATA_KEY: {
+                /* All but the transid that wrote it: the extent item of an unchanged range is the same. */
+                uint64_t off = h->offset;
+                if (h->len < 8)
+                        return -EIO;
+                t->extents = fnv(fnv(t->extents, &off, sizeof off), data + 8, h->len - 8);
+                return 0;
+        }
+        default:
+                return 0;
+        }
+}
+
+static const char *dirpath(TreeSide *s, uint64_t oid)
+{
+        const char *p = g_hash_table_lookup(s->dirpaths, &oid);
+        struct btrfs_ioctl_ino_lookup_args args = {
+                .treeid = 0,
+                .objectid = oid,
+        };
+
+        if (p)
+                return p;
+        if (ioctl(s->fd, BTRFS_IOC_INO_LOOKUP, &args) < 0)
+                return NULL;
+        args.name[sizeof args.name - 1] = '\0';
+        uint64_t *key = g_new(uint64_t, 1);
+        *key = oid;
+        char *v = g_strdup(args.name);
+        g_hash_table_insert(s->dirpaths, key, v);
+        return v;
+}
+
+/* ---- comparing ---- */
+
+static bool same_inode(TreeInode *a, TreeInode *b)
+{
+        return a && b && a->have_item && b->have_item && a->gen == b->gen;
+}
+
+static bool changed_in_place(TreeInode *a, TreeInode *b)
+{
+        return a->mode != b->mode || a->uid != b->uid || a->gid != b->gid || a->rdev != b->rdev ||
+               a->xattrs != b->xattrs || (!S_ISDIR(a->mode) && (a->size != b->size || a->extents != b->extents));
+}
+
+/* The entry @name of directory @dir on side @s went away (or came): its path, and for a directory
+ * everything beneath it, into @set. */
+static int entry_gone(TreeSide *s, uint64_t dir, const char *name, bool is_dir, GHashTable *set)
+{
+        const char *d = dirpath(s, dir);
+        char *p;
+
+        if (!d)
+                return -ENOTTY; /* changing under us */
+        p = g_strconcat(d, name, NULL);
+        g_hash_table_add(set, p);
+        return is_dir ? btrfs_diff_walk_into(s->fd, p, set, 0) : 0;
+}
+
+static int compare(TreeSide *base, TreeSide *image, GArray *oids, GHashTable *had, GHashTable *now,
+                   GHashTable *modified)
+{
+        for (guint i = 0; i < oids->len; i++) {
+                uint64_t oid = g_array_index(oids, uint64_t, i);
+                TreeInode *b = g_hash_table_lookup(base->inodes, &oid), *n = g_hash_table_lookup(image->inodes, &oid);
+                int k;
+
+                if (!same_inode(b, n))
+                        continue; /* made or removed: its parent directory's entries tell where */
+
+                /* Changed in place: every path it has in both, under the same directories. */
+                if (oid != BTRFS_FIRST_FREE_OBJECTID && changed_in_place(b, n) && b->refs && n->refs)
+                        for (guint r = 0; r < n->refs->len; r++) {
+                                const char *ref = n->refs->pdata[r];
+                                bool found = false;
+                                for (guint q = 0; !found && q < b->refs->len; q++)
+                                        found = streq(b->refs->pdata[q], ref);
+                                if (!found)
+                                        continue;
+                                uint64_t parent = g_ascii_strtoull(ref, NULL, 16);
+                                const char *bd = dirpath(base, parent), *nd = dirpath(image, parent);
+                                if (!bd || !nd)
+                                        return -ENOTTY;
+                                if (streq(bd, nd))
+                                        g_hash_table_add(modified, g_strconcat(nd, ref + 17, NULL));
+                        }
+
+                if (!S_ISDIR(n->mode))
+                        continue;
+                /* A directory's entries: gone, new, or now naming another inode. */
+                TreeInode *sides[2] = {b, n};
+                for (int w = 0; w < 2; w++) {
+                        GHashTable *mine = sides[w]->entries, *theirs = sides[1 - w]->entries;
+                        GHashTableIter it;
+                        void *name, *e;
+                        if (!mine)
+                                continue;
+                        g_hash_table_iter_init(&it, mine);
+                        while (g_hash_table_iter_next(&it, &name, &e)) {
+                                uint64_t c = ENTRY_OID(e);
+                                TreeInode *bc = g_hash_table_lookup(base->inodes, &c),
+                                          *nc = g_hash_table_lookup(image->inodes, &c);
+                                if (theirs && g_hash_table_lookup(theirs, name) == e &&
+                                    !(bc && nc && bc->have_item && nc->have_item && bc->gen != nc->gen))
+                                        continue;
+                                k = entry_gone(w == 0 ? base : image, oid, name, ENTRY_IS_DIR(e), w == 0 ? had : now);
+                                if (k < 0)
+                                        return k;
+                        }
+                }
+        }
+        return 0;
+}
+
+static gint oid_cmp(gconstpointer a, gconstpointer b)
+{
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+static int read_side(TreeSide *s, GArray *oids)
+{
+        /* Runs of nearby objectids, one search each. */
+        for (guint i = 0; i < oids->len;) {
+                uint64_t first = g_array_index(oids, uint64_t, i), last = first;
+                guint j = i + 1;
+                int k;
+
+                while (j < oids->len && g_array_index(oids, uint64_t, j) - last <= TREE_DIFF_RANGE_GAP)
+                        last = g_array_index(oids, uint64_t, j++);
+                k = tree_search(s->fd, first, last, 0, read_item, s);
+                if (k < 0)
+                        return k;
+                i = j;
+        }
+        return 0;
+}
+
+int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
+{
+        struct btrfs_ioctl_get_subvol_info_args bi, ii, *old, *young;
+        g_autoptr(GArray) oids = g_array_new(false, false, sizeof(uint64_t));
+        g_autoptr(GHashTable) had = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_autoptr(GHashTable) now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_autoptr(GHashTable) modified = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        TreeSide base = {.fd = base_fd}, image = {.fd = image_fd};
+        int k;
+
+        if (get_info(base_fd, &bi) < 0 || get_info(image_fd, &ii) < 0)
+                return -ENOTTY;
+        /* One must be a snapshot of the other, taken when the other already was as it is now: read-only,
+         * and last changed no later than the transaction that made the snapshot. */
+        if (memcmp(ii.parent_uuid, bi.uuid, sizeof bi.uuid) == 0)
+                old = &bi, young = &ii;
+        else if (memcmp(bi.parent_uuid, ii.uuid, sizeof ii.uuid) == 0)
+                old = &ii, young = &bi;
+        else
+                return -ENOTTY;
+        if (!(old->flags & BTRFS_ROOT_SUBVOL_RDONLY) || old->ctransid > young->otransid || young->otransid == 0)
+                return -ENOTTY;
+
+        /* btrfs keeps recent inode items and directory entries in memory, out of the trees a search sees,
+         * until the transaction commits, and the extent items of file data until that is written: write
+         * out and commit what is pending (what a snapshot for the send would do too). */
+        if (syncfs(image_fd) < 0)
+                return -ENOTTY;
+
+        k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
+                        young->otransid, collect_oid, oids);
+        if (k < 0)
+                return k == -E2BIG ? k : -ENOTTY;
+        /* Searches go by key, not always in order of objectid across calls: make sure. */
+        g_array_sort(oids, oid_cmp);
+
+        base.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
+        base.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        image.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
+        image.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+
+        k = read_side(&base, oids);
+        if (k >= 0)
+                k = read_side(&image, oids);
+        if (k >= 0 && (base.nested || image.nested))
+                k = -ENOTTY;
+        if (k >= 0)
+                k = compare(&base, &image, oids, had, now, modified);
+        if (k < 0 && k != -E2BIG && k != -ENOMEM)
+                k = -ENOTTY;
+        if (k >= 0)
+                k = btrfs_diff_report_sets(base_fd, image_fd, had, now, modified, cb, userdata);
+
+        g_hash_table_unref(base.inodes);
+        g_hash_table_unref(base.dirpaths);
+        g_hash_table_unref(image.inodes);
+        g_hash_table_unref(image.dirpaths);
+        return k < 0 ? k : 0;
+}
