@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
+#include <stddef.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
@@ -136,22 +137,6 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                 if (key.min_objectid > max_oid)
                         return 0;
         }
-}
-
-/* ---- which inodes the younger tree rewrote ---- */
-
-static int collect_oid(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
-{
-        GArray *oids = userdata;
-
-        if (h->objectid < BTRFS_FIRST_FREE_OBJECTID || h->objectid > BTRFS_LAST_FREE_OBJECTID)
-                return 0;
-        if (oids->len > 0 && g_array_index(oids, uint64_t, oids->len - 1) == h->objectid)
-                return 0;
-        if (oids->len >= TREE_DIFF_INODES_MAX)
-                return -E2BIG;
-        g_array_append_val(oids, h->objectid);
-        return 0;
 }
 
 /* ---- reading one side's inodes ---- */
@@ -385,23 +370,195 @@ static int compare(TreeSide *base, TreeSide *image, GArray *oids, GHashTable *ha
         return 0;
 }
 
-static gint oid_cmp(gconstpointer a, gconstpointer b)
+/* The items of one search, copied: most inodes are compared as bytes and never parsed. */
+typedef struct RawItem {
+        uint64_t oid, offset;
+        size_t pos;
+        uint32_t len;
+        uint8_t type;
+} RawItem;
+
+typedef struct RawList {
+        GArray *items; /* RawItem */
+        GByteArray *data;
+} RawList;
+
+static bool item_kept(uint8_t type)
 {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
+        switch (type) {
+        case BTRFS_INODE_ITEM_KEY:
+        case BTRFS_INODE_REF_KEY:
+        case BTRFS_INODE_EXTREF_KEY:
+        case BTRFS_XATTR_ITEM_KEY:
+        case BTRFS_DIR_INDEX_KEY:
+        case BTRFS_EXTENT_DATA_KEY:
+                return true;
+        default: /* DIR_ITEM repeats DIR_INDEX; the rest is not part of what a diff reports */
+                return false;
+        }
 }
 
-static int read_side(TreeSide *s, GArray *oids)
+static int raw_add(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
 {
+        RawList *l = userdata;
+        RawItem it = {
+                .oid = h->objectid,
+                .offset = h->offset,
+                .pos = l->data->len,
+                .len = h->len,
+                .type = (uint8_t) h->type,
+        };
+
+        if (!item_kept(it.type) || h->objectid < BTRFS_FIRST_FREE_OBJECTID || h->objectid > BTRFS_LAST_FREE_OBJECTID)
+                return 0;
+        if (l->items->len >= 16 * TREE_DIFF_INODES_MAX)
+                return -E2BIG;
+        g_byte_array_append(l->data, data, h->len);
+        g_array_append_val(l->items, it);
+        return 0;
+}
+
+/* Whether two items say the same, as far as a diff goes: an inode item's times, transids, link count
+ * and the like do not count (a read updates the access time). Anything else that differs is looked at
+ * closely by read_item() and compare(). */
+static bool raw_same(const RawList *a, const RawItem *x, const RawList *b, const RawItem *y)
+{
+        const uint8_t *p = a->data->data + x->pos, *q = b->data->data + y->pos;
+
+        if (x->type != y->type || x->offset != y->offset || x->len != y->len)
+                return false;
+        if (x->type == BTRFS_INODE_ITEM_KEY && x->len >= sizeof(struct btrfs_inode_item)) {
+                const size_t gen = offsetof(struct btrfs_inode_item, generation),
+                             size = offsetof(struct btrfs_inode_item, size),
+                             uid = offsetof(struct btrfs_inode_item, uid),
+                             flags = offsetof(struct btrfs_inode_item, flags);
+                return memcmp(p + gen, q + gen, 8) == 0 && memcmp(p + size, q + size, 8) == 0 &&
+                       memcmp(p + uid, q + uid, flags - uid) == 0; /* uid, gid, mode, rdev */
+        }
+        return memcmp(p, q, x->len) == 0;
+}
+
+static int parse_slice(TreeSide *s, const RawList *l, guint from, guint to)
+{
+        for (guint i = from; i < to; i++) {
+                const RawItem *it = &g_array_index(l->items, RawItem, i);
+                struct btrfs_ioctl_search_header h = {
+                        .objectid = it->oid,
+                        .offset = it->offset,
+                        .type = it->type,
+                        .len = it->len,
+                };
+                int k = read_item(s, &h, l->data->data + it->pos);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+static void raw_list_init(RawList *l)
+{
+        l->items = g_array_new(false, false, sizeof(RawItem));
+        l->data = g_byte_array_new();
+}
+
+static void raw_list_done(RawList *l)
+{
+        if (l->items)
+                g_array_unref(l->items);
+        if (l->data)
+                g_byte_array_unref(l->data);
+}
+
+#define RAW(l, i) (&g_array_index((l)->items, RawItem, (i)))
+
+/* Whether every key of @o's items [oi, oe) is among @y's items [yi, ye) (both in key order). */
+static bool keys_covered(const RawList *o, guint oi, guint oe, const RawList *y, guint yi, guint ye)
+{
+        for (; oi < oe; oi++) {
+                while (yi < ye && (RAW(y, yi)->type < RAW(o, oi)->type ||
+                                   (RAW(y, yi)->type == RAW(o, oi)->type && RAW(y, yi)->offset < RAW(o, oi)->offset)))
+                        yi++;
+                if (yi == ye || RAW(y, yi)->type != RAW(o, oi)->type || RAW(y, yi)->offset != RAW(o, oi)->offset)
+                        return false;
+        }
+        return true;
+}
+
+static bool slices_same(const RawList *o, guint oi, guint oe, const RawList *y, guint yi, guint ye)
+{
+        if (oe - oi != ye - yi)
+                return false;
+        for (; oi < oe; oi++, yi++)
+                if (!raw_same(o, RAW(o, oi), y, RAW(y, yi)))
+                        return false;
+        return true;
+}
+
+/* The objectids @oids[@from, @to) (nearby ones): the older side's items read with one search, the
+ * younger's taken from its rewritten leaves (@young) — those are all of an inode's items unless some
+ * also sit in a leaf both still share, which then holds what the older side has under the same key:
+ * such an inode is read again whole. Inodes whose items differ are parsed into the sides' tables. */
+static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint *yi, GArray *oids, guint from, guint to)
+{
+        RawList o = {}, again = {};
+        guint oi = 0;
+        int k;
+
+        raw_list_init(&o);
+        k = tree_search(old->fd, g_array_index(oids, uint64_t, from), g_array_index(oids, uint64_t, to - 1), 0, raw_add,
+                        &o);
+        for (guint n = from; k >= 0 && n < to; n++) {
+                uint64_t oid = g_array_index(oids, uint64_t, n);
+                guint oe, ye;
+                const RawList *y = young;
+                guint ys, young_end;
+
+                while (oi < o.items->len && RAW(&o, oi)->oid < oid)
+                        oi++;
+                for (oe = oi; oe < o.items->len && RAW(&o, oe)->oid == oid; oe++)
+                        ;
+                while (*yi < young->items->len && RAW(young, *yi)->oid < oid)
+                        (*yi)++;
+                for (ye = *yi; ye < young->items->len && RAW(young, ye)->oid == oid; ye++)
+                        ;
+                ys = *yi;
+                young_end = ye;
+                if (!keys_covered(&o, oi, oe, young, ys, ye)) {
+                        raw_list_done(&again);
+                        raw_list_init(&again);
+                        k = tree_search(yside->fd, oid, oid, 0, raw_add, &again);
+                        if (k < 0)
+                                break;
+                        y = &again;
+                        ys = 0;
+                        ye = again.items->len;
+                }
+                if (!slices_same(&o, oi, oe, y, ys, ye)) {
+                        k = parse_slice(old, &o, oi, oe);
+                        if (k >= 0)
+                                k = parse_slice(yside, y, ys, ye);
+                }
+                oi = oe;
+                *yi = young_end;
+        }
+        raw_list_done(&o);
+        raw_list_done(&again);
+        return k;
+}
+
+static int read_sides(TreeSide *old, TreeSide *yside, const RawList *young, GArray *oids)
+{
+        guint yi = 0;
+
         /* Runs of nearby objectids, one search each. */
         for (guint i = 0; i < oids->len;) {
-                uint64_t first = g_array_index(oids, uint64_t, i), last = first;
                 guint j = i + 1;
                 int k;
 
-                while (j < oids->len && g_array_index(oids, uint64_t, j) - last <= TREE_DIFF_RANGE_GAP)
-                        last = g_array_index(oids, uint64_t, j++);
-                k = tree_search(s->fd, first, last, 0, read_item, s);
+                while (j < oids->len &&
+                       g_array_index(oids, uint64_t, j) - g_array_index(oids, uint64_t, j - 1) <= TREE_DIFF_RANGE_GAP)
+                        j++;
+                k = read_run(old, yside, young, &yi, oids, i, j);
                 if (k < 0)
                         return k;
                 i = j;
@@ -417,6 +574,7 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         g_autoptr(GHashTable) now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_autoptr(GHashTable) modified = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         TreeSide base = {.fd = base_fd}, image = {.fd = image_fd};
+        RawList young_raw = {};
         int k;
 
         if (get_info(base_fd, &bi) < 0 || get_info(image_fd, &ii) < 0)
@@ -438,21 +596,29 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         if (syncfs(image_fd) < 0)
                 return -ENOTTY;
 
+        raw_list_init(&young_raw);
         k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
-                        young->otransid, collect_oid, oids);
-        if (k < 0)
+                        young->otransid, raw_add, &young_raw);
+        if (k < 0) {
+                raw_list_done(&young_raw);
                 return k == -E2BIG ? k : -ENOTTY;
-        /* Searches go by key, not always in order of objectid across calls: make sure. */
-        g_array_sort(oids, oid_cmp);
+        }
+        for (guint i = 0; i < young_raw.items->len; i++) {
+                uint64_t oid = RAW(&young_raw, i)->oid;
+                if (oids->len == 0 || g_array_index(oids, uint64_t, oids->len - 1) != oid)
+                        g_array_append_val(oids, oid);
+        }
 
         base.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
         base.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
         image.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
         image.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 
-        k = read_side(&base, oids);
-        if (k >= 0)
-                k = read_side(&image, oids);
+        if (young == &ii)
+                k = read_sides(&base, &image, &young_raw, oids);
+        else
+                k = read_sides(&image, &base, &young_raw, oids);
+        raw_list_done(&young_raw);
         if (k >= 0 && (base.nested || image.nested))
                 k = -ENOTTY;
         if (k >= 0)
