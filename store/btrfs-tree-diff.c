@@ -20,6 +20,8 @@
 #define TREE_DIFF_INODES_MAX 1000000
 /* Objectids closer than this are read in one search rather than two. */
 #define TREE_DIFF_RANGE_GAP 64
+/* Items held from each side's search (about 160 MiB with their bytes, at most). */
+#define TREE_DIFF_ITEMS_MAX 1000000
 #define SEARCH_BUF_SIZE (256 * 1024)
 
 typedef struct TreeInode {
@@ -75,7 +77,8 @@ static int get_info(int fd, struct btrfs_ioctl_get_subvol_info_args *ret)
  * old. */
 typedef int (*item_fn)(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data);
 
-static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_transid, item_fn fn, void *userdata)
+static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_transid, item_fn fn, void *userdata,
+                       GPtrArray *keep)
 {
         _cleanup_free_ struct btrfs_ioctl_search_args_v2 *args = NULL;
         struct btrfs_ioctl_search_key key = {
@@ -117,6 +120,13 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                         if (k < 0)
                                 return k;
                         off += sizeof h + h.len;
+                }
+                if (keep) {
+                        /* The items stay where they are, for @fn's pointers: a new buffer for the next. */
+                        g_ptr_array_add(keep, TAKE_PTR(args));
+                        args = malloc(sizeof *args + SEARCH_BUF_SIZE);
+                        if (!args)
+                                return -ENOMEM;
                 }
                 /* Resume after the last key found. */
                 key.min_objectid = h.objectid;
@@ -373,14 +383,14 @@ static int compare(TreeSide *base, TreeSide *image, GArray *oids, GHashTable *ha
 /* The items of one search, copied: most inodes are compared as bytes and never parsed. */
 typedef struct RawItem {
         uint64_t oid, offset;
-        size_t pos;
+        const uint8_t *data;
         uint32_t len;
         uint8_t type;
 } RawItem;
 
 typedef struct RawList {
-        GArray *items; /* RawItem */
-        GByteArray *data;
+        GPtrArray *bufs; /* the search buffers the items point into */
+        GArray *items;   /* RawItem */
 } RawList;
 
 static bool item_kept(uint8_t type)
@@ -404,16 +414,15 @@ static int raw_add(void *userdata, const struct btrfs_ioctl_search_header *h, co
         RawItem it = {
                 .oid = h->objectid,
                 .offset = h->offset,
-                .pos = l->data->len,
+                .data = data,
                 .len = h->len,
                 .type = (uint8_t) h->type,
         };
 
         if (!item_kept(it.type) || h->objectid < BTRFS_FIRST_FREE_OBJECTID || h->objectid > BTRFS_LAST_FREE_OBJECTID)
                 return 0;
-        if (l->items->len >= 16 * TREE_DIFF_INODES_MAX)
-                return -E2BIG;
-        g_byte_array_append(l->data, data, h->len);
+        if (l->items->len >= TREE_DIFF_ITEMS_MAX)
+                return -ENOBUFS; /* a tree this big goes the way of the send, which holds less */
         g_array_append_val(l->items, it);
         return 0;
 }
@@ -423,7 +432,7 @@ static int raw_add(void *userdata, const struct btrfs_ioctl_search_header *h, co
  * closely by read_item() and compare(). */
 static bool raw_same(const RawList *a, const RawItem *x, const RawList *b, const RawItem *y)
 {
-        const uint8_t *p = a->data->data + x->pos, *q = b->data->data + y->pos;
+        const uint8_t *p = x->data, *q = y->data;
 
         if (x->type != y->type || x->offset != y->offset || x->len != y->len)
                 return false;
@@ -448,7 +457,7 @@ static int parse_slice(TreeSide *s, const RawList *l, guint from, guint to)
                         .type = it->type,
                         .len = it->len,
                 };
-                int k = read_item(s, &h, l->data->data + it->pos);
+                int k = read_item(s, &h, it->data);
                 if (k < 0)
                         return k;
         }
@@ -458,15 +467,15 @@ static int parse_slice(TreeSide *s, const RawList *l, guint from, guint to)
 static void raw_list_init(RawList *l)
 {
         l->items = g_array_new(false, false, sizeof(RawItem));
-        l->data = g_byte_array_new();
+        l->bufs = g_ptr_array_new_with_free_func(free);
 }
 
 static void raw_list_done(RawList *l)
 {
         if (l->items)
                 g_array_unref(l->items);
-        if (l->data)
-                g_byte_array_unref(l->data);
+        if (l->bufs)
+                g_ptr_array_unref(l->bufs);
 }
 
 #define RAW(l, i) (&g_array_index((l)->items, RawItem, (i)))
@@ -506,7 +515,7 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
 
         raw_list_init(&o);
         k = tree_search(old->fd, g_array_index(oids, uint64_t, from), g_array_index(oids, uint64_t, to - 1), 0, raw_add,
-                        &o);
+                        &o, o.bufs);
         for (guint n = from; k >= 0 && n < to; n++) {
                 uint64_t oid = g_array_index(oids, uint64_t, n);
                 guint oe, ye;
@@ -526,7 +535,7 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
                 if (!keys_covered(&o, oi, oe, young, ys, ye)) {
                         raw_list_done(&again);
                         raw_list_init(&again);
-                        k = tree_search(yside->fd, oid, oid, 0, raw_add, &again);
+                        k = tree_search(yside->fd, oid, oid, 0, raw_add, &again, again.bufs);
                         if (k < 0)
                                 break;
                         y = &again;
@@ -598,7 +607,7 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
 
         raw_list_init(&young_raw);
         k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
-                        young->otransid, raw_add, &young_raw);
+                        young->otransid, raw_add, &young_raw, young_raw.bufs);
         if (k < 0) {
                 raw_list_done(&young_raw);
                 return k == -E2BIG ? k : -ENOTTY;
