@@ -567,6 +567,59 @@ class RefusalTest(DeltaTestCase):
         self.assertNotIn('half', os.listdir(self.store))
 
 
+class ChangedParentTest(DeltaTestCase):
+    """A delta applies only to its parent as it was made against: a parent
+    made writable, changed and marked read-only again is not that parent,
+    here or on the sender (MarkImageReadOnly keeps the received uuid, so the
+    state is what tells)."""
+
+    def second_store_with_base(self):
+        """store2 with base only through a full btrfs import; returns the delta
+        of web made on the first store."""
+        self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.stop_daemon(self.daemon)
+        store2 = os.path.join(self.dir, 'store2')
+        os.makedirs(store2)
+        self.daemon = self.start_daemon(store=store2)
+        self.store = store2
+        self.jobs.close()
+        self.jobs = JobWatch(self.env.conn)
+        _, outcome = self.import_(self.file('base.btrfs'), 'base')
+        self.assertDone(outcome)
+        return self.file('web.delta')
+
+    def change(self, name):
+        self.root.manager('MarkImageReadOnly', name, False)
+        with open(os.path.join(self.path(name), 'etc/app/late'), 'w') as f:
+            f.write('late')
+        self.root.manager('MarkImageReadOnly', name, True)
+
+    def test_received_parent_changed_here(self):
+        delta = self.second_store_with_base()
+        self.change('base')
+        self.assertImportFails(delta, 'web', NO_SUCH_IMAGE, 'base', 'changed since it was received')
+        # Nor can it be the parent of a delta sent on.
+        self.clone(self.root, 'base', 'c')
+        result, log = self.export('c', self.file('c.delta'), format='btrfs', parent='base')
+        self.assertEqual(result, 'failed', log)
+        self.assertIn('changed here since it was received', log)
+
+    def test_received_parent_unchanged_takes_the_delta(self):
+        delta = self.second_store_with_base()
+        # Marking it writable and read-only again without a change is no change.
+        self.root.manager('MarkImageReadOnly', 'base', False)
+        self.root.manager('MarkImageReadOnly', 'base', True)
+        _, outcome = self.import_(delta, 'web')
+        self.assertDone(outcome)
+
+    def test_sender_parent_changed_after_the_delta(self):
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.change('base')
+        self.assertImportFails(self.file('web.delta'), 'web2', NO_SUCH_IMAGE, 'base',
+                               'not in the state the delta was made against')
+
+
 class PlainStoreTest(stamptest.TestCase):
 
     def test_btrfs_format_not_supported(self):

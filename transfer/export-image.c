@@ -90,6 +90,16 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                     btrfs_subvol_stream_uuid(j->export.parent_fd, h.parent_uuid) < 0 || !parent_info.read_only)
                         return job_child_fail(c, EINVAL, "The parent %s is not a read-only btrfs subvolume",
                                               j->export.parent);
+                k = btrfs_subvol_state(j->export.parent_fd, &h.parent_transid);
+                if (k == -ESTALE)
+                        return job_child_fail(c, ENOENT,
+                                              "The parent %s was changed here since it was received (made writable "
+                                              "and written to): no other store has it as it is now, so a delta "
+                                              "against it could not be applied anywhere; export %s in full instead",
+                                              j->export.parent, j->name);
+                if (k < 0)
+                        return job_child_fail(c, -k, "Cannot read the state of the parent %s: %s", j->export.parent,
+                                              strerror(-k));
                 snprintf(h.parent, sizeof h.parent, "%s", j->export.parent);
                 h.delta = true;
                 s.delta = true;

@@ -484,8 +484,17 @@ static void test_stamp_header(void)
         g_assert_cmpstr(got.parent, ==, "base");
         g_assert_true(got.delta && got.read_only);
         g_assert_cmpmem(got.parent_uuid, 16, h.parent_uuid, 16);
+        g_assert_cmpuint(got.parent_transid, ==, 0);
         for (int cut = 0; cut < n; cut++)
                 g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) cut, &got, err, sizeof err), <=, 0);
+        /* The state of the parent, when known, goes along. */
+        h.parent_transid = 4242;
+        n = stamp_stream_header_format(&h, buf, sizeof buf);
+        g_assert_cmpstr(buf, ==,
+                        "stamp-btrfs-stream 1\nname=web\nread-only=yes\nparent=base\n"
+                        "parent-uuid=00112233445566778899aabbccddeeff\nparent-transid=4242\n\n");
+        g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) n, &got, err, sizeof err), ==, n);
+        g_assert_cmpuint(got.parent_transid, ==, 4242);
 
         static const char *const bad[] = {
                 "stamp-btrfs-stream 2\nname=a\nread-only=no\n\n",
@@ -497,6 +506,10 @@ static void test_stamp_header(void)
                 "00112233445566778899aabbccddeeff\n\n",
                 "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid=xyz\n\n",
                 "stamp-btrfs-stream 1\nname=a\nno equals sign\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid="
+                "00112233445566778899aabbccddeeff\nparent-transid=12x\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid="
+                "00112233445566778899aabbccddeeff\nparent-transid=-1\n\n",
                 "btrfs-stream",
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
