@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdint.h>
+
 #include <glib.h>
 
 /* What changed between two read-only btrfs subvolumes, from btrfs's own knowledge: the kernel sends
@@ -30,6 +32,11 @@ int btrfs_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata);
  * is writable, a nested subvolume in the way): the caller then falls back to btrfs_diff(). Same report,
  * same errors otherwise. */
 int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata);
+
+/* With the same search, how many bytes of file data @image_fd, a snapshot of @base_fd, has that
+ * @base_fd does not (what a send against @base_fd writes, but for its commands): an estimate for the
+ * progress of that send. -ENOTTY where btrfs_tree_diff() does not apply. */
+int btrfs_tree_diff_data_bytes(int base_fd, int image_fd, uint64_t *ret);
 
 /* Shared by both: everything beneath the directory @path of @root_fd added to @set (g_free'd keys), and
  * the final report from the paths that were there before (@had), are there now (@now), or were changed

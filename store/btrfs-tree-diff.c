@@ -42,6 +42,7 @@ typedef struct TreeSide {
         GHashTable *inodes;   /* objectid (g_int64) → TreeInode* */
         GHashTable *dirpaths; /* objectid (g_int64) → "a/b/" */
         bool nested;          /* an entry names another subvolume */
+        uint64_t new_data;    /* bytes of file extents the other side does not have (as a send writes) */
 } TreeSide;
 
 static void tree_inode_free(void *p)
@@ -507,6 +508,32 @@ static bool slices_same(const RawList *o, guint oi, guint oe, const RawList *y, 
  * younger's taken from its rewritten leaves (@young) — those are all of an inode's items unless some
  * also sit in a leaf both still share, which then holds what the older side has under the same key:
  * such an inode is read again whole. Inodes whose items differ are parsed into the sides' tables. */
+/* The bytes of @y's file extents [yi, ye) that @o's [oi, oe) does not have as they are. */
+static uint64_t new_extent_bytes(const RawList *o, guint oi, guint oe, const RawList *y, guint yi, guint ye)
+{
+        const size_t head = offsetof(struct btrfs_file_extent_item, disk_bytenr);
+        uint64_t sum = 0;
+
+        for (; yi < ye; yi++) {
+                const RawItem *it = RAW(y, yi);
+                bool found = false;
+                if (it->type != BTRFS_EXTENT_DATA_KEY || it->len < head)
+                        continue;
+                for (guint q = oi; !found && q < oe; q++)
+                        found = raw_same(o, RAW(o, q), y, it);
+                if (found)
+                        continue;
+                if (it->data[offsetof(struct btrfs_file_extent_item, type)] == BTRFS_FILE_EXTENT_INLINE)
+                        sum += it->len - head;
+                else if (it->len >= sizeof(struct btrfs_file_extent_item)) {
+                        struct btrfs_file_extent_item fe;
+                        memcpy(&fe, it->data, sizeof fe);
+                        sum += le64toh(fe.num_bytes);
+                }
+        }
+        return sum;
+}
+
 static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint *yi, GArray *oids, guint from, guint to)
 {
         RawList o = {}, again = {};
@@ -546,6 +573,7 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
                         k = parse_slice(old, &o, oi, oe);
                         if (k >= 0)
                                 k = parse_slice(yside, y, ys, ye);
+                        yside->new_data += new_extent_bytes(&o, oi, oe, y, ys, ye);
                 }
                 oi = oe;
                 *yi = young_end;
@@ -575,17 +603,29 @@ static int read_sides(TreeSide *old, TreeSide *yside, const RawList *young, GArr
         return 0;
 }
 
-int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
+static void sides_done(TreeSide *base, TreeSide *image)
+{
+        TreeSide *sides[] = {base, image};
+
+        for (size_t i = 0; i < ELEMENTSOF(sides); i++) {
+                if (sides[i]->inodes)
+                        g_hash_table_unref(sides[i]->inodes);
+                if (sides[i]->dirpaths)
+                        g_hash_table_unref(sides[i]->dirpaths);
+        }
+}
+
+/* Everything but the comparison of paths: the checks that the fast way applies, then the inodes that
+ * differ, parsed into @base and @image (to be released with sides_done() in any case), their objectids
+ * in @oids. *@ret_image_young says which one is the snapshot of the other. */
+static int tree_read(int base_fd, int image_fd, TreeSide *base, TreeSide *image, GArray *oids, bool *ret_image_young)
 {
         struct btrfs_ioctl_get_subvol_info_args bi, ii, *old, *young;
-        g_autoptr(GArray) oids = g_array_new(false, false, sizeof(uint64_t));
-        g_autoptr(GHashTable) had = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        g_autoptr(GHashTable) now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        g_autoptr(GHashTable) modified = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        TreeSide base = {.fd = base_fd}, image = {.fd = image_fd};
         RawList young_raw = {};
         int k;
 
+        base->fd = base_fd;
+        image->fd = image_fd;
         if (get_info(base_fd, &bi) < 0 || get_info(image_fd, &ii) < 0)
                 return -ENOTTY;
         /* One must be a snapshot of the other, taken when the other already was as it is now: read-only,
@@ -598,6 +638,7 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
                 return -ENOTTY;
         if (!(old->flags & BTRFS_ROOT_SUBVOL_RDONLY) || old->ctransid > young->otransid || young->otransid == 0)
                 return -ENOTTY;
+        *ret_image_young = young == &ii;
 
         /* btrfs keeps recent inode items and directory entries in memory, out of the trees a search sees,
          * until the transaction commits, and the extent items of file data until that is written: write
@@ -608,38 +649,60 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         raw_list_init(&young_raw);
         k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
                         young->otransid, raw_add, &young_raw, young_raw.bufs);
-        if (k < 0) {
-                raw_list_done(&young_raw);
-                return k == -E2BIG ? k : -ENOTTY;
-        }
-        for (guint i = 0; i < young_raw.items->len; i++) {
+        for (guint i = 0; k >= 0 && i < young_raw.items->len; i++) {
                 uint64_t oid = RAW(&young_raw, i)->oid;
                 if (oids->len == 0 || g_array_index(oids, uint64_t, oids->len - 1) != oid)
                         g_array_append_val(oids, oid);
         }
 
-        base.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
-        base.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-        image.inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
-        image.dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        base->inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
+        base->dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        image->inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
+        image->dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 
-        if (young == &ii)
-                k = read_sides(&base, &image, &young_raw, oids);
-        else
-                k = read_sides(&image, &base, &young_raw, oids);
+        if (k >= 0 && young == &ii)
+                k = read_sides(base, image, &young_raw, oids);
+        else if (k >= 0)
+                k = read_sides(image, base, &young_raw, oids);
         raw_list_done(&young_raw);
-        if (k >= 0 && (base.nested || image.nested))
+        if (k >= 0 && (base->nested || image->nested))
                 k = -ENOTTY;
+        return k;
+}
+
+int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
+{
+        g_autoptr(GArray) oids = g_array_new(false, false, sizeof(uint64_t));
+        g_autoptr(GHashTable) had = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_autoptr(GHashTable) now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_autoptr(GHashTable) modified = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        TreeSide base = {}, image = {};
+        bool image_young;
+        int k;
+
+        k = tree_read(base_fd, image_fd, &base, &image, oids, &image_young);
         if (k >= 0)
                 k = compare(&base, &image, oids, had, now, modified);
         if (k < 0 && k != -E2BIG && k != -ENOMEM)
                 k = -ENOTTY;
         if (k >= 0)
                 k = btrfs_diff_report_sets(base_fd, image_fd, had, now, modified, cb, userdata);
+        sides_done(&base, &image);
+        return k < 0 ? k : 0;
+}
 
-        g_hash_table_unref(base.inodes);
-        g_hash_table_unref(base.dirpaths);
-        g_hash_table_unref(image.inodes);
-        g_hash_table_unref(image.dirpaths);
+int btrfs_tree_diff_data_bytes(int base_fd, int image_fd, uint64_t *ret)
+{
+        g_autoptr(GArray) oids = g_array_new(false, false, sizeof(uint64_t));
+        TreeSide base = {}, image = {};
+        bool image_young = false;
+        int k;
+
+        k = tree_read(base_fd, image_fd, &base, &image, oids, &image_young);
+        if (k >= 0 && !image_young)
+                k = -ENOTTY;
+        if (k >= 0)
+                *ret = image.new_data;
+        sides_done(&base, &image);
         return k < 0 ? k : 0;
 }
