@@ -11,6 +11,7 @@
 #include <linux/btrfs_tree.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "btrfs-diff.h"
@@ -78,10 +79,30 @@ static int get_info(int fd, struct btrfs_ioctl_get_subvol_info_args *ret)
  * old. */
 typedef int (*item_fn)(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data);
 
+/* Search buffers come from mmap() and go back with munmap(): a diff's few megabytes of metadata must not
+ * stay in the daemon's heap once it is answered. */
+static void *search_buf_new(void)
+{
+        void *p = mmap(NULL, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+}
+
+static void search_buf_free(void *p)
+{
+        if (p)
+                (void) munmap(p, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE);
+}
+
+static void search_buf_freep(struct btrfs_ioctl_search_args_v2 **p)
+{
+        search_buf_free(*p);
+}
+
 static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_transid, item_fn fn, void *userdata,
                        GPtrArray *keep)
 {
-        _cleanup_free_ struct btrfs_ioctl_search_args_v2 *args = NULL;
+        _cleanup_(search_buf_freep) struct btrfs_ioctl_search_args_v2 *args = NULL;
         struct btrfs_ioctl_search_key key = {
                 .tree_id = 0,
                 .min_objectid = min_oid,
@@ -94,7 +115,7 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                 .max_type = UINT32_MAX,
         };
 
-        args = malloc(sizeof *args + SEARCH_BUF_SIZE);
+        args = search_buf_new();
         if (!args)
                 return -ENOMEM;
         for (;;) {
@@ -125,7 +146,7 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                 if (keep) {
                         /* The items stay where they are, for @fn's pointers: a new buffer for the next. */
                         g_ptr_array_add(keep, TAKE_PTR(args));
-                        args = malloc(sizeof *args + SEARCH_BUF_SIZE);
+                        args = search_buf_new();
                         if (!args)
                                 return -ENOMEM;
                 }
@@ -468,7 +489,7 @@ static int parse_slice(TreeSide *s, const RawList *l, guint from, guint to)
 static void raw_list_init(RawList *l)
 {
         l->items = g_array_new(false, false, sizeof(RawItem));
-        l->bufs = g_ptr_array_new_with_free_func(free);
+        l->bufs = g_ptr_array_new_with_free_func(search_buf_free);
 }
 
 static void raw_list_done(RawList *l)
