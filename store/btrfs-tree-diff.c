@@ -78,6 +78,8 @@ static int get_info(int fd, struct btrfs_ioctl_get_subvol_info_args *ret)
 /* Call @fn for every item of the tree of @fd in [@min_oid, @max_oid] from leaves at least @min_transid
  * old. */
 typedef int (*item_fn)(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data);
+/* Called after each buffer of items (@last false) and once the search is done (@last true). */
+typedef int (*batch_fn)(void *userdata, bool last);
 
 /* Search buffers come from mmap() and go back with munmap(): a diff's few megabytes of metadata must not
  * stay in the daemon's heap once it is answered. */
@@ -100,7 +102,7 @@ static void search_buf_freep(struct btrfs_ioctl_search_args_v2 **p)
 }
 
 static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_transid, item_fn fn, void *userdata,
-                       GPtrArray *keep)
+                       GPtrArray *keep, batch_fn batch)
 {
         _cleanup_(search_buf_freep) struct btrfs_ioctl_search_args_v2 *args = NULL;
         struct btrfs_ioctl_search_key key = {
@@ -128,7 +130,7 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                 if (ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, args) < 0)
                         return -errno;
                 if (args->key.nr_items == 0)
-                        return 0;
+                        return batch ? batch(userdata, true) : 0;
                 for (uint32_t i = 0; i < args->key.nr_items; i++) {
                         const uint8_t *p = (const uint8_t *) args->buf + off;
                         int k;
@@ -161,13 +163,18 @@ static int tree_search(int fd, uint64_t min_oid, uint64_t max_oid, uint64_t min_
                         key.min_offset = 0;
                 } else {
                         if (key.min_objectid >= max_oid)
-                                return 0;
+                                return batch ? batch(userdata, true) : 0;
                         key.min_objectid++;
                         key.min_type = 0;
                         key.min_offset = 0;
                 }
+                if (batch) {
+                        int k = batch(userdata, false);
+                        if (k < 0)
+                                return k;
+                }
                 if (key.min_objectid > max_oid)
-                        return 0;
+                        return batch ? batch(userdata, true) : 0;
         }
 }
 
@@ -563,7 +570,7 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
 
         raw_list_init(&o);
         k = tree_search(old->fd, g_array_index(oids, uint64_t, from), g_array_index(oids, uint64_t, to - 1), 0, raw_add,
-                        &o, o.bufs);
+                        &o, o.bufs, NULL);
         for (guint n = from; k >= 0 && n < to; n++) {
                 uint64_t oid = g_array_index(oids, uint64_t, n);
                 guint oe, ye;
@@ -583,7 +590,7 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
                 if (!keys_covered(&o, oi, oe, young, ys, ye)) {
                         raw_list_done(&again);
                         raw_list_init(&again);
-                        k = tree_search(yside->fd, oid, oid, 0, raw_add, &again, again.bufs);
+                        k = tree_search(yside->fd, oid, oid, 0, raw_add, &again, again.bufs, NULL);
                         if (k < 0)
                                 break;
                         y = &again;
@@ -624,6 +631,57 @@ static int read_sides(TreeSide *old, TreeSide *yside, const RawList *young, GArr
         return 0;
 }
 
+/* The younger side's rewritten leaves, searched a buffer at a time: each buffer's inodes are compared
+ * with the older side's as soon as all their items are there (the last one's may go on in the next
+ * buffer), and the buffers no item points into any more go back. */
+typedef struct Collector {
+        RawList pending; /* first: raw_add() fills it */
+        TreeSide *old, *yside;
+        GArray *oids; /* all of them, for compare() */
+} Collector;
+
+static int collector_batch(void *userdata, bool last)
+{
+        Collector *c = userdata;
+        RawList *p = &c->pending, batch = {};
+        g_autoptr(GArray) oids = g_array_new(false, false, sizeof(uint64_t));
+        guint n = p->items->len;
+        int k;
+
+        if (!last && n > 0) {
+                uint64_t held = RAW(p, n - 1)->oid;
+                while (n > 0 && RAW(p, n - 1)->oid == held)
+                        n--;
+        }
+        if (n == 0)
+                return 0;
+        batch.items = g_array_sized_new(false, false, sizeof(RawItem), n);
+        g_array_append_vals(batch.items, p->items->data, n);
+        for (guint i = 0; i < n; i++) {
+                uint64_t oid = RAW(p, i)->oid;
+                if (oids->len == 0 || g_array_index(oids, uint64_t, oids->len - 1) != oid) {
+                        g_array_append_val(oids, oid);
+                        g_array_append_val(c->oids, oid);
+                }
+        }
+        k = read_sides(c->old, c->yside, &batch, oids);
+        g_array_unref(batch.items);
+        g_array_remove_range(p->items, 0, n);
+
+        for (guint b = 0; b < p->bufs->len;) {
+                const uint8_t *lo = p->bufs->pdata[b],
+                              *hi = lo + sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE;
+                bool used = false;
+                for (guint i = 0; !used && i < p->items->len; i++)
+                        used = RAW(p, i)->data >= lo && RAW(p, i)->data < hi;
+                if (used)
+                        b++;
+                else
+                        g_ptr_array_remove_index(p->bufs, b);
+        }
+        return k;
+}
+
 static void sides_done(TreeSide *base, TreeSide *image)
 {
         TreeSide *sides[] = {base, image};
@@ -642,7 +700,6 @@ static void sides_done(TreeSide *base, TreeSide *image)
 static int tree_read(int base_fd, int image_fd, TreeSide *base, TreeSide *image, GArray *oids, bool *ret_image_young)
 {
         struct btrfs_ioctl_get_subvol_info_args bi, ii, *old, *young;
-        RawList young_raw = {};
         int k;
 
         base->fd = base_fd;
@@ -667,25 +724,20 @@ static int tree_read(int base_fd, int image_fd, TreeSide *base, TreeSide *image,
         if (syncfs(image_fd) < 0)
                 return -ENOTTY;
 
-        raw_list_init(&young_raw);
-        k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
-                        young->otransid, raw_add, &young_raw, young_raw.bufs);
-        for (guint i = 0; k >= 0 && i < young_raw.items->len; i++) {
-                uint64_t oid = RAW(&young_raw, i)->oid;
-                if (oids->len == 0 || g_array_index(oids, uint64_t, oids->len - 1) != oid)
-                        g_array_append_val(oids, oid);
-        }
-
         base->inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
         base->dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
         image->inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tree_inode_free);
         image->dirpaths = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 
-        if (k >= 0 && young == &ii)
-                k = read_sides(base, image, &young_raw, oids);
-        else if (k >= 0)
-                k = read_sides(image, base, &young_raw, oids);
-        raw_list_done(&young_raw);
+        Collector col = {
+                .old = young == &ii ? base : image,
+                .yside = young == &ii ? image : base,
+                .oids = oids,
+        };
+        raw_list_init(&col.pending);
+        k = tree_search(young == &ii ? image_fd : base_fd, BTRFS_FIRST_FREE_OBJECTID, BTRFS_LAST_FREE_OBJECTID,
+                        young->otransid, raw_add, &col, col.pending.bufs, collector_batch);
+        raw_list_done(&col.pending);
         if (k >= 0 && (base->nested || image->nested))
                 k = -ENOTTY;
         return k;
