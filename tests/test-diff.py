@@ -215,6 +215,36 @@ class DiffFastPathTest(stamptest.TestCase):
                 self.assertEqual(self.diff(name, 'base'), want)
                 self.assertEqual(self.diff('base', name), expected_diff(clone, base))
 
+    def test_many_changes_in_one_big_directory(self):
+        # More rewritten metadata than one search buffer holds, and a directory
+        # whose entries go on from one buffer to the next.
+        base = os.path.join(self.store, 'base')
+        run(['btrfs', 'property', 'set', '-ts', base, 'ro', 'false'])
+        os.mkdir(os.path.join(base, 'bulk'))
+        for i in range(4000):
+            os.close(os.open(os.path.join(base, 'bulk', 'entry-with-a-longer-name-%04d' % i),
+                             os.O_WRONLY | os.O_CREAT, 0o644))
+        run(['btrfs', 'property', 'set', '-ts', base, 'ro', 'true'])
+        clone = self.clone('big')
+        bulk = os.path.join(clone, 'bulk')
+        rnd = random.Random(7)
+        for name in sorted(os.listdir(bulk)):
+            p = os.path.join(bulk, name)
+            r = rnd.random()
+            if r < 0.6:
+                os.chmod(p, 0o600)
+            elif r < 0.7:
+                os.unlink(p)
+            elif r < 0.8:
+                os.rename(p, p + '.moved')
+            elif r < 0.9:
+                os.setxattr(p, 'user.x', b'1')
+        for i in range(300):
+            os.close(os.open(os.path.join(bulk, 'new-%04d' % i), os.O_WRONLY | os.O_CREAT, 0o644))
+        want = expected_diff(base, clone)
+        self.assertGreater(len(want), 3000)
+        self.assertEqual(self.diff('big', 'base'), want)
+
     def test_template_changed_after_the_clone_is_not_compared_by_metadata(self):
         # A template made writable, changed and marked read-only again no longer
         # shares its leaves with the clone as the clone remembers: the comparison
