@@ -82,18 +82,39 @@ typedef int (*item_fn)(void *userdata, const struct btrfs_ioctl_search_header *h
 typedef int (*batch_fn)(void *userdata, bool last);
 
 /* Search buffers come from mmap() and go back with munmap(): a diff's few megabytes of metadata must not
- * stay in the daemon's heap once it is answered. */
+ * stay in the daemon's heap once it is answered. A few freed ones are kept for the next search of the
+ * same diff (this thread's), as fresh pages cost a fault each; search_bufs_release() unmaps them. */
+#define SEARCH_BUF_POOL 8
+static __thread void *search_buf_pool[SEARCH_BUF_POOL];
+static __thread unsigned search_buf_pooled;
+
 static void *search_buf_new(void)
 {
-        void *p = mmap(NULL, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *p;
+
+        if (search_buf_pooled > 0)
+                return search_buf_pool[--search_buf_pooled];
+        p = mmap(NULL, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         return p == MAP_FAILED ? NULL : p;
 }
 
 static void search_buf_free(void *p)
 {
-        if (p)
-                (void) munmap(p, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE);
+        if (!p)
+                return;
+        if (search_buf_pooled < SEARCH_BUF_POOL) {
+                search_buf_pool[search_buf_pooled++] = p;
+                return;
+        }
+        (void) munmap(p, sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE);
+}
+
+static void search_bufs_release(void)
+{
+        while (search_buf_pooled > 0)
+                (void) munmap(search_buf_pool[--search_buf_pooled],
+                              sizeof(struct btrfs_ioctl_search_args_v2) + SEARCH_BUF_SIZE);
 }
 
 static void search_buf_freep(struct btrfs_ioctl_search_args_v2 **p)
@@ -761,6 +782,7 @@ int btrfs_tree_diff(int base_fd, int image_fd, btrfs_diff_cb cb, void *userdata)
         if (k >= 0)
                 k = btrfs_diff_report_sets(base_fd, image_fd, had, now, modified, cb, userdata);
         sides_done(&base, &image);
+        search_bufs_release();
         return k < 0 ? k : 0;
 }
 
@@ -777,5 +799,6 @@ int btrfs_tree_diff_data_bytes(int base_fd, int image_fd, uint64_t *ret)
         if (k >= 0)
                 *ret = image.new_data;
         sides_done(&base, &image);
+        search_bufs_release();
         return k < 0 ? k : 0;
 }
