@@ -460,6 +460,34 @@ static void test_paths(void)
         g_assert_false(btrfs_send_path_is_valid(long_path));
 }
 
+/* The stream's CRC-32C: the standard check value, and a bit at a time for every length and
+ * alignment up to a few words (whichever way btrfs_send_crc32c() computes it here). */
+static uint32_t crc32c_bitwise(uint32_t crc, const uint8_t *p, size_t n)
+{
+        while (n-- > 0) {
+                crc ^= *p++;
+                for (int k = 0; k < 8; k++)
+                        crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+        }
+        return crc;
+}
+
+static void test_crc32c(void)
+{
+        uint8_t buf[80];
+
+        g_assert_cmphex(~btrfs_send_crc32c(~0u, "123456789", 9), ==, 0xE3069283u);
+        for (size_t i = 0; i < sizeof buf; i++)
+                buf[i] = (uint8_t) (i * 37 + 11);
+        for (size_t off = 0; off < 8; off++)
+                for (size_t n = 0; off + n <= sizeof buf; n++) {
+                        g_assert_cmphex(btrfs_send_crc32c(0x1234u, buf + off, n), ==,
+                                        crc32c_bitwise(0x1234u, buf + off, n));
+                        g_assert_cmphex(btrfs_send_crc32c_portable(0x1234u, buf + off, n), ==,
+                                        crc32c_bitwise(0x1234u, buf + off, n));
+                }
+}
+
 /* stamp's own header before the btrfs stream (transfer/btrfs-stream.h). */
 static void test_stamp_header(void)
 {
@@ -732,6 +760,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/btrfs-send/bad-headers", test_bad_headers);
         g_test_add_func("/btrfs-send/paths", test_paths);
         g_test_add_func("/btrfs-send/stamp-header", test_stamp_header);
+        g_test_add_func("/btrfs-send/crc32c", test_crc32c);
         g_test_add_func("/btrfs-send/real-stream", test_real_stream);
         g_test_add_func("/btrfs-diff/real", test_real_diff);
         (void) real_btrfs_setup();
