@@ -181,9 +181,9 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                         break;
                 }
                 sent += (uint64_t) n;
-                /* Past the first MiB the estimate is waited for (it takes a search, not a send): a
-                 * stream that long always reports its progress. */
-                if (estimating && sent >= 1024 * 1024 && __atomic_load_n(&est.done, __ATOMIC_ACQUIRE) == 0) {
+                /* Past the first 4 MiB the estimate is waited for (it takes a search, not a send, and
+                 * is mostly done by then): a stream that long always reports its progress. */
+                if (estimating && sent >= 4 * 1024 * 1024 && __atomic_load_n(&est.done, __ATOMIC_ACQUIRE) == 0) {
                         (void) pthread_join(est_thread, NULL);
                         estimating = false;
                         if (est.done > 0)
