@@ -215,7 +215,7 @@ static int diff_apply(Diff *d, const BtrfsSendCmd *c)
 }
 
 /* Everything beneath the directory @path of @root_fd, added to @set as paths. */
-static int walk_into(int root_fd, const char *path, GHashTable *set, int depth)
+int btrfs_diff_walk_into(int root_fd, const char *path, GHashTable *set, int depth)
 {
         struct open_how how = {
                 .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
@@ -242,7 +242,7 @@ static int walk_into(int root_fd, const char *path, GHashTable *set, int depth)
                 char *child = g_strconcat(path, "/", de->d_name, NULL);
                 g_hash_table_add(set, child);
                 if (de->d_type == DT_DIR) {
-                        int k = walk_into(root_fd, child, set, depth + 1);
+                        int k = btrfs_diff_walk_into(root_fd, child, set, depth + 1);
                         if (k < 0) {
                                 closedir(dir);
                                 return k;
@@ -291,9 +291,6 @@ static int diff_report(Diff *d, btrfs_diff_cb cb, void *userdata)
         g_autoptr(GHashTable) had = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_autoptr(GHashTable) now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_autoptr(GHashTable) modified = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        g_autoptr(GHashTable) all = g_hash_table_new(g_str_hash, g_str_equal);
-        g_autofree const char **paths = NULL;
-        guint n = 0;
         int k;
 
         for (guint i = 0; i < d->entries->len; i++) {
@@ -303,7 +300,7 @@ static int diff_report(Diff *d, btrfs_diff_cb cb, void *userdata)
                 if (e->base && moved) {
                         g_hash_table_add(had, g_strdup(e->base));
                         if (e->type == S_IFDIR && e->cur) {
-                                k = walk_into(d->base_fd, e->base, had, 0);
+                                k = btrfs_diff_walk_into(d->base_fd, e->base, had, 0);
                                 if (k < 0)
                                         return k;
                         }
@@ -311,7 +308,7 @@ static int diff_report(Diff *d, btrfs_diff_cb cb, void *userdata)
                 if (e->cur && moved) {
                         g_hash_table_add(now, g_strdup(e->cur));
                         if (e->base && e->type == S_IFDIR) {
-                                k = walk_into(d->image_fd, e->cur, now, 0);
+                                k = btrfs_diff_walk_into(d->image_fd, e->cur, now, 0);
                                 if (k < 0)
                                         return k;
                         }
@@ -319,6 +316,17 @@ static int diff_report(Diff *d, btrfs_diff_cb cb, void *userdata)
                 if (e->cur && !moved && e->modified)
                         g_hash_table_add(modified, g_strdup(e->cur));
         }
+
+        return btrfs_diff_report_sets(d->base_fd, d->image_fd, had, now, modified, cb, userdata);
+}
+
+int btrfs_diff_report_sets(int base_fd, int image_fd, GHashTable *had, GHashTable *now, GHashTable *modified,
+                           btrfs_diff_cb cb, void *userdata)
+{
+        g_autoptr(GHashTable) all = g_hash_table_new(g_str_hash, g_str_equal);
+        g_autofree const char **paths = NULL;
+        guint n = 0;
+        int k;
 
         GHashTable *sets[] = {had, now, modified};
         for (size_t s = 0; s < ELEMENTSOF(sets); s++) {
@@ -337,7 +345,7 @@ static int diff_report(Diff *d, btrfs_diff_cb cb, void *userdata)
                 char change;
 
                 if (h && w) {
-                        mode_t a = lstat_beneath(d->base_fd, p), b = lstat_beneath(d->image_fd, p);
+                        mode_t a = lstat_beneath(base_fd, p), b = lstat_beneath(image_fd, p);
                         change = a != b ? 'T' : 'M';
                 } else if (h)
                         change = 'D';

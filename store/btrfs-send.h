@@ -125,5 +125,7 @@ bool btrfs_send_path_is_valid(const char *path);
 
 /* crc32c as btrfs send computes it: seed @crc, no inversion before or after. */
 uint32_t btrfs_send_crc32c(uint32_t crc, const void *data, size_t n);
+/* The same without the CPU's crc32 instruction (what other CPUs use): for tests. */
+uint32_t btrfs_send_crc32c_portable(uint32_t crc, const void *data, size_t n);
 
 const char *btrfs_send_cmd_name(uint16_t cmd);

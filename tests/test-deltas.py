@@ -13,7 +13,7 @@ import stat
 import struct
 import subprocess
 
-from gi.repository import GLib
+from gi.repository import Gio, GLib
 
 import stamptest
 from reliabilitytest import user_call_with_fd
@@ -565,6 +565,105 @@ class RefusalTest(DeltaTestCase):
         os.close(w)
         stamptest.wait_for(lambda: self.hidden() == [], 'the import temporary to go')
         self.assertNotIn('half', os.listdir(self.store))
+
+
+class ChangedParentTest(DeltaTestCase):
+    """A delta applies only to its parent as it was made against: a parent
+    made writable, changed and marked read-only again is not that parent,
+    here or on the sender (MarkImageReadOnly keeps the received uuid, so the
+    state is what tells)."""
+
+    def second_store_with_base(self):
+        """store2 with base only through a full btrfs import; returns the delta
+        of web made on the first store."""
+        self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.stop_daemon(self.daemon)
+        store2 = os.path.join(self.dir, 'store2')
+        os.makedirs(store2)
+        self.daemon = self.start_daemon(store=store2)
+        self.store = store2
+        self.jobs.close()
+        self.jobs = JobWatch(self.env.conn)
+        _, outcome = self.import_(self.file('base.btrfs'), 'base')
+        self.assertDone(outcome)
+        return self.file('web.delta')
+
+    def change(self, name):
+        self.root.manager('MarkImageReadOnly', name, False)
+        with open(os.path.join(self.path(name), 'etc/app/late'), 'w') as f:
+            f.write('late')
+        self.root.manager('MarkImageReadOnly', name, True)
+
+    def test_received_parent_changed_here(self):
+        delta = self.second_store_with_base()
+        self.change('base')
+        self.assertImportFails(delta, 'web', NO_SUCH_IMAGE, 'base', 'changed since it was received')
+        # Nor can it be the parent of a delta sent on.
+        self.clone(self.root, 'base', 'c')
+        result, log = self.export('c', self.file('c.delta'), format='btrfs', parent='base')
+        self.assertEqual(result, 'failed', log)
+        self.assertIn('changed here since it was received', log)
+
+    def test_received_parent_unchanged_takes_the_delta(self):
+        delta = self.second_store_with_base()
+        # Marking it writable and read-only again without a change is no change.
+        self.root.manager('MarkImageReadOnly', 'base', False)
+        self.root.manager('MarkImageReadOnly', 'base', True)
+        _, outcome = self.import_(delta, 'web')
+        self.assertDone(outcome)
+
+    def test_sender_parent_changed_after_the_delta(self):
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        self.change('base')
+        self.assertImportFails(self.file('web.delta'), 'web2', NO_SUCH_IMAGE, 'base',
+                               'not in the state the delta was made against')
+
+
+class DeltaProgressTest(DeltaTestCase):
+
+    def test_delta_export_reports_progress(self):
+        """A delta's size is estimated from the file data the image has and
+        its parent has not: Progress moves while the stream is read, never
+        back, and ends at 1.0. The reader takes the stream in small pieces
+        and looks at Progress after each: no timing involved."""
+        with open(os.path.join(self.path('web'), 'srv-blob'), 'wb') as f:
+            f.write(os.urandom(6 << 20))
+        seen = []
+
+        def on_changed(conn, sender, path, iface, member, params):
+            _, changed, _ = params.unpack()
+            if 'Progress' in changed:
+                seen.append(changed['Progress'])
+        sub = self.env.conn.signal_subscribe(stamptest.BUS_NAME, 'org.freedesktop.DBus.Properties',
+                                             'PropertiesChanged', None, stamptest.JOB_IFACE,
+                                             Gio.DBusSignalFlags.NONE, on_changed)
+        self.addCleanup(self.env.conn.signal_unsubscribe, sub)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        opts = {'format': GLib.Variant('s', 'btrfs'), 'parent': GLib.Variant('s', 'base'),
+                'compression': GLib.Variant('s', 'uncompressed')}
+        try:
+            job = self.root.call(MANAGER_PATH, MANAGER_IFACE, 'ExportImage', 'web', 0, opts, fd_list=fd_list(w))
+        finally:
+            os.close(w)
+        polled, total = [], 0
+        while True:
+            data = os.read(r, 256 << 10)
+            if not data:
+                break
+            total += len(data)
+            try:
+                polled.append(self.root.get_property(job[1], stamptest.JOB_IFACE, 'Progress'))
+            except stamptest.DBusError:
+                pass  # ended meanwhile
+        os.close(r)
+        self.assertDone(self.jobs.wait(job))
+        stamptest.spin_until(lambda: seen and seen[-1] == 1.0, 'the final Progress')
+        self.assertGreater(total, 6 << 20)
+        self.assertTrue(any(0 < p < 1 for p in polled), 'progress polled: %s' % polled)
+        self.assertEqual(polled, sorted(polled))
+        # The signals (rate-limited: some values are skipped) never go back either.
+        self.assertEqual(seen, sorted(seen))
 
 
 class PlainStoreTest(stamptest.TestCase):

@@ -676,6 +676,25 @@ int btrfs_subvol_stream_uuid(int fd, uint8_t ret[16])
         return 0;
 }
 
+int btrfs_subvol_state(int fd, uint64_t *ret_transid)
+{
+        static const uint8_t zero[16];
+        struct btrfs_ioctl_get_subvol_info_args info;
+        int k = subvol_info(fd, &info);
+
+        if (k < 0)
+                return k;
+        if (memcmp(info.received_uuid, zero, 16) == 0) {
+                *ret_transid = info.ctransid;
+                return 0;
+        }
+        /* Received: the sender's state, as long as nothing changed here since. */
+        if (info.ctransid > info.rtransid)
+                return -ESTALE;
+        *ret_transid = info.stransid;
+        return 0;
+}
+
 int btrfs_subvol_matches_uuid(int fd, const uint8_t uuid[16])
 {
         struct btrfs_ioctl_get_subvol_info_args info;

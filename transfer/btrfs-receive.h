@@ -49,3 +49,9 @@ int btrfs_subvol_stream_uuid(int fd, uint8_t ret[16]);
 
 /* Whether the subvolume @fd is the one a delta naming @uuid wants: its uuid or its received uuid. */
 int btrfs_subvol_matches_uuid(int fd, const uint8_t uuid[16]);
+/* Which state of its content the subvolume @fd is in, the same on every store that has a copy of it:
+ * for a received one the transid its sender had (stransid), -ESTALE if it changed here since it was
+ * received (made writable and written to: its ctransid passed its rtransid); for any other its own
+ * ctransid, which any change of its content raises. A delta records its parent's and applies only to a
+ * copy in the same state. */
+int btrfs_subvol_state(int fd, uint64_t *ret_transid);

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,7 +15,13 @@ int stamp_stream_header_format(const StampStreamHeader *h, char *buf, size_t siz
         char hex[33];
         int n;
 
-        if (h->delta) {
+        if (h->delta && h->parent_transid != 0) {
+                uuid_to_hex(h->parent_uuid, hex);
+                n = snprintf(buf, size,
+                             STAMP_STREAM_MAGIC
+                             "%d\nname=%s\nread-only=%s\nparent=%s\nparent-uuid=%s\nparent-transid=%" PRIu64 "\n\n",
+                             STAMP_STREAM_VERSION, h->name, yes_no(h->read_only), h->parent, hex, h->parent_transid);
+        } else if (h->delta) {
                 uuid_to_hex(h->parent_uuid, hex);
                 n = snprintf(buf, size, STAMP_STREAM_MAGIC "%d\nname=%s\nread-only=%s\nparent=%s\nparent-uuid=%s\n\n",
                              STAMP_STREAM_VERSION, h->name, yes_no(h->read_only), h->parent, hex);
@@ -119,6 +127,12 @@ int stamp_stream_header_parse(const char *buf, size_t n, StampStreamHeader *ret,
                         if (hex_to_uuid(value, h.parent_uuid) < 0)
                                 return errbuf_set(err, errlen, EBADMSG, "the stream's header has a bad parent-uuid");
                         have_uuid = true;
+                } else if (streq(key, "parent-transid")) {
+                        char *e = NULL;
+                        errno = 0;
+                        h.parent_transid = strtoull(value, &e, 10);
+                        if (errno != 0 || !e || *e || value[0] < '0' || value[0] > '9' || h.parent_transid == 0)
+                                return errbuf_set(err, errlen, EBADMSG, "the stream's header has a bad parent-transid");
                 }
                 /* Other keys: for later versions, skipped. */
         }

@@ -15,6 +15,8 @@
  *   parent=base                              (a delta only)
  *   parent-uuid=0123456789abcdef0123456789abcdef   (a delta only: what the receiver's copy of the
  *                                            parent must have as its uuid or received uuid)
+ *   parent-transid=1234                      (a delta only: the transid of the parent's state, which the
+ *                                            receiver's copy must be in; see btrfs_subvol_state())
  *   (an empty line)
  *
  * Lines of other keys are skipped (later versions may add some); a change that older readers must
@@ -31,6 +33,9 @@ typedef struct StampStreamHeader {
         bool delta;
         char parent[65];
         uint8_t parent_uuid[16];
+        /* The state of the parent the delta was made against (btrfs_subvol_state()); 0 in streams of
+         * stamp versions that did not say. */
+        uint64_t parent_transid;
 } StampStreamHeader;
 
 /* The header's text in @buf (NUL-terminated); -ENOBUFS if it does not fit. */

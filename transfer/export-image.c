@@ -9,6 +9,7 @@
 
 #include <btrfsutil.h>
 
+#include "btrfs-diff.h"
 #include "btrfs-receive.h"
 #include "btrfs-stream.h"
 #include "btrfs-util.h"
@@ -38,6 +39,26 @@ static void *send_thread(void *p)
 
         s->result = ioctl(s->tree_fd, BTRFS_IOC_SEND, &args) < 0 ? errno : 0;
         s->pipe_fd = safe_close(s->pipe_fd);
+        return NULL;
+}
+
+/* A delta's size is not known beforehand: estimated from the file data the image has and its parent
+ * has not (btrfs_tree_diff_data_bytes()), in a thread of its own beside the send, for the progress. */
+typedef struct Estimate {
+        int parent_fd, image_fd;
+        uint64_t bytes; /* read once done is set */
+        int done;       /* 1 with bytes, -1 without */
+} Estimate;
+
+static void *estimate_thread(void *p)
+{
+        Estimate *e = p;
+        uint64_t data = 0;
+        bool ok = btrfs_tree_diff_data_bytes(e->parent_fd, e->image_fd, &data) >= 0;
+
+        /* The stream's commands, paths and headers besides the data. */
+        e->bytes = data + data / 32 + 64 * 1024;
+        __atomic_store_n(&e->done, ok ? 1 : -1, __ATOMIC_RELEASE);
         return NULL;
 }
 
@@ -80,7 +101,9 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
         char header[STAMP_STREAM_HEADER_MAX];
         uint64_t sent = 0, usage = j->export.usage;
         Sender s = {.tree_fd = tree_fd, .pipe_fd = -1};
-        pthread_t thread;
+        Estimate est = {.parent_fd = -1, .image_fd = -1};
+        pthread_t thread, est_thread;
+        bool estimating = false;
         int pipefd[2], k, hlen;
         bool failed = false;
 
@@ -90,11 +113,23 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                     btrfs_subvol_stream_uuid(j->export.parent_fd, h.parent_uuid) < 0 || !parent_info.read_only)
                         return job_child_fail(c, EINVAL, "The parent %s is not a read-only btrfs subvolume",
                                               j->export.parent);
+                k = btrfs_subvol_state(j->export.parent_fd, &h.parent_transid);
+                if (k == -ESTALE)
+                        return job_child_fail(c, ENOENT,
+                                              "The parent %s was changed here since it was received (made writable "
+                                              "and written to): no other store has it as it is now, so a delta "
+                                              "against it could not be applied anywhere; export %s in full instead",
+                                              j->export.parent, j->name);
+                if (k < 0)
+                        return job_child_fail(c, -k, "Cannot read the state of the parent %s: %s", j->export.parent,
+                                              strerror(-k));
                 snprintf(h.parent, sizeof h.parent, "%s", j->export.parent);
                 h.delta = true;
                 s.delta = true;
                 s.parent_id = parent_info.id;
-                usage = UINT64_MAX; /* the size of a difference is not known beforehand */
+                usage = UINT64_MAX; /* the size of a difference is not known beforehand: estimated below */
+                est.parent_fd = j->export.parent_fd;
+                est.image_fd = j->export.image_fd;
         }
         hlen = stamp_stream_header_format(&h, header, sizeof header);
         if (hlen < 0)
@@ -127,6 +162,8 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                 return job_child_fail(c, k, "Cannot start the send: %s", strerror(k));
         }
 
+        if (h.delta)
+                estimating = pthread_create(&est_thread, NULL, estimate_thread, &est) == 0;
         job_child_log(c, LOG_LEVEL_INFO, "Sending image %s as a btrfs stream%s%s", j->name,
                       h.delta ? ", the difference from " : "", h.delta ? h.parent : "");
         for (;;) {
@@ -144,12 +181,24 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                         break;
                 }
                 sent += (uint64_t) n;
+                /* Past the first 4 MiB the estimate is waited for (it takes a search, not a send, and
+                 * is mostly done by then): a stream that long always reports its progress. */
+                if (estimating && sent >= 4 * 1024 * 1024 && __atomic_load_n(&est.done, __ATOMIC_ACQUIRE) == 0) {
+                        (void) pthread_join(est_thread, NULL);
+                        estimating = false;
+                        if (est.done > 0)
+                                usage = est.bytes;
+                }
+                if (usage == UINT64_MAX && estimating && __atomic_load_n(&est.done, __ATOMIC_ACQUIRE) > 0)
+                        usage = est.bytes;
                 if (usage != UINT64_MAX && usage > 0)
                         job_child_progress(c, sent >= usage ? 0.99 : (double) sent / (double) usage);
         }
         /* A reader that stopped: the sender's writes fail with EPIPE and it ends. */
         rfd = safe_close(rfd);
         (void) pthread_join(thread, NULL);
+        if (estimating)
+                (void) pthread_join(est_thread, NULL);
         /* A write that failed first: the sender's own failure (EPIPE) is only its consequence. */
         if (failed && (archive_errno(w) == EPIPE || archive_errno(w) == ECONNRESET))
                 return job_child_fail(c, EPIPE, "Exporting image %s failed: the reader closed the stream", j->name);

@@ -134,6 +134,25 @@ static int open_parent(JobChild *c, const StampStreamHeader *h, int *ret)
                                       "Image %s here is not the image the delta was made against (that one's uuid is "
                                       "%s): import a full btrfs export of the sender's %s first, under that name",
                                       h->parent, hex, h->parent);
+        if (h->parent_transid != 0) { /* streams that say which state of the parent they need */
+                uint64_t state = 0;
+                k = btrfs_subvol_state(fd, &state);
+                if (k == -ESTALE)
+                        return job_child_fail(c, ENOENT,
+                                              "Image %s here was changed since it was received (made writable and "
+                                              "written to): the delta applies only to %s as it was sent; import a "
+                                              "full btrfs export of the sender's %s again, under another name or "
+                                              "after removing this one",
+                                              h->parent, h->parent, h->parent);
+                if (k < 0)
+                        return job_child_fail(c, -k, "Cannot read the state of image %s: %s", h->parent, strerror(-k));
+                if (state != h->parent_transid)
+                        return job_child_fail(c, ENOENT,
+                                              "Image %s here is not in the state the delta was made against: one of "
+                                              "the two copies changed since they were the same; import a full btrfs "
+                                              "export of the sender's %s again",
+                                              h->parent, h->parent);
+        }
         *ret = TAKE_FD(fd);
         return 0;
 }
@@ -251,10 +270,12 @@ static int import_btrfs(JobChild *c, const JobArgs *j, Input *in)
                                               in->error[0] ? in->error : "there is more after the stream's end");
         }
 
+        adopt_recipe(c, root_fd, uuid);
+        /* Last of what changes the content: a change after this one counts as a change since it was
+         * received (btrfs_subvol_state()). */
         k = btrfs_set_received(root_fd, uuid, ctransid);
         if (k < 0)
                 return job_child_fail(c, -k, "Cannot record where image %s came from: %s", name, strerror(-k));
-        adopt_recipe(c, root_fd, uuid);
         read_only = h.read_only || j->import.read_only;
         if (read_only) {
                 k = store_set_read_only_fd(root_fd, true);

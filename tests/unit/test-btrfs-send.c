@@ -460,6 +460,34 @@ static void test_paths(void)
         g_assert_false(btrfs_send_path_is_valid(long_path));
 }
 
+/* The stream's CRC-32C: the standard check value, and a bit at a time for every length and
+ * alignment up to a few words (whichever way btrfs_send_crc32c() computes it here). */
+static uint32_t crc32c_bitwise(uint32_t crc, const uint8_t *p, size_t n)
+{
+        while (n-- > 0) {
+                crc ^= *p++;
+                for (int k = 0; k < 8; k++)
+                        crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+        }
+        return crc;
+}
+
+static void test_crc32c(void)
+{
+        uint8_t buf[80];
+
+        g_assert_cmphex(~btrfs_send_crc32c(~0u, "123456789", 9), ==, 0xE3069283u);
+        for (size_t i = 0; i < sizeof buf; i++)
+                buf[i] = (uint8_t) (i * 37 + 11);
+        for (size_t off = 0; off < 8; off++)
+                for (size_t n = 0; off + n <= sizeof buf; n++) {
+                        g_assert_cmphex(btrfs_send_crc32c(0x1234u, buf + off, n), ==,
+                                        crc32c_bitwise(0x1234u, buf + off, n));
+                        g_assert_cmphex(btrfs_send_crc32c_portable(0x1234u, buf + off, n), ==,
+                                        crc32c_bitwise(0x1234u, buf + off, n));
+                }
+}
+
 /* stamp's own header before the btrfs stream (transfer/btrfs-stream.h). */
 static void test_stamp_header(void)
 {
@@ -484,8 +512,17 @@ static void test_stamp_header(void)
         g_assert_cmpstr(got.parent, ==, "base");
         g_assert_true(got.delta && got.read_only);
         g_assert_cmpmem(got.parent_uuid, 16, h.parent_uuid, 16);
+        g_assert_cmpuint(got.parent_transid, ==, 0);
         for (int cut = 0; cut < n; cut++)
                 g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) cut, &got, err, sizeof err), <=, 0);
+        /* The state of the parent, when known, goes along. */
+        h.parent_transid = 4242;
+        n = stamp_stream_header_format(&h, buf, sizeof buf);
+        g_assert_cmpstr(buf, ==,
+                        "stamp-btrfs-stream 1\nname=web\nread-only=yes\nparent=base\n"
+                        "parent-uuid=00112233445566778899aabbccddeeff\nparent-transid=4242\n\n");
+        g_assert_cmpint(stamp_stream_header_parse(buf, (size_t) n, &got, err, sizeof err), ==, n);
+        g_assert_cmpuint(got.parent_transid, ==, 4242);
 
         static const char *const bad[] = {
                 "stamp-btrfs-stream 2\nname=a\nread-only=no\n\n",
@@ -497,6 +534,10 @@ static void test_stamp_header(void)
                 "00112233445566778899aabbccddeeff\n\n",
                 "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid=xyz\n\n",
                 "stamp-btrfs-stream 1\nname=a\nno equals sign\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid="
+                "00112233445566778899aabbccddeeff\nparent-transid=12x\n\n",
+                "stamp-btrfs-stream 1\nname=a\nread-only=no\nparent=b\nparent-uuid="
+                "00112233445566778899aabbccddeeff\nparent-transid=-1\n\n",
                 "btrfs-stream",
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -719,6 +760,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/btrfs-send/bad-headers", test_bad_headers);
         g_test_add_func("/btrfs-send/paths", test_paths);
         g_test_add_func("/btrfs-send/stamp-header", test_stamp_header);
+        g_test_add_func("/btrfs-send/crc32c", test_crc32c);
         g_test_add_func("/btrfs-send/real-stream", test_real_stream);
         g_test_add_func("/btrfs-diff/real", test_real_diff);
         (void) real_btrfs_setup();
