@@ -19,6 +19,7 @@
 #include <btrfsutil.h>
 
 #include "btrfs-util.h"
+#include "build-cache.h"
 #include "cache.h"
 #include "config.h"
 #include "sha256.h"
@@ -1353,7 +1354,7 @@ static void make_generic(Build *b, int tree_fd)
 }
 
 static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror, bool bootable,
-                         bool offline, const char *uuid, const char *builder)
+                         bool offline, const char *uuid, const char *builder, uint64_t cached)
 {
         static const char *const none[] = {NULL};
         g_autoptr(GVariant) v = NULL;
@@ -1371,6 +1372,9 @@ static char *recipe_text(const JobArgs *a, const char *variant, const char *arch
         g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
         g_variant_builder_add(&bld, "{sv}", "offline", g_variant_new_boolean(offline));
         g_variant_builder_add(&bld, "{sv}", "builder", g_variant_new_string(builder));
+        /* The tree is a snapshot of the image cache's, which a build of this recipe made then (µs). */
+        if (cached)
+                g_variant_builder_add(&bld, "{sv}", "image_cache", g_variant_new_uint64(cached));
         if (uuid)
                 g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
         v = g_variant_ref_sink(g_variant_builder_end(&bld));
@@ -1441,8 +1445,35 @@ static void cache_finish(Build *b, const char *kind, const char *suite, const ch
 }
 
 static int transfer_derive(JobChild *c, const JobArgs *a);
+static char *file_sha256(int dir_fd, const char *name);
 static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
                                  const char *mirror, const char *includes);
+
+/* Everything that decides what mmdebstrap puts in the tree, for the image cache's key (build-cache.h):
+ * the builder (its script's digest, so that another version is another key) and its hooks, and the
+ * recipe, the packages sorted. The InRelease it was built from is checked apart. Whatever stamp does
+ * after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
+static char *image_cache_key(const Build *b, const char *variant, const char *arch, const char *mirror,
+                             GPtrArray *wanted)
+{
+        const TemplateJobArgs *t = &b->a->template;
+        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP);
+        g_autoptr(GPtrArray) packages = g_ptr_array_new();
+        g_autoptr(GString) s = g_string_new(NULL);
+
+        for (guint i = 0; i < wanted->len; i++)
+                g_ptr_array_add(packages, wanted->pdata[i]);
+        g_ptr_array_sort(packages, compare_names);
+        g_string_append_printf(s, "format 1\nstamp %s\nbuilder mmdebstrap %s\nmerged-usr-hooks %s\n", PACKAGE_VERSION,
+                               builder ?: "unreadable", access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0 ? "yes" : "no");
+        g_string_append_printf(s, "mirror %s\nsuite %s\narch %s\nvariant %s\nbootable %s\nkeyring %s\npackages", mirror,
+                               t->suite, arch, streq(variant, "buildd") ? "buildd" : "minbase",
+                               t->bootable ? "yes" : "no", t->keyring);
+        for (guint i = 0; i < packages->len; i++)
+                g_string_append_printf(s, "%s%s", i ? "," : " ", (const char *) packages->pdata[i]);
+        g_string_append_c(s, '\n');
+        return g_string_free(g_steal_pointer(&s), FALSE);
+}
 
 int transfer_template(JobChild *c, const JobArgs *a)
 {
@@ -1460,6 +1491,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
         g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
         g_autofree char *recipe = NULL;
+        _cleanup_(build_cache_done) BuildCache bc = BUILD_CACHE_INIT;
         const char *variant = t->variant ?: "minbase", *tarball = NULL;
         bool bootable = t->bootable, subvolume = false;
         char uuid[33] = "";
@@ -1507,10 +1539,22 @@ int transfer_template(JobChild *c, const JobArgs *a)
         job_child_log(c, LOG_LEVEL_INFO, "Building template %s: Debian %s, %s, %s, from %s.", a->name, t->suite,
                       variant, arch, b.offline ? "a package tarball" : mirror);
 
-        k = store_make_tree(store_fd, c->store_is_btrfs, temp, NULL);
-        if (k < 0)
-                return job_child_fail(c, -k, "Cannot make a directory in the image store: %s", strerror(-k));
-        subvolume = k > 0;
+        /* The image cache keeps snapshots: on btrfs only. */
+        if (b.mmdebstrap && c->store_is_btrfs && t->image_cache_max > 0) {
+                g_autofree char *key = image_cache_key(&b, variant, arch, mirror, wanted);
+                build_cache_lookup(c, &bc, store_fd, key, mirror, t->suite, t->keyring, !t->image_cache_skip);
+        }
+        if (bc.hit) {
+                k = build_cache_take(c, &bc, store_fd, temp);
+                if (k < 0)
+                        return k;
+                subvolume = true;
+        } else {
+                k = store_make_tree(store_fd, c->store_is_btrfs, temp, NULL);
+                if (k < 0)
+                        return job_child_fail(c, -k, "Cannot make a directory in the image store: %s", strerror(-k));
+                subvolume = k > 0;
+        }
         tree_fd = openat(store_fd, temp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (tree_fd < 0 || fchmod(tree_fd, 0755) < 0)
                 return job_child_fail(c, errno, "Cannot open the new tree: %s", strerror(errno));
@@ -1531,10 +1575,16 @@ int transfer_template(JobChild *c, const JobArgs *a)
         if (k > 0)
                 b.mounted = target;
 
-        if (b.mmdebstrap) {
+        if (b.mmdebstrap && bc.hit)
+                build_progress(&b, PHASE_FINISH, 0);
+        else if (b.mmdebstrap) {
+                g_autofree char *lists =
+                        g_strdup_printf("%s/" STORE_CACHE_DIR "/mmdebstrap/%s-%s/lists", c->store, t->suite, arch);
                 k = build_with_mmdebstrap(&b, target, variant, arch, mirror, includes);
                 if (k < 0)
                         return k;
+                /* As mmdebstrap left it, before anything of this template alone goes in. */
+                build_cache_save(c, &bc, tree_fd, lists, t->suite, t->image_cache_max);
         } else {
                 g_ptr_array_add(argv, g_strdup("debootstrap"));
                 /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
@@ -1597,7 +1647,8 @@ int transfer_template(JobChild *c, const JobArgs *a)
 
         if (b.mmdebstrap && syncfs(tree_fd) < 0)
                 return job_child_fail(c, errno, "Cannot write the new tree to disk: %s", strerror(errno));
-        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool);
+        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool,
+                             bc.hit ? bc.created : 0);
         k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
         if (k < 0)
                 return k;
