@@ -8,6 +8,7 @@ is a snapshot of the cached image, with the per-template steps done anew."""
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -16,7 +17,8 @@ import stamptest
 from stamptest import run
 from localmirror import LocalMirror, trust_for_suite
 from stamptest import GLib
-from templatetest import INVALID_ARGS, JobWatcher, JOB_TIMEOUT, LOG_DEBUG, SUITE, TemplateTestCase
+from templatetest import (INVALID_ARGS, JOB_TIMEOUT, LOG_DEBUG, SUITE, JobWatcher, TemplateTestCase,
+                          processes_mentioning)
 
 
 def package_versions(tree):
@@ -140,6 +142,11 @@ class ImageCacheTest(TemplateTestCase):
                                                 'CacheUsage'), 0)
 
     def test_misses(self):
+        # one tree kept at most
+        config = os.path.join(self.dir, 'stampd.conf')
+        stamptest.write_file(config, '[Limits]\nTemplateCacheImages=1\n')
+        self.stop_daemon(self.daemon)
+        self.daemon = self.start_daemon(store=self.store, args=['--config', config])
         self.build('one')
         [(key, digest)] = self.entries().items()
 
@@ -148,21 +155,25 @@ class ImageCacheTest(TemplateTestCase):
         log = self.build('two')
         self.assertIn('made from another InRelease', log)
         self.assertNotIn('Reused the tree', log)
+        self.assertTrue(self.mirror.debs_fetched() or 'downloading packages' in log)
         [(key2, digest2)] = self.entries().items()
         self.assertEqual(key2, key)
         self.assertNotEqual(digest2, digest)
 
-        # other packages: another recipe, another entry
-        log = self.build('three', include=['libexpat1'])
-        self.assertIn('has no tree of this recipe', log)
-        self.assertIn(('libexpat1',), {(n,) for n, _ in package_versions(self.path('three'))})
-        self.assertEqual(len(self.entries()), 2)
-
-        # asked not to: a full build
-        log = self.build('four', image_cache=False)
+        # asked not to: a full build, whose tree replaces the entry
+        log = self.build('three', image_cache=False)
         self.assertIn('Not using the image cache, as asked', log)
         self.assertNotIn('Reused the tree', log)
-        self.assertEqual(len(self.entries()), 2)
+        self.assertIn('Kept the tree in the image cache', log)
+        [(key3, _)] = self.entries().items()
+        self.assertEqual(key3, key)
+
+        # other packages: another recipe, another entry, and the older one goes (the limit)
+        log = self.build('four', include=['libexpat1'])
+        self.assertIn('has no tree of this recipe', log)
+        self.assertIn(('libexpat1',), {(n,) for n, _ in package_versions(self.path('four'))})
+        [key4] = self.entries()
+        self.assertNotEqual(key4, key)
 
     def test_cancel_leaves_no_entry(self):
         self.mirror.requests.clear()
@@ -171,6 +182,17 @@ class ImageCacheTest(TemplateTestCase):
         self.root.manager('CancelJob', job_id)
         self.assertEqual(self.jobs.wait(job_id, stamptest.CANCEL_TIMEOUT), 'canceled')
         self.assertNothingLeft('gone')
+        self.assertEqual(self.entries(), {})
+
+        # kill -9 of the daemon: the job dies with it, and the next daemon finds nothing half-made
+        self.mirror.requests.clear()
+        job_id, job = self.create('crash', mirror=self.mirror.url, bootable=False)
+        stamptest.wait_for(lambda: self.mirror.debs_fetched(), 'the build to download', JOB_TIMEOUT)
+        os.kill(self.daemon.pid, signal.SIGKILL)
+        self.daemon.proc.wait()
+        stamptest.wait_for(lambda: not processes_mentioning(self.store), 'the job to die with the daemon', 30)
+        self.daemon = self.start_daemon(store=self.store)
+        self.assertNothingLeft('crash')
         self.assertEqual(self.entries(), {})
 
 

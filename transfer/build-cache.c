@@ -174,6 +174,7 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
                 g_strdup_printf("%s%sdists/%s/InRelease", mirror, g_str_has_suffix(mirror, "/") ? "" : "/", suite);
         _cleanup_close_ int entry = -1;
         char have[65] = "";
+        uint64_t start, fetched;
         ssize_t n;
         int k;
 
@@ -196,9 +197,15 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
         }
         bc->lock_fd = k;
 
-        if (fetch(c, url, data) < 0 || verify(c, data, keyring) < 0)
+        start = now_usec(CLOCK_MONOTONIC);
+        if (fetch(c, url, data) < 0)
+                return;
+        fetched = now_usec(CLOCK_MONOTONIC);
+        if (verify(c, data, keyring) < 0)
                 return;
         sha256_hex(data->data, data->len, bc->inrelease);
+        job_child_log(c, LOG_LEVEL_DEBUG, "InRelease (%u bytes) fetched in %" PRIu64 " ms, verified in %" PRIu64 " ms.",
+                      data->len, (fetched - start) / 1000, (now_usec(CLOCK_MONOTONIC) - fetched) / 1000);
 
         entry = openat(bc->images_fd, bc->key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (entry < 0) {
@@ -225,6 +232,7 @@ int build_cache_take(JobChild *c, BuildCache *bc, int store_fd, const char *temp
 {
         _cleanup_close_ int entry = openat(bc->images_fd, bc->key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         _cleanup_close_ int tree = -1;
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
         enum btrfs_util_error e;
         char date[64];
 
@@ -245,6 +253,8 @@ int build_cache_take(JobChild *c, BuildCache *bc, int store_fd, const char *temp
                       "Reused the tree of an identical build of %s from the image cache (the mirror's InRelease is "
                       "unchanged, SHA256 %s): nothing downloaded, nothing installed.",
                       date, bc->inrelease);
+        job_child_log(c, LOG_LEVEL_DEBUG, "Snapshot of the cached tree in %" PRIu64 " ms.",
+                      (now_usec(CLOCK_MONOTONIC) - start) / 1000);
         bc->lock_fd = safe_close(bc->lock_fd);
         return 0;
 }
@@ -322,6 +332,7 @@ static int make_entry(BuildCache *bc, int tree_fd, const char *temp)
 void build_cache_save(JobChild *c, BuildCache *bc, int tree_fd, const char *lists_dir, const char *suite, uint64_t max)
 {
         g_autofree char *temp = g_strconcat(STORE_IMAGE_CACHE_NEW_PREFIX, bc->key, NULL);
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
         char used[65];
         int k;
 
@@ -342,6 +353,8 @@ void build_cache_save(JobChild *c, BuildCache *bc, int tree_fd, const char *list
                 return;
         }
         job_child_log(c, LOG_LEVEL_INFO, "Kept the tree in the image cache, for the next build of this recipe.");
+        job_child_log(c, LOG_LEVEL_DEBUG, "Snapshot into the image cache in %" PRIu64 " ms.",
+                      (now_usec(CLOCK_MONOTONIC) - start) / 1000);
         bc->lock_fd = safe_close(bc->lock_fd);
         k = store_image_cache_trim(bc->images_fd, max);
         if (k < 0)
