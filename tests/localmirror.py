@@ -128,7 +128,10 @@ class LocalMirror:
 
             def do_GET(self):
                 mirror.requests.append(self.path)
-                super().do_GET()
+                try:
+                    super().do_GET()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a build canceled or killed mid-download
 
             def log_message(self, *a):
                 pass
