@@ -64,6 +64,9 @@ class ImageCacheTest(TemplateTestCase):
         result = self.jobs.wait(job_id, JOB_TIMEOUT)
         stamptest.diag('%s: %.1f s' % (name, time.monotonic() - start))
         log = self.jobs.log_text(job, LOG_DEBUG)
+        for line in log.splitlines():  # what the image cache's steps cost, for the record
+            if re.search(r' in [0-9]+ ms\.$', line) or 'I: success in' in line:
+                stamptest.diag('  ' + line)
         self.assertEqual(result, 'done', log[-3000:])
         return log
 
