@@ -669,7 +669,8 @@ static int open_in_tree(int tree_fd, const char *path, int flags, mode_t mode)
         return fd < 0 ? -errno : (int) fd;
 }
 
-/* Copy the caller's tarball into the tree; returns the name it got there. */
+/* The caller's tarball for debootstrap: a link in the tree to the fd (a regular file), or a copy in the tree
+ * (a pipe); returns the name it got there. */
 static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
 {
         static const struct {
@@ -689,6 +690,28 @@ static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
 
         if (fstat(src, &st) >= 0 && S_ISREG(st.st_mode) && st.st_size > 0)
                 size = (uint64_t) st.st_size;
+
+        /* A regular file is read where it is, through the fd debootstrap and its tar inherit (see
+         * inherit_tarball()), instead of being copied into the tree first: 50 MB and more written, then
+         * removed, for nothing. A pipe has to be copied (debootstrap wants a file). */
+        if (size > 0) {
+                ssize_t n = pread(src, buf, 8, 0);
+                g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", src);
+                if (size > TARBALL_MAX)
+                        return job_child_fail(b->c, EFBIG, "The package tarball is larger than %" PRIu64 " GiB",
+                                              TARBALL_MAX >> 30);
+                for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                        if (n >= (ssize_t) kinds[i].len && memcmp(buf, kinds[i].magic, kinds[i].len) == 0)
+                                name = kinds[i].name;
+                if (n > 0 && symlinkat(link, tree_fd, name) >= 0 && fcntl(src, F_SETFD, 0) >= 0) {
+                        job_child_log(b->c, LOG_LEVEL_INFO, "Reading a package tarball of %" PRIu64 " bytes.", size);
+                        build_progress(b, PHASE_PREPARE, 1.0 / 3);
+                        *ret_name = name;
+                        return 0;
+                }
+                (void) unlinkat(tree_fd, name, 0);
+                name = TARBALL_NAME ".tar";
+        }
 
         for (;;) {
                 ssize_t n = read(src, buf, sizeof buf);
@@ -1625,6 +1648,9 @@ int transfer_template(JobChild *c, const JobArgs *a)
                 if (k < 0)
                         return k;
                 b.cache_lock_fd = safe_close(b.cache_lock_fd);
+                /* The package code of the second stage gets nothing of the caller's. */
+                if (b.offline && fcntl(t->package_tarball, F_SETFD, FD_CLOEXEC) < 0)
+                        return job_child_fail(c, errno, "Cannot close the package tarball: %s", strerror(errno));
 
                 k = second_stage(&b, target);
                 if (k < 0)
