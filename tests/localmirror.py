@@ -146,6 +146,7 @@ class LocalMirror:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+        subprocess.run(['gpgconf', '--homedir', self.gnupg, '--kill', 'gpg-agent'], capture_output=True)
 
 
 def trust_for_suite(test, keyring):
