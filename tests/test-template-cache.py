@@ -198,6 +198,20 @@ class ImageCacheTest(TemplateTestCase):
         self.assertNothingLeft('crash')
         self.assertEqual(self.entries(), {})
 
+    def test_stampctl_no_cache(self):
+        """stampctl create-template --no-cache asks for a full build: seen in
+        the job's log as soon as it starts, then canceled."""
+        p = run([stamptest.STAMPCTL, '--no-block', 'create-template', 'ctl', '--suite', SUITE,
+                 '--mirror', self.mirror.url, '--no-cache'])
+        job_id = int(p.stdout.strip())
+        job = '/io/stamp/Stamp1/job/%d' % job_id
+        self.jobs.wait_log(job, lambda prio, text: 'InRelease' in text, 'the build to check the InRelease')
+        self.assertIn('Not using the image cache, as asked', self.jobs.log_text(job))
+        self.root.manager('CancelJob', job_id)
+        self.assertEqual(self.jobs.wait(job_id, stamptest.CANCEL_TIMEOUT), 'canceled')
+        self.assertNothingLeft('ctl')
+        self.assertEqual(self.entries(), {})
+
 
 class OptionTest(TemplateTestCase):
 

@@ -196,6 +196,11 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
                 return;
         }
         bc->lock_fd = k;
+        if (!reuse)
+                job_child_log(
+                        c, LOG_LEVEL_INFO,
+                        "Not using the image cache, as asked: a full build, whose tree the cache keeps instead of "
+                        "what it has for this recipe.");
 
         start = now_usec(CLOCK_MONOTONIC);
         if (fetch(c, url, data) < 0)
@@ -220,12 +225,8 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
                 return;
         }
         bc->created = store_image_cache_xattr_u64(entry, STORE_IMAGE_CACHE_XATTR_CREATED);
-        if (!reuse) {
-                job_child_log(c, LOG_LEVEL_INFO,
-                              "Not using the image cache, as asked: a full build, which replaces its tree.");
-                return;
-        }
-        bc->hit = true;
+        if (reuse)
+                bc->hit = true;
 }
 
 int build_cache_take(JobChild *c, BuildCache *bc, int store_fd, const char *temp)
