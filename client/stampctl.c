@@ -97,10 +97,12 @@ bool arg_insecure = false;
 #define OPT_INSECURE (UINT64_C(1) << 32)
 #define OPT_CACHE (UINT64_C(1) << 33)
 #define OPT_FROM (UINT64_C(1) << 34)
+bool arg_no_cache = false;
+#define OPT_NO_CACHE (UINT64_C(1) << 35)
 
 #define OPTS_TEMPLATE                                                                                                  \
         (OPT_SUITE | OPT_VARIANT | OPT_ARCH | OPT_INCLUDE | OPT_MIRROR | OPT_PACKAGE_TARBALL | OPT_ROOT_PASSWORD |     \
-         OPT_FROM)
+         OPT_FROM | OPT_NO_CACHE)
 #define OPTS_MACHINE (OPT_EPHEMERAL | OPT_NAME | OPT_READ_ONLY | OPT_PRIVATE_NETWORK | OPT_PRIVATE_USERS)
 #define OPTS_LIMITS (OPT_MEMORY_MAX | OPT_CPU_WEIGHT | OPT_PORT)
 
@@ -127,7 +129,7 @@ static const struct verb verbs[] = {
         {"read-only", 1, 2, 0, verb_read_only, "read-only NAME [yes|no]"},
         {"create-template", 1, 1, OPTS_TEMPLATE, verb_create_template,
          "create-template NAME --suite S [--variant V] [--arch A] [--include P1,P2] [--mirror URL] "
-         "[--package-tarball FILE] [--root-password] | --from TEMPLATE [--include P1,P2]"},
+         "[--package-tarball FILE] [--root-password] [--no-cache] | --from TEMPLATE [--include P1,P2]"},
         {"clean", 0, 0, OPT_CACHE, verb_clean, "clean --cache"},
         {"export-tar", 2, 2, OPT_FORMAT | OPT_CHECKSUM, verb_export_tar,
          "export-tar NAME FILE|- [--format F] [--checksum]"},
@@ -239,7 +241,7 @@ static void help(void)
                "Job commands (wait with a progress bar unless --no-block; Ctrl-C cancels):\n"
                "  create-template NAME --suite S [--variant V] [--arch A]\n"
                "                  [--include P1,P2] [--mirror URL]\n"
-               "                  [--package-tarball FILE] [--root-password]\n"
+               "                  [--package-tarball FILE] [--root-password] [--no-cache]\n"
                "                             Build a Debian template with debootstrap\n"
                "  create-template NAME --from TEMPLATE [--include P1,P2] [--root-password]\n"
                "                             Derive a template: TEMPLATE plus packages\n"
@@ -329,6 +331,8 @@ static void help(void)
                "                             (hashed here; read from stdin when that is\n"
                "                             not a terminal)\n"
                "     --from=TEMPLATE         create-template: start from that template\n"
+               "     --no-cache              create-template: a full build, even where the\n"
+               "                             image cache has the tree (which it replaces)\n"
                "     --cache                 clean: the package cache\n"
                "     --format=F              export-tar: zstd, xz, gzip, bzip2 or\n"
                "                             uncompressed; default from FILE's suffix,\n"
@@ -457,6 +461,7 @@ enum {
         ARG_INSECURE,
         ARG_FROM,
         ARG_CACHE,
+        ARG_NO_CACHE,
 };
 
 static const struct option long_options[] = {
@@ -504,6 +509,7 @@ static const struct option long_options[] = {
         {"insecure", no_argument, NULL, ARG_INSECURE},
         {"from", required_argument, NULL, ARG_FROM},
         {"cache", no_argument, NULL, ARG_CACHE},
+        {"no-cache", no_argument, NULL, ARG_NO_CACHE},
         {},
 };
 
@@ -581,6 +587,8 @@ static uint64_t option_bit(int c)
                 return OPT_FROM;
         case ARG_CACHE:
                 return OPT_CACHE;
+        case ARG_NO_CACHE:
+                return OPT_NO_CACHE;
         default:
                 return 0;
         }
@@ -717,6 +725,9 @@ static int parse_argv(int argc, char *argv[], uint64_t *given)
                         break;
                 case ARG_CACHE:
                         arg_cache = true;
+                        break;
+                case ARG_NO_CACHE:
+                        arg_no_cache = true;
                         break;
                 case ARG_TREE:
                         arg_tree = true;

@@ -40,6 +40,7 @@ extern bool arg_keep_identity;
 extern bool arg_mine;
 extern const char *arg_from;
 extern bool arg_cache;
+extern bool arg_no_cache;
 extern bool arg_tree;
 extern const char *arg_suite;
 extern const char *arg_variant;

@@ -534,6 +534,8 @@ int verb_create_template(sd_bus *bus, int argc, char **argv)
                 r = append_string_option(m, "root_password_hashed", hash);
         if (r >= 0)
                 r = append_string_option(m, "from", arg_from);
+        if (r >= 0 && arg_no_cache)
+                r = sd_bus_message_append(m, "{sv}", "image_cache", "b", 0);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (hash)

@@ -41,6 +41,7 @@ const OptionSpec template_options[] = {
         {"root_password_hashed", OPTION_STRING, offsetof(TemplateOptions, root_password_hashed)},
         {"bootable", OPTION_BOOL, offsetof(TemplateOptions, bootable)},
         {"from", OPTION_STRING, offsetof(TemplateOptions, from)},
+        {"image_cache", OPTION_BOOL, offsetof(TemplateOptions, image_cache)},
         {},
 };
 
@@ -444,6 +445,8 @@ int method_create_template(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (!t->arch)
                 t->arch = TAKE_PTR(o->arch);
         t->cache_max = m->settings.package_cache_max;
+        t->image_cache_skip = o->image_cache == 0;
+        t->image_cache_max = m->settings.template_cache_images;
         t->include = TAKE_PTR(o->include);
         t->root_password_hashed = TAKE_PTR(o->root_password_hashed);
         t->bootable = o->bootable != 0; /* bootable unless asked not to be */

@@ -23,6 +23,7 @@ void settings_defaults(Settings *s)
                 .blob_cache_bytes = SETTINGS_DEFAULT_BLOB_CACHE_BYTES,
                 .registry_credentials = SETTINGS_DEFAULT_REGISTRY_CREDENTIALS,
                 .package_cache_max = SETTINGS_DEFAULT_PACKAGE_CACHE,
+                .template_cache_images = SETTINGS_DEFAULT_TEMPLATE_CACHE_IMAGES,
         };
 }
 
@@ -74,6 +75,8 @@ static const char *const known_limits[] = {"ImagesPerUser",  "BytesPerUser",    
                                            "JobsPerUser",    "Machines",          "MachinesPerUser",
                                            "Operations",     "OperationsPerUser", "SnapshotsPerImage",
                                            "BlobCacheBytes", "PackageCacheBytes", NULL};
+/* The image cache's, known besides the table above. */
+static const char *const known_cache_limits[] = {"TemplateCacheImages", NULL};
 
 int settings_load(Settings *s, const char *path)
 {
@@ -99,7 +102,7 @@ int settings_load(Settings *s, const char *path)
                 }
                 keys = g_key_file_get_keys(kf, *g, NULL, NULL);
                 for (char **k = keys; k && *k; k++)
-                        if (!g_strv_contains(known_limits, *k))
+                        if (!g_strv_contains(known_limits, *k) && !g_strv_contains(known_cache_limits, *k))
                                 log_warning("%s: unknown key %s= in [Limits], ignored", path, *k);
         }
 
@@ -147,6 +150,15 @@ int settings_load(Settings *s, const char *path)
                 else
                         log_warning("%s: PackageCacheBytes=%s is not a size such as 2G (or infinity); ignored", path,
                                     v ?: "");
+        }
+        if (g_key_file_has_key(kf, "Limits", "TemplateCacheImages", NULL)) {
+                g_autofree char *v = g_key_file_get_string(kf, "Limits", "TemplateCacheImages", NULL);
+                guint64 n;
+                if (v && g_ascii_string_to_unsigned(v, 10, 0, SETTINGS_CAP_MAX, &n, NULL))
+                        s->template_cache_images = n;
+                else
+                        log_warning("%s: TemplateCacheImages=%s is not a number from 0 to %d; ignored", path, v ?: "",
+                                    SETTINGS_CAP_MAX);
         }
         for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
                 unsigned *field = (unsigned *) ((char *) s + caps[i].offset);

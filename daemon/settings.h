@@ -27,6 +27,9 @@
 #define SETTINGS_DEFAULT_REGISTRY_CREDENTIALS "/etc/stamp/registries.conf"
 /* The package cache of template builds, <store>/.stamp/cache: a bookworm minbase is ~70 MiB of .debs. */
 #define SETTINGS_DEFAULT_PACKAGE_CACHE (UINT64_C(2) << 30)
+/* The image cache of online template builds (store/image-cache.h): whole trees, ~200 MiB each for a
+ * bookworm minbase, most of it shared with the templates made from them. */
+#define SETTINGS_DEFAULT_TEMPLATE_CACHE_IMAGES 4
 /* Above this, a cap would let callers hold more than the daemon is built for (fds, processes). */
 #define SETTINGS_CAP_MAX 4096
 
@@ -41,6 +44,7 @@ typedef struct Settings {
         uint64_t blob_cache_bytes;
         char registry_credentials[256]; /* [Registries] CredentialsFile= */
         uint64_t package_cache_max;     /* [Limits] PackageCacheBytes=: the template builds' package cache */
+        uint64_t template_cache_images; /* [Limits] TemplateCacheImages=: trees the image cache keeps; 0: off */
 } Settings;
 
 void settings_defaults(Settings *s);

@@ -14,6 +14,7 @@ typedef struct TemplateOptions {
         char *root_password_hashed;
         int bootable;
         char *from;
+        int image_cache;
 } TemplateOptions;
 
 extern const OptionSpec template_options[];

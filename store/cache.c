@@ -8,6 +8,7 @@
 #include <glib.h>
 
 #include "cache.h"
+#include "image-cache.h"
 
 /* Deeper than the layout in cache.h goes, nothing is counted or removed. */
 #define CACHE_DEPTH_MAX 4
@@ -61,7 +62,7 @@ static uint64_t count_at(int dir_fd, unsigned depth)
                         continue;
                 if (S_ISREG(st.st_mode) && !(depth == 0 && g_str_has_prefix(de->d_name, STORE_CACHE_USAGE_FILE)))
                         sum += (uint64_t) st.st_blocks * 512;
-                else if (S_ISDIR(st.st_mode)) {
+                else if (S_ISDIR(st.st_mode) && !(depth == 0 && streq(de->d_name, STORE_IMAGE_CACHE_DIR))) {
                         _cleanup_close_ int sub =
                                 openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (sub >= 0)
@@ -74,7 +75,7 @@ static uint64_t count_at(int dir_fd, unsigned depth)
 
 uint64_t store_cache_count(int cache_fd)
 {
-        return count_at(cache_fd, 0);
+        return count_at(cache_fd, 0) + store_image_cache_count(cache_fd);
 }
 
 int store_cache_write_usage(int cache_fd, uint64_t bytes)
@@ -146,8 +147,9 @@ int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
 {
         static const char *const kinds[] = {"debootstrap", "mmdebstrap", "apt"};
         _cleanup_close_ int cache = -1;
-        uint64_t freed = 0;
-        unsigned busy = 0;
+        uint64_t freed = 0, image_bytes = 0;
+        unsigned busy = 0, images_busy = 0;
+        int k;
 
         cache = openat(store_fd, STORE_CACHE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (cache < 0) {
@@ -180,10 +182,11 @@ int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
                 }
                 closedir(d);
         }
+        k = store_image_cache_clean(cache, &image_bytes, &images_busy);
         (void) store_cache_write_usage(cache, store_cache_count(cache));
-        *ret_freed = freed;
-        *ret_busy = busy;
-        return 0;
+        *ret_freed = freed + image_bytes;
+        *ret_busy = busy + images_busy;
+        return k;
 }
 
 typedef struct CachedFile {
@@ -241,7 +244,8 @@ static void dir_close(gpointer p)
 
 int store_cache_trim(int cache_fd, int dir_fd, uint64_t max)
 {
-        uint64_t total = store_cache_count(cache_fd);
+        /* The limit is the package cache's: the image cache has one of its own. */
+        uint64_t total = count_at(cache_fd, 0);
 
         if (max != UINT64_MAX && total > max) {
                 g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(CachedFile));
@@ -256,5 +260,5 @@ int store_cache_trim(int cache_fd, int dir_fd, uint64_t max)
                         g_free(f->name);
                 }
         }
-        return store_cache_write_usage(cache_fd, total);
+        return store_cache_write_usage(cache_fd, total + store_image_cache_count(cache_fd));
 }

@@ -47,6 +47,8 @@ static const ArgField template_fields[] = {
         FIELD("package-tarball", ARG_FD, template.package_tarball, false),
         FIELD("from", ARG_STRING, template.from, false),
         FIELD("cache-max", ARG_U64, template.cache_max, false),
+        FIELD("image-cache-skip", ARG_BOOL, template.image_cache_skip, false),
+        FIELD("image-cache-max", ARG_U64, template.image_cache_max, false),
         {},
 };
 

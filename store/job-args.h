@@ -66,6 +66,10 @@ typedef struct TemplateJobArgs {
         int package_tarball; /* -1: an online build */
         char *from;          /* a derived build: the template it starts from (its suite is the parent's) */
         uint64_t cache_max;  /* the package cache's cap in bytes; UINT64_MAX: none */
+        /* online: build anew even where the image cache has the tree (store/image-cache.h) */
+        bool image_cache_skip;
+        /* how many trees the image cache keeps; 0: none (the cache is off) */
+        uint64_t image_cache_max;
 } TemplateJobArgs;
 
 typedef struct ExportJobArgs {

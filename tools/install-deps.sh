@@ -14,6 +14,8 @@ packages=(
     # run: the bus, polkit, btrfs, loop devices, templates, containers
     dbus-daemon polkitd systemd systemd-container btrfs-progs debootstrap
     mmdebstrap
+    # the image cache of online templates verifies the suite's InRelease
+    gpgv
     util-linux mount e2fsprogs
     # published ports: addresses for a machine's veth pair
     iproute2
@@ -21,6 +23,8 @@ packages=(
     libarchive-tools xz-utils zstd bzip2
     # tests: Gio from Python, gdbus, terminals, passwords, file metadata, fixtures
     python3 python3-gi gir1.2-glib-2.0 libglib2.0-bin tmux openssl acl attr busybox-static
+    # tests: a signed Debian mirror of the test's own (tests/localmirror.py)
+    gpg gpg-agent
     # tests: stampctl -H against an sshd of the test's own; installed files
     openssh-server openssh-client libxml2-utils man-db
     # tests: an OCI registry on the loopback, and an independent client of it

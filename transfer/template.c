@@ -19,6 +19,7 @@
 #include <btrfsutil.h>
 
 #include "btrfs-util.h"
+#include "build-cache.h"
 #include "cache.h"
 #include "config.h"
 #include "sha256.h"
@@ -668,7 +669,8 @@ static int open_in_tree(int tree_fd, const char *path, int flags, mode_t mode)
         return fd < 0 ? -errno : (int) fd;
 }
 
-/* Copy the caller's tarball into the tree; returns the name it got there. */
+/* The caller's tarball for debootstrap: a link in the tree to the fd (a regular file), or a copy in the tree
+ * (a pipe); returns the name it got there. */
 static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
 {
         static const struct {
@@ -688,6 +690,28 @@ static int copy_tarball(Build *b, int src, int tree_fd, const char **ret_name)
 
         if (fstat(src, &st) >= 0 && S_ISREG(st.st_mode) && st.st_size > 0)
                 size = (uint64_t) st.st_size;
+
+        /* A regular file is read where it is, through the fd debootstrap and its tar inherit (see
+         * inherit_tarball()), instead of being copied into the tree first: 50 MB and more written, then
+         * removed, for nothing. A pipe has to be copied (debootstrap wants a file). */
+        if (size > 0) {
+                ssize_t n = pread(src, buf, 8, 0);
+                g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", src);
+                if (size > TARBALL_MAX)
+                        return job_child_fail(b->c, EFBIG, "The package tarball is larger than %" PRIu64 " GiB",
+                                              TARBALL_MAX >> 30);
+                for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                        if (n >= (ssize_t) kinds[i].len && memcmp(buf, kinds[i].magic, kinds[i].len) == 0)
+                                name = kinds[i].name;
+                if (n > 0 && symlinkat(link, tree_fd, name) >= 0 && fcntl(src, F_SETFD, 0) >= 0) {
+                        job_child_log(b->c, LOG_LEVEL_INFO, "Reading a package tarball of %" PRIu64 " bytes.", size);
+                        build_progress(b, PHASE_PREPARE, 1.0 / 3);
+                        *ret_name = name;
+                        return 0;
+                }
+                (void) unlinkat(tree_fd, name, 0);
+                name = TARBALL_NAME ".tar";
+        }
 
         for (;;) {
                 ssize_t n = read(src, buf, sizeof buf);
@@ -1353,7 +1377,7 @@ static void make_generic(Build *b, int tree_fd)
 }
 
 static char *recipe_text(const JobArgs *a, const char *variant, const char *arch, const char *mirror, bool bootable,
-                         bool offline, const char *uuid, const char *builder)
+                         bool offline, const char *uuid, const char *builder, uint64_t cached)
 {
         static const char *const none[] = {NULL};
         g_autoptr(GVariant) v = NULL;
@@ -1371,6 +1395,9 @@ static char *recipe_text(const JobArgs *a, const char *variant, const char *arch
         g_variant_builder_add(&bld, "{sv}", "bootable", g_variant_new_boolean(bootable));
         g_variant_builder_add(&bld, "{sv}", "offline", g_variant_new_boolean(offline));
         g_variant_builder_add(&bld, "{sv}", "builder", g_variant_new_string(builder));
+        /* The tree is a snapshot of the image cache's, which a build of this recipe made then (µs). */
+        if (cached)
+                g_variant_builder_add(&bld, "{sv}", "image_cache", g_variant_new_uint64(cached));
         if (uuid)
                 g_variant_builder_add(&bld, "{sv}", "uuid", g_variant_new_string(uuid));
         v = g_variant_ref_sink(g_variant_builder_end(&bld));
@@ -1441,8 +1468,35 @@ static void cache_finish(Build *b, const char *kind, const char *suite, const ch
 }
 
 static int transfer_derive(JobChild *c, const JobArgs *a);
+static char *file_sha256(int dir_fd, const char *name);
 static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
                                  const char *mirror, const char *includes);
+
+/* Everything that decides what mmdebstrap puts in the tree, for the image cache's key (build-cache.h):
+ * the builder (its script's digest, so that another version is another key) and its hooks, and the
+ * recipe, the packages sorted. The InRelease it was built from is checked apart. Whatever stamp does
+ * after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
+static char *image_cache_key(const Build *b, const char *variant, const char *arch, const char *mirror,
+                             GPtrArray *wanted)
+{
+        const TemplateJobArgs *t = &b->a->template;
+        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP);
+        g_autoptr(GPtrArray) packages = g_ptr_array_new();
+        g_autoptr(GString) s = g_string_new(NULL);
+
+        for (guint i = 0; i < wanted->len; i++)
+                g_ptr_array_add(packages, wanted->pdata[i]);
+        g_ptr_array_sort(packages, compare_names);
+        g_string_append_printf(s, "format 1\nstamp %s\nbuilder mmdebstrap %s\nmerged-usr-hooks %s\n", PACKAGE_VERSION,
+                               builder ?: "unreadable", access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0 ? "yes" : "no");
+        g_string_append_printf(s, "mirror %s\nsuite %s\narch %s\nvariant %s\nbootable %s\nkeyring %s\npackages", mirror,
+                               t->suite, arch, streq(variant, "buildd") ? "buildd" : "minbase",
+                               t->bootable ? "yes" : "no", t->keyring);
+        for (guint i = 0; i < packages->len; i++)
+                g_string_append_printf(s, "%s%s", i ? "," : " ", (const char *) packages->pdata[i]);
+        g_string_append_c(s, '\n');
+        return g_string_free(g_steal_pointer(&s), FALSE);
+}
 
 int transfer_template(JobChild *c, const JobArgs *a)
 {
@@ -1460,6 +1514,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         g_autoptr(GPtrArray) wanted = g_ptr_array_new();
         g_autofree char *arch = NULL, *mirror = NULL, *target = NULL, *includes = NULL, *cache = NULL;
         g_autofree char *recipe = NULL;
+        _cleanup_(build_cache_done) BuildCache bc = BUILD_CACHE_INIT;
         const char *variant = t->variant ?: "minbase", *tarball = NULL;
         bool bootable = t->bootable, subvolume = false;
         char uuid[33] = "";
@@ -1507,10 +1562,22 @@ int transfer_template(JobChild *c, const JobArgs *a)
         job_child_log(c, LOG_LEVEL_INFO, "Building template %s: Debian %s, %s, %s, from %s.", a->name, t->suite,
                       variant, arch, b.offline ? "a package tarball" : mirror);
 
-        k = store_make_tree(store_fd, c->store_is_btrfs, temp, NULL);
-        if (k < 0)
-                return job_child_fail(c, -k, "Cannot make a directory in the image store: %s", strerror(-k));
-        subvolume = k > 0;
+        /* The image cache keeps snapshots: on btrfs only. */
+        if (b.mmdebstrap && c->store_is_btrfs && t->image_cache_max > 0) {
+                g_autofree char *key = image_cache_key(&b, variant, arch, mirror, wanted);
+                build_cache_lookup(c, &bc, store_fd, key, mirror, t->suite, t->keyring, !t->image_cache_skip);
+        }
+        if (bc.hit) {
+                k = build_cache_take(c, &bc, store_fd, temp);
+                if (k < 0)
+                        return k;
+                subvolume = true;
+        } else {
+                k = store_make_tree(store_fd, c->store_is_btrfs, temp, NULL);
+                if (k < 0)
+                        return job_child_fail(c, -k, "Cannot make a directory in the image store: %s", strerror(-k));
+                subvolume = k > 0;
+        }
         tree_fd = openat(store_fd, temp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (tree_fd < 0 || fchmod(tree_fd, 0755) < 0)
                 return job_child_fail(c, errno, "Cannot open the new tree: %s", strerror(errno));
@@ -1531,10 +1598,16 @@ int transfer_template(JobChild *c, const JobArgs *a)
         if (k > 0)
                 b.mounted = target;
 
-        if (b.mmdebstrap) {
+        if (b.mmdebstrap && bc.hit)
+                build_progress(&b, PHASE_FINISH, 0);
+        else if (b.mmdebstrap) {
+                g_autofree char *lists =
+                        g_strdup_printf("%s/" STORE_CACHE_DIR "/mmdebstrap/%s-%s/lists", c->store, t->suite, arch);
                 k = build_with_mmdebstrap(&b, target, variant, arch, mirror, includes);
                 if (k < 0)
                         return k;
+                /* As mmdebstrap left it, before anything of this template alone goes in. */
+                build_cache_save(c, &bc, tree_fd, lists, t->suite, t->image_cache_max);
         } else {
                 g_ptr_array_add(argv, g_strdup("debootstrap"));
                 /* The installer's protocol: numbered progress and messages on fd 3, the tools' output on
@@ -1575,6 +1648,9 @@ int transfer_template(JobChild *c, const JobArgs *a)
                 if (k < 0)
                         return k;
                 b.cache_lock_fd = safe_close(b.cache_lock_fd);
+                /* The package code of the second stage gets nothing of the caller's. */
+                if (b.offline && fcntl(t->package_tarball, F_SETFD, FD_CLOEXEC) < 0)
+                        return job_child_fail(c, errno, "Cannot close the package tarball: %s", strerror(errno));
 
                 k = second_stage(&b, target);
                 if (k < 0)
@@ -1597,7 +1673,8 @@ int transfer_template(JobChild *c, const JobArgs *a)
 
         if (b.mmdebstrap && syncfs(tree_fd) < 0)
                 return job_child_fail(c, errno, "Cannot write the new tree to disk: %s", strerror(errno));
-        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool);
+        recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool,
+                             bc.hit ? bc.created : 0);
         k = commit(&b, store_fd, tree_fd, subvolume, temp, a->name, recipe);
         if (k < 0)
                 return k;

@@ -124,6 +124,23 @@ static void test_package_cache(void)
         (void) g_unlink(bad);
 }
 
+static void test_template_cache_images(void)
+{
+        g_autofree char *path = write_config("[Limits]\nTemplateCacheImages=0\n");
+        g_autofree char *bad = write_config("[Limits]\nTemplateCacheImages=-1\n");
+        Settings s;
+
+        settings_defaults(&s);
+        g_assert_cmpuint(s.template_cache_images, ==, SETTINGS_DEFAULT_TEMPLATE_CACHE_IMAGES);
+        g_assert_cmpint(settings_load(&s, path), ==, 0);
+        g_assert_cmpuint(s.template_cache_images, ==, 0);
+        settings_defaults(&s);
+        g_assert_cmpint(settings_load(&s, bad), ==, 0);
+        g_assert_cmpuint(s.template_cache_images, ==, SETTINGS_DEFAULT_TEMPLATE_CACHE_IMAGES);
+        (void) g_unlink(path);
+        (void) g_unlink(bad);
+}
+
 static void test_unreadable_file(void)
 {
         g_autofree char *path = write_config("[Limits\nImagesPerUser=5\n");
@@ -185,5 +202,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/settings/snapshots-per-image", test_snapshots_per_image);
         g_test_add_func("/settings/registries", test_registries);
         g_test_add_func("/settings/package-cache", test_package_cache);
+        g_test_add_func("/settings/template-cache-images", test_template_cache_images);
         return g_test_run();
 }
