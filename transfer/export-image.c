@@ -16,6 +16,8 @@
 #include "store.h"
 #include "transfer.h"
 
+#define EXPORT_STREAM_BLOCK_SIZE (256 * 1024)
+
 typedef struct Sender {
         int tree_fd;
         int pipe_fd; /* the write end: closed once the send is done */
@@ -62,7 +64,10 @@ static void *estimate_thread(void *p)
         return NULL;
 }
 
-static int set_compression(struct archive *w, ExportFormat f)
+/* Compression in worker threads (@workers) hands them jobs of several MiB: a stream of a few MiB, as a
+ * delta mostly is, would then be compressed only once it has all been sent. Without them it is
+ * compressed here as the send makes it, beside the send's own thread. */
+static int set_compression(struct archive *w, ExportFormat f, bool workers)
 {
         char threads[16];
         int r;
@@ -71,12 +76,12 @@ static int set_compression(struct archive *w, ExportFormat f)
         switch (f) {
         case EXPORT_ZSTD:
                 r = archive_write_add_filter_zstd(w);
-                if (r == ARCHIVE_OK)
+                if (r == ARCHIVE_OK && workers)
                         (void) archive_write_set_filter_option(w, NULL, "threads", threads);
                 return r;
         case EXPORT_XZ:
                 r = archive_write_add_filter_xz(w);
-                if (r == ARCHIVE_OK)
+                if (r == ARCHIVE_OK && workers)
                         (void) archive_write_set_filter_option(w, NULL, "threads", threads);
                 return r;
         case EXPORT_GZIP:
@@ -139,9 +144,11 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
         e = archive_entry_new();
         if (!w || !e)
                 return job_child_fail(c, ENOMEM, "Out of memory");
-        if (archive_write_set_format_raw(w) != ARCHIVE_OK || set_compression(w, format) != ARCHIVE_OK)
+        if (archive_write_set_format_raw(w) != ARCHIVE_OK || set_compression(w, format, !h.delta) != ARCHIVE_OK)
                 return job_child_fail(c, EPROTONOSUPPORT, "Cannot compress with %s: %s", j->export.format,
                                       archive_error_string(w) ?: "not built in");
+        /* Written out in large blocks (the default of 10 KiB costs a write() each); none padded. */
+        archive_write_set_bytes_per_block(w, EXPORT_STREAM_BLOCK_SIZE);
         archive_write_set_bytes_in_last_block(w, 1);
         if (archive_write_open_fd(w, j->export.out_fd) != ARCHIVE_OK)
                 return job_child_fail(c, EIO, "Cannot write the export: %s", archive_error_string(w));
@@ -156,6 +163,8 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                 return job_child_fail(c, errno, "Cannot make a pipe: %s", strerror(errno));
         rfd = pipefd[0];
         s.pipe_fd = pipefd[1];
+        /* Room for the send to run ahead, and for reads of more than one of its commands. */
+        (void) fcntl(s.pipe_fd, F_SETPIPE_SZ, 1024 * 1024);
         k = pthread_create(&thread, NULL, send_thread, &s);
         if (k != 0) {
                 safe_close(s.pipe_fd);
