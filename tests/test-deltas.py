@@ -304,6 +304,22 @@ class RoundTripTest(DeltaTestCase):
         self.assertFalse(subvolume_read_only(self.path('web2')))
         self.assertEqual(self.hidden(), [])
 
+    def test_delta_of_a_clone_whose_files_were_read(self):
+        """A read leaves only a new access time: the delta's update for it is
+        not applied (an access time is not part of an image, as in a tar
+        export), while a new modification time, alone or with new content, is."""
+        web = self.path('web')
+        keep = os.lstat(os.path.join(web, 'hard1'))
+        os.utime(os.path.join(web, 'hard1'), ns=(keep.st_atime_ns + 10**12, keep.st_mtime_ns))
+        os.utime(os.path.join(web, 'modeonly'), ns=(10**18, 10**18))
+        self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
+        _, outcome = self.import_(self.file('web.delta'), 'web2')
+        self.assertDone(outcome)
+        self.assertEqual(tree(self.path('web2')), tree(web))
+        self.assertEqual(os.lstat(self.path('web2/modeonly')).st_mtime_ns, 10**18)
+        self.assertEqual(os.lstat(self.path('web2/hard1')).st_atime_ns, keep.st_atime_ns)
+        self.assertEqual(self.hidden(), [])
+
     def test_delta_on_a_store_that_has_the_template_only_by_import(self):
         self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
         self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base',
