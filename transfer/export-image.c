@@ -17,6 +17,7 @@
 #include "transfer.h"
 
 #define EXPORT_STREAM_BLOCK_SIZE (256 * 1024)
+#define PROGRESS_STEP 0.005
 
 typedef struct Sender {
         int tree_fd;
@@ -111,6 +112,7 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
         bool estimating = false;
         int pipefd[2], k, hlen;
         bool failed = false;
+        double reported = 0;
 
         snprintf(h.name, sizeof h.name, "%s", j->name);
         if (j->export.parent) {
@@ -200,8 +202,15 @@ static int export_btrfs(JobChild *c, const JobArgs *j, int tree_fd)
                 }
                 if (usage == UINT64_MAX && estimating && __atomic_load_n(&est.done, __ATOMIC_ACQUIRE) > 0)
                         usage = est.bytes;
-                if (usage != UINT64_MAX && usage > 0)
-                        job_child_progress(c, sent >= usage ? 0.99 : (double) sent / (double) usage);
+                /* Reported as it moves by a step: reads of the pipe come a command at a time, each would
+                 * otherwise be a message to stampd. */
+                if (usage != UINT64_MAX && usage > 0) {
+                        double p = sent >= usage ? 0.99 : (double) sent / (double) usage;
+                        if (p >= reported + PROGRESS_STEP) {
+                                job_child_progress(c, p);
+                                reported = p;
+                        }
+                }
         }
         /* A reader that stopped: the sender's writes fail with EPIPE and it ends. */
         rfd = safe_close(rfd);
