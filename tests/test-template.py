@@ -95,6 +95,9 @@ class OfflineTemplateTest(TemplateTestCase):
         self.assertEqual(root_entry.split(':')[1], PASSWORD_HASH)
         self.assertEqual(os.path.getsize(os.path.join(tree, 'etc/machine-id')), 0)
         self.assertFalse(os.path.lexists(os.path.join(tree, 'etc/hostname')))
+        # dpkg's unsafe I/O was stamp's for the build only: the template's own dpkg syncs again
+        self.assertIn('dpkg.cfg', os.listdir(os.path.join(tree, 'etc/dpkg')))
+        self.assertEqual([n for n in os.listdir(os.path.join(tree, 'etc/dpkg/dpkg.cfg.d')) if 'stamp' in n], [])
         self.assertEqual([n for n in os.listdir(os.path.join(tree, 'var/cache/apt/archives'))
                           if n.endswith('.deb')], [])
         self.assertEqual([n for n in os.listdir(tree) if n.startswith('.')], [])

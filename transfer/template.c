@@ -1088,6 +1088,37 @@ static int jail_run(Jail *jail, char **argv, char **env)
 
 static int run_debootstrap(Build *b, char **argv, Jail *jail);
 
+/* dpkg in debootstrap's second stage as in mmdebstrap's builds: without an fsync of every file it unpacks (a
+ * tree that is not complete is thrown away anyway, and the whole of it is synced once before it is put in
+ * place). The setting is stamp's and is in the tree only while the second stage runs; *ret_dir is the
+ * directory it is in, for unsafe_io_end(), or -1 where the tree has no dpkg.cfg.d (dpkg then syncs as
+ * usual). */
+#define UNSAFE_IO_NAME "stamp-unsafe-io"
+
+static int unsafe_io_begin(Build *b, int tree_fd, int *ret_dir)
+{
+        _cleanup_close_ int dir = open_in_tree(tree_fd, "etc/dpkg/dpkg.cfg.d", O_RDONLY | O_DIRECTORY, 0);
+        _cleanup_close_ int fd = -1;
+        static const char text[] = "force-unsafe-io\n";
+
+        *ret_dir = -1;
+        if (dir < 0)
+                return 0;
+        fd = openat(dir, UNSAFE_IO_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 || loop_write(fd, text, sizeof text - 1) < 0)
+                return job_child_fail(b->c, errno, "Cannot write dpkg's settings in the new tree: %s", strerror(errno));
+        *ret_dir = TAKE_FD(dir);
+        return 0;
+}
+
+static void unsafe_io_end(int *dir)
+{
+        if (*dir < 0)
+                return;
+        (void) unlinkat(*dir, UNSAFE_IO_NAME, 0);
+        *dir = safe_close(*dir);
+}
+
 static int second_stage(Build *b, const char *target)
 {
         char *argv[] = {(char *) "/debootstrap/debootstrap", (char *) "--second-stage", (char *) "--debian-installer",
@@ -1518,7 +1549,7 @@ int transfer_template(JobChild *c, const JobArgs *a)
         const char *variant = t->variant ?: "minbase", *tarball = NULL;
         bool bootable = t->bootable, subvolume = false;
         char uuid[33] = "";
-        _cleanup_close_ int tree_fd = -1;
+        _cleanup_close_ int tree_fd = -1, unsafe_io_dir = -1;
         int k;
 
         if (t->from)
@@ -1652,7 +1683,11 @@ int transfer_template(JobChild *c, const JobArgs *a)
                 if (b.offline && fcntl(t->package_tarball, F_SETFD, FD_CLOEXEC) < 0)
                         return job_child_fail(c, errno, "Cannot close the package tarball: %s", strerror(errno));
 
+                k = unsafe_io_begin(&b, tree_fd, &unsafe_io_dir);
+                if (k < 0)
+                        return k;
                 k = second_stage(&b, target);
+                unsafe_io_end(&unsafe_io_dir);
                 if (k < 0)
                         return k;
         }
@@ -1671,7 +1706,8 @@ int transfer_template(JobChild *c, const JobArgs *a)
         make_generic(&b, tree_fd);
         build_progress(&b, PHASE_FINISH, 0.5);
 
-        if (b.mmdebstrap && syncfs(tree_fd) < 0)
+        /* Both builders' dpkg wrote without syncing: */
+        if (syncfs(tree_fd) < 0)
                 return job_child_fail(c, errno, "Cannot write the new tree to disk: %s", strerror(errno));
         recipe = recipe_text(a, variant, arch, mirror, bootable, b.offline, subvolume ? uuid : NULL, b.tool,
                              bc.hit ? bc.created : 0);
