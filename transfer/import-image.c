@@ -271,6 +271,10 @@ static int import_btrfs(JobChild *c, const JobArgs *j, Input *in)
         }
 
         adopt_recipe(c, root_fd, uuid);
+        /* The files' data on disk before the name can point at them, as a tar import's: a transaction
+         * commit alone (set_received makes one) need not include the data written before it. */
+        if (syncfs(root_fd) < 0)
+                return job_child_fail(c, errno, "Cannot write image %s to disk: %s", name, strerror(errno));
         /* Last of what changes the content: a change after this one counts as a change since it was
          * received (btrfs_subvol_state()). */
         k = btrfs_set_received(root_fd, uuid, ctransid);
