@@ -88,6 +88,30 @@ class OwnerTest(SelfServiceTestCase):
         os.setxattr(self.path('mine'), 'user.stamp.owner', str(self.uid2).encode())
         self.assertEqual(self.owner('mine'), self.uid)
 
+    def test_record_is_a_link_and_the_old_file_form_is_read(self):
+        """A record is a symbolic link "UID IDENTITY" (whole after a crash without an fsync); records
+        written as files by earlier versions are still believed, and a record not root's is not."""
+        self.user.manager('CloneImage', 'base', 'mine', False)
+        record = self.path('.stamp/owners/mine')
+        self.assertTrue(os.path.islink(record))
+        target = os.readlink(record)
+        self.assertRegex(target, r'^%d uuid:[0-9a-f]{32}$' % self.uid)
+        os.unlink(record)
+        with open(record, 'w') as f:
+            f.write(target + '\n')
+        os.chmod(record, 0o600)
+        self.assertEqual(self.owner('mine'), self.uid)
+        # A record that is not root's is nobody's word.
+        os.unlink(record)
+        os.symlink(target, record)
+        os.lchown(record, self.uid, self.uid)
+        self.assertEqual(self.owner('mine'), 0)
+        # The rename rewrites it as a link.
+        os.lchown(record, 0, 0)
+        self.user.manager('RenameImage', 'mine', 'mine2')
+        self.assertTrue(os.path.islink(self.path('.stamp/owners/mine2')))
+        self.assertEqual(self.owner('mine2'), self.uid)
+
     def test_image_made_by_hand_under_a_recorded_name_is_roots(self):
         self.user.manager('CloneImage', 'base', 'mine', False)
         run(['btrfs', 'subvolume', 'delete', self.path('mine')])  # behind stampd's back
