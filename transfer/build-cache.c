@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -11,11 +10,11 @@
 #include <sys/xattr.h>
 
 #include <btrfsutil.h>
-#include <curl/curl.h>
 
 #include "build-cache.h"
 #include "cache.h"
 #include "config.h"
+#include "curl-util.h"
 #include "image-cache.h"
 #include "sha256.h"
 #include "store.h"
@@ -39,40 +38,6 @@ void build_cache_done(BuildCache *bc)
         bc->key_text = NULL;
 }
 
-/* libcurl, opened here alone as pull.c opens it: a linked one would cost every job its loading. */
-static struct {
-        CURL *(*easy_init)(void);
-        CURLcode (*easy_setopt)(CURL *e, CURLoption option, ...);
-        CURLcode (*easy_perform)(CURL *e);
-        void (*easy_cleanup)(CURL *e);
-        const char *(*easy_strerror)(CURLcode code);
-} curl;
-
-static const char *curl_load(void)
-{
-        static const struct {
-                const char *name;
-                size_t offset;
-        } syms[] = {
-                {"curl_easy_init", offsetof(typeof(curl), easy_init)},
-                {"curl_easy_setopt", offsetof(typeof(curl), easy_setopt)},
-                {"curl_easy_perform", offsetof(typeof(curl), easy_perform)},
-                {"curl_easy_cleanup", offsetof(typeof(curl), easy_cleanup)},
-                {"curl_easy_strerror", offsetof(typeof(curl), easy_strerror)},
-        };
-        void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-
-        if (!h)
-                return dlerror();
-        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
-                void *f = dlsym(h, syms[i].name);
-                if (!f)
-                        return "a symbol is missing";
-                memcpy((char *) &curl + syms[i].offset, &f, sizeof f);
-        }
-        return NULL;
-}
-
 static size_t on_data(char *data, size_t size, size_t n, void *userdata)
 {
         GByteArray *buf = userdata;
@@ -85,7 +50,7 @@ static size_t on_data(char *data, size_t size, size_t n, void *userdata)
 
 static int fetch(JobChild *c, const char *url, GByteArray *buf)
 {
-        const char *e = curl_load();
+        const char *e = curl_try_load();
         CURL *h;
         CURLcode code;
         char errbuf[CURL_ERROR_SIZE] = "";
@@ -94,23 +59,13 @@ static int fetch(JobChild *c, const char *url, GByteArray *buf)
                 job_child_log(c, LOG_LEVEL_WARNING, "Cannot load libcurl (%s): the image cache is not used.", e);
                 return -ENOPKG;
         }
-        h = curl.easy_init();
+        h = curl_request_new(url, errbuf, on_data, NULL, buf);
         if (!h)
                 return -ENOMEM;
-        (void) curl.easy_setopt(h, CURLOPT_URL, url);
-        (void) curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         (void) curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         (void) curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
         (void) curl.easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
         (void) curl.easy_setopt(h, CURLOPT_FAILONERROR, 1L);
-        (void) curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        (void) curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
-        (void) curl.easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        (void) curl.easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
-        (void) curl.easy_setopt(h, CURLOPT_USERAGENT, "stampd/" PACKAGE_VERSION);
-        (void) curl.easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-        (void) curl.easy_setopt(h, CURLOPT_WRITEDATA, buf);
         code = curl.easy_perform(h);
         curl.easy_cleanup(h);
         if (code != CURLE_OK) {

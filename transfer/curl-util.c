@@ -9,7 +9,7 @@
 
 CurlFunctions curl;
 
-int curl_load(JobChild *c, const char *needed_by)
+const char *curl_try_load(void)
 {
         static const struct {
                 const char *name;
@@ -27,24 +27,37 @@ int curl_load(JobChild *c, const char *needed_by)
                 {"curl_easy_escape", offsetof(CurlFunctions, easy_escape)},
                 {"curl_free", offsetof(CurlFunctions, free)},
         };
+        static char error[256];
         static bool loaded = false;
         void *h;
 
         if (loaded)
-                return 0;
+                return NULL;
         h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-        if (!h)
-                return job_child_fail(c, ENOPKG, "Cannot load %s, which %s need: %s", LIBCURL_SONAME, needed_by,
-                                      dlerror());
+        if (!h) {
+                snprintf(error, sizeof error, "cannot load %s: %s", LIBCURL_SONAME, dlerror());
+                return error;
+        }
         for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
                 void *f = dlsym(h, syms[i].name);
-                if (!f)
-                        return job_child_fail(c, ENOPKG, "%s lacks %s", LIBCURL_SONAME, syms[i].name);
+                if (!f) {
+                        snprintf(error, sizeof error, "%s lacks %s", LIBCURL_SONAME, syms[i].name);
+                        return error;
+                }
                 memcpy((char *) &curl + syms[i].offset, &f, sizeof f);
         }
         if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                return job_child_fail(c, EIO, "Cannot set up libcurl");
+                return "cannot set up libcurl";
         loaded = true;
+        return NULL;
+}
+
+int curl_load(JobChild *c, const char *needed_by)
+{
+        const char *e = curl_try_load();
+
+        if (e)
+                return job_child_fail(c, ENOPKG, "Cannot use libcurl, which %s need: %s", needed_by, e);
         return 0;
 }
 
@@ -66,8 +79,10 @@ CURL *curl_request_new(const char *url, char *errbuf, curl_write_callback on_wri
         (void) curl.easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
         (void) curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
         (void) curl.easy_setopt(e, CURLOPT_WRITEDATA, userdata);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-        (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, userdata);
-        (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        if (on_progress) {
+                (void) curl.easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+                (void) curl.easy_setopt(e, CURLOPT_XFERINFODATA, userdata);
+                (void) curl.easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        }
         return e;
 }

@@ -24,13 +24,16 @@ typedef struct CurlFunctions {
 
 extern CurlFunctions curl;
 
+/* Loads libcurl and initializes it, once a process: NULL, or what went wrong (a static string), for a
+ * job that can do without it. */
+const char *curl_try_load(void);
 /* Loads libcurl and initializes it, once a process. @needed_by names who needs it in the message
  * if it is missing ("pulls"). 0, or a negative errno after job_child_fail() said why. */
 int curl_load(JobChild *c, const char *needed_by);
 
 /* A transfer of @url over http or https as both pulls and registries make it: no signals, a
  * connection within 30 s, failing when stalled for a minute, libcurl's messages in @errbuf (of
- * CURL_ERROR_SIZE), the body to @on_write and progress to @on_progress, both with @userdata. NULL
+ * CURL_ERROR_SIZE), the body to @on_write and progress to @on_progress (if not NULL), both with @userdata. NULL
  * if out of memory. */
 CURL *curl_request_new(const char *url, char *errbuf, curl_write_callback on_write, curl_xferinfo_callback on_progress,
                        void *userdata);
