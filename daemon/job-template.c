@@ -168,6 +168,18 @@ static int split_mirror(const char *mirror, TemplateJobArgs *t, sd_bus_error *er
         return 0;
 }
 
+/* A mirror URL the caller gave: valid, then its credentials apart (split_mirror()). */
+static int check_mirror(const char *mirror, TemplateJobArgs *t, sd_bus_error *error)
+{
+        if (strlen(mirror) > MIRROR_MAX || !debian_mirror_is_valid(mirror)) {
+                g_autofree char *shown = mirror_shown(mirror);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive",
+                                         shown);
+        }
+        return split_mirror(mirror, t, error);
+}
+
 /* The keyring debootstrap's script for @suite verifies the archive against ("keyring PATH"); NULL
  * if it names none. */
 static int suite_keyring(const char *script, char **ret)
@@ -284,16 +296,8 @@ static int check_options(const char *suite, TemplateOptions *o, TemplateJobArgs 
         }
         if ((k = check_include(o->include, error)) < 0)
                 return k;
-        if (o->mirror) {
-                if (strlen(o->mirror) > MIRROR_MAX || !debian_mirror_is_valid(o->mirror)) {
-                        g_autofree char *shown = mirror_shown(o->mirror);
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive", shown);
-                }
-                if ((k = split_mirror(o->mirror, t, error)) < 0)
-                        return k;
-        }
+        if (o->mirror && (k = check_mirror(o->mirror, t, error)) < 0)
+                return k;
         if (o->root_password_hashed && !password_hash_is_valid(o->root_password_hashed))
                 /* The value is a secret of sorts: not repeated back. */
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -355,13 +359,7 @@ static int check_derived_options(Manager *m, const char *suite, TemplateOptions 
         if ((k = check_include(o->include, error)) < 0)
                 return k;
         if (o->mirror) {
-                if (strlen(o->mirror) > MIRROR_MAX || !debian_mirror_is_valid(o->mirror)) {
-                        g_autofree char *shown = mirror_shown(o->mirror);
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid mirror \"%s\": an http:// or https:// URL of a Debian archive", shown);
-                }
-                if ((k = split_mirror(o->mirror, t, error)) < 0)
+                if ((k = check_mirror(o->mirror, t, error)) < 0)
                         return k;
                 /* apt inside the template would keep them in its sources for every clone to read. */
                 if (t->mirror_user)

@@ -13,31 +13,13 @@
 /* Deeper than the layout in cache.h goes, nothing is counted or removed. */
 #define CACHE_DEPTH_MAX 4
 
-static int mkdirat_open(int dir_fd, const char *name)
-{
-        struct stat st;
-        int fd;
-
-        if (mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        /* Only stampd writes here: a directory of another owner is none of ours. */
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0022)) {
-                safe_close(fd);
-                return -EPERM;
-        }
-        return fd;
-}
-
 int store_cache_open(int store_fd)
 {
-        _cleanup_close_ int meta = mkdirat_open(store_fd, ".stamp");
+        _cleanup_close_ int meta = open_private_dir(store_fd, ".stamp", true);
 
         if (meta < 0)
                 return meta;
-        return mkdirat_open(meta, "cache");
+        return open_private_dir(meta, "cache", true);
 }
 
 static uint64_t count_at(int dir_fd, unsigned depth)
@@ -60,7 +42,9 @@ static uint64_t count_at(int dir_fd, unsigned depth)
                         continue;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
-                if (S_ISREG(st.st_mode) && !(depth == 0 && g_str_has_prefix(de->d_name, STORE_CACHE_USAGE_FILE)))
+                /* the counter itself, and its temporary (write_file_atomic_at()), are no cache */
+                if (S_ISREG(st.st_mode) && !(depth == 0 && (g_str_has_prefix(de->d_name, STORE_CACHE_USAGE_FILE) ||
+                                                            g_str_has_prefix(de->d_name, ".#" STORE_CACHE_USAGE_FILE))))
                         sum += (uint64_t) st.st_blocks * 512;
                 else if (S_ISDIR(st.st_mode) && !(depth == 0 && streq(de->d_name, STORE_IMAGE_CACHE_DIR))) {
                         _cleanup_close_ int sub =
@@ -81,18 +65,9 @@ uint64_t store_cache_count(int cache_fd)
 int store_cache_write_usage(int cache_fd, uint64_t bytes)
 {
         char text[32];
-        _cleanup_close_ int fd = -1;
         int n = snprintf(text, sizeof text, "%" PRIu64 "\n", bytes);
 
-        (void) unlinkat(cache_fd, STORE_CACHE_USAGE_FILE ".new", 0);
-        fd = openat(cache_fd, STORE_CACHE_USAGE_FILE ".new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
-        if (fd < 0)
-                return -errno;
-        if (loop_write(fd, text, (size_t) n) < 0 ||
-            renameat(cache_fd, STORE_CACHE_USAGE_FILE ".new", cache_fd, STORE_CACHE_USAGE_FILE) < 0)
-                return -errno;
-        return 0;
+        return write_file_atomic_at(cache_fd, STORE_CACHE_USAGE_FILE, text, (size_t) n, 0600, false);
 }
 
 uint64_t store_cache_read_usage(int store_fd)

@@ -16,19 +16,7 @@
 
 int store_image_cache_open(int cache_fd)
 {
-        struct stat st;
-        int fd;
-
-        if (mkdirat(cache_fd, STORE_IMAGE_CACHE_DIR, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        fd = openat(cache_fd, STORE_IMAGE_CACHE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0077)) {
-                safe_close(fd);
-                return -EPERM;
-        }
-        return fd;
+        return open_private_dir(cache_fd, STORE_IMAGE_CACHE_DIR, true);
 }
 
 int store_image_cache_lock(int images_fd, const char *key, bool wait)

@@ -24,24 +24,6 @@ void store_snapshot_free(void *p)
         free(s);
 }
 
-/* A directory of ours below @dir_fd: root's, mode 0700, no link; made first if @create. */
-static int open_private_dir(int dir_fd, const char *name, bool create)
-{
-        struct stat st;
-        int fd;
-
-        if (create && mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0 || st.st_uid != 0) {
-                safe_close(fd);
-                return -EPERM;
-        }
-        return fd;
-}
-
 /* <store>/.stamp/@sub, made with its parent if @create. */
 static int open_meta_dir(int store_fd, const char *sub, bool create)
 {

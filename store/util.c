@@ -335,6 +335,23 @@ int run_command(char *const argv[])
         return run_command_at(-1, argv, false);
 }
 
+int open_private_dir(int dir_fd, const char *name, bool create)
+{
+        struct stat st;
+        int fd;
+
+        if (create && mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0022)) {
+                safe_close(fd);
+                return -EPERM;
+        }
+        return fd;
+}
+
 int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t size, mode_t mode, bool sync)
 {
         char tmp[NAME_MAX + 1];

@@ -169,6 +169,9 @@ int run_command(char *const argv[]);
 /* The same, in the directory @dir_fd (-1: where we are); with @quiet, stdout goes to /dev/null. */
 int run_command_at(int dir_fd, char *const argv[], bool quiet);
 
+/* A directory of stampd's own below @dir_fd, made (mode 0700) first if @create: an O_DIRECTORY fd, or
+ * -EPERM if it is not root's or others may write to it (nothing there is then ours to believe). */
+int open_private_dir(int dir_fd, const char *name, bool create);
 /* Write @data as the file @name of the directory @dir_fd (an O_PATH fd will do): into a hidden
  * temporary beside it (".#NAME.…"), then renamed over whatever @name is (a file or a link, never
  * followed); with @sync, on disk before the rename. */

@@ -1178,6 +1178,25 @@ static void unsafe_io_end(int *dir)
         *dir = safe_close(*dir);
 }
 
+/* Run @argv in @jail over the tree at @target (debootstrap's second stage, mmdebstrap, apt), then take the
+ * jail's mount of the tree out of the way of the rename into place. */
+static int run_jailed(Build *b, char **argv, Jail *jail, const char *target)
+{
+        int k;
+
+        if (pipe2(jail->ready, O_CLOEXEC) < 0 || pipe2(jail->go, O_CLOEXEC) < 0)
+                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
+        else
+                k = run_debootstrap(b, argv, jail);
+        for (size_t i = 0; i < 2; i++) {
+                jail->ready[i] = safe_close(jail->ready[i]);
+                jail->go[i] = safe_close(jail->go[i]);
+        }
+        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
+                b->jail_mounted = false;
+        return k;
+}
+
 static int second_stage(Build *b, const char *target)
 {
         char *argv[] = {(char *) "/debootstrap/debootstrap", (char *) "--second-stage", (char *) "--debian-installer",
@@ -1189,17 +1208,7 @@ static int second_stage(Build *b, const char *target)
         if (k < 0)
                 return k;
         b->target = target;
-        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
-                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
-        else
-                k = run_debootstrap(b, argv, &jail);
-        for (size_t i = 0; i < 2; i++) {
-                safe_close(jail.ready[i]);
-                safe_close(jail.go[i]);
-        }
-        /* Out of the way of the rename into place. */
-        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
-                b->jail_mounted = false;
+        k = run_jailed(b, argv, &jail, target);
         b->jail_lock_fd = safe_close(b->jail_lock_fd);
         return k;
 }
@@ -1960,16 +1969,7 @@ static int run_apt(Build *b, const char *target, const char *cache, bool network
 
         b->apt_phase = phase;
         build_progress(b, phase, 0);
-        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
-                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
-        else
-                k = run_debootstrap(b, (char **) argv->pdata, &jail);
-        for (size_t i = 0; i < 2; i++) {
-                safe_close(jail.ready[i]);
-                safe_close(jail.go[i]);
-        }
-        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
-                b->jail_mounted = false;
+        k = run_jailed(b, (char **) argv->pdata, &jail, target);
         if (k >= 0)
                 build_progress(b, phase, 1);
         return k;
@@ -2304,16 +2304,7 @@ static int build_with_mmdebstrap(Build *b, const char *target, const char *varia
         g_ptr_array_add(argv, g_strdup(mirror));
         g_ptr_array_add(argv, NULL);
 
-        if (pipe2(jail.ready, O_CLOEXEC) < 0 || pipe2(jail.go, O_CLOEXEC) < 0)
-                k = job_child_fail(b->c, errno, "Cannot make a pipe: %s", strerror(errno));
-        else
-                k = run_debootstrap(b, (char **) argv->pdata, &jail);
-        for (size_t i = 0; i < 2; i++) {
-                safe_close(jail.ready[i]);
-                safe_close(jail.go[i]);
-        }
-        if (b->jail_mounted && umount2(target, MNT_DETACH) >= 0)
-                b->jail_mounted = false;
+        k = run_jailed(b, (char **) argv->pdata, &jail, target);
         (void) umount2(stage_cache, MNT_DETACH);
         b->jail_lock_fd = safe_close(b->jail_lock_fd);
         b->tmpdir = NULL;
