@@ -71,12 +71,35 @@ static const struct {
         {"SnapshotsPerImage", offsetof(Settings, snapshots_per_image)},
 };
 
-static const char *const known_limits[] = {"ImagesPerUser",  "BytesPerUser",      "Jobs",
-                                           "JobsPerUser",    "Machines",          "MachinesPerUser",
-                                           "Operations",     "OperationsPerUser", "SnapshotsPerImage",
-                                           "BlobCacheBytes", "PackageCacheBytes", NULL};
-/* The image cache's, known besides the table above. */
-static const char *const known_cache_limits[] = {"TemplateCacheImages", NULL};
+static const char *const known_limits[] = {"ImagesPerUser",
+                                           "BytesPerUser",
+                                           "Jobs",
+                                           "JobsPerUser",
+                                           "Machines",
+                                           "MachinesPerUser",
+                                           "Operations",
+                                           "OperationsPerUser",
+                                           "SnapshotsPerImage",
+                                           "BlobCacheBytes",
+                                           "PackageCacheBytes",
+                                           "TemplateCacheImages",
+                                           NULL};
+
+/* A size key of [Limits] (20G, or infinity) into *field, which keeps its value if the key's is none;
+ * @example goes into the warning. */
+static void read_size(GKeyFile *kf, const char *path, const char *key, const char *example, uint64_t *field)
+{
+        g_autofree char *v = NULL;
+        uint64_t n;
+
+        if (!g_key_file_has_key(kf, "Limits", key, NULL))
+                return;
+        v = g_key_file_get_string(kf, "Limits", key, NULL);
+        if (v && parse_size(v, &n) >= 0)
+                *field = n;
+        else
+                log_warning("%s: %s=%s is not a size such as %s (or infinity); ignored", path, key, v ?: "", example);
+}
 
 int settings_load(Settings *s, const char *path)
 {
@@ -102,7 +125,7 @@ int settings_load(Settings *s, const char *path)
                 }
                 keys = g_key_file_get_keys(kf, *g, NULL, NULL);
                 for (char **k = keys; k && *k; k++)
-                        if (!g_strv_contains(known_limits, *k) && !g_strv_contains(known_cache_limits, *k))
+                        if (!g_strv_contains(known_limits, *k))
                                 log_warning("%s: unknown key %s= in [Limits], ignored", path, *k);
         }
 
@@ -117,39 +140,15 @@ int settings_load(Settings *s, const char *path)
                         log_warning("%s: ImagesPerUser=%s is not a number of images (or infinity); keeping %u", path,
                                     v ?: "", s->images_per_user);
         }
-        if (g_key_file_has_key(kf, "Limits", "BytesPerUser", NULL)) {
-                g_autofree char *v = g_key_file_get_string(kf, "Limits", "BytesPerUser", NULL);
-                uint64_t n;
-                if (v && parse_size(v, &n) >= 0)
-                        s->bytes_per_user = n;
-                else
-                        log_warning("%s: BytesPerUser=%s is not a size such as 20G (or infinity); ignored", path,
-                                    v ?: "");
-        }
-        if (g_key_file_has_key(kf, "Limits", "BlobCacheBytes", NULL)) {
-                g_autofree char *v = g_key_file_get_string(kf, "Limits", "BlobCacheBytes", NULL);
-                uint64_t n;
-                if (v && parse_size(v, &n) >= 0)
-                        s->blob_cache_bytes = n;
-                else
-                        log_warning("%s: BlobCacheBytes=%s is not a size such as 10G (or infinity); ignored", path,
-                                    v ?: "");
-        }
+        read_size(kf, path, "BytesPerUser", "20G", &s->bytes_per_user);
+        read_size(kf, path, "BlobCacheBytes", "10G", &s->blob_cache_bytes);
+        read_size(kf, path, "PackageCacheBytes", "2G", &s->package_cache_max);
         if (g_key_file_has_key(kf, "Registries", "CredentialsFile", NULL)) {
                 g_autofree char *v = g_key_file_get_string(kf, "Registries", "CredentialsFile", NULL);
                 if (v && v[0] == '/' && strlen(v) < sizeof s->registry_credentials)
                         strcpy(s->registry_credentials, v);
                 else
                         log_warning("%s: CredentialsFile= must be an absolute path; ignored", path);
-        }
-        if (g_key_file_has_key(kf, "Limits", "PackageCacheBytes", NULL)) {
-                g_autofree char *v = g_key_file_get_string(kf, "Limits", "PackageCacheBytes", NULL);
-                uint64_t n;
-                if (v && parse_size(v, &n) >= 0)
-                        s->package_cache_max = n;
-                else
-                        log_warning("%s: PackageCacheBytes=%s is not a size such as 2G (or infinity); ignored", path,
-                                    v ?: "");
         }
         if (g_key_file_has_key(kf, "Limits", "TemplateCacheImages", NULL)) {
                 g_autofree char *v = g_key_file_get_string(kf, "Limits", "TemplateCacheImages", NULL);
