@@ -146,6 +146,23 @@ class JailTest(TemplateTestCase):
     run, holds no privilege over the host: a user namespace whose root is an
     unprivileged uid range, while the files still land 0-based on disk."""
 
+    def ischroot_in_jail(self, pids):
+        """In the namespaces and root of one of @pids (or of any process of the build while it
+        runs), with the build's /proc: ischroot's exit status (0 a chroot, 1 not), and what the
+        root of the jail's PID 1 holds."""
+        for _ in range(200):
+            for pid in pids + [p for p, c in descendants(self.daemon.pid) if 'dpkg' in c]:
+                p = run(['nsenter', '-t', str(pid), '-U', '-m', '-p', '-r', '-w', '--',
+                         'sh', '-c', 'test -e /proc/1 && exec ischroot'], check=False)
+                if p.returncode in (0, 1):
+                    listing = run(['nsenter', '-t', str(pid), '-U', '-m', '-p', '-r', '--',
+                                   'ls', '-A', '/proc/1/root/'], check=False)
+                    if listing.returncode == 0:
+                        return p.returncode, listing.stdout.split()
+            pids = []
+            time.sleep(0.05)
+        return None, None
+
     def test_package_scripts_run_without_host_root(self):
         job_id, job = self.create_offline('jailed')
         seen = {}
@@ -177,6 +194,11 @@ class JailTest(TemplateTestCase):
                 self.assertEqual(uid_map[0], '0')
                 self.assertNotEqual(uid_map[1], '0')
                 self.assertEqual(uid_map[2], '65536')
+        # what the scripts ask: a chroot (image work, no booted system: libc6 then skips its
+        # re-execution of init and the second of sleep after it), whose PID 1 shows them nothing
+        chroot, init_root = self.ischroot_in_jail(list(seen))
+        self.assertEqual(chroot, 0, 'ischroot in the build: %r' % chroot)
+        self.assertEqual(init_root, [], "the jail's PID 1 sees files")
         self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
 
         # on disk, everything 0-based, as the scripts meant it

@@ -836,6 +836,8 @@ static void env_add_from_daemon(GPtrArray *env, const char *name)
 #define JAIL_ID_BASE UINT32_C(0x7F000000)
 #define JAIL_ID_RANGE UINT32_C(0x10000)
 #define JAIL_ID_SLOTS 64
+/* In the jail's /run (a tmpfs of its own), an empty directory: the root of its PID 1 (jail_init()). */
+#define JAIL_INIT_ROOT "/run/.stamp-init"
 
 static const char *const jail_devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
@@ -974,6 +976,7 @@ static int jail_enter_root(const char **step, const Jail *jail)
         STEP("make room for a spare /proc", mkdir(spares[0], 0555));
         STEP("make room for a spare /sys", mkdir(spares[1], 0555));
         STEP("mount a spare /proc", mount("proc", spares[0], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+        STEP("make the root of the jail's PID 1", mkdir(JAIL_INIT_ROOT + 1, 0500));
         /* sysfs belongs to a network namespace: one shared with the host's cannot be mounted here. */
         if (!jail->network)
                 STEP("mount a spare /sys",
@@ -1032,6 +1035,39 @@ static int jail_enter_host(const char **step, const Jail *jail)
         return chdir("/") < 0 ? -errno : 0;
 }
 
+/* The jail's PID 1 over a tree of its own (jail_enter_root()): the build runs as its child, and it
+ * reaps, in a root of its own, an empty directory. A build is a chroot's work, not a running
+ * system's: with / of PID 1 another than theirs, the packages' scripts see a chroot (ischroot) and
+ * skip what only a booted system needs (libc6's re-execution of init, with a second's sleep each
+ * time; service restarts). The empty root shows nothing through /proc/1/root. Returns in the
+ * build's process only; PID 1 exits with the build's status, which ends every process of the jail. */
+static void jail_init(void)
+{
+        int status;
+        pid_t build, p;
+
+        build = fork();
+        if (build < 0) {
+                fprintf(stderr, "Cannot start the build in its jail: %s\n", strerror(errno));
+                _exit(126);
+        }
+        if (build == 0)
+                return;
+        if (chroot(JAIL_INIT_ROOT) < 0 || chdir("/") < 0)
+                _exit(126);
+        (void) close_range(0, ~0U, 0);
+        /* Taking root in the user namespace made it undumpable, which would hide its /proc/1/root
+         * from the scripts' look; it holds nothing: no fd, an empty root. */
+        (void) prctl(PR_SET_DUMPABLE, 1);
+        for (;;) {
+                p = waitpid(-1, &status, 0);
+                if (p < 0 && errno != EINTR)
+                        _exit(126);
+                if (p == build)
+                        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+}
+
 /* The jail's first process, with debootstrap's fds in place: its user namespace, then, once the
  * parent mapped it, the other namespaces, root in them, and the second stage as their PID 1's
  * work. Returns only on failure, before the exec. */
@@ -1077,6 +1113,8 @@ static int jail_run(Jail *jail, char **argv, char **env)
                         fprintf(stderr, "Cannot set up the build's jail (%s): %s\n", step, strerror(-k));
                         _exit(126);
                 }
+                if (!jail->host_root)
+                        jail_init();
                 execve(argv[0], argv, env);
                 fprintf(stderr, "Cannot run %s in the build's jail: %s\n", argv[0], strerror(errno));
                 _exit(127);
