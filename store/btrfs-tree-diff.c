@@ -3,8 +3,9 @@
  * items themselves. The leaves the younger subvolume rewrote since its creation are found with one
  * search filtered by transid (btrfs skips every subtree both still share); the inodes those leaves hold
  * are then read from both trees and compared: inode items (type, mode, owner, size, generation),
- * extent items (contents), xattr items, and a directory's entries. Paths come from the entries and
- * BTRFS_IOC_INO_LOOKUP; what moved is listed as btrfs_diff() lists it. */
+ * extent items (contents), extended attributes (names and values), and a directory's entries. Every
+ * comparison is of the bytes themselves, never of a digest that two different contents could share. Paths come from the
+ * entries and BTRFS_IOC_INO_LOOKUP; what moved is listed as btrfs_diff() lists it. */
 #include <endian.h>
 #include <inttypes.h>
 #include <linux/btrfs.h>
@@ -29,9 +30,9 @@ typedef struct TreeInode {
         bool have_item;
         uint64_t gen, size, rdev;
         uint32_t mode, uid, gid;
-        uint64_t extents, xattrs; /* digests */
-        GPtrArray *refs;          /* "<parent as 16 hex digits>/name", g_free'd */
-        GHashTable *entries;      /* a directory's: name → ENTRY(child objectid, BTRFS_FT_*) */
+        bool content_differs; /* file extents or extended attributes, set by read_run() */
+        GPtrArray *refs;      /* "<parent as 16 hex digits>/name", g_free'd */
+        GHashTable *entries;  /* a directory's: name → ENTRY(child objectid, BTRFS_FT_*) */
 } TreeInode;
 
 #define ENTRY(oid, type) GSIZE_TO_POINTER(((gsize) (oid) << 4) | ((type) &15))
@@ -56,18 +57,6 @@ static void tree_inode_free(void *p)
                 g_hash_table_unref(t->entries);
         g_free(t);
 }
-
-static uint64_t fnv(uint64_t h, const void *data, size_t n)
-{
-        const uint8_t *b = data;
-
-        for (size_t i = 0; i < n; i++) {
-                h ^= b[i];
-                h *= 0x100000001b3ULL;
-        }
-        return h;
-}
-#define FNV_INIT 0xcbf29ce484222325ULL
 
 static int get_info(int fd, struct btrfs_ioctl_get_subvol_info_args *ret)
 {
@@ -210,7 +199,6 @@ static TreeInode *side_inode(TreeSide *s, uint64_t oid)
         if (g_hash_table_size(s->inodes) >= TREE_DIFF_INODES_MAX)
                 return NULL;
         t = g_new0(TreeInode, 1);
-        t->extents = t->xattrs = FNV_INIT;
         uint64_t *key = g_new(uint64_t, 1);
         *key = oid;
         g_hash_table_insert(s->inodes, key, t);
@@ -285,20 +273,6 @@ static int read_item(void *userdata, const struct btrfs_ioctl_search_header *h, 
                         off += n;
                 }
                 return 0;
-        case BTRFS_XATTR_ITEM_KEY:
-                /* Order-independent: a sum of one digest per name and value. */
-                for (size_t off = 0; off + sizeof(struct btrfs_dir_item) <= h->len;) {
-                        struct btrfs_dir_item d;
-                        memcpy(&d, data + off, sizeof d);
-                        size_t n = (size_t) le16toh(d.name_len) + le16toh(d.data_len);
-                        off += sizeof d;
-                        if (off + n > h->len)
-                                return -EIO;
-                        uint16_t nl = d.name_len;
-                        t->xattrs += fnv(fnv(FNV_INIT, &nl, sizeof nl), data + off, n);
-                        off += n;
-                }
-                return 0;
         case BTRFS_DIR_INDEX_KEY: {
                 struct btrfs_dir_item d;
                 if (h->len < sizeof d)
@@ -315,15 +289,7 @@ static int read_item(void *userdata, const struct btrfs_ioctl_search_header *h, 
                                      ENTRY(le64toh(d.location.objectid), d.type));
                 return 0;
         }
-        case BTRFS_EXTENT_DATA_KEY: {
-                /* All but the transid that wrote it: the extent item of an unchanged range is the same. */
-                uint64_t off = h->offset;
-                if (h->len < 8)
-                        return -EIO;
-                t->extents = fnv(fnv(t->extents, &off, sizeof off), data + 8, h->len - 8);
-                return 0;
-        }
-        default:
+        default: /* extended attributes and file extents: compared as bytes by read_run() */
                 return 0;
         }
 }
@@ -357,8 +323,8 @@ static bool same_inode(TreeInode *a, TreeInode *b)
 
 static bool changed_in_place(TreeInode *a, TreeInode *b)
 {
-        return a->mode != b->mode || a->uid != b->uid || a->gid != b->gid || a->rdev != b->rdev ||
-               a->xattrs != b->xattrs || (!S_ISDIR(a->mode) && (a->size != b->size || a->extents != b->extents));
+        return a->mode != b->mode || a->uid != b->uid || a->gid != b->gid || a->rdev != b->rdev || a->content_differs ||
+               b->content_differs || (!S_ISDIR(a->mode) && a->size != b->size);
 }
 
 /* The entry @name of directory @dir on side @s went away (or came): its path, and for a directory
@@ -583,6 +549,91 @@ static uint64_t new_extent_bytes(const RawList *o, guint oi, guint oe, const Raw
         return sum;
 }
 
+/* An inode's file extents, as the items say them but for the transid that wrote each: the same ranges
+ * with the same extents, in the same order (their keys'). */
+static bool extents_same(const RawList *o, guint oi, guint oe, const RawList *y, guint yi, guint ye)
+{
+        const size_t after_transid = offsetof(struct btrfs_file_extent_item, ram_bytes);
+
+        for (;;) {
+                while (oi < oe && RAW(o, oi)->type != BTRFS_EXTENT_DATA_KEY)
+                        oi++;
+                while (yi < ye && RAW(y, yi)->type != BTRFS_EXTENT_DATA_KEY)
+                        yi++;
+                if (oi == oe || yi == ye)
+                        return oi == oe && yi == ye;
+                const RawItem *a = RAW(o, oi++), *b = RAW(y, yi++);
+                if (a->offset != b->offset || a->len != b->len || a->len < after_transid ||
+                    memcmp(a->data + after_transid, b->data + after_transid, a->len - after_transid) != 0)
+                        return false;
+        }
+}
+
+/* One extended attribute: its name and value, as they follow their header. */
+typedef struct Xattr {
+        const uint8_t *p;
+        size_t name_len, len;
+} Xattr;
+
+static int xattr_cmp(const void *x, const void *y)
+{
+        const Xattr *a = x, *b = y;
+
+        if (a->name_len != b->name_len)
+                return a->name_len < b->name_len ? -1 : 1;
+        if (a->len != b->len)
+                return a->len < b->len ? -1 : 1;
+        return memcmp(a->p, b->p, a->len);
+}
+
+/* The extended attributes of one side's items [i, e), sorted; NULL if an item is malformed. */
+static GArray *xattrs_of(const RawList *l, guint i, guint e)
+{
+        g_autoptr(GArray) a = g_array_new(false, false, sizeof(Xattr));
+
+        for (; i < e; i++) {
+                const RawItem *it = RAW(l, i);
+                if (it->type != BTRFS_XATTR_ITEM_KEY)
+                        continue;
+                for (size_t off = 0; off + sizeof(struct btrfs_dir_item) <= it->len;) {
+                        struct btrfs_dir_item d;
+                        memcpy(&d, it->data + off, sizeof d);
+                        Xattr x = {.name_len = le16toh(d.name_len)};
+                        x.len = x.name_len + le16toh(d.data_len);
+                        off += sizeof d;
+                        if (off + x.len > it->len)
+                                return NULL;
+                        x.p = it->data + off;
+                        g_array_append_val(a, x);
+                        off += x.len;
+                }
+        }
+        g_array_sort(a, xattr_cmp);
+        return g_steal_pointer(&a);
+}
+
+/* The same names with the same values, whatever the order of the items (one per name's hash) and of the
+ * entries in one item (names of the same hash), and whatever transid each says. */
+static bool xattrs_same(const RawList *o, guint oi, guint oe, const RawList *y, guint yi, guint ye)
+{
+        g_autoptr(GArray) a = xattrs_of(o, oi, oe), b = xattrs_of(y, yi, ye);
+
+        if (!a || !b || a->len != b->len)
+                return false;
+        for (guint i = 0; i < a->len; i++)
+                if (xattr_cmp(&g_array_index(a, Xattr, i), &g_array_index(b, Xattr, i)) != 0)
+                        return false;
+        return true;
+}
+
+static void mark_content_differs(TreeSide *s, uint64_t oid)
+{
+        TreeInode *t = g_hash_table_lookup(s->inodes, &oid);
+
+        if (t)
+                t->content_differs = true;
+}
+
 static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint *yi, GArray *oids, guint from, guint to)
 {
         RawList o = {}, again = {};
@@ -622,6 +673,10 @@ static int read_run(TreeSide *old, TreeSide *yside, const RawList *young, guint 
                         k = parse_slice(old, &o, oi, oe);
                         if (k >= 0)
                                 k = parse_slice(yside, y, ys, ye);
+                        if (k >= 0 && !(extents_same(&o, oi, oe, y, ys, ye) && xattrs_same(&o, oi, oe, y, ys, ye))) {
+                                mark_content_differs(old, oid);
+                                mark_content_differs(yside, oid);
+                        }
                         yside->new_data += new_extent_bytes(&o, oi, oe, y, ys, ye);
                 }
                 oi = oe;

@@ -127,8 +127,9 @@ def mutate(root, rnd, count):
         dirs, files = listing()
         alldirs = [root] + dirs
         regular = [f for f in files if os.path.isfile(f) and not os.path.islink(f)]
-        op = rnd.choice(['add', 'deep', 'write', 'append', 'chmod', 'chown', 'xattr-set', 'xattr-rm', 'rm',
-                         'rmdir', 'type', 'rename', 'rename-over', 'rename-dir', 'link', 'chmod-dir'])
+        op = rnd.choice(['add', 'deep', 'write', 'append', 'chmod', 'chown', 'xattr-set', 'xattr-rm',
+                         'xattr-again', 'xattr-swap', 'rm', 'rmdir', 'type', 'rename', 'rename-over',
+                         'rename-dir', 'link', 'chmod-dir'])
         if op == 'add':
             with open(os.path.join(rnd.choice(alldirs), fresh()), 'wb') as f:
                 f.write(rnd.randbytes(rnd.choice((5, 3000, 40000))))
@@ -162,6 +163,17 @@ def mutate(root, rnd, count):
             names = os.listxattr(p)
             if names:
                 os.removexattr(p, rnd.choice(names))
+        elif op == 'xattr-again' and [f for f in regular if os.listxattr(f)]:
+            # written anew with the value it has: its item changes (a new transid), the file does not
+            p = rnd.choice([f for f in regular if os.listxattr(f)])
+            for name in os.listxattr(p):
+                os.setxattr(p, name, os.getxattr(p, name))
+        elif op == 'xattr-swap' and [f for f in regular if len(os.listxattr(f)) >= 2]:
+            p = rnd.choice([f for f in regular if len(os.listxattr(f)) >= 2])
+            a, b = rnd.sample(os.listxattr(p), 2)
+            va, vb = os.getxattr(p, a), os.getxattr(p, b)
+            os.setxattr(p, a, vb)
+            os.setxattr(p, b, va)
         elif op == 'rm' and files:
             os.unlink(rnd.choice(files))
         elif op == 'rmdir' and dirs:
