@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <glib.h>
@@ -54,7 +53,7 @@ static mode_t lstat_beneath(int root_fd, const char *path)
         _cleanup_close_ int fd = -1;
         struct stat st;
 
-        fd = (int) syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        fd = openat2_retry(root_fd, path, &how);
         if (fd < 0 || fstat(fd, &st) < 0)
                 return 0;
         return st.st_mode & S_IFMT;
@@ -227,7 +226,7 @@ int btrfs_diff_walk_into(int root_fd, const char *path, GHashTable *set, int dep
 
         if (depth > DIFF_WALK_MAX_DEPTH)
                 return -ELOOP;
-        fd = (int) syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        fd = openat2_retry(root_fd, path, &how);
         if (fd < 0)
                 return errno == EXDEV ? 0 : -errno; /* a nested subvolume: not part of this one */
         dir = fdopendir(fd);

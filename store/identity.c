@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 #include <glib.h>
 
@@ -19,7 +18,7 @@ static int open_below(int root_fd, const char *path, int flags)
                 .flags = (uint64_t) (flags | O_CLOEXEC | O_NOFOLLOW),
                 .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
         };
-        int fd = (int) syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        int fd = openat2_retry(root_fd, path, &how);
 
         return fd < 0 ? -errno : fd;
 }

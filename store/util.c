@@ -150,6 +150,19 @@ int loop_write(int fd, const void *buf, size_t n)
         return 0;
 }
 
+/* Each try is a walk of a few components; a system renaming without pause could keep one failing
+ * for as long as it goes on, so the tries are counted. */
+#define OPENAT2_TRIES 64
+
+int openat2_retry(int dir_fd, const char *path, const struct open_how *how)
+{
+        for (unsigned i = 0;; i++) {
+                int fd = (int) syscall(SYS_openat2, dir_fd, path, how, sizeof *how);
+                if (fd >= 0 || errno != EAGAIN || i + 1 >= OPENAT2_TRIES)
+                        return fd;
+        }
+}
+
 int read_small_file_in_root(int root_fd, const char *path, size_t max, char **ret, size_t *ret_size)
 {
         struct open_how how = {
@@ -162,7 +175,7 @@ int read_small_file_in_root(int root_fd, const char *path, size_t max, char **re
         struct stat st, st2;
         size_t n = 0;
 
-        path_fd = (int) syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        path_fd = openat2_retry(root_fd, path, &how);
         if (path_fd < 0)
                 return -errno;
         if (fstat(path_fd, &st) < 0)

@@ -127,6 +127,12 @@ uint64_t timespec_to_usec(const struct timespec *ts);
 /* Write all of @buf; retries on EINTR and short writes. */
 int loop_write(int fd, const void *buf, size_t n);
 
+/* openat2(2) (@how a struct open_how), asked again while it says EAGAIN: under RESOLVE_IN_ROOT or
+ * RESOLVE_BENEATH a ".." on the way fails so when any rename or mount anywhere on the system raced
+ * with the walk, which says nothing of the path. An fd, or -1 with errno set, as openat2(). */
+struct open_how;
+int openat2_retry(int dir_fd, const char *path, const struct open_how *how);
+
 /* A directory stream of @path below @dir_fd ("." for @dir_fd itself) on a descriptor of its own, so
  * reading it moves no other's offset. NULL with errno set on failure. */
 DIR *opendir_at(int dir_fd, const char *path);

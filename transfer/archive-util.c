@@ -11,7 +11,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 #include <glib.h>
 
@@ -532,7 +531,7 @@ static int open_regular_beneath(int dir_fd, const char *path, bool live, ino_t i
                 .flags = (live ? O_PATH : O_RDONLY | O_NONBLOCK | O_NOCTTY) | O_NOFOLLOW | O_CLOEXEC,
                 .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
         };
-        _cleanup_close_ int p = (int) syscall(SYS_openat2, dir_fd, path, &how, sizeof how);
+        _cleanup_close_ int p = openat2_retry(dir_fd, path, &how);
         char proc[64];
         int fd;
 

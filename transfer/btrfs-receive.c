@@ -5,7 +5,6 @@
 #include <linux/openat2.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 
 #include <glib.h>
@@ -126,7 +125,7 @@ static int open_beneath(int root_fd, const char *path, int flags)
                 .flags = (uint64_t) (flags | O_NOFOLLOW | O_CLOEXEC),
                 .resolve = RESOLVE_FLAGS,
         };
-        int fd = (int) syscall(SYS_openat2, root_fd, path[0] ? path : ".", &how, sizeof how);
+        int fd = openat2_retry(root_fd, path[0] ? path : ".", &how);
         return fd < 0 ? -errno : fd;
 }
 

@@ -5,7 +5,6 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 #include "copy-stream.h"
 #include "transfer.h"
@@ -24,7 +23,7 @@
 static int openat2_(int dir_fd, const char *path, int flags, uint64_t resolve)
 {
         struct open_how how = {.flags = (uint64_t) flags | O_CLOEXEC, .resolve = resolve};
-        int fd = (int) syscall(SYS_openat2, dir_fd, path, &how, sizeof how);
+        int fd = openat2_retry(dir_fd, path, &how);
         return fd < 0 ? -errno : fd;
 }
 

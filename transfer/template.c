@@ -666,7 +666,7 @@ static int open_in_tree(int tree_fd, const char *path, int flags, mode_t mode)
                 .mode = (flags & O_CREAT) ? mode : 0,
                 .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
         };
-        long fd = syscall(SYS_openat2, tree_fd, path, &how, sizeof how);
+        long fd = openat2_retry(tree_fd, path, &how);
         return fd < 0 ? -errno : (int) fd;
 }
 

@@ -163,6 +163,61 @@ static void test_links_stay_inside(void)
         tree_free(&t);
 }
 
+/* Renames elsewhere on the system, a pause between each, until told to stop. */
+typedef struct Renamer {
+        char *a, *b;
+        gint stop;
+} Renamer;
+
+static void *renamer_run(void *p)
+{
+        Renamer *r = p;
+
+        while (!g_atomic_int_get(&r->stop)) {
+                g_assert_cmpint(rename(r->a, r->b), ==, 0);
+                g_assert_cmpint(rename(r->b, r->a), ==, 0);
+                g_usleep(50);
+        }
+        return NULL;
+}
+
+/* A ".." on the way (etc/os-release is a link to ../usr/lib/os-release) under RESOLVE_IN_ROOT: the
+ * kernel says EAGAIN when any rename raced with the walk; os-release must still be read every time. */
+static void test_dotdot_while_renames_go_on(void)
+{
+        Tree t;
+        Renamer r = {0};
+        GThread *thread;
+        unsigned failed = 0;
+
+        tree_make(&t);
+        {
+                g_autofree char *lib = g_build_filename(t.root, "usr/lib", NULL);
+                g_autofree char *link = g_build_filename(t.root, "etc/os-release", NULL);
+                g_assert_cmpint(g_mkdir_with_parents(lib, 0755), ==, 0);
+                tree_write(&t, "usr/lib/os-release", "ID=debian\n");
+                g_assert_cmpint(symlink("../usr/lib/os-release", link), ==, 0);
+        }
+        r.a = g_build_filename(t.outside, "a", NULL);
+        r.b = g_build_filename(t.outside, "b", NULL);
+        g_assert_cmpint(mkdir(r.a, 0755), ==, 0);
+        thread = g_thread_new("renamer", renamer_run, &r);
+        for (unsigned i = 0; i < 20000; i++) {
+                g_autofree char *text = NULL;
+                int k = read_it(&t, "etc/os-release", 4096, &text);
+                if (k < 0)
+                        failed++;
+                else
+                        g_assert_cmpstr(text, ==, "ID=debian\n");
+        }
+        g_atomic_int_set(&r.stop, 1);
+        g_thread_join(thread);
+        g_assert_cmpuint(failed, ==, 0);
+        g_free(r.a);
+        g_free(r.b);
+        tree_free(&t);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -173,5 +228,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/read-in-root/device-node", test_device_node_is_refused);
         g_test_add_func("/read-in-root/directory-and-missing", test_directory_and_missing);
         g_test_add_func("/read-in-root/links-stay-inside", test_links_stay_inside);
+        g_test_add_func("/read-in-root/dotdot-while-renames-go-on", test_dotdot_while_renames_go_on);
         return g_test_run();
 }
