@@ -95,18 +95,21 @@ class LocalMirror:
             f.write(p.stdout)
         os.chmod(self.keyring, 0o644)
 
-    def sign(self):
+    def sign(self, valid_until=None):
         """(Re)writes and signs InRelease: each call makes another one (a
-        mirror that changed). Returns its text."""
+        mirror that changed), with a Valid-Until of @valid_until (seconds
+        since the epoch) if given. Returns its text."""
         self.generation += 1
         lines = []
         for rel in ('main/binary-%s/Packages' % host_arch(), 'main/binary-%s/Packages.gz' % host_arch()):
             with open(os.path.join(self.dists, rel), 'rb') as f:
                 data = f.read()
             lines.append(' %s %d %s' % (hashlib.sha256(data).hexdigest(), len(data), rel))
+        until = '' if valid_until is None else 'Valid-Until: %s\n' % email.utils.formatdate(valid_until,
+                                                                                            usegmt=True)
         release = ('Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: %s\nVersion: 12.%d\n'
-                   'Date: %s\nArchitectures: %s\nComponents: main\nDescription: stamp test mirror\n'
-                   'SHA256:\n%s\n' % (SUITE, self.generation, email.utils.formatdate(usegmt=True),
+                   'Date: %s\n%sArchitectures: %s\nComponents: main\nDescription: stamp test mirror\n'
+                   'SHA256:\n%s\n' % (SUITE, self.generation, email.utils.formatdate(usegmt=True), until,
                                       host_arch(), '\n'.join(lines)))
         path = os.path.join(self.dists, 'Release')
         with open(path, 'w') as f:

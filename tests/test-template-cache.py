@@ -5,6 +5,7 @@ signed mirror made from the package tarball (tests/localmirror.py) serves
 mmdebstrap; a second build of the same recipe from the same signed InRelease
 is a snapshot of the cached image, with the per-template steps done anew."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -177,6 +178,29 @@ class ImageCacheTest(TemplateTestCase):
         self.assertIn(('libexpat1',), {(n,) for n, _ in package_versions(self.path('four'))})
         [key4] = self.entries()
         self.assertNotEqual(key4, key)
+
+    def test_expired_inrelease_is_not_served(self):
+        """An InRelease past its Valid-Until (an old one a mirror serves again): apt refuses it, and the
+        image cache does not serve a tree for it either, not even one made from that very file."""
+        self.build('one')
+        [(key, _)] = self.entries().items()
+        text = self.mirror.sign(valid_until=time.time() - 3600)
+        self.addCleanup(self.mirror.sign)  # the mirror is the class's
+        # the entry as if it had been made from this InRelease while it was valid
+        entry = os.path.join(self.store, '.stamp/cache/images', key)
+        run(['btrfs', 'property', 'set', '-ts', entry, 'ro', 'false'])
+        os.setxattr(entry, 'user.stamp.cache.inrelease', hashlib.sha256(text.encode()).hexdigest().encode())
+        run(['btrfs', 'property', 'set', '-ts', entry, 'ro', 'true'])
+
+        job_id, job = self.create('two', mirror=self.mirror.url, bootable=False)
+        result = self.jobs.wait(job_id, JOB_TIMEOUT)
+        log = self.jobs.log_text(job, LOG_DEBUG)
+        self.assertIn('(its Valid-Until): the image cache is not used', log)
+        self.assertNotIn('Reused the tree', log)
+        self.assertEqual(result, 'failed', log[-3000:])  # apt's own refusal
+        self.assertIn('expired', log)
+        self.assertNothingLeft('two')
+        self.assertIn(key, self.entries())
 
     def test_cancel_leaves_no_entry(self):
         self.mirror.requests.clear()

@@ -113,6 +113,42 @@ static int verify(JobChild *c, const GByteArray *data, const char *keyring)
         return -EBADMSG;
 }
 
+#define CLEARSIGN_BEGIN "-----BEGIN PGP SIGNED MESSAGE-----\n"
+#define SIGNATURE_BEGIN "\n-----BEGIN PGP SIGNATURE-----"
+#define VALID_UNTIL "Valid-Until:"
+
+int inrelease_valid_until(const char *text, size_t len, uint64_t *ret_usec)
+{
+        g_autofree char *copy = g_strndup(text, len);
+        char *body, *end, *line, *next;
+        bool found = false;
+
+        if (strlen(copy) != len || !g_str_has_prefix(copy, CLEARSIGN_BEGIN))
+                return -EBADMSG;
+        /* The armor's headers (Hash:) end at the first empty line; the signed text, at the signature. */
+        body = strstr(copy, "\n\n");
+        end = strstr(copy, SIGNATURE_BEGIN);
+        if (!body || !end || end < body)
+                return -EBADMSG;
+        *end = '\0';
+        for (line = body + 2; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                if (g_ascii_strncasecmp(line, VALID_UNTIL, strlen(VALID_UNTIL)) != 0)
+                        continue;
+                /* Two would leave it to the reader which counts. */
+                if (found)
+                        return -EBADMSG;
+                found = true;
+                time_t t = curl.getdate(g_strstrip(line + strlen(VALID_UNTIL)), NULL);
+                if (t < 0)
+                        return -EBADMSG;
+                *ret_usec = (uint64_t) t * 1000000;
+        }
+        return found;
+}
+
 static void format_date(uint64_t usec, char *buf, size_t size)
 {
         g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc((gint64) (usec / 1000000));
@@ -129,7 +165,7 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
                 g_strdup_printf("%s%sdists/%s/InRelease", mirror, g_str_has_suffix(mirror, "/") ? "" : "/", suite);
         _cleanup_close_ int entry = -1;
         char have[65] = "";
-        uint64_t start, fetched;
+        uint64_t start, fetched, until = 0;
         ssize_t n;
         int k;
 
@@ -163,6 +199,22 @@ void build_cache_lookup(JobChild *c, BuildCache *bc, int store_fd, const char *k
         fetched = now_usec(CLOCK_MONOTONIC);
         if (verify(c, data, keyring) < 0)
                 return;
+        /* A mirror may serve an old InRelease again, one signed when it was true: apt refuses it past its
+         * Valid-Until (which suites such as security set), and so does the cache, whatever it holds. */
+        k = inrelease_valid_until((const char *) data->data, data->len, &until);
+        if (k < 0) {
+                job_child_log(c, LOG_LEVEL_INFO,
+                              "Cannot read the Valid-Until of the suite's InRelease: the image cache is not used.");
+                return;
+        }
+        if (k > 0 && until <= now_usec(CLOCK_REALTIME)) {
+                char date[64];
+                format_date(until, date, sizeof date);
+                job_child_log(c, LOG_LEVEL_INFO,
+                              "The suite's InRelease expired on %s (its Valid-Until): the image cache is not used.",
+                              date);
+                return;
+        }
         sha256_hex(data->data, data->len, bc->inrelease);
         job_child_log(c, LOG_LEVEL_DEBUG, "InRelease (%u bytes) fetched in %" PRIu64 " ms, verified in %" PRIu64 " ms.",
                       data->len, (fetched - start) / 1000, (now_usec(CLOCK_MONOTONIC) - fetched) / 1000);

@@ -25,6 +25,11 @@ typedef struct BuildCache {
 
 void build_cache_done(BuildCache *bc);
 
+/* The Valid-Until field of an InRelease @text (@len bytes, clearsigned), read from its signed part alone,
+ * as apt reads it: 1 and the time in *@ret_usec (CLOCK_REALTIME) if it has one, 0 if not, -EBADMSG if the
+ * text is no clearsigned message or the date cannot be read. Needs curl_try_load(). */
+int inrelease_valid_until(const char *text, size_t len, uint64_t *ret_usec);
+
 /* Lock the entry of @key_text, fetch <mirror>/dists/<suite>/InRelease and verify it against @keyring; a hit
  * if the entry was made from that very file and @reuse. Fails nothing: what goes wrong is logged, and the
  * build goes on without the cache (mmdebstrap fetches and verifies the same file and says what is wrong). */

@@ -26,6 +26,7 @@ const char *curl_try_load(void)
                 {"curl_slist_free_all", offsetof(CurlFunctions, slist_free_all)},
                 {"curl_easy_escape", offsetof(CurlFunctions, easy_escape)},
                 {"curl_free", offsetof(CurlFunctions, free)},
+                {"curl_getdate", offsetof(CurlFunctions, getdate)},
         };
         static char error[256];
         static bool loaded = false;

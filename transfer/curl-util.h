@@ -20,6 +20,7 @@ typedef struct CurlFunctions {
         void (*slist_free_all)(struct curl_slist *l);
         char *(*easy_escape)(CURL *e, const char *s, int n);
         void (*free)(void *p);
+        time_t (*getdate)(const char *date, const time_t *unused);
 } CurlFunctions;
 
 extern CurlFunctions curl;
