@@ -38,6 +38,19 @@ def tree_listing(tree):
     return found
 
 
+def host_tools_digest():
+    """What the key of a cached tree says of the host's apt and dpkg: the digest of their md5sums
+    files, name by name."""
+    info = '/var/lib/dpkg/info'
+    names = sorted(n for n in os.listdir(info)
+                   if n in ('apt.md5sums', 'dpkg.md5sums') or re.fullmatch(r'libapt-pkg[0-9].*\.md5sums', n))
+    lines = ''
+    for n in names:
+        with open(os.path.join(info, n), 'rb') as f:
+            lines += '%s %s\n' % (n, hashlib.sha256(f.read()).hexdigest())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 class ImageCacheTest(TemplateTestCase):
     """Each test has a store of its own; the mirror is the class's (made
     once: it takes a while), and a test that signs it anew leaves it so."""
@@ -95,6 +108,9 @@ class ImageCacheTest(TemplateTestCase):
         self.assertTrue(stamptest.is_subvolume(entry))
         self.assertTrue(stamptest.subvolume_read_only(entry))
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(entry)).st_mode), 0o700)
+        # an upgrade of the host's apt or dpkg is another recipe
+        self.assertIn('\nhost-apt-dpkg %s\n' % host_tools_digest(),
+                      os.getxattr(entry, 'user.stamp.cache.key').decode())
         usage = self.root.get_property(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE, 'CacheUsage')
 
         hashed = run(['openssl', 'passwd', '-6', 'secret']).stdout.strip()

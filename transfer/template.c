@@ -1609,23 +1609,59 @@ static char *file_sha256(int dir_fd, const char *name);
 static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
                                  const char *mirror, const char *includes);
 
+/* The host's apt and dpkg, which resolve, download and unpack for mmdebstrap: a digest of what dpkg
+ * lists of their files (their md5sums, name by name), so that an upgrade of either on the host is
+ * another key. */
+#define DPKG_INFO "/var/lib/dpkg/info"
+
+static bool is_host_tool_sums(const char *name)
+{
+        return streq(name, "apt.md5sums") || streq(name, "dpkg.md5sums") ||
+               (g_str_has_prefix(name, "libapt-pkg") && g_ascii_isdigit(name[strlen("libapt-pkg")]) &&
+                g_str_has_suffix(name, ".md5sums"));
+}
+
+static char *host_tools_digest(void)
+{
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(Sha256) sum = sha256_new();
+        _cleanup_close_ int dir_fd = open(DPKG_INFO, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = dir_fd >= 0 ? fdopendir(dup(dir_fd)) : NULL;
+        struct dirent *de;
+
+        if (!d)
+                return g_strdup("unreadable");
+        while ((de = readdir(d)))
+                if (is_host_tool_sums(de->d_name))
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+        closedir(d);
+        g_ptr_array_sort(names, compare_names);
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *one = file_sha256(dir_fd, names->pdata[i]);
+                g_autofree char *line = g_strdup_printf("%s %s\n", (const char *) names->pdata[i], one ?: "unreadable");
+                sha256_update(sum, line, strlen(line));
+        }
+        return g_strdup(sha256_get_string(sum));
+}
+
 /* Everything that decides what mmdebstrap puts in the tree, for the image cache's key (build-cache.h):
- * the builder (its script's digest, so that another version is another key) and its hooks, and the
- * recipe, the packages sorted. The InRelease it was built from is checked apart. Whatever stamp does
- * after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
+ * the builder (its script's digest, so that another version is another key) and its hooks, the host's
+ * apt and dpkg, and the recipe, the packages sorted. The InRelease it was built from is checked apart. Whatever stamp
+ * does after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
 static char *image_cache_key(const Build *b, const char *variant, const char *arch, const char *mirror,
                              GPtrArray *wanted)
 {
         const TemplateJobArgs *t = &b->a->template;
-        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP);
+        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP), *tools = host_tools_digest();
         g_autoptr(GPtrArray) packages = g_ptr_array_new();
         g_autoptr(GString) s = g_string_new(NULL);
 
         for (guint i = 0; i < wanted->len; i++)
                 g_ptr_array_add(packages, wanted->pdata[i]);
         g_ptr_array_sort(packages, compare_names);
-        g_string_append_printf(s, "format 1\nstamp %s\nbuilder mmdebstrap %s\nmerged-usr-hooks %s\n", PACKAGE_VERSION,
-                               builder ?: "unreadable", access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0 ? "yes" : "no");
+        g_string_append_printf(s, "format 2\nstamp %s\nbuilder mmdebstrap %s\nmerged-usr-hooks %s\nhost-apt-dpkg %s\n",
+                               PACKAGE_VERSION, builder ?: "unreadable",
+                               access(MMDEBSTRAP_MERGED_USR_HOOKS, F_OK) >= 0 ? "yes" : "no", tools);
         g_string_append_printf(s, "mirror %s\nsuite %s\narch %s\nvariant %s\nbootable %s\nkeyring %s\npackages", mirror,
                                t->suite, arch, streq(variant, "buildd") ? "buildd" : "minbase",
                                t->bootable ? "yes" : "no", t->keyring);
