@@ -14,6 +14,17 @@
 /* Deeper than this, a tree is not counted further (a Debian base is about 12 levels deep). */
 #define TREE_DEPTH_MAX 64
 
+/* An entry's name: 64 lowercase hex digits. */
+static bool entry_name_is_valid(const char *s)
+{
+        size_t n = 0;
+
+        for (; s[n]; n++)
+                if (!g_ascii_isxdigit(s[n]) || g_ascii_isupper(s[n]))
+                        return false;
+        return n == 64;
+}
+
 int store_image_cache_open(int cache_fd)
 {
         return open_private_dir(cache_fd, STORE_IMAGE_CACHE_DIR, true);
@@ -22,14 +33,70 @@ int store_image_cache_open(int cache_fd)
 int store_image_cache_lock(int images_fd, const char *key, bool wait)
 {
         g_autofree char *name = g_strconcat(key, STORE_IMAGE_CACHE_LOCK_SUFFIX, NULL);
-        _cleanup_close_ int fd = openat(images_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 
-        if (fd < 0)
-                return -errno;
-        while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0)
-                if (errno != EINTR)
+        for (;;) {
+                _cleanup_close_ int fd = openat(images_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+                struct stat held, named;
+
+                if (fd < 0)
                         return -errno;
-        return TAKE_FD(fd);
+                while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0)
+                        if (errno != EINTR)
+                                return -errno;
+                if (fstat(fd, &held) < 0)
+                        return -errno;
+                if (fstatat(images_fd, name, &named, AT_SYMLINK_NOFOLLOW) < 0) {
+                        if (errno != ENOENT)
+                                return -errno;
+                        continue; /* removed by the holder before us */
+                }
+                if (held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+                        return TAKE_FD(fd);
+        }
+}
+
+/* Whether KEY has an entry or a temporary. */
+static bool key_in_use(int images_fd, const char *key)
+{
+        g_autofree char *temp = g_strconcat(STORE_IMAGE_CACHE_NEW_PREFIX, key, NULL);
+
+        return faccessat(images_fd, key, F_OK, AT_SYMLINK_NOFOLLOW) >= 0 ||
+               faccessat(images_fd, temp, F_OK, AT_SYMLINK_NOFOLLOW) >= 0;
+}
+
+void store_image_cache_unlock(int images_fd, const char *key, int fd)
+{
+        if (fd < 0)
+                return;
+        if (!key_in_use(images_fd, key)) {
+                g_autofree char *name = g_strconcat(key, STORE_IMAGE_CACHE_LOCK_SUFFIX, NULL);
+                (void) unlinkat(images_fd, name, 0);
+        }
+        safe_close(fd);
+}
+
+/* The locks of no entry that no build holds: removed. */
+static void sweep_locks(int images_fd)
+{
+        g_autoptr(GPtrArray) keys = g_ptr_array_new_with_free_func(g_free);
+        struct dirent *de;
+        DIR *d = opendir_at(images_fd, ".");
+
+        if (!d)
+                return;
+        while ((de = readdir(d)))
+                if (g_str_has_suffix(de->d_name, STORE_IMAGE_CACHE_LOCK_SUFFIX))
+                        g_ptr_array_add(keys, g_strndup(de->d_name,
+                                                        strlen(de->d_name) - strlen(STORE_IMAGE_CACHE_LOCK_SUFFIX)));
+        closedir(d);
+        for (guint i = 0; i < keys->len; i++) {
+                const char *key = keys->pdata[i];
+                int fd;
+                if (!entry_name_is_valid(key) || key_in_use(images_fd, key))
+                        continue;
+                fd = store_image_cache_lock(images_fd, key, false);
+                store_image_cache_unlock(images_fd, key, fd);
+        }
 }
 
 uint64_t store_image_cache_xattr_u64(int fd, const char *name)
@@ -41,17 +108,6 @@ uint64_t store_image_cache_xattr_u64(int fd, const char *name)
                 return 0;
         text[n] = '\0';
         return g_ascii_strtoull(text, NULL, 10);
-}
-
-/* An entry's name: 64 lowercase hex digits. */
-static bool entry_name_is_valid(const char *s)
-{
-        size_t n = 0;
-
-        for (; s[n]; n++)
-                if (!g_ascii_isxdigit(s[n]) || g_ascii_isupper(s[n]))
-                        return false;
-        return n == 64;
 }
 
 uint64_t store_image_cache_count(int cache_fd)
@@ -133,7 +189,9 @@ int store_image_cache_clean(int cache_fd, uint64_t *ret_freed, unsigned *ret_bus
                         k = r;
                 else
                         freed += bytes;
+                store_image_cache_unlock(images, key_of(name), TAKE_FD(lock));
         }
+        sweep_locks(images);
         *ret_freed = freed;
         *ret_busy = busy;
         return k;
@@ -179,17 +237,19 @@ int store_image_cache_trim(int images_fd, uint64_t max)
         for (guint i = 0; i < entries->len; i++) {
                 Entry *e = &g_array_index(entries, Entry, i);
                 if (n > max) {
-                        _cleanup_close_ int lock = store_image_cache_lock(images_fd, e->name, false);
+                        int lock = store_image_cache_lock(images_fd, e->name, false);
                         if (lock >= 0) {
                                 int r = store_image_cache_remove(images_fd, e->name);
                                 if (r < 0)
                                         k = r;
                                 else
                                         n--;
+                                store_image_cache_unlock(images_fd, e->name, lock);
                         }
                 }
                 g_free(e->name);
         }
+        sweep_locks(images_fd);
         return k;
 }
 

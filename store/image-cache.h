@@ -9,7 +9,9 @@
  *   <store>/.stamp/cache/images/KEY         a read-only subvolume: the tree as the builder left it, before
  *                                           the per-template steps; KEY is the SHA-256 of the recipe
  *                                           (builder, mirror, suite, arch, variant, packages)
- *   <store>/.stamp/cache/images/KEY.lock    held (flock LOCK_EX) by the build that reads or replaces KEY
+ *   <store>/.stamp/cache/images/KEY.lock    held (flock LOCK_EX) by the build that reads or replaces KEY;
+ *                                           there only while KEY is, or a build of it runs (one left by a
+ *                                           killed build goes at the next trim or clean)
  *   <store>/.stamp/cache/images/.new-KEY    a snapshot being made into an entry (under KEY.lock); one
  *                                           found there while the lock is free is left from a killed build
  *
@@ -32,8 +34,13 @@
 /* The images directory below the cache directory @cache_fd, made if missing. */
 int store_image_cache_open(int cache_fd);
 
-/* Open and lock (LOCK_EX, waiting if @wait) KEY.lock; the fd, or -EWOULDBLOCK, or another -errno. */
+/* Open and lock (LOCK_EX, waiting if @wait) KEY.lock; the fd, or -EWOULDBLOCK, or another -errno. A lock
+ * file removed while this waited for it is no lock: it takes the one under the name then. */
 int store_image_cache_lock(int images_fd, const char *key, bool wait);
+
+/* Let go of the lock @fd of KEY (store_image_cache_lock()), removing KEY.lock first where KEY has neither an
+ * entry nor a temporary: the lock of a recipe no longer cached does not stay behind. */
+void store_image_cache_unlock(int images_fd, const char *key, int fd);
 
 /* A decimal xattr of @fd; 0 if missing. */
 uint64_t store_image_cache_xattr_u64(int fd, const char *name);
@@ -49,7 +56,8 @@ int store_image_cache_remove(int images_fd, const char *name);
  * were held and kept. Blocking. */
 int store_image_cache_clean(int cache_fd, uint64_t *ret_freed, unsigned *ret_busy);
 
-/* Remove the oldest entries whose lock is free until at most @max remain. Blocking. */
+/* Remove the oldest entries whose lock is free until at most @max remain, and the locks of no entry that no
+ * build holds. Blocking. */
 int store_image_cache_trim(int images_fd, uint64_t max);
 
 /* Bytes the regular files below @fd allocate. Blocking. */

@@ -99,6 +99,11 @@ class ImageCacheTest(TemplateTestCase):
         self.assertEqual(other, [], 'temporaries left in the image cache')
         return found
 
+    def locks(self):
+        """The keys of the image cache's lock files."""
+        top = os.path.join(self.store, '.stamp/cache/images')
+        return sorted(n[:-len('.lock')] for n in os.listdir(top) if n.endswith('.lock'))
+
     def test_second_build_from_cache(self):
         log = self.build('one')
         self.assertIn('Kept the tree in the image cache', log)
@@ -158,6 +163,7 @@ class ImageCacheTest(TemplateTestCase):
         # CleanCache empties it: the next build is a full one
         self.root.manager('CleanCache', {})
         self.assertEqual(self.entries(), {})
+        self.assertEqual(self.locks(), [])
         self.assertEqual(self.root.get_property(stamptest.MANAGER_PATH, stamptest.MANAGER_IFACE,
                                                 'CacheUsage'), 0)
 
@@ -194,6 +200,8 @@ class ImageCacheTest(TemplateTestCase):
         self.assertIn(('libexpat1',), {(n,) for n, _ in package_versions(self.path('four'))})
         [key4] = self.entries()
         self.assertNotEqual(key4, key)
+        # the lock of the recipe that went out of the cache went with it
+        self.assertEqual(self.locks(), [key4])
 
     def test_expired_inrelease_is_not_served(self):
         """An InRelease past its Valid-Until (an old one a mirror serves again): apt refuses it, and the

@@ -30,7 +30,7 @@ static const char *const entry_xattrs[] = {STORE_IMAGE_CACHE_XATTR_INRELEASE, ST
 
 void build_cache_done(BuildCache *bc)
 {
-        safe_close(bc->lock_fd);
+        store_image_cache_unlock(bc->images_fd, bc->key, bc->lock_fd);
         safe_close(bc->images_fd);
         safe_close(bc->cache_fd);
         g_free(bc->key_text);
