@@ -32,7 +32,7 @@ uint64_t pool_limit_get(Manager *m)
         pool_limit_loaded = true;
         if (!m->pool_raw)
                 return pool_limit_cached;
-        dir = openat(m->store_fd, STORE_META_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        dir = open_private_dir(m->store_fd, STORE_META_DIR, false);
         if (dir >= 0)
                 fd = openat(dir, POOL_LIMIT_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
@@ -178,11 +178,9 @@ static int pool_limit_save(int store_fd, uint64_t bytes)
         char text[32];
         int n;
 
-        if (mkdirat(store_fd, STORE_META_DIR, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        dir = openat(store_fd, STORE_META_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        dir = open_private_dir(store_fd, STORE_META_DIR, true);
         if (dir < 0)
-                return -errno;
+                return dir;
         if (bytes == UINT64_MAX)
                 return unlinkat(dir, POOL_LIMIT_FILE, 0) < 0 && errno != ENOENT ? -errno : 0;
         n = snprintf(text, sizeof text, "%" PRIu64 "\n", bytes);

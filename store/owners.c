@@ -35,35 +35,13 @@ int store_image_identity(int image_fd, char ret[static STORE_IDENTITY_MAX])
         return 0;
 }
 
-static int open_dir_checked(int dir_fd, const char *name, bool create)
-{
-        struct stat st;
-        int fd;
-
-        if (create && mkdirat(dir_fd, name, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        /* Only root may ever have written here: anything else is not ours to believe. */
-        if (fstat(fd, &st) < 0) {
-                safe_close(fd);
-                return -errno;
-        }
-        if (st.st_uid != 0 || ((st.st_mode & 0077) != 0 && fchmod(fd, 0700) < 0)) {
-                safe_close(fd);
-                return -EPERM;
-        }
-        return fd;
-}
-
 int store_open_owners(int store_fd, bool create)
 {
-        _cleanup_close_ int meta = open_dir_checked(store_fd, STORE_META_DIR, create);
+        _cleanup_close_ int meta = open_private_dir(store_fd, STORE_META_DIR, create);
 
         if (meta < 0)
                 return meta;
-        return open_dir_checked(meta, "owners", create);
+        return open_private_dir(meta, "owners", create);
 }
 
 /* A record is a symbolic link whose target is "UID IDENTITY": a short target is metadata (inline in btrfs's

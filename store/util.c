@@ -362,6 +362,11 @@ int open_private_dir(int dir_fd, const char *name, bool create)
                 safe_close(fd);
                 return -EPERM;
         }
+        if ((st.st_mode & 0077) && fchmod(fd, 0700) < 0) {
+                int k = -errno;
+                safe_close(fd);
+                return k;
+        }
         return fd;
 }
 

@@ -176,7 +176,8 @@ int run_command(char *const argv[]);
 int run_command_at(int dir_fd, char *const argv[], bool quiet);
 
 /* A directory of stampd's own below @dir_fd, made (mode 0700) first if @create: an O_DIRECTORY fd, or
- * -EPERM if it is not root's or others may write to it (nothing there is then ours to believe). */
+ * -EPERM if it is not root's or others may write to it (nothing there is then ours to believe). One that
+ * others may only read (made so by hand) is closed again: 0700, as it was made. */
 int open_private_dir(int dir_fd, const char *name, bool create);
 /* Write @data as the file @name of the directory @dir_fd (an O_PATH fd will do): into a hidden
  * temporary beside it (".#NAME.…"), then renamed over whatever @name is (a file or a link, never

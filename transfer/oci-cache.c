@@ -25,34 +25,17 @@ bool oci_digest_is_valid(const char *d)
         return true;
 }
 
-static int open_dir_checked(int parent, const char *name, bool create)
-{
-        _cleanup_close_ int fd = -1;
-        struct stat st;
-
-        if (create && mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (st.st_uid != 0 || (st.st_mode & 0077) != 0)
-                return -EPERM;
-        return TAKE_FD(fd);
-}
-
 int oci_cache_open(int store_fd)
 {
         _cleanup_close_ int meta = -1, blobs = -1;
 
-        meta = open_dir_checked(store_fd, STORE_META_DIR, true);
+        meta = open_private_dir(store_fd, STORE_META_DIR, true);
         if (meta < 0)
                 return meta;
-        blobs = open_dir_checked(meta, "oci-blobs", true);
+        blobs = open_private_dir(meta, "oci-blobs", true);
         if (blobs < 0)
                 return blobs;
-        return open_dir_checked(blobs, "sha256", true);
+        return open_private_dir(blobs, "sha256", true);
 }
 
 int fd_sha256(int fd, char ret[static 72], uint64_t *ret_size)
@@ -236,11 +219,11 @@ void oci_cache_trim(int cache_fd, uint64_t max, char *const *keep)
 
 static int layers_dir_open(int store_fd, bool create)
 {
-        _cleanup_close_ int meta = open_dir_checked(store_fd, STORE_META_DIR, create);
+        _cleanup_close_ int meta = open_private_dir(store_fd, STORE_META_DIR, create);
 
         if (meta < 0)
                 return meta;
-        return open_dir_checked(meta, "oci-layers", create);
+        return open_private_dir(meta, "oci-layers", create);
 }
 
 int oci_layer_record_write(int store_fd, const char *name, int image_fd, const OciLayerRecord *r)
