@@ -22,44 +22,29 @@ int store_cache_open(int store_fd)
         return open_private_dir(meta, "cache", true);
 }
 
-static uint64_t count_at(int dir_fd, unsigned depth)
+/* What the cache holds but for its counter (and the counter's temporary, write_file_atomic_at()'s) and the
+ * image cache (store_image_cache_count() has its entries' sizes, counted once when they were made). */
+static TreeAction count_visit(int parent_fd, const char *name, const struct stat *st, unsigned depth, bool after,
+                              void *userdata)
+{
+        if (depth == 0 && ((S_ISREG(st->st_mode) && (g_str_has_prefix(name, STORE_CACHE_USAGE_FILE) ||
+                                                     g_str_has_prefix(name, ".#" STORE_CACHE_USAGE_FILE))) ||
+                           (S_ISDIR(st->st_mode) && streq(name, STORE_IMAGE_CACHE_DIR))))
+                return TREE_SKIP;
+        return tree_add_allocated(parent_fd, name, st, depth, after, userdata);
+}
+
+static uint64_t package_cache_count(int cache_fd)
 {
         uint64_t sum = 0;
-        struct dirent *de;
-        DIR *d;
-        int fd;
 
-        if (depth > CACHE_DEPTH_MAX)
-                return 0;
-        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || !(d = fdopendir(fd))) {
-                safe_close(fd);
-                return 0;
-        }
-        while ((de = readdir(d))) {
-                struct stat st;
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-                /* the counter itself, and its temporary (write_file_atomic_at()), are no cache */
-                if (S_ISREG(st.st_mode) && !(depth == 0 && (g_str_has_prefix(de->d_name, STORE_CACHE_USAGE_FILE) ||
-                                                            g_str_has_prefix(de->d_name, ".#" STORE_CACHE_USAGE_FILE))))
-                        sum += (uint64_t) st.st_blocks * 512;
-                else if (S_ISDIR(st.st_mode) && !(depth == 0 && streq(de->d_name, STORE_IMAGE_CACHE_DIR))) {
-                        _cleanup_close_ int sub =
-                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (sub >= 0)
-                                sum += count_at(sub, depth + 1);
-                }
-        }
-        closedir(d);
+        tree_walk(cache_fd, CACHE_DEPTH_MAX, count_visit, &sum);
         return sum;
 }
 
 uint64_t store_cache_count(int cache_fd)
 {
-        return count_at(cache_fd, 0) + store_image_cache_count(cache_fd);
+        return package_cache_count(cache_fd) + store_image_cache_count(cache_fd);
 }
 
 int store_cache_write_usage(int cache_fd, uint64_t bytes)
@@ -86,36 +71,17 @@ uint64_t store_cache_read_usage(int store_fd)
         return g_ascii_strtoull(text, NULL, 10);
 }
 
-/* Remove everything below @dir_fd (not @dir_fd itself); adds the bytes to *freed. */
-static void empty_at(int dir_fd, unsigned depth, uint64_t *freed)
+/* Everything below the walk's directory goes; the bytes of its regular files are added to the uint64_t at
+ * @userdata. */
+static TreeAction empty_visit(int parent_fd, const char *name, const struct stat *st, unsigned depth, bool after,
+                              void *userdata)
 {
-        struct dirent *de;
-        DIR *d;
-        int fd;
-
-        if (depth > CACHE_DEPTH_MAX)
-                return;
-        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || !(d = fdopendir(fd))) {
-                safe_close(fd);
-                return;
-        }
-        while ((de = readdir(d))) {
-                struct stat st;
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-                if (S_ISDIR(st.st_mode)) {
-                        _cleanup_close_ int sub =
-                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (sub >= 0)
-                                empty_at(sub, depth + 1, freed);
-                        (void) unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
-                } else if (unlinkat(dirfd(d), de->d_name, 0) >= 0 && S_ISREG(st.st_mode))
-                        *freed += (uint64_t) st.st_blocks * 512;
-        }
-        closedir(d);
+        if (S_ISDIR(st->st_mode)) {
+                if (after)
+                        (void) unlinkat(parent_fd, name, AT_REMOVEDIR);
+        } else if (unlinkat(parent_fd, name, 0) >= 0 && S_ISREG(st->st_mode))
+                *(uint64_t *) userdata += (uint64_t) st->st_blocks * 512;
+        return TREE_DESCEND;
 }
 
 int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
@@ -153,7 +119,7 @@ int store_cache_clean(int store_fd, uint64_t *ret_freed, unsigned *ret_busy)
                                 continue;
                         }
                         /* Its contents only: a build may have it open already, waiting for the lock. */
-                        empty_at(sub, 2, &freed);
+                        tree_walk(sub, CACHE_DEPTH_MAX - 2, empty_visit, &freed);
                 }
                 closedir(d);
         }
@@ -220,7 +186,7 @@ static void dir_close(gpointer p)
 int store_cache_trim(int cache_fd, int dir_fd, uint64_t max)
 {
         /* The limit is the package cache's: the image cache has one of its own. */
-        uint64_t total = count_at(cache_fd, 0);
+        uint64_t total = package_cache_count(cache_fd);
 
         if (max != UINT64_MAX && total > max) {
                 g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(CachedFile));

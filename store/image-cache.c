@@ -253,37 +253,10 @@ int store_image_cache_trim(int images_fd, uint64_t max)
         return k;
 }
 
-static uint64_t tree_allocated_at(int fd, unsigned depth)
-{
-        uint64_t sum = 0;
-        struct dirent *de;
-        DIR *d;
-
-        if (depth > TREE_DEPTH_MAX)
-                return 0;
-        d = opendir_at(fd, ".");
-        if (!d)
-                return 0;
-        while ((de = readdir(d))) {
-                struct stat st;
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-                if (S_ISREG(st.st_mode))
-                        sum += (uint64_t) st.st_blocks * 512;
-                else if (S_ISDIR(st.st_mode)) {
-                        _cleanup_close_ int sub =
-                                openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (sub >= 0)
-                                sum += tree_allocated_at(sub, depth + 1);
-                }
-        }
-        closedir(d);
-        return sum;
-}
-
 uint64_t store_tree_allocated(int fd)
 {
-        return tree_allocated_at(fd, 0);
+        uint64_t sum = 0;
+
+        tree_walk(fd, TREE_DEPTH_MAX, tree_add_allocated, &sum);
+        return sum;
 }

@@ -133,6 +133,40 @@ DIR *opendir_at(int dir_fd, const char *path)
         return d;
 }
 
+static void tree_walk_at(int dir_fd, unsigned depth, unsigned max_depth, TreeVisit visit, void *userdata)
+{
+        struct dirent *de;
+        DIR *d;
+
+        if (depth > max_depth || !(d = opendir_at(dir_fd, ".")))
+                return;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (dot_or_dot_dot(de->d_name) || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (visit(dirfd(d), de->d_name, &st, depth, false, userdata) == TREE_SKIP || !S_ISDIR(st.st_mode))
+                        continue;
+                _cleanup_close_ int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub >= 0)
+                        tree_walk_at(sub, depth + 1, max_depth, visit, userdata);
+                (void) visit(dirfd(d), de->d_name, &st, depth, true, userdata);
+        }
+        closedir(d);
+}
+
+void tree_walk(int dir_fd, unsigned max_depth, TreeVisit visit, void *userdata)
+{
+        tree_walk_at(dir_fd, 0, max_depth, visit, userdata);
+}
+
+TreeAction tree_add_allocated(int parent_fd, const char *name, const struct stat *st, unsigned depth, bool after,
+                              void *userdata)
+{
+        if (S_ISREG(st->st_mode))
+                *(uint64_t *) userdata += (uint64_t) st->st_blocks * 512;
+        return TREE_DESCEND;
+}
+
 int loop_write(int fd, const void *buf, size_t n)
 {
         const uint8_t *p = buf;

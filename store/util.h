@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -136,6 +137,23 @@ int openat2_retry(int dir_fd, const char *path, const struct open_how *how);
 /* A directory stream of @path below @dir_fd ("." for @dir_fd itself) on a descriptor of its own, so
  * reading it moves no other's offset. NULL with errno set on failure. */
 DIR *opendir_at(int dir_fd, const char *path);
+
+/* A walk of the tree below @dir_fd (not @dir_fd itself): @visit sees every entry, in the directory
+ * @parent_fd, at @depth (0 for @dir_fd's own), as lstat() describes it; links are not followed and
+ * directories deeper than @max_depth not entered. A directory is seen before what it holds (@after false;
+ * TREE_SKIP keeps the walk out of it) and again after (@after true), where it may go. Entries that go
+ * away meanwhile, or cannot be read, are passed over. Blocking. */
+typedef enum TreeAction {
+        TREE_DESCEND,
+        TREE_SKIP,
+} TreeAction;
+typedef TreeAction (*TreeVisit)(int parent_fd, const char *name, const struct stat *st, unsigned depth, bool after,
+                                void *userdata);
+void tree_walk(int dir_fd, unsigned max_depth, TreeVisit visit, void *userdata);
+
+/* A TreeVisit that adds the bytes each regular file allocates to the uint64_t at @userdata. */
+TreeAction tree_add_allocated(int parent_fd, const char *name, const struct stat *st, unsigned depth, bool after,
+                              void *userdata);
 static inline bool dot_or_dot_dot(const char *name)
 {
         return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
