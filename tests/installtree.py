@@ -233,12 +233,8 @@ class BootedContainer:
 
     def stop(self):
         if not self._dead():
-            self.proc.terminate()  # nspawn: a clean poweroff of the booted container
-            try:
-                self.proc.wait(timeout=stamptest.TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            # nspawn: a clean poweroff of the booted container
+            stamptest.end_process(self.proc, timeout=stamptest.TIMEOUT)
 
     def read_log(self):
         with open(self.log, errors='replace') as f:

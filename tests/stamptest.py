@@ -108,6 +108,17 @@ def out(cmd, **kw):
     return run(cmd, **kw).stdout
 
 
+def end_process(proc, timeout=10):
+    """SIGTERM to @proc (a Popen) if it still runs, SIGKILL after @timeout seconds; reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(cond, what, timeout=TIMEOUT, interval=0.005):
     """Poll cond() until it returns a true value, which is returned."""
     deadline = time.monotonic() + timeout
@@ -1003,13 +1014,7 @@ class TestEnv:
         if self.conn:
             self.conn.close_sync(None)
         for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            end_process(proc)
         remove_tree_best_effort(self.T)
 
     # -- bus

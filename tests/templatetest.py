@@ -161,6 +161,29 @@ def processes_mentioning(text):
     return [(p, c) for p, (_, c) in process_table().items() if text in c and p != os.getpid()]
 
 
+def note_package_code(daemon_pid, seen, also=None):
+    """Notes in @seen (pid → (cmdline, [uids, gids], uid_map)) how the host sees each process below
+    @daemon_pid that runs package code: dpkg installing, unpacking or configuring (the host's dpkg
+    asked for its architecture runs none), and any whose command line holds @also. True once a
+    dpkg was seen."""
+    for pid, cmdline in descendants(daemon_pid):
+        words = cmdline.split()
+        if not words:
+            continue
+        is_dpkg = os.path.basename(words[0]) == 'dpkg' and {'--install', '--unpack', '--configure'} & set(words)
+        if not is_dpkg and not (also and also in cmdline):
+            continue
+        try:
+            with open('/proc/%d/status' % pid) as f:
+                ids = [line.split()[1:] for line in f if line.startswith(('Uid:', 'Gid:'))]
+            with open('/proc/%d/uid_map' % pid) as f:
+                uid_map = f.read().split()
+        except OSError:
+            continue
+        seen[pid] = (cmdline, ids, uid_map)
+    return any(os.path.basename(c.split()[0]) == 'dpkg' for c, _, _ in seen.values())
+
+
 class TemplateTestCase(stamptest.TestCase):
     """A daemon on its own pool (or a store of store_kind), its package
     cache in the test's directory, and a watcher of its jobs."""
@@ -235,6 +258,28 @@ class TemplateTestCase(stamptest.TestCase):
 
     def temporaries(self):
         return [n for n in os.listdir(self.store) if n.startswith('.#')]
+
+    def assertJailed(self, seen):
+        """Each process of note_package_code() held no host root: as the host sees it, no uid or gid
+        below 65536, and a user namespace mapping 0…65535 to a range that is not the host's 0."""
+        self.assertTrue(seen)
+        for pid, (cmdline, ids, uid_map) in seen.items():
+            with self.subTest(cmdline=cmdline):
+                for row in ids:
+                    for i in row:
+                        self.assertGreaterEqual(int(i), 65536, ids)
+                self.assertEqual((uid_map[0], uid_map[2]), ('0', '65536'))
+                self.assertNotEqual(uid_map[1], '0')
+
+    def assertZeroBased(self, tree):
+        """Every file of @tree is owned by ids of an image (below 65536), as its scripts meant them."""
+        outside = []
+        for top, dirs, files in os.walk(tree):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(top, name))
+                if st.st_uid >= 65536 or st.st_gid >= 65536:
+                    outside.append((os.path.join(top, name), st.st_uid, st.st_gid))
+        self.assertEqual(outside[:10], [])
 
     def assertNothingLeft(self, name, daemon=None):
         """No image, no temporary, no mount below the store, no process of

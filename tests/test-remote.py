@@ -172,13 +172,8 @@ class Sshd:
                                                                self.read_log()))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stamptest.end_process(self.proc)
 
     def read_log(self):
         with open(self.log, errors='replace') as f:

@@ -12,7 +12,7 @@ import subprocess
 
 import stamptest
 from stamptest import run
-from templatetest import JOB_TIMEOUT, MIRROR, SUITE, TemplateTestCase, descendants, host_arch
+from templatetest import JOB_TIMEOUT, MIRROR, SUITE, TemplateTestCase, host_arch, note_package_code
 
 
 def package_versions(tree):
@@ -22,53 +22,20 @@ def package_versions(tree):
 
 class MmdebstrapTest(TemplateTestCase):
 
-    def watch_package_code(self, seen):
-        """Notes the host's view of each dpkg and mmdebstrap process of the build."""
-        for pid, cmdline in descendants(self.daemon.pid):
-            words = cmdline.split()
-            if not words:
-                continue
-            name = os.path.basename(words[0])
-            if not (name == 'dpkg' and {'--install', '--unpack', '--configure'} & set(words)) and \
-                    'mmdebstrap' not in cmdline:
-                continue
-            try:
-                with open('/proc/%d/status' % pid) as f:
-                    uids = [line.split()[1:] for line in f if line.startswith(('Uid:', 'Gid:'))]
-                with open('/proc/%d/uid_map' % pid) as f:
-                    uid_map = f.read().split()
-            except OSError:
-                continue
-            seen[pid] = (cmdline, uids, uid_map)
-        return any(c.split()[0].endswith('dpkg') for c, _, _ in seen.values())
-
     def test_jailed_and_same_system_as_debootstrap(self):
         job_id, job = self.create('mm', bootable=False, mirror=MIRROR, include=['hello'])
         seen = {}
         def dpkg_or_end():
             self.jobs.spin()
-            return self.watch_package_code(seen) or job_id in self.jobs.removed
+            return note_package_code(self.daemon.pid, seen, also='mmdebstrap') or job_id in self.jobs.removed
         stamptest.wait_for(dpkg_or_end, 'dpkg to run', 600, interval=0.05)
         self.assertNotIn(job_id, self.jobs.removed, self.jobs.log_text(job)[-3000:])
-        for pid, (cmdline, uids, uid_map) in seen.items():
-            with self.subTest(cmdline=cmdline):
-                for ids in uids:
-                    for i in ids:
-                        self.assertGreaterEqual(int(i), 65536, uids)
-                self.assertEqual((uid_map[0], uid_map[2]), ('0', '65536'))
-                self.assertNotEqual(uid_map[1], '0')
+        self.assertJailed(seen)
         self.assertEqual(self.jobs.wait(job_id), 'done', self.jobs.log_text(job)[-3000:])
         tree = self.path('mm')
         self.assertEqual(self.root.image_props('mm')['Recipe']['builder'], 'mmdebstrap')
 
-        # 0-based on disk
-        outside = []
-        for top, dirs, files in os.walk(tree):
-            for name in dirs + files:
-                st = os.lstat(os.path.join(top, name))
-                if st.st_uid >= 65536 or st.st_gid >= 65536:
-                    outside.append((os.path.join(top, name), st.st_uid, st.st_gid))
-        self.assertEqual(outside[:10], [])
+        self.assertZeroBased(tree)
 
         # the same packages, at the same versions, as bare debootstrap installs for the recipe
         bare = os.path.join(self.dir, 'bare')

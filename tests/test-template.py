@@ -19,7 +19,7 @@ import stamptest
 from stamptest import (ACCESS_DENIED, INTERACTIVE_REQUIRED, STAMP_ERROR, USER, GLib, make_image,
                        rule_for, run, store_state, subvolume_read_only, subvolume_show)
 from templatetest import (BOOTABLE, INVALID_ARGS, JOB_PREFIX, LIMITS_EXCEEDED, LOG_ERR, LOG_INFO,
-                          SUITE, TemplateTestCase, descendants, host_arch, package_tarball,
+                          SUITE, TemplateTestCase, descendants, host_arch, note_package_code, package_tarball,
                           processes_mentioning)
 
 INVALID_NAME = STAMP_ERROR + 'InvalidName'
@@ -166,34 +166,8 @@ class JailTest(TemplateTestCase):
     def test_package_scripts_run_without_host_root(self):
         job_id, job = self.create_offline('jailed')
         seen = {}
-
-        def dpkg_running():
-            for pid, cmdline in descendants(self.daemon.pid):
-                # dpkg installing or configuring (debootstrap also asks the host's dpkg for its
-                # architecture, which runs no package code)
-                words = cmdline.split()
-                if not words or os.path.basename(words[0]) != 'dpkg' or \
-                        not {'--install', '--unpack', '--configure'} & set(words):
-                    continue
-                try:
-                    with open('/proc/%d/status' % pid) as f:
-                        uids = [line.split()[1:] for line in f if line.startswith(('Uid:', 'Gid:'))]
-                    with open('/proc/%d/uid_map' % pid) as f:
-                        uid_map = f.read().split()
-                except OSError:
-                    continue
-                seen[pid] = (cmdline, uids, uid_map)
-            return seen
-        stamptest.wait_for(dpkg_running, 'dpkg to run', 300, interval=0.05)
-        for pid, (cmdline, uids, uid_map) in seen.items():
-            with self.subTest(cmdline=cmdline):
-                # as the host sees it: no uid or gid 0, and a mapping that is no identity
-                for ids in uids:
-                    for i in ids:
-                        self.assertGreaterEqual(int(i), 65536, uids)
-                self.assertEqual(uid_map[0], '0')
-                self.assertNotEqual(uid_map[1], '0')
-                self.assertEqual(uid_map[2], '65536')
+        stamptest.wait_for(lambda: note_package_code(self.daemon.pid, seen), 'dpkg to run', 300, interval=0.05)
+        self.assertJailed(seen)
         # what the scripts ask: a chroot (image work, no booted system: libc6 then skips its
         # re-execution of init and the second of sleep after it), whose PID 1 shows them nothing
         chroot, init_root = self.ischroot_in_jail(list(seen))
@@ -203,13 +177,7 @@ class JailTest(TemplateTestCase):
 
         # on disk, everything 0-based, as the scripts meant it
         tree = self.path('jailed')
-        outside = []
-        for top, dirs, files in os.walk(tree):
-            for name in dirs + files:
-                st = os.lstat(os.path.join(top, name))
-                if st.st_uid >= 65536 or st.st_gid >= 65536:
-                    outside.append((os.path.join(top, name), st.st_uid, st.st_gid))
-        self.assertEqual(outside[:10], [])
+        self.assertZeroBased(tree)
         with open(os.path.join(tree, 'etc/group')) as f:
             shadow_gid = [int(line.split(':')[2]) for line in f if line.startswith('shadow:')][0]
         st = os.stat(os.path.join(tree, 'etc/shadow'))
