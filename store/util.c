@@ -146,9 +146,11 @@ static void tree_walk_at(int dir_fd, unsigned depth, unsigned max_depth, TreeVis
                         continue;
                 if (visit(dirfd(d), de->d_name, &st, depth, false, userdata) == TREE_SKIP || !S_ISDIR(st.st_mode))
                         continue;
-                _cleanup_close_ int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (sub >= 0)
+                int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub >= 0) {
                         tree_walk_at(sub, depth + 1, max_depth, visit, userdata);
+                        safe_close(sub);
+                }
                 (void) visit(dirfd(d), de->d_name, &st, depth, true, userdata);
         }
         closedir(d);

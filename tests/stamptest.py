@@ -1075,12 +1075,19 @@ class TestEnv:
 
     def _probe(self, generation):
         subject = ('system-bus-name', {'name': GLib.Variant('s', self.conn.get_unique_name())})
-        reply = self.conn.call_sync(
-            POLKIT_NAME, '/org/freedesktop/PolicyKit1/Authority',
-            'org.freedesktop.PolicyKit1.Authority', 'CheckAuthorization',
-            GLib.Variant('((sa{sv})sa{ss}us)', (subject, ACTION_PREFIX + 'manage-images',
-                                                 {'stamp-test-probe': str(generation)}, 0, '')),
-            None, Gio.DBusCallFlags.NONE, 10000, None)
+        try:
+            reply = self.conn.call_sync(
+                POLKIT_NAME, '/org/freedesktop/PolicyKit1/Authority',
+                'org.freedesktop.PolicyKit1.Authority', 'CheckAuthorization',
+                GLib.Variant('((sa{sv})sa{ss}us)', (subject, ACTION_PREFIX + 'manage-images',
+                                                     {'stamp-test-probe': str(generation)}, 0, '')),
+                None, Gio.DBusCallFlags.NONE, 10000, None)
+        except GLib.Error as e:
+            # polkitd busy (a burst of checks just dropped, a loaded machine): asked again until
+            # wait_for()'s own time is up
+            if e.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT):
+                return False
+            raise
         return reply.unpack()[0][0]
 
     # -- tmux

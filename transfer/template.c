@@ -1036,11 +1036,11 @@ static int jail_enter_host(const char **step, const Jail *jail)
 }
 
 /* The jail's PID 1 over a tree of its own (jail_enter_root()): the build runs as its child, and it
- * reaps, in a root of its own, an empty directory. A build is a chroot's work, not a running
- * system's: with / of PID 1 another than theirs, the packages' scripts see a chroot (ischroot) and
- * skip what only a booted system needs (libc6's re-execution of init, with a second's sleep each
- * time; service restarts). The empty root shows nothing through /proc/1/root. Returns in the
- * build's process only; PID 1 exits with the build's status, which ends every process of the jail. */
+ * reaps, with an empty directory as its root. A build is a chroot's work, not a running system's:
+ * with PID 1's root other than their own, the packages' scripts see a chroot (ischroot) and skip
+ * what only a booted system needs (libc6's re-execution of init, with a second's sleep each time;
+ * service restarts). The empty root shows nothing through /proc/1/root. Returns in the build's
+ * process only; PID 1 exits with the build's status, which ends every process of the jail. */
 static void jail_init(void)
 {
         int status;
@@ -1626,7 +1626,7 @@ static char *host_tools_digest(void)
         g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(Sha256) sum = sha256_new();
         _cleanup_close_ int dir_fd = open(DPKG_INFO, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = dir_fd >= 0 ? fdopendir(dup(dir_fd)) : NULL;
+        DIR *d = dir_fd >= 0 ? opendir_at(dir_fd, ".") : NULL;
         struct dirent *de;
 
         if (!d)
@@ -1646,8 +1646,8 @@ static char *host_tools_digest(void)
 
 /* Everything that decides what mmdebstrap puts in the tree, for the image cache's key (build-cache.h):
  * the builder (its script's digest, so that another version is another key) and its hooks, the host's
- * apt and dpkg, and the recipe, the packages sorted. The InRelease it was built from is checked apart. Whatever stamp
- * does after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
+ * apt and dpkg, and the recipe, the packages sorted. The InRelease it was built from is checked apart.
+ * Whatever stamp does after mmdebstrap (root password, machine ID, recipe) is not in the cached tree. */
 static char *image_cache_key(const Build *b, const char *variant, const char *arch, const char *mirror,
                              GPtrArray *wanted)
 {
