@@ -1609,39 +1609,34 @@ static char *file_sha256(int dir_fd, const char *name);
 static int build_with_mmdebstrap(Build *b, const char *target, const char *variant, const char *arch,
                                  const char *mirror, const char *includes);
 
-/* The host's apt and dpkg, which resolve, download and unpack for mmdebstrap: a digest of what dpkg
- * lists of their files (their md5sums, name by name), so that an upgrade of either on the host is
- * another key. */
-#define DPKG_INFO "/var/lib/dpkg/info"
-
-static bool is_host_tool_sums(const char *name)
+/* The host's apt and dpkg, which resolve, download and unpack for mmdebstrap: their installed packages and
+ * versions as dpkg-query says them ("apt 2.6.1, dpkg 1.21.23, libapt-pkg6.0:amd64 2.6.1"), so that an
+ * upgrade of either on the host is another key. */
+static char *host_tools_versions(void)
 {
-        return streq(name, "apt.md5sums") || streq(name, "dpkg.md5sums") ||
-               (g_str_has_prefix(name, "libapt-pkg") && g_ascii_isdigit(name[strlen("libapt-pkg")]) &&
-                g_str_has_suffix(name, ".md5sums"));
-}
+        char *argv[] = {(char *) "dpkg-query",
+                        (char *) "-W",
+                        (char *) "-f",
+                        (char *) "${binary:Package} ${Version}\n",
+                        (char *) "apt",
+                        (char *) "dpkg",
+                        (char *) "libapt-pkg[0-9]*",
+                        NULL};
+        g_autoptr(GString) s = g_string_new(NULL);
+        char out[1024];
 
-static char *host_tools_digest(void)
-{
-        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(Sha256) sum = sha256_new();
-        _cleanup_close_ int dir_fd = open(DPKG_INFO, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = dir_fd >= 0 ? opendir_at(dir_fd, ".") : NULL;
-        struct dirent *de;
-
-        if (!d)
-                return g_strdup("unreadable");
-        while ((de = readdir(d)))
-                if (is_host_tool_sums(de->d_name))
-                        g_ptr_array_add(names, g_strdup(de->d_name));
-        closedir(d);
-        g_ptr_array_sort(names, compare_names);
-        for (guint i = 0; i < names->len; i++) {
-                g_autofree char *one = file_sha256(dir_fd, names->pdata[i]);
-                g_autofree char *line = g_strdup_printf("%s %s\n", (const char *) names->pdata[i], one ?: "unreadable");
-                sha256_update(sum, line, strlen(line));
+        if (run_capture(argv, out, sizeof out) < 0)
+                return g_strdup("unknown");
+        for (char *line = out, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                /* a package dpkg knows of but has not installed has no version */
+                if (!strchr(line, ' ') || strchr(line, ' ')[1] == '\0')
+                        continue;
+                g_string_append_printf(s, "%s%s", s->len ? ", " : "", line);
         }
-        return g_strdup(sha256_get_string(sum));
+        return s->len ? g_string_free(g_steal_pointer(&s), FALSE) : g_strdup("unknown");
 }
 
 /* Everything that decides what mmdebstrap puts in the tree, for the image cache's key (build-cache.h):
@@ -1652,7 +1647,7 @@ static char *image_cache_key(const Build *b, const char *variant, const char *ar
                              GPtrArray *wanted)
 {
         const TemplateJobArgs *t = &b->a->template;
-        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP), *tools = host_tools_digest();
+        g_autofree char *builder = file_sha256(AT_FDCWD, MMDEBSTRAP), *tools = host_tools_versions();
         g_autoptr(GPtrArray) packages = g_ptr_array_new();
         g_autoptr(GString) s = g_string_new(NULL);
 
