@@ -212,6 +212,35 @@ static void add_ref(TreeInode *t, uint64_t parent, const uint8_t *name, size_t l
         g_ptr_array_add(t->refs, g_strdup_printf("%016" PRIx64 "/%.*s", parent, (int) len, (const char *) name));
 }
 
+/* The names an INODE_REF item (its parent directory: the key's offset) or an INODE_EXTREF item (a parent
+ * in each entry) gives inode @t. */
+static int read_refs(TreeInode *t, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
+{
+        const bool ext = h->type == BTRFS_INODE_EXTREF_KEY;
+        const size_t head = ext ? sizeof(struct btrfs_inode_extref) : sizeof(struct btrfs_inode_ref);
+
+        for (size_t off = 0; off + head <= h->len;) {
+                uint64_t parent = h->offset;
+                size_t n;
+                if (ext) {
+                        struct btrfs_inode_extref r;
+                        memcpy(&r, data + off, sizeof r);
+                        parent = le64toh(r.parent_objectid);
+                        n = le16toh(r.name_len);
+                } else {
+                        struct btrfs_inode_ref r;
+                        memcpy(&r, data + off, sizeof r);
+                        n = le16toh(r.name_len);
+                }
+                off += head;
+                if (off + n > h->len)
+                        return -EIO;
+                add_ref(t, parent, data + off, n);
+                off += n;
+        }
+        return 0;
+}
+
 static int read_item(void *userdata, const struct btrfs_ioctl_search_header *h, const uint8_t *data)
 {
         TreeSide *s = userdata;
@@ -250,29 +279,8 @@ static int read_item(void *userdata, const struct btrfs_ioctl_search_header *h, 
                 return 0;
         }
         case BTRFS_INODE_REF_KEY:
-                for (size_t off = 0; off + sizeof(struct btrfs_inode_ref) <= h->len;) {
-                        struct btrfs_inode_ref r;
-                        memcpy(&r, data + off, sizeof r);
-                        size_t n = le16toh(r.name_len);
-                        off += sizeof r;
-                        if (off + n > h->len)
-                                return -EIO;
-                        add_ref(t, h->offset, data + off, n);
-                        off += n;
-                }
-                return 0;
         case BTRFS_INODE_EXTREF_KEY:
-                for (size_t off = 0; off + sizeof(struct btrfs_inode_extref) <= h->len;) {
-                        struct btrfs_inode_extref r;
-                        memcpy(&r, data + off, sizeof r);
-                        size_t n = le16toh(r.name_len);
-                        off += sizeof r;
-                        if (off + n > h->len)
-                                return -EIO;
-                        add_ref(t, le64toh(r.parent_objectid), data + off, n);
-                        off += n;
-                }
-                return 0;
+                return read_refs(t, h, data);
         case BTRFS_DIR_INDEX_KEY: {
                 struct btrfs_dir_item d;
                 if (h->len < sizeof d)

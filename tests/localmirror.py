@@ -20,7 +20,6 @@ import subprocess
 import tarfile
 import threading
 
-import stamptest
 from stamptest import run
 from templatetest import SUITE, host_arch, package_tarball
 

@@ -18,7 +18,7 @@ from gi.repository import Gio, GLib
 import stamptest
 from reliabilitytest import user_call_with_fd
 from stamptest import (CANCEL_TIMEOUT, STAMPCTL, ACCESS_DENIED, INTERACTIVE_REQUIRED, MANAGER_IFACE, MANAGER_PATH, STAMP_ERROR, USER, USER2,
-                       JobWatch, fd_list, make_image, populate_image, rule_for, run, store_state,
+                       JobWatch, fd_list, make_image, populate_image, run, store_state,
                        subvolume_read_only, subvolume_show)
 
 NO_SUCH_IMAGE = STAMP_ERROR + 'NoSuchImage'
@@ -214,6 +214,18 @@ class DeltaTestCase(stamptest.TestCase):
         return sorted(n for n in os.listdir(self.store) if n.startswith('.#'))
 
 
+    def move_to_second_store(self):
+        """The daemon stopped, and another started on an empty store of its own (its job ids start
+        again from 1): the receiving side of an export made here."""
+        self.stop_daemon(self.daemon)
+        store2 = os.path.join(self.dir, 'store2')
+        os.makedirs(store2)
+        self.daemon = self.start_daemon(store=store2)
+        self.store = store2
+        self.jobs.close()
+        self.jobs = JobWatch(self.env.conn)
+
+
 class DiffTest(DeltaTestCase):
 
     def test_diff_against_origin(self):
@@ -325,17 +337,10 @@ class RoundTripTest(DeltaTestCase):
         self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base',
                                     compression='xz'))
         want_base, want_web = tree(self.path('base')), tree(self.path('web'))
-        self.stop_daemon(self.daemon)
-
-        store2 = os.path.join(self.dir, 'store2')
-        os.makedirs(store2)
-        self.daemon = self.start_daemon(store=store2)
-        self.store = store2
-        self.jobs.close()
-        self.jobs = JobWatch(self.env.conn)  # job ids start again from 1
+        self.move_to_second_store()
         # Before the template is there: refused, naming the parent and how to get it.
-        log = self.assertImportFails(self.file('web.delta'), 'web', NO_SUCH_IMAGE, 'base',
-                                     'import a full btrfs export of base first')
+        self.assertImportFails(self.file('web.delta'), 'web', NO_SUCH_IMAGE, 'base',
+                               'import a full btrfs export of base first')
         _, outcome = self.import_(self.file('base.btrfs'), 'base')
         self.assertDone(outcome)
         # A template there too, read-only, with its recipe.
@@ -594,13 +599,7 @@ class ChangedParentTest(DeltaTestCase):
         of web made on the first store."""
         self.assertDone(self.export('base', self.file('base.btrfs'), format='btrfs'))
         self.assertDone(self.export('web', self.file('web.delta'), format='btrfs', parent='base'))
-        self.stop_daemon(self.daemon)
-        store2 = os.path.join(self.dir, 'store2')
-        os.makedirs(store2)
-        self.daemon = self.start_daemon(store=store2)
-        self.store = store2
-        self.jobs.close()
-        self.jobs = JobWatch(self.env.conn)
+        self.move_to_second_store()
         _, outcome = self.import_(self.file('base.btrfs'), 'base')
         self.assertDone(outcome)
         return self.file('web.delta')

@@ -7,7 +7,6 @@ limits refuse the next image with nothing made; the store is private."""
 
 import os
 import stat
-import subprocess
 import xml.etree.ElementTree as ET
 
 import stamptest

@@ -16,7 +16,7 @@ import urllib.parse
 
 import stamptest
 from stamptest import STAMPCTL, run
-from templatetest import LOG_DEBUG, SUITE, TemplateTestCase, host_arch
+from templatetest import SUITE, TemplateTestCase, host_arch
 
 MANAGER = ('/io/stamp/Stamp1', 'io.stamp.Stamp1.Manager')
 
